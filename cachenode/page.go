@@ -1,0 +1,76 @@
+package cachenode
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+)
+
+// FileRef names one version of one file of the namespace: the unit whose
+// pages the cache holds. Two refs with the same Mount and Path but another
+// Version are different files to the cache; that is how a changed lake file
+// is never mixed with pages of its old content.
+type FileRef struct {
+	Mount   string // mount path in the namespace, e.g. "/lake/s3-use1"
+	Path    string // path inside the lake, cleaned (ufs.CleanPath)
+	Version string // ufs.FileInfo.Version at open time
+	Size    int64  // file size of that version
+}
+
+// FileID is the identity of a FileRef in the page store: a digest of mount,
+// path and version. Size is not part of it (the version already fixes it).
+type FileID [16]byte
+
+// ID returns the FileRef's identity.
+func (r FileRef) ID() FileID {
+	h := sha256.New()
+	io.WriteString(h, r.Mount)
+	h.Write([]byte{0})
+	io.WriteString(h, r.Path)
+	h.Write([]byte{0})
+	io.WriteString(h, r.Version)
+	var id FileID
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+func (r FileRef) String() string {
+	return fmt.Sprintf("%s/%s@%s", r.Mount, r.Path, r.Version)
+}
+
+func (id FileID) String() string { return hex.EncodeToString(id[:]) }
+
+// PageID names one page of one file version. Page Index covers the bytes
+// [Index*PageSize, (Index+1)*PageSize) of the file.
+type PageID struct {
+	File  FileID
+	Index int64
+}
+
+func (p PageID) String() string { return fmt.Sprintf("%s/%d", p.File, p.Index) }
+
+// Key is the page's placement key for rendezvous hashing: every node and
+// client computes the same owner from it.
+func (p PageID) Key() string { return fmt.Sprintf("page/%s/%d", p.File, p.Index) }
+
+// Source fetches bytes of a file from the place the cache fills from: the
+// lake itself or, in a federated mesh, another region. A Source reads
+// exactly the range asked ([off, off+n), fewer only at the end of the
+// file), and fails with ufs.ErrVersionChanged rather than return bytes of
+// another version than ref.Version.
+type Source interface {
+	Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error)
+}
+
+// Tier says where the bytes of a read came from; it is reported to the
+// client for tracing.
+type Tier string
+
+const (
+	TierMemory Tier = "memory" // the node's memory tier
+	TierDisk   Tier = "disk"   // the node's disk tier
+	TierLake   Tier = "lake"   // filled from the Source during this read
+	TierWait   Tier = "wait"   // filled by another reader's fetch this read waited for
+)

@@ -1,0 +1,79 @@
+// Package testenv starts the real services lakemesh's tests run against
+// (Consul, MinIO, counting proxies) and decides, in one place, what happens
+// when one cannot be had: the test is skipped with a message that says what
+// is missing and how to get it, except when LAKEMESH_REQUIRE_SERVICES=1 (as
+// in CI), where a missing service fails the test, so nothing is silently
+// skipped in CI.
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// Unavailable skips t (or fails it when services are required) because a
+// service or tool it needs cannot be had.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("LAKEMESH_REQUIRE_SERVICES") == "1" {
+		t.Fatalf("required service unavailable: %s", msg)
+	}
+	t.Skipf("skipped: %s", msg)
+}
+
+// Binary returns the path of an external program the test needs. It looks
+// in $LAKEMESH_TOOLS/bin (where .ci/run caches the consul and minio builds),
+// ~/.cache/lakemesh/tools/bin, then $PATH.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	if p := lookBinary(name); p != "" {
+		return p
+	}
+	Unavailable(t, "%s binary not found in $LAKEMESH_TOOLS/bin, ~/.cache/lakemesh/tools/bin or $PATH (run .ci/deps to build it)", name)
+	return ""
+}
+
+func lookBinary(name string) string {
+	var dirs []string
+	if d := os.Getenv("LAKEMESH_TOOLS"); d != "" {
+		dirs = append(dirs, filepath.Join(d, "bin"))
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(h, ".cache", "lakemesh", "tools", "bin"))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return ""
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	var p int
+	fmt.Sscanf(port, "%d", &p)
+	return p
+}

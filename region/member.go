@@ -1,0 +1,30 @@
+package region
+
+import "context"
+
+// Member is one cache node of a region as membership sees it.
+type Member struct {
+	ID     string // unique node id, stable across restarts of the node
+	Region string // region name from topology.yaml
+	Addr   string // gRPC address, host:port
+	// Capacity is the node's cache size in bytes; placement may weigh by it.
+	Capacity int64
+}
+
+// Membership is the live set of healthy members of one region.
+//
+// Members returns a snapshot sorted by ID; the slice must not be modified.
+// Changed returns a channel that is closed the next time the set changes,
+// so a caller can wait with select and re-read Members (the pattern of
+// Consul's blocking queries). Close stops any background watch and, for a
+// membership that registered the local node, deregisters it.
+type Membership interface {
+	Members() []Member
+	Changed() <-chan struct{}
+	Close() error
+}
+
+// Registrar is implemented by memberships that can register the local node.
+type Registrar interface {
+	Register(ctx context.Context, self Member) error
+}
