@@ -1,0 +1,429 @@
+package cachenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// chunkSize is the payload of one streamed read message.
+const chunkSize = 1 << 20
+
+// NodeConfig is what a cache node's data server needs; the daemon wires
+// it from flags, the topology and membership.
+type NodeConfig struct {
+	ID     string
+	Region string
+	Addr   string // advertised gRPC address
+	Lakes  *Lakes
+	Store  *Store
+	Cache  *Cache
+	// Members returns the region's members as this node sees them (for
+	// clients that bootstrap from one node).
+	Members func() []*nodepb.Member
+	// Topology is the topology.yaml text the node runs with, so clients can
+	// bootstrap from a node address alone.
+	Topology       []byte
+	TopologySource string
+	// MetadataEntries bounds the metadata cache (default 1M entries).
+	MetadataEntries int
+	Logger          *slog.Logger
+	Tracer          trace.Tracer
+}
+
+// Node serves the data plane (nodepb.NodeServer) of one cache node.
+type Node struct {
+	nodepb.UnimplementedNodeServer
+	cfg  NodeConfig
+	log  *slog.Logger
+	meta *metaCache
+	bufs sync.Pool
+}
+
+// NewNode returns the data server of a node.
+func NewNode(cfg NodeConfig) *Node {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	if cfg.Members == nil {
+		cfg.Members = func() []*nodepb.Member { return nil }
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries)}
+	n.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
+	return n
+}
+
+// Read streams a byte range of one file version.
+func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) error {
+	ctx := stream.Context()
+	f := req.GetFile()
+	lake, rel, err := n.cfg.Lakes.Resolve(f.GetPath())
+	if err != nil {
+		return ToStatus(err)
+	}
+	if req.Offset < 0 || req.Length < 0 {
+		return status.Errorf(codes.InvalidArgument, "read %s: negative offset or length", f.GetPath())
+	}
+	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
+	off, end := req.Offset, req.Offset+req.Length
+	if end > ref.Size {
+		end = ref.Size
+	}
+	ctx, span := n.cfg.Tracer.Start(ctx, "node.read", trace.WithAttributes(
+		attribute.String("lakemesh.path", f.GetPath()),
+		attribute.Int64("lakemesh.offset", off),
+		attribute.Int64("lakemesh.length", max(end-off, 0)),
+		attribute.String("lakemesh.node", n.cfg.ID),
+	))
+	defer span.End()
+
+	bp := n.bufs.Get().(*[]byte)
+	defer n.bufs.Put(bp)
+	buf := *bp
+	var fetches fetchSummary
+	for {
+		m := min(int64(len(buf)), end-off)
+		k := 0
+		if m > 0 {
+			var fs []Fetch
+			k, fs, err = n.cfg.Cache.ReadAt(ctx, ref, buf[:m], off, req.Sequential)
+			if err != nil {
+				span.RecordError(err)
+				return ToStatus(fmt.Errorf("read %s: %w", f.GetPath(), err))
+			}
+			fetches.add(fs)
+			off += int64(k)
+		}
+		last := off >= end || k == 0
+		chunk := &nodepb.ReadChunk{Data: buf[:k]}
+		if last {
+			chunk.Fetches = fetches.proto()
+			chunk.Node = n.cfg.ID
+		}
+		if err := stream.Send(chunk); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+// fetchSummary merges the per-call Fetch reports of one streamed read into
+// one per page: the slowest tier that served any part of it, the bytes and
+// the time spent.
+type fetchSummary struct {
+	pages []int64
+	by    map[int64]*nodepb.PageFetch
+}
+
+var tierRank = map[Tier]int{TierMemory: 0, TierDisk: 1, TierWait: 2, TierLake: 3}
+
+func (s *fetchSummary) add(fs []Fetch) {
+	if s.by == nil {
+		s.by = map[int64]*nodepb.PageFetch{}
+	}
+	for _, f := range fs {
+		pf, ok := s.by[f.Page]
+		if !ok {
+			pf = &nodepb.PageFetch{Page: f.Page, Tier: string(f.Tier)}
+			s.by[f.Page] = pf
+			s.pages = append(s.pages, f.Page)
+		}
+		if tierRank[f.Tier] > tierRank[Tier(pf.Tier)] {
+			pf.Tier = string(f.Tier)
+		}
+		pf.Bytes += f.Bytes
+		pf.Nanos += f.Duration.Nanoseconds()
+	}
+}
+
+func (s *fetchSummary) proto() []*nodepb.PageFetch {
+	out := make([]*nodepb.PageFetch, 0, len(s.pages))
+	for _, p := range s.pages {
+		out = append(out, s.by[p])
+	}
+	return out
+}
+
+// Prefetch queues whole-page fills (readahead).
+func (n *Node) Prefetch(ctx context.Context, req *nodepb.PrefetchRequest) (*nodepb.PrefetchReply, error) {
+	f := req.GetFile()
+	lake, rel, err := n.cfg.Lakes.Resolve(f.GetPath())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
+	for _, p := range req.Pages {
+		n.cfg.Cache.Prefetch(ref, p)
+	}
+	return &nodepb.PrefetchReply{Accepted: int32(len(req.Pages))}, nil
+}
+
+// Stat answers from the metadata cache, asking the lake on a miss.
+func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatReply, error) {
+	p := req.GetPath()
+	if children, ok := n.virtualChildren(p); ok && children != nil {
+		return &nodepb.StatReply{Entry: &nodepb.Entry{Path: p, Dir: true}}, nil
+	}
+	lake, rel, err := n.cfg.Lakes.Resolve(p)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	fi, err := n.meta.stat(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
+		return lake.FS.Stat(ctx, rel)
+	})
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("stat %s: %w", p, err))
+	}
+	return &nodepb.StatReply{Entry: entryProto(lake, fi)}, nil
+}
+
+// List answers one page of a directory listing from the metadata cache.
+func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListReply, error) {
+	p := strings.TrimSuffix(req.GetPath(), "/")
+	if children, ok := n.virtualChildren(p); ok {
+		reply := &nodepb.ListReply{}
+		for _, c := range children {
+			reply.Entries = append(reply.Entries, &nodepb.Entry{Path: path.Join(p, c), Dir: true})
+		}
+		if p == "" {
+			for _, e := range reply.Entries {
+				e.Path = "/" + strings.TrimPrefix(e.Path, "/")
+			}
+		}
+		return reply, nil
+	}
+	lake, rel, err := n.cfg.Lakes.Resolve(p)
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 || limit > 10000 {
+		limit = 1000
+	}
+	page, err := n.meta.list(ctx, p, req.GetToken(), limit, lake.MetadataTTL, func(ctx context.Context) (ufs.ListPage, error) {
+		return lake.FS.List(ctx, rel, req.GetToken(), limit)
+	})
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("list %s: %w", p, err))
+	}
+	reply := &nodepb.ListReply{Next: page.Next, Entries: make([]*nodepb.Entry, 0, len(page.Entries))}
+	for _, fi := range page.Entries {
+		reply.Entries = append(reply.Entries, entryProto(lake, fi))
+	}
+	return reply, nil
+}
+
+// virtualChildren lists the names under a path that is not inside any
+// mount but leads to mounts ("/" and "/lake" for "/lake/s3-use1"). ok is
+// false for paths inside a mount or leading nowhere.
+func (n *Node) virtualChildren(p string) (children []string, ok bool) {
+	p = strings.TrimSuffix(p, "/")
+	seen := map[string]bool{}
+	for _, lk := range n.cfg.Lakes.All() {
+		if p == lk.Path || strings.HasPrefix(p, lk.Path+"/") {
+			return nil, false
+		}
+		if strings.HasPrefix(lk.Path, p+"/") {
+			rest := lk.Path[len(p)+1:]
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				rest = rest[:i]
+			}
+			if !seen[rest] {
+				seen[rest] = true
+				children = append(children, rest)
+			}
+		}
+	}
+	sort.Strings(children)
+	return children, children != nil
+}
+
+func entryProto(lake Lake, fi ufs.FileInfo) *nodepb.Entry {
+	p := lake.Path
+	if fi.Path != "" {
+		p += "/" + fi.Path
+	}
+	return &nodepb.Entry{
+		Path:          p,
+		Size:          fi.Size,
+		MtimeUnixNano: fi.ModTime.UnixNano(),
+		Dir:           fi.IsDir,
+		Version:       fi.Version,
+	}
+}
+
+// writableLake resolves a path for a change, refusing read-only mounts.
+func (n *Node) writableLake(p string) (Lake, string, error) {
+	lake, rel, err := n.cfg.Lakes.Resolve(p)
+	if err != nil {
+		return Lake{}, "", err
+	}
+	if lake.ReadOnly {
+		return Lake{}, "", fmt.Errorf("%s: %w", lake.Path, ErrReadOnly)
+	}
+	if rel == "" {
+		return Lake{}, "", fmt.Errorf("path %q: %w: the mount point itself cannot be changed", p, ufs.ErrInvalidPath)
+	}
+	return lake, rel, nil
+}
+
+// Write streams a whole file into its lake (write-through).
+func (n *Node) Write(stream nodepb.Node_WriteServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	p := first.GetPath()
+	lake, rel, err := n.writableLake(p)
+	if err != nil {
+		return ToStatus(err)
+	}
+	r := &writeStreamReader{stream: stream, pending: first.GetData()}
+	start := time.Now()
+	fi, err := lake.FS.Create(stream.Context(), rel, r)
+	n.meta.invalidate(p)
+	if err != nil {
+		return ToStatus(fmt.Errorf("write %s: %w", p, err))
+	}
+	n.log.Info("file written", "path", p, "bytes", r.n, "version", fi.Version, "took", time.Since(start))
+	return stream.SendAndClose(&nodepb.WriteReply{Entry: entryProto(lake, fi)})
+}
+
+// writeStreamReader reads the data of a Write stream as one io.Reader.
+type writeStreamReader struct {
+	stream  nodepb.Node_WriteServer
+	pending []byte
+	n       int64
+	done    bool
+}
+
+func (w *writeStreamReader) Read(p []byte) (int, error) {
+	for len(w.pending) == 0 {
+		if w.done {
+			return 0, io.EOF
+		}
+		msg, err := w.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			w.done = true
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		w.pending = msg.GetData()
+	}
+	k := copy(p, w.pending)
+	w.pending = w.pending[k:]
+	w.n += int64(k)
+	return k, nil
+}
+
+// Delete removes a file or an empty directory from its lake.
+func (n *Node) Delete(ctx context.Context, req *nodepb.DeleteRequest) (*nodepb.DeleteReply, error) {
+	lake, rel, err := n.writableLake(req.GetPath())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	err = lake.FS.Delete(ctx, rel)
+	n.meta.invalidate(req.GetPath())
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("delete %s: %w", req.GetPath(), err))
+	}
+	return &nodepb.DeleteReply{}, nil
+}
+
+// Mkdir creates a directory (and its parents) in a lake.
+func (n *Node) Mkdir(ctx context.Context, req *nodepb.MkdirRequest) (*nodepb.MkdirReply, error) {
+	lake, rel, err := n.writableLake(req.GetPath())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	err = lake.FS.Mkdir(ctx, rel)
+	n.meta.invalidate(req.GetPath())
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("mkdir %s: %w", req.GetPath(), err))
+	}
+	return &nodepb.MkdirReply{}, nil
+}
+
+// Rename moves a file inside one lake.
+func (n *Node) Rename(ctx context.Context, req *nodepb.RenameRequest) (*nodepb.RenameReply, error) {
+	from, relFrom, err := n.writableLake(req.GetFrom())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	to, relTo, err := n.writableLake(req.GetTo())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	if from.Path != to.Path {
+		return nil, ToStatus(fmt.Errorf("rename %s to %s: %w: the paths are in different mounts", req.GetFrom(), req.GetTo(), ufs.ErrInvalidPath))
+	}
+	err = from.FS.Rename(ctx, relFrom, relTo)
+	n.meta.invalidate(req.GetFrom())
+	n.meta.invalidate(req.GetTo())
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("rename %s to %s: %w", req.GetFrom(), req.GetTo(), err))
+	}
+	return &nodepb.RenameReply{}, nil
+}
+
+// Invalidate drops cached metadata at and below a path.
+func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*nodepb.InvalidateReply, error) {
+	p := strings.TrimSuffix(req.GetPath(), "/")
+	dropped := n.meta.invalidate(p)
+	n.log.Info("metadata invalidated", "path", req.GetPath(), "entries", dropped)
+	return &nodepb.InvalidateReply{Dropped: int32(dropped)}, nil
+}
+
+// Info describes the node for clients and `lakemesh status`.
+func (n *Node) Info(ctx context.Context, req *nodepb.InfoRequest) (*nodepb.InfoReply, error) {
+	st := n.cfg.Store.Stats()
+	return &nodepb.InfoReply{
+		NodeId:         n.cfg.ID,
+		Region:         n.cfg.Region,
+		Addr:           n.cfg.Addr,
+		Members:        n.cfg.Members(),
+		TopologyYaml:   string(n.cfg.Topology),
+		TopologySource: n.cfg.TopologySource,
+		PageSize:       n.cfg.Store.PageSize(),
+		Cache:          statsProto(st, n.cfg.Lakes.LakeBytes()),
+	}, nil
+}
+
+func statsProto(st StoreStats, lakeBytes int64) *nodepb.CacheStats {
+	return &nodepb.CacheStats{
+		Pages:         int64(st.Pages),
+		MemoryBytes:   st.MemoryBytes,
+		MemoryLimit:   st.MemoryLimit,
+		DiskBytes:     st.DiskBytes,
+		DiskLimit:     st.DiskLimit,
+		HitsMemory:    st.MemoryHits,
+		HitsDisk:      st.DiskHits,
+		Misses:        st.Misses,
+		CorruptBlocks: st.CorruptBlocks,
+		EvictedPages:  st.MemoryEvictions + st.DiskEvictions,
+		LakeBytes:     lakeBytes,
+	}
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+func catCmd() *cobra.Command {
+	var cf clientFlags
+	var explain bool
+	var offset, length int64
+	cmd := &cobra.Command{
+		Use:   "cat [flags] PATH",
+		Short: "Write a file of the namespace to standard output",
+		Long: `Read a file through the region's cache nodes and write it to standard output.
+Every byte comes from the closest copy: this region's cache (memory or disk),
+else the lake, read once by the page's owner node.
+
+With --trace, a summary of the read goes to standard error: which node served
+each page, whether the bytes came from memory, disk or the lake, how many
+bytes and how long it took. Traces are also exported by OTLP when the
+standard OTEL_EXPORTER_OTLP_* variables are set.`,
+		Example: "  lakemesh cat /lake/s3-use1/README.txt\n  lakemesh cat --trace /lake/s3-use1/train/part-0000 > /dev/null\n  lakemesh cat --offset 4096 --length 4096 /lake/s3-use1/train/part-0000 | xxd | head",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			rec := tracetest.NewSpanRecorder()
+			var extra []sdktrace.SpanProcessor
+			if explain {
+				extra = append(extra, rec)
+			}
+			tp, shutdown := tracing(ctx, "lakemesh-cat", newLogger(cf.logLevel), extra...)
+			defer shutdown(ctx)
+			c, err := cf.dial(ctx, tp)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, span := tp.Tracer("lakemesh/cmd").Start(ctx, "lakemesh.cat", trace.WithAttributes(attribute.String("lakemesh.path", args[0])))
+			start := time.Now()
+			f, err := c.Open(ctx, args[0])
+			if err != nil {
+				span.End()
+				return err
+			}
+			if offset < 0 || length < -1 {
+				span.End()
+				return fmt.Errorf("--offset and --length must not be negative")
+			}
+			end := f.Size()
+			if length >= 0 {
+				end = min(end, offset+length)
+			}
+			out := bufio.NewWriterSize(os.Stdout, 1<<20)
+			buf := make([]byte, 16<<20)
+			var written int64
+			for pos := offset; pos < end; {
+				n, rerr := f.ReadAt(ctx, buf[:min(int64(len(buf)), end-pos)], pos)
+				if n > 0 {
+					if _, werr := out.Write(buf[:n]); werr != nil {
+						span.End()
+						return fmt.Errorf("write to standard output: %w", werr)
+					}
+					pos += int64(n)
+					written += int64(n)
+				}
+				if rerr != nil && !errors.Is(rerr, io.EOF) {
+					span.End()
+					return rerr
+				}
+				if n == 0 {
+					break
+				}
+			}
+			if err := out.Flush(); err != nil {
+				span.End()
+				return fmt.Errorf("write to standard output: %w", err)
+			}
+			span.End()
+			if explain {
+				printTrace(os.Stderr, f.Entry().Path, f.Entry().Version, c.Region(), written, time.Since(start), rec.Ended())
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&explain, "trace", false, "explain the read on standard error: node, source, bytes and time of every page")
+	cmd.Flags().Int64Var(&offset, "offset", 0, "first byte to read")
+	cmd.Flags().Int64Var(&length, "length", -1, "bytes to read (-1: to the end)")
+	return cmd
+}
+
+// printTrace renders the page.fetch spans of one cat as a table a person
+// reads at a glance, then totals by source.
+func printTrace(w io.Writer, path, version, region string, bytes int64, took time.Duration, spans []sdktrace.ReadOnlySpan) {
+	type row struct {
+		page         int64
+		node, source string
+		bytes        int64
+		dur          time.Duration
+		err          string
+	}
+	var rows []row
+	for _, s := range spans {
+		if s.Name() != "page.fetch" {
+			continue
+		}
+		r := row{dur: s.EndTime().Sub(s.StartTime())}
+		for _, a := range s.Attributes() {
+			switch a.Key {
+			case "lakemesh.page":
+				r.page = a.Value.AsInt64()
+			case "lakemesh.node":
+				r.node = a.Value.AsString()
+			case "lakemesh.source":
+				r.source = a.Value.AsString()
+			case "lakemesh.bytes":
+				r.bytes = a.Value.AsInt64()
+			}
+		}
+		if s.Status().Description != "" {
+			r.err = s.Status().Description
+		}
+		rows = append(rows, r)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].page < rows[j].page })
+	rate := float64(bytes) / took.Seconds() / (1 << 20)
+	fmt.Fprintf(w, "read %s (version %s): %s in %s (%.0f MiB/s), region %s\n", path, version, humanBytes(bytes), took.Round(time.Microsecond), rate, region)
+	const maxRows = 40
+	type total struct {
+		pages int
+		bytes int64
+	}
+	totals := map[string]*total{}
+	for i, r := range rows {
+		src := r.source
+		if src == "" {
+			src = "error"
+		}
+		t := totals[src]
+		if t == nil {
+			t = &total{}
+			totals[src] = t
+		}
+		t.pages++
+		t.bytes += r.bytes
+		if i < maxRows {
+			line := fmt.Sprintf("  page %-6d %-8s %10s  %9s  node %s", r.page, src, humanBytes(r.bytes), r.dur.Round(time.Microsecond), r.node)
+			if r.err != "" {
+				line += "  error: " + r.err
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	if len(rows) > maxRows {
+		fmt.Fprintf(w, "  ... %d more page reads\n", len(rows)-maxRows)
+	}
+	var srcs []string
+	for s := range totals {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	fmt.Fprint(w, "by source:")
+	for _, s := range srcs {
+		fmt.Fprintf(w, "  %s %d reads %s;", s, totals[s].pages, humanBytes(totals[s].bytes))
+	}
+	fmt.Fprintln(w)
+}

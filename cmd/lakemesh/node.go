@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lakemesh/lakemesh/federation"
+)
+
+func nodeCmd() *cobra.Command {
+	var (
+		topologyPath, regionName, id, listen, advertise, consul string
+		cacheDir, diskSize, memSize, pageSize, blockSize        string
+		logLevel                                                string
+	)
+	cmd := &cobra.Command{
+		Use:   "node [flags]",
+		Short: "Run one cache node of one region",
+		Long: `Run one cache node: it registers in its region's Consul (a health-checked
+service carrying its region, gRPC address and capacity), serves reads of every
+mount of the topology from its page cache (memory and disk tiers), fills
+missing pages from the lakes, and leaves Consul cleanly on SIGINT/SIGTERM.
+
+Lake credentials come from the environment (the standard AWS credential chain
+for s3://, HADOOP_USER_NAME for hdfs://), never from the topology file; the
+Consul token from CONSUL_HTTP_TOKEN.
+
+A restarted node with the same --cache-dir serves what it had cached without
+reading the lakes again.`,
+		Example: `  lakemesh node --topology topology.yaml --region gpu-wlcb --consul 127.0.0.1:8500 \
+      --listen 10.0.0.5:7070 --cache-dir /var/cache/lakemesh --cache-size 500GiB --memory-size 16GiB`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			log := newLogger(logLevel)
+			if regionName == "" {
+				return fmt.Errorf("--region is required: which region of the topology this node belongs to")
+			}
+			if consul == "" {
+				return fmt.Errorf("--consul is required (or CONSUL_HTTP_ADDR): the region's members are found in Consul")
+			}
+			data, err := os.ReadFile(topologyPath)
+			if err != nil {
+				return fmt.Errorf("read topology: %w", err)
+			}
+			topo, err := federation.Parse(topologyPath, data)
+			if err != nil {
+				return err
+			}
+			var disk, mem, page, block int64
+			for _, sz := range []struct {
+				flag, val string
+				dst       *int64
+			}{{"cache-size", diskSize, &disk}, {"memory-size", memSize, &mem}, {"page-size", pageSize, &page}, {"block-size", blockSize, &block}} {
+				n, err := federation.ParseSize(sz.val)
+				if err != nil {
+					return fmt.Errorf("--%s %q: %w", sz.flag, sz.val, err)
+				}
+				*sz.dst = n
+			}
+			if advertise == "" {
+				host, _, err := net.SplitHostPort(listen)
+				if err != nil {
+					return fmt.Errorf("--listen %q: %w", listen, err)
+				}
+				if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+					return fmt.Errorf("--listen %s listens on every address; say which one other machines reach this node at with --advertise", listen)
+				}
+			}
+			if cacheDir == "" {
+				return fmt.Errorf("--cache-dir is required: where the disk tier keeps pages")
+			}
+			tp, shutdown := tracing(ctx, "lakemesh-node", log)
+			defer shutdown(ctx)
+			n, err := startNode(ctx, nodeOptions{
+				topology:     topo,
+				topologyYAML: data,
+				region:       regionName,
+				id:           id,
+				listen:       listen,
+				advertise:    advertise,
+				consul:       consul,
+				cacheDir:     filepath.Clean(cacheDir),
+				diskBytes:    disk,
+				memoryBytes:  mem,
+				pageSize:     page,
+				blockSize:    block,
+				log:          log,
+				tp:           tp,
+			})
+			if err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down", "node", n.opts.id)
+			case err := <-n.served:
+				log.Error("gRPC server stopped", "err", err)
+			}
+			return n.close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&topologyPath, "topology", "topology.yaml", "the mesh's topology file")
+	f.StringVar(&regionName, "region", "", "region this node belongs to (required)")
+	f.StringVar(&id, "id", "", "node id, stable across restarts (default <region>-<host>-<port>)")
+	f.StringVar(&listen, "listen", "127.0.0.1:7070", "gRPC listen address")
+	f.StringVar(&advertise, "advertise", "", "address clients and peers reach this node at (default: --listen)")
+	f.StringVar(&consul, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "HTTP address of the region's Consul agent (default $CONSUL_HTTP_ADDR)")
+	f.StringVar(&cacheDir, "cache-dir", "", "directory of the disk tier (required)")
+	f.StringVar(&diskSize, "cache-size", "10GiB", "disk tier size")
+	f.StringVar(&memSize, "memory-size", "1GiB", "memory tier size (0 disables it)")
+	f.StringVar(&pageSize, "page-size", "4MiB", "page size; every node of a region must use the same")
+	f.StringVar(&blockSize, "block-size", "32KiB", "fill unit of random reads; divides the page size")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}

@@ -1,0 +1,219 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/policy"
+	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// Config is what a Client needs. Dial fills it from a node address or a
+// Consul agent; front ends embedded in a node fill it directly.
+type Config struct {
+	Topology *federation.Topology
+	Region   string
+	Members  region.Membership
+	// PageSize must equal the region's nodes' page size (placement of a
+	// byte depends on it); Dial asks a node for it.
+	PageSize int64
+	// Readahead is how many bytes past a sequential read are prefetched;
+	// 0 means the policy default, negative disables it.
+	Readahead int64
+	// DirectFallback lets the client read a lake itself when no node of
+	// the region can serve (credentials come from the client's own
+	// environment). Off, a read fails with ErrNoNode instead.
+	DirectFallback bool
+	// DownFor is how long a node that failed a call is skipped by this
+	// client before it is tried again (default 5s).
+	DownFor time.Duration
+	// DialOptions are added to every gRPC connection.
+	DialOptions    []grpc.DialOption
+	TracerProvider trace.TracerProvider
+	Logger         *slog.Logger
+}
+
+// ErrNoNode means no node of the region could serve and direct lake reads
+// are not allowed.
+var ErrNoNode = errors.New("no cache node of the region could serve")
+
+// Client reads and writes the namespace through a region's cache nodes.
+// It is safe for concurrent use; Close releases its connections.
+type Client struct {
+	cfg      Config
+	policies *policy.Set
+	tracer   trace.Tracer
+	log      *slog.Logger
+
+	mu    sync.Mutex // guards conns, down, lakes
+	conns map[string]*grpc.ClientConn
+	down  map[string]time.Time // node addr -> skip until
+	lakes map[string]ufs.FS    // mount path -> lake, opened on first direct read
+
+	bg     sync.WaitGroup // readahead calls in flight
+	bgSem  chan struct{}  // bounds them
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a Client for cfg.
+func New(cfg Config) (*Client, error) {
+	if cfg.Topology == nil || cfg.Members == nil {
+		return nil, errors.New("router: Config needs a Topology and Members")
+	}
+	if cfg.PageSize <= 0 {
+		return nil, errors.New("router: Config.PageSize must be positive")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = noop.NewTracerProvider()
+	}
+	if cfg.DownFor <= 0 {
+		cfg.DownFor = 5 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{
+		cfg:      cfg,
+		policies: policy.NewSet(cfg.Topology.Policies),
+		tracer:   cfg.TracerProvider.Tracer("github.com/lakemesh/lakemesh/router"),
+		log:      cfg.Logger,
+		conns:    map[string]*grpc.ClientConn{},
+		down:     map[string]time.Time{},
+		lakes:    map[string]ufs.FS{},
+		bgSem:    make(chan struct{}, 16),
+		ctx:      ctx,
+		cancel:   cancel,
+	}, nil
+}
+
+// Topology is the mesh the client works in.
+func (c *Client) Topology() *federation.Topology { return c.cfg.Topology }
+
+// Region is the region whose nodes the client uses.
+func (c *Client) Region() string { return c.cfg.Region }
+
+// Members is the region's current membership.
+func (c *Client) Members() []region.Member { return c.cfg.Members.Members() }
+
+// Close stops readahead and closes connections and lakes.
+func (c *Client) Close() error {
+	c.cancel()
+	c.bg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	for _, l := range c.lakes {
+		errs = append(errs, l.Close())
+	}
+	c.conns, c.lakes = map[string]*grpc.ClientConn{}, map[string]ufs.FS{}
+	return errors.Join(errs...)
+}
+
+// node returns a client stub for a member, connecting on first use.
+func (c *Client) node(addr string) (nodepb.NodeClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc, ok := c.conns[addr]; ok {
+		return nodepb.NewNodeClient(cc), nil
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(c.cfg.TracerProvider))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		grpc.WithInitialWindowSize(4 << 20),
+		grpc.WithInitialConnWindowSize(16 << 20),
+	}, c.cfg.DialOptions...)
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to node %s: %w", addr, err)
+	}
+	c.conns[addr] = cc
+	return nodepb.NewNodeClient(cc), nil
+}
+
+// candidates returns the region's members in placement order for key:
+// the owner first, then the failover order, with members this client saw
+// fail recently moved to the end (still tried, last).
+func (c *Client) candidates(key string) []region.Member {
+	ranked := region.Rank(key, c.cfg.Members.Members())
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	up := make([]region.Member, 0, len(ranked))
+	var down []region.Member
+	for _, m := range ranked {
+		if until, ok := c.down[m.Addr]; ok && now.Before(until) {
+			down = append(down, m)
+			continue
+		}
+		up = append(up, m)
+	}
+	return append(up, down...)
+}
+
+// markDown makes the client skip a node for a while after it failed.
+func (c *Client) markDown(addr string, err error) {
+	c.mu.Lock()
+	c.down[addr] = time.Now().Add(c.cfg.DownFor)
+	c.mu.Unlock()
+	c.log.Warn("node failed, trying the next candidate", "node", addr, "err", err)
+}
+
+// nodeFailed says whether err means the node (not the request) failed, so
+// the next candidate should be tried.
+func nodeFailed(err error) bool {
+	// Unavailable is what gRPC reports for a refused or reset connection
+	// and a server going away mid-stream (kill -9). Errors the node sent
+	// on purpose (not found, a lake failure) are answers, not node failures.
+	return status.Code(err) == codes.Unavailable
+}
+
+// onCandidates runs call against the members ranked for key until one
+// answers without a node failure. It returns ErrNoNode (wrapping the last
+// failure) when none could.
+func (c *Client) onCandidates(ctx context.Context, key string, call func(nodepb.NodeClient, region.Member) error) error {
+	members := c.candidates(key)
+	if len(members) == 0 {
+		return fmt.Errorf("%w: region %s has no healthy members", ErrNoNode, c.cfg.Region)
+	}
+	var last error
+	for _, m := range members {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		nc, err := c.node(m.Addr)
+		if err == nil {
+			err = call(nc, m)
+		}
+		if err == nil || !nodeFailed(err) {
+			return cachenode.FromStatus(err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		last = err
+		c.markDown(m.Addr, err)
+	}
+	return fmt.Errorf("%w: all %d members failed, last: %v", ErrNoNode, len(members), last)
+}

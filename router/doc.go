@@ -1,0 +1,41 @@
+// Package router resolves any namespace path to the place that serves it
+// and carries reads and writes there. It is the Go client API that the CLI
+// and the front ends (FUSE, S3) use.
+//
+// The read path: a path resolves to a mount (longest prefix of the
+// topology's mounts), Stat names the file's version, and the file is read
+// page by page. Each page (a PageSize-aligned range of one file version)
+// has an owner among the region's healthy members, chosen by rendezvous
+// hashing of the page's key: every client computes the same owner, so
+// every reader of a page meets at one node, and that node singleflights
+// the lake read. A file is opened at a version and every page read names
+// it, so a reader never mixes two versions: when the lake changes under
+// an open file, reads fail with ufs.ErrVersionChanged.
+//
+// Failover: the candidates for a key are the members in rendezvous order.
+// When the owner does not answer (connection refused or reset, a node
+// killed mid-stream) the next candidate serves, resuming after the bytes
+// already received; a node that failed is skipped by this client for a
+// short while. If no node can serve and the client was configured to,
+// it reads the lake itself; otherwise it fails with ErrNoNode.
+//
+// Access patterns: a read that starts where the previous read of the same
+// File ended is sequential. Sequential reads ask nodes to fill whole pages
+// and prefetch the next pages (bounded by the readahead policy, and by a
+// fixed number of prefetch calls in flight per client); other reads ask
+// only for the blocks they touch, so random 4 KiB reads never drag whole
+// pages across.
+//
+// Metadata (stat, list) is placed by the path's key and cached on its
+// owner for the mount's metadata TTL; writes go to the path's owner, which
+// writes through to the lake and drops its cached entries, and the client
+// drops the parent directory's listing at its owner. Sync drops entries
+// under a path on every node of the region.
+//
+// Tracing: every File.ReadAt is a "lakemesh.read" span with a
+// "page.fetch" child per page, saying which node served it and where the
+// bytes came from (memory, disk, lake, wait, direct).
+//
+// Lock order: Client.mu and File.mu are leaves; no call is made while
+// holding either.
+package router

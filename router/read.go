@@ -1,0 +1,267 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// parallelPages bounds how many pages one ReadAt fetches at once.
+const parallelPages = 4
+
+// File is one version of a file, open for reading. Every read of a File
+// returns bytes of the version it was opened at, or fails with an error
+// wrapping ufs.ErrVersionChanged; it never mixes versions.
+type File struct {
+	c         *Client
+	entry     Entry
+	mount     federation.Mount
+	ref       cachenode.FileRef
+	id        cachenode.FileID
+	readahead int64
+
+	mu      sync.Mutex // guards lastEnd, ahead
+	lastEnd int64      // end of the previous read: sequential detection
+	ahead   int64      // pages below this index have been prefetched
+}
+
+// Open stats p and opens that version of the file.
+func (c *Client) Open(ctx context.Context, p string) (*File, error) {
+	e, err := c.Stat(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if e.IsDir {
+		return nil, fmt.Errorf("open %s: %w", e.Path, ufs.ErrIsDir)
+	}
+	return c.OpenEntry(e)
+}
+
+// OpenEntry opens the version of a file that e describes (from Stat or
+// List) without asking again.
+func (c *Client) OpenEntry(e Entry) (*File, error) {
+	m, rel, ok := c.cfg.Topology.Resolve(e.Path)
+	if !ok {
+		return nil, fmt.Errorf("open %s: %w", e.Path, cachenode.ErrNoMount)
+	}
+	ref := cachenode.FileRef{Mount: m.Path, Path: rel, Version: e.Version, Size: e.Size}
+	ra := c.cfg.Readahead
+	if ra == 0 {
+		ra = c.policies.For(e.Path).Readahead
+	}
+	return &File{c: c, entry: e, mount: m, ref: ref, id: ref.ID(), readahead: ra}, nil
+}
+
+// Entry is what the file was opened as.
+func (f *File) Entry() Entry { return f.entry }
+
+// Size is the size of the opened version.
+func (f *File) Size() int64 { return f.entry.Size }
+
+// ReadAt reads len(p) bytes at off, with io.ReaderAt semantics (io.EOF
+// when it stops at the end of the file). Pages are read from their owner
+// nodes, several at once; a sequential pattern starts readahead.
+func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset", f.entry.Path)
+	}
+	if off >= f.entry.Size {
+		return 0, io.EOF
+	}
+	end := min(off+int64(len(p)), f.entry.Size)
+
+	f.mu.Lock()
+	sequential := off == f.lastEnd
+	f.lastEnd = end
+	f.mu.Unlock()
+
+	ctx, span := f.c.tracer.Start(ctx, "lakemesh.read", trace.WithAttributes(
+		attribute.String("lakemesh.path", f.entry.Path),
+		attribute.String("lakemesh.version", f.entry.Version),
+		attribute.Int64("lakemesh.offset", off),
+		attribute.Int64("lakemesh.length", end-off),
+		attribute.Bool("lakemesh.sequential", sequential),
+		attribute.String("lakemesh.region", f.c.cfg.Region),
+	))
+	defer span.End()
+
+	ps := f.c.cfg.PageSize
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelPages)
+	for pos := off; pos < end; {
+		page := pos / ps
+		pieceEnd := min((page+1)*ps, end)
+		buf := p[pos-off : pieceEnd-off]
+		at := pos
+		g.Go(func() error { return f.readPiece(gctx, page, at, buf, sequential) })
+		pos = pieceEnd
+	}
+	err := g.Wait()
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return 0, err
+	}
+	if sequential {
+		f.readAhead(end)
+	}
+	n := int(end - off)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readPiece fills buf with the bytes at off, all inside one page, from the
+// page's owner, failing over to the next candidates, and finally to the
+// lake itself when that is allowed.
+func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, sequential bool) error {
+	start := time.Now()
+	ctx, span := f.c.tracer.Start(ctx, "page.fetch", trace.WithAttributes(
+		attribute.Int64("lakemesh.page", page),
+		attribute.Int64("lakemesh.offset", off),
+		attribute.Int64("lakemesh.bytes", int64(len(buf))),
+	))
+	defer span.End()
+
+	key := cachenode.PageID{File: f.id, Index: page}.Key()
+	got := 0 // bytes already in buf: a failover resumes after them
+	var served region.Member
+	var fetch *nodepb.PageFetch
+	err := f.c.onCandidates(ctx, key, func(nc nodepb.NodeClient, m region.Member) error {
+		served = m
+		stream, err := nc.Read(ctx, &nodepb.ReadRequest{
+			File:       &nodepb.FileRef{Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size},
+			Offset:     off + int64(got),
+			Length:     int64(len(buf) - got),
+			Sequential: sequential,
+		})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			got += copy(buf[got:], chunk.GetData())
+			for _, pf := range chunk.GetFetches() {
+				fetch = pf
+			}
+		}
+		if got < len(buf) {
+			return fmt.Errorf("read %s page %d from %s: short read, %d of %d bytes", f.entry.Path, page, m.Addr, got, len(buf))
+		}
+		return nil
+	})
+	tier := ""
+	if err != nil && f.c.fallback(err) {
+		f.c.log.Warn("no node could serve, reading the lake directly", "path", f.entry.Path, "page", page, "err", err)
+		err = f.c.directRead(ctx, f, off+int64(got), buf[got:])
+		tier, served = "direct", region.Member{}
+	} else if fetch != nil {
+		tier = fetch.GetTier()
+	}
+	span.SetAttributes(
+		attribute.String("lakemesh.source", tier),
+		attribute.String("lakemesh.node", served.ID),
+		attribute.String("lakemesh.node_addr", served.Addr),
+		attribute.Int64("lakemesh.duration_us", time.Since(start).Microseconds()),
+	)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		if errors.Is(err, ufs.ErrVersionChanged) {
+			return fmt.Errorf("read %s: %w; open it again to read the new version", f.entry.Path, ufs.ErrVersionChanged)
+		}
+		return fmt.Errorf("read %s page %d: %w", f.entry.Path, page, err)
+	}
+	return nil
+}
+
+// readAhead asks the owners of the pages after end to fill them, so a
+// sequential reader finds them cached. It never blocks the reader: when
+// too many prefetch calls are in flight, it skips.
+func (f *File) readAhead(end int64) {
+	if f.readahead <= 0 {
+		return
+	}
+	ps := f.c.cfg.PageSize
+	first := (end + ps - 1) / ps
+	last := (min(end+f.readahead, f.entry.Size) - 1) / ps
+	f.mu.Lock()
+	first = max(first, f.ahead)
+	if first > last {
+		f.mu.Unlock()
+		return
+	}
+	f.ahead = last + 1
+	f.mu.Unlock()
+
+	byOwner := map[string][]int64{}
+	members := f.c.cfg.Members.Members()
+	for page := first; page <= last; page++ {
+		owner, ok := region.Owner(cachenode.PageID{File: f.id, Index: page}.Key(), members)
+		if ok {
+			byOwner[owner.Addr] = append(byOwner[owner.Addr], page)
+		}
+	}
+	ref := &nodepb.FileRef{Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size}
+	for addr, pages := range byOwner {
+		select {
+		case f.c.bgSem <- struct{}{}:
+		default:
+			return
+		}
+		f.c.bg.Add(1)
+		go func() {
+			defer func() { <-f.c.bgSem; f.c.bg.Done() }()
+			nc, err := f.c.node(addr)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(f.c.ctx, 5*time.Second)
+			defer cancel()
+			if _, err := nc.Prefetch(ctx, &nodepb.PrefetchRequest{File: ref, Pages: pages}); err != nil {
+				f.c.log.Debug("readahead failed", "node", addr, "err", err)
+			}
+		}()
+	}
+}
+
+// Reader returns a sequential reader of the whole file.
+func (f *File) Reader(ctx context.Context) io.Reader {
+	return &fileReader{ctx: ctx, f: f}
+}
+
+type fileReader struct {
+	ctx context.Context
+	f   *File
+	pos int64
+}
+
+func (r *fileReader) Read(p []byte) (int, error) {
+	n, err := r.f.ReadAt(r.ctx, p, r.pos)
+	r.pos += int64(n)
+	if n > 0 && errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}

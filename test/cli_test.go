@@ -1,0 +1,207 @@
+package test
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bad topology files: the CLI prints the exact error lines and exits
+// non-zero, before starting anything.
+func TestBadTopologyErrorLines(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{
+			name: "unknown region in a line",
+			yaml: "mesh: m\nregions:\n  - name: a\n  - name: b\nlines:\n  - between: [a, c]\n    capacity: 1Gbps\n    budget: 1Gbps\n",
+			want: []string{`lakemesh: %s:6: lines[0].between[1]: unknown region "c"; declared regions are a, b`},
+		},
+		{
+			name: "budget above capacity and an undeclared home region",
+			yaml: "mesh: m\nregions:\n  - name: a\n  - name: b\nlines:\n  - between: [a, b]\n    capacity: 1Gbps\n    budget: 2Gbps\nmounts:\n  - path: /lake/x\n    ufs: file:///tmp/x\n    region: z\n",
+			want: []string{
+				`lakemesh: %s:8: lines[0].budget: 2Gbps is above the line's capacity 1Gbps; the budget may be at most the capacity`,
+				`lakemesh: %s:12: mounts[0].region: unknown region "z"; declared regions are a, b`,
+			},
+		},
+		{
+			name: "unknown key",
+			yaml: "mesh: m\nregions:\n  - name: a\n    colour: red\n",
+			want: []string{`lakemesh: %s:4: regions[0].colour: unknown key; known keys are name`},
+		},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("bad%d.yaml", i))
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{
+				{"node", "--topology", path, "--region", "a", "--consul", "127.0.0.1:1", "--cache-dir", dir},
+				{"up", "--topology", path, "--workdir", filepath.Join(dir, "demo")},
+			} {
+				_, stderr, code := run(t, args...)
+				if code == 0 {
+					t.Fatalf("lakemesh %s accepted a bad topology", args[0])
+				}
+				var want []string
+				for _, w := range tc.want {
+					want = append(want, fmt.Sprintf(w, path))
+				}
+				if got := strings.TrimRight(stderr, "\n"); got != strings.Join(want, "\n") {
+					t.Errorf("lakemesh %s printed:\n%s\nwant:\n%s", args[0], got, strings.Join(want, "\n"))
+				}
+			}
+		})
+	}
+}
+
+// The demo: `lakemesh up` runs every region in one process, and every
+// client command works against it from another process.
+func TestDemoAndClientCommands(t *testing.T) {
+	work := t.TempDir()
+	port := freePortRange(t, 30) // up listens on port+10*region+node
+	cmd := exec.Command(lakemeshBin, "up", "--topology", "../topology.yaml", "--workdir", work, "--port", fmt.Sprint(port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var out strings.Builder
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "Ctrl-C stops the mesh") {
+				ready <- out.String()
+			}
+		}
+	}()
+	select {
+	case banner := <-ready:
+		if !strings.Contains(banner, "region gpu-wlcb") || !strings.Contains(banner, "lakemesh cat --trace") {
+			t.Fatalf("the demo banner does not say what to try:\n%s", banner)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("lakemesh up did not come up within 60s")
+	}
+	node := fmt.Sprintf("127.0.0.1:%d", port)
+	lm := func(args ...string) string {
+		t.Helper()
+		out, stderr, code := run(t, append([]string{args[0], "--node", node}, args[1:]...)...)
+		if code != 0 {
+			t.Fatalf("lakemesh %v: exit %d: %s", args, code, stderr)
+		}
+		return out
+	}
+
+	if got := lm("ls", "/lake"); got != "hdfs-bj/\ns3-use1/\n" {
+		t.Fatalf("ls /lake = %q", got)
+	}
+	if got := lm("ls", "/lake/s3-use1/train"); got != "part-0000\npart-0001\npart-0002\npart-0003\n" {
+		t.Fatalf("ls train = %q", got)
+	}
+	lake := filepath.Join(work, "lakes", "lake_s3-use1")
+	want, _ := os.ReadFile(filepath.Join(lake, "train", "part-0001"))
+	got := lm("cat", "/lake/s3-use1/train/part-0001")
+	if sha256.Sum256([]byte(got)) != sha256.Sum256(want) {
+		t.Fatal("cat returned other bytes than the lake holds")
+	}
+	// cat --trace explains the read: pages from the lake, then from memory.
+	_, trace1, _ := run(t, "cat", "--node", node, "--trace", "/lake/s3-use1/train/part-0002")
+	_, trace2, _ := run(t, "cat", "--node", node, "--trace", "/lake/s3-use1/train/part-0002")
+	if !strings.Contains(trace1, " lake ") || !strings.Contains(trace1, "node gpu-wlcb-") {
+		t.Fatalf("cold trace does not show lake fills and nodes:\n%s", trace1)
+	}
+	if !strings.Contains(trace2, "memory") || strings.Contains(trace2, " lake ") {
+		t.Fatalf("warm trace should be served from memory:\n%s", trace2)
+	}
+	stat := lm("stat", "/lake/s3-use1/train/part-0001")
+	if !strings.Contains(stat, "size:     16777216") || !strings.Contains(stat, "version:") {
+		t.Fatalf("stat output:\n%s", stat)
+	}
+
+	// put, then read back, list, remove.
+	src := filepath.Join(t.TempDir(), "hello.txt")
+	os.WriteFile(src, []byte("hello, mesh\n"), 0o644)
+	lm("put", src, "/lake/s3-use1/notes/hello.txt")
+	if got := lm("cat", "/lake/s3-use1/notes/hello.txt"); got != "hello, mesh\n" {
+		t.Fatalf("cat after put = %q", got)
+	}
+	if b, _ := os.ReadFile(filepath.Join(lake, "notes", "hello.txt")); string(b) != "hello, mesh\n" {
+		t.Fatalf("the lake holds %q after put", b)
+	}
+	if got := lm("ls", "/lake/s3-use1/notes"); !strings.Contains(got, "hello.txt") {
+		t.Fatalf("ls after put does not show the file: %q", got)
+	}
+	lm("rm", "/lake/s3-use1/notes/hello.txt")
+	if _, err := os.Stat(filepath.Join(lake, "notes", "hello.txt")); !os.IsNotExist(err) {
+		t.Fatal("rm left the file in the lake")
+	}
+	if _, stderr, code := run(t, "stat", "--node", node, "/lake/s3-use1/notes/hello.txt"); code == 0 || !strings.Contains(stderr, "not found") {
+		t.Fatalf("stat of a removed file: exit %d, %q", code, stderr)
+	}
+
+	// A file changed behind lakemesh's back: sync makes it visible at once.
+	os.WriteFile(filepath.Join(lake, "README.txt"), []byte("changed\n"), 0o644)
+	lm("sync", "/lake/s3-use1")
+	if got := lm("cat", "/lake/s3-use1/README.txt"); got != "changed\n" {
+		t.Fatalf("after sync cat = %q", got)
+	}
+
+	// Bad input: one clear line and a non-zero exit.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cat", "--node", node, "/nowhere/x"}, `no mount holds this path`},
+		{[]string{"cat", "--node", node, "lake/s3-use1/README.txt"}, `a namespace path starts with /`},
+		{[]string{"cat", "--node", node, "/lake/s3-use1/../../etc/passwd"}, `".." is not allowed`},
+		{[]string{"cat", "--node", node, "/lake/s3-use1/train"}, `is a directory`},
+		{[]string{"ls", "--node", "127.0.0.1:1", "/lake"}, `127.0.0.1:1`},
+	} {
+		_, stderr, code := run(t, tc.args...)
+		if code == 0 || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 {
+			t.Errorf("lakemesh %v: exit %d, stderr %q; want one line containing %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+// freePortRange finds n consecutive loopback ports that are free now.
+func freePortRange(t *testing.T, n int) int {
+	t.Helper()
+	for try := 0; try < 100; try++ {
+		base := 20000 + rand.IntN(30000)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free range of ports")
+	return 0
+}

@@ -1,0 +1,296 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/lakemesh/lakemesh/internal/testenv"
+	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/router"
+)
+
+// lakemeshBin is the binary under test, built once by TestMain.
+var lakemeshBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lakemesh-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	lakemeshBin = filepath.Join(dir, "lakemesh")
+	build := exec.Command("go", "build", "-o", lakemeshBin, "../cmd/lakemesh")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build lakemesh:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const bucket = "lake"
+
+// mesh is one region of cache node processes over a MinIO lake, with the
+// lake behind a counting proxy.
+type mesh struct {
+	t        *testing.T
+	consul   *testenv.ConsulAgent
+	minio    *testenv.MinIOServer
+	proxy    *testenv.CountingProxy
+	topology string // path of the topology file
+	region   string
+	nodes    []*nodeProc
+	opts     meshOptions
+}
+
+type meshOptions struct {
+	nodes       int
+	memorySize  string // node --memory-size
+	metadataTTL string
+}
+
+// nodeProc is one `lakemesh node` process.
+type nodeProc struct {
+	id, addr, cacheDir, logPath string
+	cmd                         *exec.Cmd
+	exited                      chan struct{}
+}
+
+func newMesh(t *testing.T, o meshOptions) *mesh {
+	t.Helper()
+	if o.nodes == 0 {
+		o.nodes = 3
+	}
+	if o.memorySize == "" {
+		o.memorySize = "512MiB"
+	}
+	if o.metadataTTL == "" {
+		o.metadataTTL = "30s"
+	}
+	m := &mesh{t: t, region: "r1", opts: o}
+	m.consul = testenv.Consul(t)
+	m.minio = testenv.MinIO(t)
+	m.minio.CreateBucket(t, bucket)
+	m.proxy = testenv.Proxy(t, m.minio.Addr)
+	m.topology = filepath.Join(t.TempDir(), "topology.yaml")
+	topo := fmt.Sprintf(`mesh: e2e
+regions:
+  - name: r1
+mounts:
+  - path: /lake/s3
+    ufs: s3://%s/?endpoint=http://%s&region=us-east-1
+    region: r1
+    metadata_ttl: %s
+`, bucket, m.proxy.Addr(), o.metadataTTL)
+	if err := os.WriteFile(m.topology, []byte(topo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < o.nodes; i++ {
+		n := &nodeProc{
+			id:       fmt.Sprintf("r1-node%d", i+1),
+			addr:     testenv.FreeAddr(t),
+			cacheDir: filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
+		}
+		n.logPath = n.cacheDir + ".log"
+		m.nodes = append(m.nodes, n)
+		m.start(n)
+	}
+	m.waitMembers(o.nodes)
+	t.Cleanup(func() {
+		for _, n := range m.nodes {
+			m.stop(n, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			for _, n := range m.nodes {
+				b, _ := os.ReadFile(n.logPath)
+				t.Logf("log of %s:\n%s", n.id, tail(string(b), 30))
+			}
+		}
+	})
+	return m
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// start runs (or restarts) a node process.
+func (m *mesh) start(n *nodeProc) {
+	m.t.Helper()
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	cmd := exec.Command(lakemeshBin, "node",
+		"--topology", m.topology, "--region", m.region, "--id", n.id,
+		"--listen", n.addr, "--consul", m.consul.HTTPAddr,
+		"--cache-dir", n.cacheDir, "--cache-size", "4GiB", "--memory-size", m.opts.memorySize,
+		"--log-level", "info")
+	cmd.Env = append(os.Environ(), m.minio.Env()...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		m.t.Fatalf("start node %s: %v", n.id, err)
+	}
+	n.cmd = cmd
+	n.exited = make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
+}
+
+// stop ends a node process with sig and waits for it.
+func (m *mesh) stop(n *nodeProc, sig syscall.Signal) {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	n.cmd.Process.Signal(sig)
+	select {
+	case <-n.exited:
+	case <-time.After(15 * time.Second):
+		n.cmd.Process.Kill()
+		<-n.exited
+	}
+}
+
+// members is a client-side view of the region's membership in Consul.
+func (m *mesh) membership() *region.Consul {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := region.NewConsul(ctx, region.ConsulConfig{Address: m.consul.HTTPAddr, Region: m.region})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitMembers waits until Consul shows n healthy nodes in the region.
+func (m *mesh) waitMembers(n int) {
+	m.t.Helper()
+	c := m.membership()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.WaitFor(ctx, func(ms []region.Member) bool { return len(ms) == n }); err != nil {
+		for _, nd := range m.nodes {
+			b, _ := os.ReadFile(nd.logPath)
+			m.t.Logf("log of %s:\n%s", nd.id, tail(string(b), 20))
+		}
+		m.t.Fatalf("waiting for %d healthy members, have %d: %v", n, len(c.Members()), err)
+	}
+}
+
+// client is an in-process Go client of the region, found through Consul.
+func (m *mesh) client() *router.Client {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := router.Dial(ctx, router.DialConfig{Consul: m.consul.HTTPAddr, Region: m.region})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// upload writes an object of size bytes of seeded pseudo-random content
+// directly to MinIO (not through the proxy) and returns its SHA-256.
+func (m *mesh) upload(key string, size int64, seed uint64) [32]byte {
+	m.t.Helper()
+	h := sha256.New()
+	body := io.TeeReader(io.LimitReader(newPattern(seed), size), h)
+	up := manager.NewUploader(m.minio.Client(), func(u *manager.Uploader) { u.PartSize = 16 << 20 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: body}); err != nil {
+		m.t.Fatalf("upload %s: %v", key, err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// pattern is a fast deterministic pseudo-random byte stream.
+type pattern struct{ rng *rand.ChaCha8 }
+
+func newPattern(seed uint64) io.Reader {
+	var s [32]byte
+	for i := 0; i < 8; i++ {
+		s[i] = byte(seed >> (8 * i))
+	}
+	return &pattern{rng: rand.NewChaCha8(s)}
+}
+
+func (p *pattern) Read(b []byte) (int, error) { return p.rng.Read(b) }
+
+// patternAt returns n bytes of the pattern for seed starting at off.
+func patternAt(seed uint64, off, n int64) []byte {
+	r := newPattern(seed)
+	io.CopyN(io.Discard, r, off)
+	b := make([]byte, n)
+	io.ReadFull(r, b)
+	return b
+}
+
+// readAll reads a whole file through the client in chunks of bufSize and
+// returns its SHA-256.
+func readAll(t *testing.T, c *router.Client, path string, bufSize int) [32]byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f, err := c.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f.Reader(ctx), make([]byte, bufSize)); err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// lakeBytes is what MinIO sent through the proxy since the last reset.
+func (m *mesh) lakeBytes() int64 { return m.proxy.BytesFromTarget() }
+
+// run runs the lakemesh CLI and returns its stdout, stderr and exit code.
+func run(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(lakemeshBin, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run lakemesh %v: %v", args, err)
+	}
+	return out.String(), errb.String(), code
+}

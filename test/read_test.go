@@ -1,0 +1,316 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/router"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+const MiB = 1 << 20
+
+// The headers of S3 responses (a few hundred bytes each) cross the proxy
+// too; a read of every byte once stays within 2% of the object's size.
+const overhead = 1.02
+
+// A 256 MiB object read twice by two clients through a 3-node region:
+// MinIO serves its bytes once.
+func TestLakeReadOnceForTwoClients(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 256 * MiB
+	want := m.upload("big/object.bin", size, 1)
+	m.proxy.Reset()
+
+	c1, c2 := m.client(), m.client()
+	if got := readAll(t, c1, "/lake/s3/big/object.bin", 8*MiB); got != want {
+		t.Fatalf("client 1 read wrong bytes")
+	}
+	afterFirst := m.lakeBytes()
+	if got := readAll(t, c2, "/lake/s3/big/object.bin", 8*MiB); got != want {
+		t.Fatalf("client 2 read wrong bytes")
+	}
+	total := m.lakeBytes()
+	t.Logf("bytes from MinIO: %d after the first read, %d after the second (object %d)", afterFirst, total, size)
+	if float64(total) > size*overhead {
+		t.Fatalf("MinIO sent %d bytes for a %d-byte object read twice: %.3fx, want <= %.2fx", total, size, float64(total)/size, overhead)
+	}
+	if total < size {
+		t.Fatalf("MinIO sent %d bytes, less than the object (%d): the proxy is not in the path", total, size)
+	}
+}
+
+// 16 concurrent readers of one cold file: one lake read per page.
+func TestConcurrentColdReadersOneLakeReadPerPage(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 64 * MiB
+	want := m.upload("shared/file.bin", size, 2)
+	m.proxy.Reset()
+
+	c := m.client()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Odd readers take 1 MiB reads, even ones 4 MiB, so they
+			// are not in lock step.
+			buf := 1 * MiB
+			if i%2 == 0 {
+				buf = 4 * MiB
+			}
+			if got := readAll(t, c, "/lake/s3/shared/file.bin", buf); got != want {
+				errs <- fmt.Errorf("reader %d read wrong bytes", i)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	total := m.lakeBytes()
+	t.Logf("16 readers of a %d-byte file: %d bytes from MinIO (%.3fx)", size, total, float64(total)/size)
+	if float64(total) > size*overhead {
+		t.Fatalf("MinIO sent %d bytes: %.3fx the file; some page was read from the lake more than once", total, float64(total)/size)
+	}
+}
+
+// kill -9 of a node in the middle of a 256 MiB read: the read completes
+// with the right bytes.
+func TestKillNodeMidRead(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 256 * MiB
+	want := m.upload("big/kill.bin", size, 3)
+
+	c := m.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f, err := c.Open(ctx, "/lake/s3/big/kill.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHasher()
+	buf := make([]byte, 4*MiB)
+	killed := false
+	for off := int64(0); off < size; {
+		if !killed && off >= size/3 {
+			// Kill the owner of the next page, so the read must fail
+			// over in the middle of the file.
+			next := cachenode.PageID{File: fileRefOf(f).ID(), Index: off / (4 * MiB)}
+			owner, _ := region.Owner(next.Key(), c.Members())
+			for _, n := range m.nodes {
+				if n.addr == owner.Addr {
+					t.Logf("kill -9 %s (owner of page %d) at offset %d", n.id, next.Index, off)
+					m.stop(n, syscall.SIGKILL)
+				}
+			}
+			killed = true
+		}
+		n, err := f.ReadAt(ctx, buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Fatalf("read at %d after the kill: %v", off, err)
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	if h.sum() != want {
+		t.Fatal("wrong bytes after a node was killed mid-read")
+	}
+}
+
+// A restarted node serves its cached pages from disk with no lake read.
+func TestRestartedNodesServeFromDisk(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 48 * MiB
+	want := m.upload("warm/file.bin", size, 4)
+	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
+		t.Fatal("wrong bytes on the first read")
+	}
+	for _, n := range m.nodes {
+		m.stop(n, syscall.SIGKILL)
+	}
+	for _, n := range m.nodes {
+		m.start(n)
+	}
+	m.waitMembers(len(m.nodes))
+	m.proxy.Reset()
+	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
+		t.Fatal("wrong bytes after the restart")
+	}
+	// The stat after the restart asks MinIO (a HEAD: headers only); no
+	// page may be read again.
+	if got := m.lakeBytes(); got > 64*1024 {
+		t.Fatalf("after a restart MinIO sent %d bytes for a cached file; want only metadata (< 64 KiB)", got)
+	}
+}
+
+// The object replaced in MinIO: the new content after the mount's TTL or
+// `lakemesh sync`, and never a mix of old and new pages.
+func TestReplacedObjectNeverMixed(t *testing.T) {
+	m := newMesh(t, meshOptions{metadataTTL: "3s"})
+	const size = 12 * MiB
+	const key = "changing/file.bin"
+	const path = "/lake/s3/" + key
+	v1 := m.upload(key, size, 10)
+	c := m.client()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// Open at v1 and read only the first page, then replace the object.
+	f, err := c.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 1*MiB)
+	if _, err := f.ReadAt(ctx, first, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, patternAt(10, 0, 1*MiB)) {
+		t.Fatal("first page of v1 is wrong")
+	}
+	v2 := m.upload(key, size, 11)
+
+	// The open v1 file must not return v2's bytes for pages it has not
+	// cached: the read fails with a version error instead.
+	rest := make([]byte, size-4*MiB)
+	_, err = f.ReadAt(ctx, rest, 4*MiB)
+	if !errors.Is(err, ufs.ErrVersionChanged) {
+		t.Fatalf("reading uncached pages of v1 after the object changed: got %v, want ErrVersionChanged", err)
+	}
+
+	// sync: the next open sees v2 at once, all of it.
+	out, stderr, code := run(t, "sync", "--consul", m.consul.HTTPAddr, "--region", m.region, "/lake/s3/changing")
+	if code != 0 {
+		t.Fatalf("lakemesh sync failed (%d): %s", code, stderr)
+	}
+	t.Logf("sync: %s", out)
+	if got := readAll(t, c, path, 4*MiB); got != v2 {
+		t.Fatal("after sync the file is not v2")
+	}
+
+	// TTL: replace again without sync; within the TTL the region may
+	// still serve v2 whole, after it v3 whole; never a mix.
+	v3 := m.upload(key, size, 12)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := readAll(t, c, path, 4*MiB)
+		if got == v3 {
+			break
+		}
+		if got != v2 {
+			t.Fatal("read a mix of versions")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("v3 not seen 15s after the change with a 3s metadata TTL")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	_ = v1
+}
+
+// A page file corrupted on disk: detected, refetched, right bytes served.
+func TestCorruptPageRefetched(t *testing.T) {
+	m := newMesh(t, meshOptions{nodes: 1, memorySize: "0"})
+	const size = 8 * MiB
+	want := m.upload("corrupt/file.bin", size, 5)
+	c := m.client()
+	if got := readAll(t, c, "/lake/s3/corrupt/file.bin", 4*MiB); got != want {
+		t.Fatal("wrong bytes on the first read")
+	}
+	// Flip bytes in the middle of every page file of the node.
+	var files []string
+	filepath.WalkDir(m.nodes[0].cacheDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Ext(p) == ".page" {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) == 0 {
+		t.Fatal("no .page files in the cache directory")
+	}
+	for _, p := range files {
+		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh.WriteAt([]byte("corrupt!"), 1*MiB+100)
+		fh.Close()
+	}
+	m.proxy.Reset()
+	if got := readAll(t, c, "/lake/s3/corrupt/file.bin", 4*MiB); got != want {
+		t.Fatal("corrupt bytes were served")
+	}
+	if m.lakeBytes() == 0 {
+		t.Fatal("no bytes refetched from the lake after corrupting pages")
+	}
+	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
+}
+
+// 1,000 random 4 KiB reads of a cold 1 GiB object: lake bytes read <= 16x
+// the bytes asked for.
+func TestRandomReadAmplification(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 1 << 30
+	m.upload("random/1g.bin", size, 6)
+	c := m.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	f, err := c.Open(ctx, "/lake/s3/random/1g.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.proxy.Reset()
+	rng := rand.New(rand.NewPCG(7, 8))
+	buf := make([]byte, 4096)
+	const reads = 1000
+	for i := 0; i < reads; i++ {
+		off := rng.Int64N(size - 4096)
+		if _, err := f.ReadAt(ctx, buf, off); err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if i%97 == 0 && !bytes.Equal(buf, patternAt(6, off, 4096)) {
+			t.Fatalf("wrong bytes at %d", off)
+		}
+	}
+	asked := int64(reads * 4096)
+	got := m.lakeBytes()
+	ratio := float64(got) / float64(asked)
+	t.Logf("1000 random 4 KiB reads of a cold 1 GiB object: %d bytes from MinIO, %.2fx the %d bytes asked", got, ratio, asked)
+	if ratio > 16 {
+		t.Fatalf("lake bytes / bytes asked = %.2f, want <= 16", ratio)
+	}
+}
+
+// fileRefOf recomputes the cache identity of an open file, as nodes do.
+func fileRefOf(f *router.File) cachenode.FileRef {
+	e := f.Entry()
+	return cachenode.FileRef{Mount: "/lake/s3", Path: strings.TrimPrefix(e.Path, "/lake/s3/"), Version: e.Version, Size: e.Size}
+}
+
+type hasher struct{ h hash.Hash }
+
+func newHasher() *hasher { return &hasher{h: sha256.New()} }
+
+func (h *hasher) Write(p []byte) { h.h.Write(p) }
+
+func (h *hasher) sum() (s [32]byte) {
+	copy(s[:], h.h.Sum(nil))
+	return s
+}
