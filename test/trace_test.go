@@ -1,0 +1,91 @@
+package test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/lakemesh/lakemesh/router"
+)
+
+// Every client read is a span with a child per page fetch that says which
+// node served it and where the bytes came from.
+func TestReadsAreTraced(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	const size = 12 * MiB
+	m.upload("traced/file.bin", size, 20)
+
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := router.Dial(ctx, router.DialConfig{Consul: m.consul.HTTPAddr, Region: m.region, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	sources := func() map[int64]string {
+		t.Helper()
+		f, err := c.Open(ctx, "/lake/s3/traced/file.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(rec.Ended())
+		if _, err := f.ReadAt(ctx, make([]byte, size), 0); err != nil {
+			t.Fatal(err)
+		}
+		spans := rec.Ended()[before:]
+		reads := map[string]bool{}
+		for _, s := range spans {
+			if s.Name() == "lakemesh.read" {
+				reads[s.SpanContext().SpanID().String()] = true
+			}
+		}
+		if len(reads) != 1 {
+			t.Fatalf("one ReadAt made %d lakemesh.read spans, want 1", len(reads))
+		}
+		got := map[int64]string{}
+		for _, s := range spans {
+			if s.Name() != "page.fetch" {
+				continue
+			}
+			if !reads[s.Parent().SpanID().String()] {
+				t.Fatalf("page.fetch span is not a child of the read span")
+			}
+			var page int64 = -1
+			var src, node string
+			for _, a := range s.Attributes() {
+				switch a.Key {
+				case "lakemesh.page":
+					page = a.Value.AsInt64()
+				case "lakemesh.source":
+					src = a.Value.AsString()
+				case "lakemesh.node":
+					node = a.Value.AsString()
+				}
+			}
+			if node == "" {
+				t.Fatalf("page %d fetch does not name the node that served it", page)
+			}
+			got[page] = src
+		}
+		if len(got) != 3 {
+			t.Fatalf("a 3-page read made page.fetch spans for pages %v", got)
+		}
+		return got
+	}
+	cold := sources()
+	if cold[0] != "lake" {
+		t.Fatalf("cold read: page 0 came from %q, want lake (all: %v)", cold[0], cold)
+	}
+	warm := sources()
+	for page, src := range warm {
+		if src != "memory" {
+			t.Fatalf("warm read: page %d came from %q, want memory (all: %v)", page, src, warm)
+		}
+	}
+}
