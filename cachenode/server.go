@@ -41,6 +41,8 @@ type NodeConfig struct {
 	// bootstrap from a node address alone.
 	Topology       []byte
 	TopologySource string
+	// Events, when set, carries invalidations to every node of the mesh.
+	Events *MeshEvents
 	// MetadataEntries bounds the metadata cache (default 1M entries).
 	MetadataEntries int
 	Logger          *slog.Logger
@@ -394,7 +396,21 @@ func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*
 	p := strings.TrimSuffix(req.GetPath(), "/")
 	dropped := n.meta.invalidate(p)
 	n.log.Info("metadata invalidated", "path", req.GetPath(), "entries", dropped)
-	return &nodepb.InvalidateReply{Dropped: int32(dropped)}, nil
+	reply := &nodepb.InvalidateReply{Dropped: int32(dropped)}
+	if req.GetMesh() && n.cfg.Events != nil {
+		if err := n.cfg.Events.PublishInvalidate(p); err != nil {
+			return nil, ToStatus(err)
+		}
+		reply.MeshPublished = true
+	}
+	return reply, nil
+}
+
+// InvalidateLocal drops cached metadata at and below a path on this node;
+// it is what a mesh invalidation event does.
+func (n *Node) InvalidateLocal(path string) {
+	dropped := n.meta.invalidate(strings.TrimSuffix(path, "/"))
+	n.log.Debug("metadata invalidated by a mesh event", "path", path, "entries", dropped)
 }
 
 // Info describes the node for clients and `lakemesh status`.

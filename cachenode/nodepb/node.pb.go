@@ -1003,8 +1003,11 @@ func (*RenameReply) Descriptor() ([]byte, []int) {
 }
 
 type InvalidateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // drop metadata at and below this path; "/" for all
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // drop metadata at and below this path; "/" for all
+	// mesh asks the node to pass the invalidation on to every node of every
+	// region (over NATS), not only to drop its own entries.
+	Mesh          bool `protobuf:"varint,2,opt,name=mesh,proto3" json:"mesh,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1046,9 +1049,17 @@ func (x *InvalidateRequest) GetPath() string {
 	return ""
 }
 
+func (x *InvalidateRequest) GetMesh() bool {
+	if x != nil {
+		return x.Mesh
+	}
+	return false
+}
+
 type InvalidateReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Dropped       int32                  `protobuf:"varint,1,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	MeshPublished bool                   `protobuf:"varint,2,opt,name=mesh_published,json=meshPublished,proto3" json:"mesh_published,omitempty"` // the invalidation went out to the whole mesh
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1088,6 +1099,13 @@ func (x *InvalidateReply) GetDropped() int32 {
 		return x.Dropped
 	}
 	return 0
+}
+
+func (x *InvalidateReply) GetMeshPublished() bool {
+	if x != nil {
+		return x.MeshPublished
+	}
+	return false
 }
 
 type InfoRequest struct {
@@ -1483,11 +1501,13 @@ const file_node_proto_rawDesc = "" +
 	"\rRenameRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"\r\n" +
-	"\vRenameReply\"'\n" +
+	"\vRenameReply\";\n" +
 	"\x11InvalidateRequest\x12\x12\n" +
-	"\x04path\x18\x01 \x01(\tR\x04path\"+\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mesh\x18\x02 \x01(\bR\x04mesh\"R\n" +
 	"\x0fInvalidateReply\x12\x18\n" +
-	"\adropped\x18\x01 \x01(\x05R\adropped\"\r\n" +
+	"\adropped\x18\x01 \x01(\x05R\adropped\x12%\n" +
+	"\x0emesh_published\x18\x02 \x01(\bR\rmeshPublished\"\r\n" +
 	"\vInfoRequest\"`\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +

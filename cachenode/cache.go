@@ -1,0 +1,223 @@
+package cachenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CacheConfig configures the fill layer over a page store.
+type CacheConfig struct {
+	// Logger receives fill events (nil: slog.Default()).
+	Logger *slog.Logger
+	// MaxConcurrentFetches bounds the Source fetches in flight at once,
+	// reads and prefetches together (default 16).
+	MaxConcurrentFetches int
+	// MaxPrefetches bounds the background page fills in flight; a Prefetch
+	// beyond it is dropped, not queued (default MaxConcurrentFetches).
+	MaxPrefetches int
+}
+
+// Fetch reports where the bytes of one page touched by a read came from.
+type Fetch struct {
+	Page int64 // page index
+	// Tier is TierMemory or TierDisk if the store held every byte the
+	// read needed, TierLake if this call fetched some from the Source,
+	// TierWait if it only waited on other callers' fetches.
+	Tier     Tier
+	Bytes    int64         // bytes of the read in this page
+	Fetched  int64         // bytes this call fetched from the Source for this page
+	Duration time.Duration // from the start of the read until the page's bytes were in place
+}
+
+// CacheStats counts the fill layer's work.
+type CacheStats struct {
+	Fetches         int64 // Source fetches started
+	FetchedBytes    int64 // bytes received from the Source by successful fetches
+	FetchErrors     int64 // fetches that failed
+	Waits           int64 // times a read waited on another caller's fetch
+	StoreErrors     int64 // fetched bytes the store could not keep (served anyway)
+	Prefetches      int64 // background page fills started
+	PrefetchDropped int64 // Prefetch calls dropped because the bound was reached
+}
+
+// Cache reads files through a page store, filling what the store is
+// missing from a Source. Concurrent reads that need the same missing
+// block share one fetch. It is safe for concurrent use.
+type Cache struct {
+	store *Store
+	src   Source
+	log   *slog.Logger
+
+	fetchSlots    chan struct{} // semaphore: Source fetches in flight
+	prefetchSlots chan struct{} // semaphore: background fills in flight
+
+	ctx    context.Context // cancelled by Close; bounds every fetch
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // fetch and prefetch goroutines
+
+	// mu guards inflight, and orders closing against wg.Add. Lock order:
+	// Cache.mu before the store's locks (plan calls Store.Missing while
+	// holding it).
+	mu       sync.Mutex
+	inflight map[PageID][]*fetch
+	closed   atomic.Bool // set under mu; read without it on the fast path
+
+	fetches, fetchedBytes, fetchErrors, waits, storeErrors, prefetches, prefetchDropped atomic.Int64
+}
+
+// NewCache returns a fill layer over store that fills from src.
+func NewCache(store *Store, src Source, cfg CacheConfig) *Cache {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxConcurrentFetches <= 0 {
+		cfg.MaxConcurrentFetches = 16
+	}
+	if cfg.MaxPrefetches <= 0 {
+		cfg.MaxPrefetches = cfg.MaxConcurrentFetches
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{
+		store:         store,
+		src:           src,
+		log:           cfg.Logger,
+		fetchSlots:    make(chan struct{}, cfg.MaxConcurrentFetches),
+		prefetchSlots: make(chan struct{}, cfg.MaxPrefetches),
+		ctx:           ctx,
+		cancel:        cancel,
+		inflight:      make(map[PageID][]*fetch),
+	}
+}
+
+// Store is the page store the cache fills.
+func (c *Cache) Store() *Store { return c.store }
+
+// Stats returns the fill layer's counters.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{
+		Fetches:         c.fetches.Load(),
+		FetchedBytes:    c.fetchedBytes.Load(),
+		FetchErrors:     c.fetchErrors.Load(),
+		Waits:           c.waits.Load(),
+		StoreErrors:     c.storeErrors.Load(),
+		Prefetches:      c.prefetches.Load(),
+		PrefetchDropped: c.prefetchDropped.Load(),
+	}
+}
+
+// Close stops background fills, cancels fetches in flight and waits for
+// their goroutines. Reads after Close fail with ErrStoreClosed. It does not
+// close the store.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed.Store(true)
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// ReadAt reads bytes [off, off+len(p)) of ref into p, filling what the
+// store is missing from the Source. Like io.ReaderAt, it returns io.EOF
+// when the read is clipped at ref.Size (n < len(p)).
+//
+// With sequential, every touched page that misses anything is filled
+// whole (one ranged fetch for its missing blocks); otherwise only the
+// blocks the read touches are filled. Fetches of one page's missing blocks
+// are shared: a caller that needs a block another caller is fetching waits
+// for that fetch instead of starting its own. Fetch failures (including
+// errors wrapping ufs.ErrVersionChanged) are returned to every caller that
+// needed the bytes, and nothing of a failed or short fetch is stored.
+//
+// fetches has one entry per touched page, in page order.
+func (c *Cache) ReadAt(ctx context.Context, ref FileRef, p []byte, off int64, sequential bool) (n int, fetches []Fetch, err error) {
+	if c.closed.Load() {
+		return 0, nil, ErrStoreClosed
+	}
+	if off < 0 {
+		return 0, nil, fmt.Errorf("read %s at %d: negative offset", ref, off)
+	}
+	if off >= ref.Size {
+		if len(p) == 0 {
+			return 0, nil, nil
+		}
+		return 0, nil, io.EOF
+	}
+	start := time.Now()
+	end := min(off+int64(len(p)), ref.Size)
+	ps := c.store.PageSize()
+	var pending []*pageRead
+	for i := off / ps; i*ps < end; i++ {
+		lo, hi := max(off, i*ps), min(end, (i+1)*ps)
+		r := &pageRead{index: i, start: lo - i*ps, end: hi - i*ps, dst: p[lo-off : hi-off]}
+		k, tier, err := c.store.Read(ref, i, r.start, r.dst)
+		switch {
+		case err == nil && int64(k) == r.end-r.start:
+			fetches = append(fetches, Fetch{Page: i, Tier: tier, Bytes: int64(k), Duration: time.Since(start)})
+			continue
+		case err != nil && !errors.Is(err, ErrMissing):
+			return 0, nil, fmt.Errorf("read %s page %d: %w", ref, i, err)
+		}
+		r.slot = len(fetches)
+		fetches = append(fetches, Fetch{Page: i})
+		pending = append(pending, r)
+	}
+	if len(pending) > 0 {
+		if err := c.fill(ctx, ref, pending, sequential); err != nil {
+			return 0, nil, err
+		}
+		for _, r := range pending {
+			fetches[r.slot] = Fetch{Page: r.index, Tier: r.tier, Bytes: r.end - r.start, Fetched: r.fetched, Duration: r.doneAt.Sub(start)}
+		}
+	}
+	n = int(end - off)
+	if n < len(p) {
+		return n, fetches, io.EOF
+	}
+	return n, fetches, nil
+}
+
+// Prefetch fills the whole page index of ref in the background if the
+// store is missing any of it (readahead). It returns at once, reporting
+// whether a fill was started or was not needed; it returns false when the
+// bound on background fills is reached (the request is dropped, never
+// queued), when the page lies outside the file, or after Close.
+func (c *Cache) Prefetch(ref FileRef, index int64) bool {
+	length := c.store.PageLen(ref, index)
+	if length == 0 {
+		return false
+	}
+	if len(c.store.Missing(ref, index, 0, length)) == 0 {
+		return true
+	}
+	select {
+	case c.prefetchSlots <- struct{}{}:
+	default:
+		c.prefetchDropped.Add(1)
+		return false
+	}
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
+		<-c.prefetchSlots
+		return false
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	c.prefetches.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() { <-c.prefetchSlots }()
+		r := &pageRead{index: index, start: 0, end: length} // no dst: fill only
+		if err := c.fill(c.ctx, ref, []*pageRead{r}, true); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("prefetch failed", "file", ref, "page", index, "err", err)
+		}
+	}()
+	return true
+}

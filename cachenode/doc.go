@@ -1,0 +1,125 @@
+// Package cachenode is the cache node daemon: its page store, the fill
+// layer over it, the gRPC data server, the metadata cache and the lakes it
+// reads. This comment describes the page store (store.go and the files it
+// names) and the fill layer (cache.go, fill.go).
+//
+// # Pages and blocks
+//
+// The store holds fixed-size pages of file versions: page i of a FileRef
+// covers bytes [i*PageSize, (i+1)*PageSize) of the file (4 MiB by
+// default), the file's last page is short. A page is keyed by PageID, whose
+// FileID is a digest of mount, path and version, so pages of a changed file
+// are other pages and are never mixed with the old ones. A page is the unit
+// of placement, eviction, pinning and persistence.
+//
+// A page is filled in blocks (32 KiB by default; BlockSize divides
+// PageSize). Each tier records per page which blocks it holds (a slice of
+// block buffers in memory, a bitmap on disk), so a random 4 KiB read fills
+// one block (two when it straddles a boundary) instead of dragging a whole
+// page across a line, while a sequential read fills whole pages.
+//
+// # Tiers
+//
+// A memory tier (MemoryBytes > 0) and a disk tier (Dir set, DiskBytes), each
+// with a byte limit counted in block bytes. Read looks in memory, then on
+// disk; blocks read from disk are promoted into memory when they fit without
+// waiting. Put writes to every enabled tier (blocks a tier already holds are
+// not rewritten). Memory-only and disk-only stores work the same way.
+//
+// # Checksums
+//
+// Every block has a CRC-32C (hash/crc32 Castagnoli, computed by the CPU's
+// CRC instructions) taken when it is first stored. Every read verifies every
+// block it touches, in either tier, before copying any of it out. A block
+// that fails is dropped from both tiers (and its sidecar rewritten), logged
+// as "corrupt block dropped" with page, block and tier, and counted in
+// StoreStats.CorruptBlocks; Read then reports ErrMissing, and the fill layer
+// fetches the block again and serves the right bytes.
+//
+// # Eviction, watermarks, pin and TTL
+//
+// Each tier has a high and a low watermark (0.95 and 0.85 of its limit by
+// default). A fill reserves its bytes before writing them, so a tier never
+// holds more than its limit. A fill that takes a tier past its high
+// watermark wakes the store's one eviction goroutine, which brings the tier
+// down to its low watermark: pages whose TTL has passed first, then least
+// recently used (a strictly increasing access stamp per page, updated by
+// every Read and Put). A fill that does not fit under the hard limit asks
+// for an eviction pass and waits for it (the evictor then also frees what
+// the waiting fills need); if a pass cannot free anything the fill skips
+// that tier, and fails with ErrStoreFull only if no tier took it. Readers
+// never wait for eviction: the evictor holds a page's lock only to detach
+// its blocks, and it skips pages whose disk copy is being written.
+//
+// Pinned pages are never evicted by watermarks. If only pinned pages are
+// left, a tier stays above its high watermark; that is logged once per
+// episode and shown in StoreStats. StoreConfig.Classify decides pin and TTL
+// when a page is first stored; SetPinned, Evict and Pages serve the pin,
+// unpin, evict and status commands later. Evict removes pinned pages too: it
+// is an explicit command.
+//
+// # On-disk layout and restart
+//
+//	Dir/pages/<2 hex>/<FileID>-<index>.page   block data at block offsets (sparse file)
+//	Dir/pages/<2 hex>/<FileID>-<index>.meta   sidecar: FileRef, page index, block
+//	                                          bitmap, per-block CRCs, pin, expiry,
+//	                                          geometry, and its own CRC
+//
+// A fill writes its blocks into the data file, then replaces the sidecar
+// (temporary file + rename). Nothing is fsynced: a block the sidecar lists
+// but a crash lost or tore fails its checksum on first read and is
+// refetched. Eviction removes the sidecar first, then the data. On open the
+// store scans Dir and rebuilds its index from the sidecars, so a restarted
+// node serves its disk pages without refetching. Sidecars that do not decode
+// or whose identity or geometry do not match, data files without a sidecar,
+// and leftover temporary files are removed. The sidecar format is described
+// in index.go.
+//
+// # Fill coordination
+//
+// Cache.ReadAt first asks the store. For each page that misses, it plans
+// under Cache.mu: the missing blocks of the page's fill range (the touched
+// blocks, or the whole page when sequential) that another caller is already
+// fetching are waited for; each run of contiguous blocks nobody fetches
+// becomes one ranged Source fetch that this caller owns and registers as in
+// flight before releasing the lock. A fetch leaves the in-flight table only
+// after its bytes are in the store, so a block is always stored, in flight,
+// or neither, and concurrent readers of a cold block share one fetch
+// (singleflight per block). Fetches run with the caller's context values
+// but not its cancellation: they are cancelled by Close, or when every
+// caller waiting for them has gone. At most MaxConcurrentFetches fetches
+// run at once (a semaphore taken before a fetch goroutine starts); Prefetch
+// runs at most MaxPrefetches background fills and drops requests beyond
+// that. A fetch that fails or comes back short stores nothing and its error
+// (for instance one wrapping ufs.ErrVersionChanged) goes to every caller
+// that needed it. Callers copy fetched bytes from the fetch itself, so a
+// read succeeds even when the store cannot keep what was fetched.
+//
+// # Lock order
+//
+// Outer to inner; a goroutine holding one lock takes only locks below it:
+//
+//  1. Cache.mu (in-flight fetches; plan calls Store.Missing under it)
+//  2. entry.diskMu (one page's data file and sidecar: writes, removal)
+//  3. Store.mu (the page index map)
+//  4. entry.mu (one page's blocks, bitmap, CRCs, pin, expiry)
+//  5. tier.mu (a tier's byte accounting), evictor.mu
+//
+// No file I/O happens under Store.mu or entry.mu: writes and removals of a
+// page's files happen under its entry.diskMu alone (sidecar contents are
+// snapshotted under entry.mu and written after), reads of page data take
+// no lock at all (a block is checked against the checksum snapshotted with
+// its presence, and a file removed under a reader reads as missing). Memory
+// blocks are immutable once stored, so they are verified and copied outside
+// every lock. The evictor never waits for entry.diskMu (TryLock): a fill
+// holding it may be waiting for the evictor.
+//
+// # Never
+//
+//   - Serve bytes whose checksum was not verified on this read, or bytes of
+//     a page of another file version.
+//   - Grow a tier past its limit, or run unbounded goroutines or queues:
+//     fetches, prefetches and eviction are all bounded and owned (Close
+//     stops them).
+//   - Store bytes from a failed or short fetch.
+package cachenode

@@ -1,0 +1,360 @@
+package cachenode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+)
+
+// maxFillAttempts bounds how often one read re-plans a page whose bytes
+// vanished from the store between its fill and its copy (eviction, a
+// checksum failure) or whose shared fetch was abandoned by its owner.
+const maxFillAttempts = 8
+
+// errAbandoned completes a fetch whose owner gave up before starting it;
+// its waiters plan again (one of them then owns the fetch).
+var errAbandoned = errors.New("fetch abandoned before it started")
+
+// pageRead is the part of one ReadAt (or Prefetch) that lies in one page.
+type pageRead struct {
+	index      int64
+	start, end int64  // page-relative bytes wanted
+	dst        []byte // where they go; nil for a fill only (Prefetch)
+	slot       int    // index of its report in ReadAt's fetches
+
+	owned  []*fetch // fetches this read started, this attempt
+	waited []*fetch // other callers' fetches it waits for, this attempt
+
+	tier    Tier
+	fetched int64
+	doneAt  time.Time
+}
+
+// fetch is one ranged Source fetch of a run of a page's missing blocks.
+// While in flight it is listed in Cache.inflight, so a caller that needs
+// one of its blocks waits for it instead of fetching again. It is
+// removed from there only after its bytes are in the store (or it failed),
+// so every block is at all times stored, in flight, or neither and then
+// fetched by exactly one planner (plans run under Cache.mu).
+type fetch struct {
+	id     PageID
+	ref    FileRef
+	index  int64
+	b0, b1 int   // blocks [b0, b1)
+	off, n int64 // page-relative bytes
+
+	ctx    context.Context // the owner's values, cancelled by Close or when no caller waits
+	cancel context.CancelFunc
+	stop   func() bool // detaches ctx from Cache.ctx
+	done   chan struct{}
+
+	// Guarded by Cache.mu until done is closed, read-only after.
+	refs     int  // callers waiting for it, owner included
+	started  bool // a goroutine runs it
+	finished bool
+	data     []byte
+	err      error
+}
+
+func (f *fetch) covers(b int) bool { return f.b0 <= b && b < f.b1 }
+
+// fill makes the bytes of every pending read available and copies them
+// into their dst, planning, fetching and waiting as often as needed (at
+// most maxFillAttempts times per page).
+func (c *Cache) fill(ctx context.Context, ref FileRef, pending []*pageRead, sequential bool) error {
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt == maxFillAttempts {
+			return fmt.Errorf("read %s page %d: bytes left the store %d times before they could be copied: %w",
+				ref, pending[0].index, attempt, ErrMissing)
+		}
+		if err := c.plan(ctx, ref, pending, sequential); err != nil {
+			return err
+		}
+		if err := c.startAndWait(ctx, pending); err != nil {
+			c.releaseAll(pending)
+			return fmt.Errorf("read %s: %w", ref, err)
+		}
+		var retry []*pageRead
+		var firstErr error
+		for _, r := range pending {
+			again, err := c.assemble(ref, r)
+			switch {
+			case err != nil && firstErr == nil:
+				firstErr = err
+			case again:
+				retry = append(retry, r)
+			}
+		}
+		c.releaseAll(pending)
+		if firstErr != nil {
+			return firstErr
+		}
+		pending = retry
+	}
+	return nil
+}
+
+// plan decides, for each pending read, which missing blocks of its fill
+// range it fetches itself (runs of blocks no one fetches) and which
+// in-flight fetches it waits for. It registers its own fetches as in
+// flight before it lets go of Cache.mu.
+func (c *Cache) plan(ctx context.Context, ref FileRef, pending []*pageRead, sequential bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrStoreClosed
+	}
+	bs := c.store.BlockSize()
+	id := ref.ID()
+	for _, r := range pending {
+		r.owned, r.waited = nil, nil
+		length := c.store.PageLen(ref, r.index)
+		fillOff, fillEnd := r.start/bs*bs, r.end
+		if sequential {
+			fillOff, fillEnd = 0, length
+		}
+		pid := PageID{File: id, Index: r.index}
+		active := c.inflight[pid]
+		var cur *fetch
+		for _, sp := range c.store.Missing(ref, r.index, fillOff, fillEnd-fillOff) {
+			for b := int(sp.Off / bs); int64(b)*bs < sp.End(); b++ {
+				if i := slices.IndexFunc(active, func(f *fetch) bool { return f.covers(b) }); i >= 0 {
+					if f := active[i]; !slices.Contains(r.waited, f) {
+						f.refs++
+						r.waited = append(r.waited, f)
+						c.waits.Add(1)
+					}
+					cur = nil
+					continue
+				}
+				if cur != nil && cur.b1 == b {
+					cur.b1++
+					continue
+				}
+				cur = c.newFetch(ctx, ref, pid, b)
+				r.owned = append(r.owned, cur)
+			}
+		}
+		for _, f := range r.owned {
+			f.off = int64(f.b0) * bs
+			f.n = min(int64(f.b1)*bs, length) - f.off
+			c.inflight[pid] = append(c.inflight[pid], f)
+		}
+	}
+	return nil
+}
+
+func (c *Cache) newFetch(ctx context.Context, ref FileRef, id PageID, b int) *fetch {
+	// A shared fetch must not die with the caller that happened to start
+	// it: it keeps the owner's values (trace) but not its cancellation, and
+	// is cancelled by Close or when every caller waiting for it has left.
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &fetch{
+		id: id, ref: ref, index: id.Index, b0: b, b1: b + 1,
+		ctx: fctx, cancel: cancel, stop: context.AfterFunc(c.ctx, cancel),
+		done: make(chan struct{}), refs: 1,
+	}
+}
+
+// startAndWait starts the reads' own fetches, each taking a fetch slot
+// (the bound on concurrent Source fetches), and waits until every fetch
+// the reads depend on is done. A read never waits on anything while it
+// holds unstarted fetches, so waits cannot form a cycle.
+func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead) error {
+	for _, r := range pending {
+		for _, f := range r.owned {
+			var err error
+			select {
+			case c.fetchSlots <- struct{}{}:
+				c.mu.Lock()
+				if c.closed.Load() {
+					err = ErrStoreClosed
+					<-c.fetchSlots
+				} else {
+					f.started = true
+					c.wg.Add(1)
+				}
+				c.mu.Unlock()
+			case <-ctx.Done():
+				err = ctx.Err()
+			case <-c.ctx.Done():
+				err = ErrStoreClosed
+			}
+			if err != nil {
+				c.abandon(pending)
+				return err
+			}
+			go c.run(f)
+		}
+	}
+	for _, r := range pending {
+		for _, f := range slices.Concat(r.owned, r.waited) {
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// abandon completes the reads' own fetches that never started, so their
+// waiters plan again.
+func (c *Cache) abandon(pending []*pageRead) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range pending {
+		for _, f := range r.owned {
+			if f.started || f.finished {
+				continue
+			}
+			c.detachLocked(f)
+			f.err, f.finished = errAbandoned, true
+			close(f.done)
+			f.stop()
+			f.cancel()
+		}
+	}
+}
+
+// run performs one fetch, stores what it got, and wakes its waiters.
+func (c *Cache) run(f *fetch) {
+	defer c.wg.Done()
+	defer func() { <-c.fetchSlots }()
+	c.fetches.Add(1)
+	abs := f.index*c.store.PageSize() + f.off
+	data, err := c.get(f.ctx, f.ref, abs, f.n)
+	if err == nil {
+		c.fetchedBytes.Add(f.n)
+		// Stored before the fetch leaves inflight: a planner never sees
+		// these blocks as neither stored nor in flight.
+		if perr := c.store.Put(f.ref, f.index, f.off, data); perr != nil {
+			c.storeErrors.Add(1)
+			c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
+		}
+	} else {
+		c.fetchErrors.Add(1)
+		err = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
+	}
+	c.mu.Lock()
+	c.detachLocked(f)
+	f.data, f.err, f.finished = data, err, true
+	close(f.done)
+	c.mu.Unlock()
+	f.stop()
+	f.cancel()
+}
+
+// get fetches exactly n bytes at off of ref; anything else is an error.
+func (c *Cache) get(ctx context.Context, ref FileRef, off, n int64) ([]byte, error) {
+	rc, err := c.src.Fetch(ctx, ref, off, n)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	buf := make([]byte, n)
+	k, err := io.ReadFull(rc, buf)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("short fetch: %d of %d bytes: %w", k, n, io.ErrUnexpectedEOF)
+	case err != nil:
+		return nil, fmt.Errorf("fetch failed after %d of %d bytes: %w", k, n, err)
+	}
+	return buf, nil
+}
+
+// detachLocked removes f from inflight if it is still there; c.mu is held.
+func (c *Cache) detachLocked(f *fetch) {
+	list := c.inflight[f.id]
+	if i := slices.Index(list, f); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+		if len(list) == 0 {
+			delete(c.inflight, f.id)
+		} else {
+			c.inflight[f.id] = list
+		}
+	}
+}
+
+// releaseAll drops the reads' holds on their fetches of this attempt. A
+// fetch nobody waits for any more is cancelled and leaves inflight.
+func (c *Cache) releaseAll(pending []*pageRead) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range pending {
+		for _, f := range slices.Concat(r.owned, r.waited) {
+			f.refs--
+			if f.refs == 0 && !f.finished {
+				c.detachLocked(f)
+				f.cancel()
+			}
+		}
+		r.owned, r.waited = nil, nil
+	}
+}
+
+// assemble copies a read's bytes into its dst: from the fetches it owned
+// or waited for where they cover, from the store elsewhere. It reports
+// again if it must plan once more (a shared fetch was abandoned, or bytes
+// left the store), and the error of a fetch it needed.
+func (c *Cache) assemble(ref FileRef, r *pageRead) (again bool, err error) {
+	bs := c.store.BlockSize()
+	all := slices.Concat(r.owned, r.waited)
+	b0, b1 := int(r.start/bs), int((r.end+bs-1)/bs)
+	for _, f := range all {
+		if f.err == nil || f.b1 <= b0 || f.b0 >= b1 {
+			continue
+		}
+		if errors.Is(f.err, errAbandoned) {
+			return true, nil
+		}
+		return false, f.err
+	}
+	r.tier, r.fetched = "", 0
+	for _, f := range r.owned {
+		r.fetched += f.n
+	}
+	switch {
+	case len(r.owned) > 0:
+		r.tier = TierLake
+	case len(r.waited) > 0:
+		r.tier = TierWait
+	}
+	if r.dst == nil {
+		r.doneAt = time.Now()
+		return false, nil
+	}
+	for pos := r.start; pos < r.end; {
+		b := int(pos / bs)
+		if i := slices.IndexFunc(all, func(f *fetch) bool { return f.err == nil && f.covers(b) }); i >= 0 {
+			f := all[i]
+			hi := min(r.end, f.off+f.n)
+			copy(r.dst[pos-r.start:hi-r.start], f.data[pos-f.off:hi-f.off])
+			pos = hi
+			continue
+		}
+		next := r.end
+		for _, f := range all {
+			if f.err == nil && f.off > pos && f.off < next {
+				next = f.off
+			}
+		}
+		_, tier, err := c.store.Read(ref, r.index, pos, r.dst[pos-r.start:next-r.start])
+		if errors.Is(err, ErrMissing) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read %s page %d: %w", ref, r.index, err)
+		}
+		if r.tier == "" || (r.tier == TierMemory && tier == TierDisk) {
+			r.tier = tier
+		}
+		pos = next
+	}
+	r.doneAt = time.Now()
+	return false, nil
+}
