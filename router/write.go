@@ -135,26 +135,28 @@ func (c *Client) invalidateOwner(ctx context.Context, p string) {
 	}
 }
 
-// Sync drops cached metadata at and below p on every node of the region,
-// so the next stat or list asks the lake. It returns how many entries were
-// dropped, and an error naming the nodes it could not reach.
-func (c *Client) Sync(ctx context.Context, p string) (int, error) {
-	p, err := CleanNamespacePath(p)
+// Sync drops cached metadata at and below p on every node of the region
+// (each told directly), and asks the first node that answers to pass it
+// on to every other region over NATS. It returns how many entries this
+// region dropped, whether the rest of the mesh was told, and an error
+// naming the nodes it could not reach.
+func (c *Client) Sync(ctx context.Context, p string) (dropped int, mesh bool, err error) {
+	p, err = CleanNamespacePath(p)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	total := 0
 	var errs []error
 	for _, m := range c.cfg.Members.Members() {
 		nc, err := c.node(m.Addr)
 		if err == nil {
 			var r *nodepb.InvalidateReply
-			if r, err = nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p}); err == nil {
-				total += int(r.GetDropped())
+			if r, err = nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p, Mesh: !mesh}); err == nil {
+				dropped += int(r.GetDropped())
+				mesh = mesh || r.GetMeshPublished()
 				continue
 			}
 		}
 		errs = append(errs, fmt.Errorf("node %s (%s): %w", m.ID, m.Addr, err))
 	}
-	return total, errors.Join(errs...)
+	return dropped, mesh, errors.Join(errs...)
 }

@@ -159,11 +159,31 @@ func TestDemoAndClientCommands(t *testing.T) {
 		t.Fatalf("stat of a removed file: exit %d, %q", code, stderr)
 	}
 
-	// A file changed behind lakemesh's back: sync makes it visible at once.
+	// A file changed behind lakemesh's back: sync in the GPU region makes
+	// it visible at once there, and in the other regions too (the
+	// invalidation travels over the embedded NATS server).
+	other := fmt.Sprintf("127.0.0.1:%d", port+10) // first node of the next region
+	before, _, code := run(t, "cat", "--node", other, "/lake/s3-use1/README.txt")
+	if code != 0 || !strings.Contains(before, "demo lake") {
+		t.Fatalf("cat through another region: exit %d %q", code, before)
+	}
 	os.WriteFile(filepath.Join(lake, "README.txt"), []byte("changed\n"), 0o644)
-	lm("sync", "/lake/s3-use1")
+	if out := lm("sync", "/lake/s3-use1"); !strings.Contains(out, "every other region told over NATS") {
+		t.Fatalf("sync did not reach the mesh: %q", out)
+	}
 	if got := lm("cat", "/lake/s3-use1/README.txt"); got != "changed\n" {
 		t.Fatalf("after sync cat = %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _, _ := run(t, "cat", "--node", other, "/lake/s3-use1/README.txt")
+		if got == "changed\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("another region still serves %q 5s after a mesh-wide sync (its metadata TTL is 30s)", got)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Bad input: one clear line and a non-zero exit.

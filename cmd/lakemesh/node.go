@@ -15,7 +15,7 @@ func nodeCmd() *cobra.Command {
 	var (
 		topologyPath, regionName, id, listen, advertise, consul string
 		cacheDir, diskSize, memSize, pageSize, blockSize        string
-		logLevel                                                string
+		logLevel, natsURL, natsCreds                            string
 	)
 	cmd := &cobra.Command{
 		Use:   "node [flags]",
@@ -27,7 +27,8 @@ missing pages from the lakes, and leaves Consul cleanly on SIGINT/SIGTERM.
 
 Lake credentials come from the environment (the standard AWS credential chain
 for s3://, HADOOP_USER_NAME for hdfs://), never from the topology file; the
-Consul token from CONSUL_HTTP_TOKEN.
+Consul token from CONSUL_HTTP_TOKEN, NATS credentials from a file named by
+--nats-creds.
 
 A restarted node with the same --cache-dir serves what it had cached without
 reading the lakes again.`,
@@ -84,6 +85,8 @@ reading the lakes again.`,
 				listen:       listen,
 				advertise:    advertise,
 				consul:       consul,
+				natsURL:      natsURL,
+				natsCreds:    natsCreds,
 				cacheDir:     filepath.Clean(cacheDir),
 				diskBytes:    disk,
 				memoryBytes:  mem,
@@ -111,6 +114,8 @@ reading the lakes again.`,
 	f.StringVar(&listen, "listen", "127.0.0.1:7070", "gRPC listen address")
 	f.StringVar(&advertise, "advertise", "", "address clients and peers reach this node at (default: --listen)")
 	f.StringVar(&consul, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "HTTP address of the region's Consul agent (default $CONSUL_HTTP_ADDR)")
+	f.StringVar(&natsURL, "nats", os.Getenv("NATS_URL"), "NATS server of the region, for mesh-wide events (default $NATS_URL; optional for now)")
+	f.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory of the disk tier (required)")
 	f.StringVar(&diskSize, "cache-size", "10GiB", "disk tier size")
 	f.StringVar(&memSize, "memory-size", "1GiB", "memory tier size (0 disables it)")

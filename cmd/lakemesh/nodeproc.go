@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/federation"
@@ -34,6 +36,8 @@ type nodeOptions struct {
 	advertise    string // address other processes reach it at; default: the listen address
 	consul       string // Consul agent HTTP address; "" with members set
 	members      region.Membership
+	natsURL      string // NATS server of the region; "" runs without mesh events
+	natsCreds    string // NATS credentials file (a secret: named by a flag, never in the topology)
 	cacheDir     string
 	diskBytes    int64
 	memoryBytes  int64
@@ -55,6 +59,8 @@ type runningNode struct {
 	membership region.Membership
 	ownsMember bool
 	served     chan error
+	nats       *nats.Conn
+	events     *cachenode.MeshEvents
 }
 
 // startNode opens the node's lakes and cache, starts its gRPC server and
@@ -124,8 +130,30 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		n.membership, n.ownsMember = cm, true
 	}
 
+	var node *cachenode.Node
+	if o.natsURL != "" {
+		opts := []nats.Option{nats.Name("lakemesh node " + o.id), nats.MaxReconnects(-1)}
+		if o.natsCreds != "" {
+			opts = append(opts, nats.UserCredentials(o.natsCreds))
+		}
+		n.nats, err = nats.Connect(o.natsURL, opts...)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("connect to NATS at %s: %w", o.natsURL, err)
+		}
+		n.events, err = cachenode.JoinMesh(n.nats, o.topology.Mesh, o.log, func(path string) {
+			if node != nil {
+				node.InvalidateLocal(path)
+			}
+		})
+		if err != nil {
+			lis.Close()
+			return nil, err
+		}
+	}
+
 	tracer := o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode")
-	node := cachenode.NewNode(cachenode.NodeConfig{
+	node = cachenode.NewNode(cachenode.NodeConfig{
 		ID:             o.id,
 		Region:         o.region,
 		Addr:           n.addr,
@@ -133,6 +161,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Store:          n.store,
 		Cache:          n.cache,
 		Members:        func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
+		Events:         n.events,
 		Topology:       o.topologyYAML,
 		TopologySource: o.topology.Source,
 		Logger:         o.log,
@@ -181,6 +210,12 @@ func (n *runningNode) close() error {
 			n.srv.Stop()
 			<-done
 		}
+	}
+	if n.events != nil {
+		errs = append(errs, n.events.Close())
+	}
+	if n.nats != nil {
+		n.nats.Close()
 	}
 	if n.cache != nil {
 		errs = append(errs, n.cache.Close())

@@ -9,7 +9,9 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
@@ -81,6 +83,12 @@ so client commands reach it without flags. Deployments across machines use
 				return fmt.Errorf("seed demo lakes: %w", err)
 			}
 
+			ns, err := startEmbeddedNATS(filepath.Join(workdir, "nats"))
+			if err != nil {
+				return err
+			}
+			defer ns.Shutdown()
+
 			tp, shutdown := tracing(ctx, "lakemesh-up", log)
 			defer shutdown(context.Background())
 
@@ -108,6 +116,7 @@ so client commands reach it without flags. Deployments across machines use
 						id:           m.ID,
 						listen:       m.Addr,
 						members:      members,
+						natsURL:      ns.ClientURL(),
 						cacheDir:     filepath.Join(workdir, "cache", m.ID),
 						diskBytes:    disk,
 						memoryBytes:  mem,
@@ -120,7 +129,7 @@ so client commands reach it without flags. Deployments across machines use
 					nodes = append(nodes, n)
 				}
 			}
-			printDemoHelp(topo, regions, addrs, workdir)
+			printDemoHelp(topo, regions, addrs, workdir, ns.ClientURL())
 			<-ctx.Done()
 			fmt.Println("\nstopping the demo mesh")
 			return nil
@@ -242,8 +251,30 @@ func seedLakes(t *federation.Topology) error {
 	return nil
 }
 
-func printDemoHelp(t *federation.Topology, regions []string, addrs map[string][]string, workdir string) {
-	fmt.Printf("lakemesh demo mesh %q is up (work directory %s)\n\n", t.Mesh, workdir)
+// startEmbeddedNATS runs the real NATS server (with JetStream) inside this
+// process on a free loopback port, as the demo's message bus.
+func startEmbeddedNATS(storeDir string) (*natsserver.Server, error) {
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		ServerName: "lakemesh-up",
+		Host:       "127.0.0.1",
+		Port:       natsserver.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS server: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded NATS server did not start within 10s")
+	}
+	return ns, nil
+}
+
+func printDemoHelp(t *federation.Topology, regions []string, addrs map[string][]string, workdir, natsURL string) {
+	fmt.Printf("lakemesh demo mesh %q is up (work directory %s, NATS %s)\n\n", t.Mesh, workdir, natsURL)
 	for _, r := range regions {
 		fmt.Printf("  region %-12s nodes %s\n", r, strings.Join(addrs[r], " "))
 	}
