@@ -315,3 +315,46 @@ func (h *hasher) sum() (s [32]byte) {
 	copy(s[:], h.h.Sum(nil))
 	return s
 }
+
+// When no node of the region can serve, a client allowed to reads the lake
+// directly; one that is not allowed fails with ErrNoNode, never hangs.
+func TestDirectLakeReadWhenNoNodeServes(t *testing.T) {
+	m := newMesh(t, meshOptions{nodes: 2})
+	const size = 10 * MiB
+	want := m.upload("direct/file.bin", size, 30)
+	m.minio.SetEnv(t) // the client's own lake credentials
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	direct, err := router.Dial(ctx, router.DialConfig{Consul: m.consul.HTTPAddr, Region: m.region, DirectFallback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	strict := m.client()
+	f, err := direct.Open(ctx, "/lake/s3/direct/file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := strict.Open(ctx, "/lake/s3/direct/file.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range m.nodes {
+		m.stop(n, syscall.SIGKILL)
+	}
+	m.proxy.Reset()
+	buf := make([]byte, size)
+	if _, err := f.ReadAt(ctx, buf, 0); err != nil {
+		t.Fatalf("direct fallback read: %v", err)
+	}
+	if sha256.Sum256(buf) != want {
+		t.Fatal("direct fallback read wrong bytes")
+	}
+	if got := m.lakeBytes(); got < size {
+		t.Fatalf("the lake sent %d bytes for a %d-byte direct read: the bytes came from elsewhere", got, size)
+	}
+	if _, err := g.ReadAt(ctx, buf[:4096], 100); !errors.Is(err, router.ErrNoNode) {
+		t.Fatalf("without fallback: got %v, want ErrNoNode", err)
+	}
+}
