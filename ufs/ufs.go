@@ -65,8 +65,9 @@ type ListPage struct {
 //     repeated Delete may report ErrNotFound the second time).
 //   - Stat of a missing path returns an error wrapping ErrNotFound. A path
 //     below a file is missing, not an error of its own.
-//   - Version is stable: Stat and List report the same Version for the same
-//     content, and a different one after Create or Rename replaced it.
+//   - Version is stable: Stat, List and Create report the same Version for
+//     the same content, and a different one once Create or Rename has
+//     replaced it with other content.
 //   - List is paged: at most limit entries per call (limit <= 0 means
 //     DefaultListLimit), resumed with the returned token, so a directory of
 //     millions of entries never has to fit in one reply. A complete listing
@@ -93,7 +94,8 @@ type ListPage struct {
 //   - Delete of a missing file returns ErrNotFound. Delete of a directory
 //     removes it only when it is empty (ErrNotEmpty otherwise); object
 //     stores that have no directories treat an empty prefix as deleted.
-//   - Rename replaces the destination file if it exists and creates the
+//   - Rename replaces the destination file if it exists (a destination that
+//     is a directory is refused with ErrIsDir) and creates the
 //     destination's parents; it is atomic on file:// and hdfs://,
 //     copy-then-delete on S3. Object stores may refuse to rename a directory
 //     (ErrIsDir), since that would copy every key below it.

@@ -1,0 +1,173 @@
+package testenv
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// CountingProxy is a TCP proxy on a loopback port that forwards every
+// connection to one target and counts the bytes in each direction. It sits
+// below lakemesh's own code, so a test can check claims about bytes on a
+// line ("this range read moved 4 KiB, not the whole object") against what
+// really crossed the wire. It does not parse what it carries.
+//
+// Every byte passes through direction.pump, the one copy loop; a bandwidth
+// limit or added latency for a line slots in there.
+type CountingProxy struct {
+	target   string
+	listener net.Listener
+
+	fromTarget direction // target -> client
+	toTarget   direction // client -> target
+	conns      atomic.Int64
+
+	mu     sync.Mutex
+	open   map[net.Conn]struct{} // both ends of every live pair
+	closed bool
+	wg     sync.WaitGroup // accept loop and every pump
+}
+
+// Proxy starts a counting proxy to target (host:port) and stops it when the
+// test ends.
+func Proxy(t testing.TB, target string) *CountingProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy to %s: listen: %v", target, err)
+	}
+	p := &CountingProxy{target: target, listener: l, open: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept(t)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Addr is the proxy's host:port; point clients here instead of the target.
+func (p *CountingProxy) Addr() string { return p.listener.Addr().String() }
+
+// BytesFromTarget is how many bytes the target sent since the last Reset.
+func (p *CountingProxy) BytesFromTarget() int64 { return p.fromTarget.bytes.Load() }
+
+// BytesToTarget is how many bytes clients sent since the last Reset.
+func (p *CountingProxy) BytesToTarget() int64 { return p.toTarget.bytes.Load() }
+
+// Conns is how many connections clients opened since the last Reset.
+func (p *CountingProxy) Conns() int64 { return p.conns.Load() }
+
+// Reset zeroes the counters; live connections stay up.
+func (p *CountingProxy) Reset() {
+	p.fromTarget.bytes.Store(0)
+	p.toTarget.bytes.Store(0)
+	p.conns.Store(0)
+}
+
+// Close stops accepting, cuts every live connection and waits for the
+// proxy's goroutines to end. It is safe to call more than once.
+func (p *CountingProxy) Close() {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		p.listener.Close()
+		for c := range p.open {
+			c.Close()
+		}
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func (p *CountingProxy) accept(t testing.TB) {
+	defer p.wg.Done()
+	for {
+		client, err := p.listener.Accept()
+		if err != nil {
+			return // closed
+		}
+		target, err := net.Dial("tcp", p.target)
+		if err != nil {
+			// The client sees its connection closed, as it would if the
+			// target refused it.
+			t.Logf("proxy to %s: %v", p.target, err)
+			client.Close()
+			continue
+		}
+		if !p.track(client, target) {
+			client.Close()
+			target.Close()
+			return
+		}
+		p.conns.Add(1)
+		p.wg.Add(2)
+		var both sync.WaitGroup
+		both.Add(2)
+		go func() { defer p.wg.Done(); defer both.Done(); p.toTarget.pump(target, client) }()
+		go func() { defer p.wg.Done(); defer both.Done(); p.fromTarget.pump(client, target) }()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			both.Wait()
+			p.untrack(client, target)
+		}()
+	}
+}
+
+// track registers a new pair so Close can cut it; false once closed.
+func (p *CountingProxy) track(conns ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, c := range conns {
+		p.open[c] = struct{}{}
+	}
+	return true
+}
+
+func (p *CountingProxy) untrack(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+		delete(p.open, c)
+	}
+}
+
+// direction is one way through the proxy.
+type direction struct {
+	bytes atomic.Int64
+}
+
+// pump copies src to dst until src ends, then half-closes dst so the far
+// side sees the end of the stream while the other direction goes on.
+// Bytes are counted as they are read from src: what crossed the line, even
+// if the other side has gone by the time they would be written.
+func (d *direction) pump(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			d.bytes.Add(int64(n))
+			// A rate limiter or delay for this direction goes here, before
+			// the bytes are passed on.
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				src.Close()
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				if tc, ok := dst.(*net.TCPConn); ok {
+					tc.CloseWrite()
+					return
+				}
+			}
+			dst.Close()
+			return
+		}
+	}
+}
