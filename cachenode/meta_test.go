@@ -52,7 +52,10 @@ func TestMetaCacheTTLAndNegativeEntries(t *testing.T) {
 
 	// Other errors are never cached.
 	failures := 0
-	failing := func(context.Context) (ufs.FileInfo, error) { failures++; return ufs.FileInfo{}, errors.New("lake down") }
+	failing := func(context.Context) (ufs.FileInfo, error) {
+		failures++
+		return ufs.FileInfo{}, errors.New("lake down")
+	}
 	m.stat(ctx, "/l/y", 10*time.Second, failing)
 	m.stat(ctx, "/l/y", 10*time.Second, failing)
 	if failures != 2 {

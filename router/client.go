@@ -143,6 +143,8 @@ func (c *Client) node(addr string) (nodepb.NodeClient, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 		grpc.WithInitialWindowSize(4 << 20),
 		grpc.WithInitialConnWindowSize(16 << 20),
+		grpc.WithWriteBufferSize(1 << 20),
+		grpc.WithReadBufferSize(1 << 20),
 	}, c.cfg.DialOptions...)
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {

@@ -46,8 +46,8 @@ func TestMeshBenchmarks(t *testing.T) {
 		m.upload(key, size, uint64(100+r))
 		direct1 = append(direct1, mbps(size, timeIt(func() { directGet(t, s3c, key) })))
 		c := m.client()
-		cold1 = append(cold1, mbps(size, timeIt(func() { readAll(t, c, "/lake/s3/"+key, 16*MiB) })))
-		warm1 = append(warm1, mbps(size, timeIt(func() { readAll(t, c, "/lake/s3/"+key, 16*MiB) })))
+		cold1 = append(cold1, mbps(size, timeIt(func() { readInto(t, c, "/lake/s3/"+key, 16*MiB, io.Discard) })))
+		warm1 = append(warm1, mbps(size, timeIt(func() { readInto(t, c, "/lake/s3/"+key, 16*MiB, io.Discard) })))
 	}
 	rows = append(rows,
 		benchRow{"cold sequential read, 1 stream (MB/s)", median(cold1), median(direct1), ">= 0.9x"},
@@ -73,11 +73,11 @@ func TestMeshBenchmarks(t *testing.T) {
 			wg.Wait()
 		})
 	}
-	parallel(func(k string) { readAll(t, c, "/lake/s3/"+k, 16*MiB) }) // warm up the cache
+	parallel(func(k string) { readInto(t, c, "/lake/s3/"+k, 16*MiB, io.Discard) }) // warm up the cache
 	var direct8, warm8 []float64
 	for r := 0; r < runs; r++ {
 		direct8 = append(direct8, mbps(size, parallel(func(k string) { directGet(t, s3c, k) })))
-		warm8 = append(warm8, mbps(size, parallel(func(k string) { readAll(t, c, "/lake/s3/"+k, 16*MiB) })))
+		warm8 = append(warm8, mbps(size, parallel(func(k string) { readInto(t, c, "/lake/s3/"+k, 16*MiB, io.Discard) })))
 	}
 	rows = append(rows, benchRow{"warm sequential read, 8 streams (MB/s)", median(warm8), median(direct8), ">= 1.5x"})
 	rssStreams := nodeRSS(m)

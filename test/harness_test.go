@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,6 +149,15 @@ func (m *mesh) start(n *nodeProc) {
 		"--cache-dir", n.cacheDir, "--cache-size", "4GiB", "--memory-size", m.opts.memorySize,
 		"--log-level", "info")
 	cmd.Env = append(os.Environ(), m.minio.Env()...)
+	if base := os.Getenv("LAKEMESH_BENCH_PPROF"); base != "" {
+		// Profiling a benchmark: node i serves pprof on port base+i.
+		port, _ := strconv.Atoi(base)
+		for i, other := range m.nodes {
+			if other == n {
+				cmd.Env = append(cmd.Env, fmt.Sprintf("LAKEMESH_PPROF=127.0.0.1:%d", port+i))
+			}
+		}
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -261,19 +271,25 @@ func patternAt(seed uint64, off, n int64) []byte {
 // returns its SHA-256.
 func readAll(t *testing.T, c *router.Client, path string, bufSize int) [32]byte {
 	t.Helper()
+	h := sha256.New()
+	readInto(t, c, path, bufSize, h)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// readInto copies a whole file through the client into w.
+func readInto(t *testing.T, c *router.Client, path string, bufSize int, w io.Writer) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f, err := c.Open(ctx, path)
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f.Reader(ctx), make([]byte, bufSize)); err != nil {
+	if _, err := io.CopyBuffer(w, f.Reader(ctx), make([]byte, bufSize)); err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
 }
 
 // lakeBytes is what MinIO sent through the proxy since the last reset.

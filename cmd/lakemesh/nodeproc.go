@@ -172,6 +172,8 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.InitialWindowSize(4<<20),
 		grpc.InitialConnWindowSize(16<<20),
+		grpc.WriteBufferSize(1<<20),
+		grpc.ReadBufferSize(1<<20),
 	)
 	nodepb.RegisterNodeServer(n.srv, node)
 	n.health = health.NewServer()

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // otlpConfigured says whether the standard OTLP environment asks for
@@ -42,6 +43,11 @@ func tracing(ctx context.Context, service string, log *slog.Logger, extra ...sdk
 	}
 	for _, p := range extra {
 		opts = append(opts, sdktrace.WithSpanProcessor(p))
+	}
+	if len(opts) == 0 {
+		// Nothing would see the spans: don't pay for recording them on
+		// every read.
+		return noop.NewTracerProvider(), func(context.Context) error { return nil }
 	}
 	res, _ := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", service)))
 	opts = append(opts, sdktrace.WithResource(res))
