@@ -37,6 +37,14 @@ type File struct {
 	mu      sync.Mutex // guards lastEnd, ahead
 	lastEnd int64      // end of the previous read: sequential detection
 	ahead   int64      // pages below this index have been prefetched
+
+	// page holds the last whole page a sequential reader fetched, so a
+	// stream of small reads (8 KiB from io.Copy, 128 KiB from a kernel)
+	// costs one node round trip per page, not one per read. At most one
+	// page per open File; dropped by Close.
+	pageMu   sync.Mutex // guards pageBuf, pageAt; held while a page is fetched
+	pageBuf  []byte
+	pageAt   int64 // file offset of pageBuf[0]; -1 when empty
 }
 
 // Open stats p and opens that version of the file.
@@ -63,7 +71,15 @@ func (c *Client) OpenEntry(e Entry) (*File, error) {
 	if ra == 0 {
 		ra = c.policies.For(e.Path).Readahead
 	}
-	return &File{c: c, entry: e, mount: m, ref: ref, id: ref.ID(), readahead: ra}, nil
+	return &File{c: c, entry: e, mount: m, ref: ref, id: ref.ID(), readahead: ra, pageAt: -1}, nil
+}
+
+// Close drops the file's buffered page. Reads after Close still work.
+func (f *File) Close() error {
+	f.pageMu.Lock()
+	f.pageBuf, f.pageAt = nil, -1
+	f.pageMu.Unlock()
+	return nil
 }
 
 // Entry is what the file was opened as.
@@ -100,6 +116,20 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	defer span.End()
 
 	ps := f.c.cfg.PageSize
+	if sequential && end-off < ps {
+		err := f.readBuffered(ctx, p[:end-off], off)
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+			return 0, err
+		}
+		f.readAhead(end)
+		n := int(end - off)
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelPages)
 	for pos := off; pos < end; {
@@ -124,6 +154,33 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readBuffered serves a small sequential read from the file's buffered
+// page, fetching the whole page(s) it touches first when needed.
+func (f *File) readBuffered(ctx context.Context, p []byte, off int64) error {
+	ps := f.c.cfg.PageSize
+	f.pageMu.Lock()
+	defer f.pageMu.Unlock()
+	for len(p) > 0 {
+		if f.pageAt < 0 || off < f.pageAt || off >= f.pageAt+int64(len(f.pageBuf)) {
+			page := off / ps
+			start := page * ps
+			n := min(ps, f.entry.Size-start)
+			if cap(f.pageBuf) < int(n) {
+				f.pageBuf = make([]byte, ps)
+			}
+			f.pageBuf = f.pageBuf[:n]
+			f.pageAt = -1
+			if err := f.readPiece(ctx, page, start, f.pageBuf, true); err != nil {
+				return err
+			}
+			f.pageAt = start
+		}
+		k := copy(p, f.pageBuf[off-f.pageAt:])
+		p, off = p[k:], off+int64(k)
+	}
+	return nil
 }
 
 // readPiece fills buf with the bytes at off, all inside one page, from the

@@ -287,7 +287,8 @@ func readInto(t *testing.T, c *router.Client, path string, bufSize int, w io.Wri
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
-	if _, err := io.CopyBuffer(w, f.Reader(ctx), make([]byte, bufSize)); err != nil {
+	// Hide w's ReadFrom, so the copy really reads bufSize at a time.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{w}, f.Reader(ctx), make([]byte, bufSize)); err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
 }

@@ -89,3 +89,37 @@ func TestReadsAreTraced(t *testing.T) {
 		}
 	}
 }
+
+// Small sequential reads (io.Copy's 32 KiB, a kernel's 128 KiB) cost one
+// node round trip per page, not one per read.
+func TestSmallSequentialReadsFetchPagesOnce(t *testing.T) {
+	m := newMesh(t, meshOptions{nodes: 2})
+	const size = 12*MiB + 12345
+	want := m.upload("small/reads.bin", size, 21)
+
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := router.Dial(ctx, router.DialConfig{Consul: m.consul.HTTPAddr, Region: m.region, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := readAll(t, c, "/lake/s3/small/reads.bin", 32*1024); got != want {
+		t.Fatal("small sequential reads returned wrong bytes")
+	}
+	fetches, reads := 0, 0
+	for _, s := range rec.Ended() {
+		switch s.Name() {
+		case "page.fetch":
+			fetches++
+		case "lakemesh.read":
+			reads++
+		}
+	}
+	t.Logf("%d reads of 32 KiB made %d page fetches", reads, fetches)
+	if fetches != 4 {
+		t.Fatalf("%d sequential 32 KiB reads of a 4-page file made %d page fetches, want 4", reads, fetches)
+	}
+}
