@@ -91,7 +91,11 @@ func (s *Store) putMemory(e *entry, b0 int, data []byte, crcs []uint32) bool {
 	for i := range crcs {
 		if todo[i] {
 			lo := int64(i) * bs
-			bufs[i] = append([]byte(nil), data[lo:min(lo+bs, int64(len(data)))]...)
+			hi := min(lo+bs, int64(len(data)))
+			// Blocks are never written after they are stored, so the
+			// tier keeps slices of the fill's buffer instead of copies
+			// (capacity clipped: nothing can append into a neighbour).
+			bufs[i] = data[lo:hi:hi]
 		}
 	}
 	var stored int64

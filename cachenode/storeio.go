@@ -294,7 +294,8 @@ func held(e *entry, b int) bool {
 // tier (if enabled) and the disk tier (if configured). off is
 // block-aligned and data is whole blocks, except that it may end at the
 // end of a short page (the file's last page). Blocks a tier already holds
-// are not rewritten. Put copies data; the caller keeps it. A tier that
+// are not rewritten. Put keeps data (the memory tier holds slices of it):
+// the caller must not modify it afterwards. A tier that
 // cannot make room even after eviction is skipped; Put fails with
 // ErrStoreFull only when no tier took the data.
 func (s *Store) Put(ref FileRef, index, off int64, data []byte) error {
