@@ -42,9 +42,9 @@ type File struct {
 	// stream of small reads (8 KiB from io.Copy, 128 KiB from a kernel)
 	// costs one node round trip per page, not one per read. At most one
 	// page per open File; dropped by Close.
-	pageMu   sync.Mutex // guards pageBuf, pageAt; held while a page is fetched
-	pageBuf  []byte
-	pageAt   int64 // file offset of pageBuf[0]; -1 when empty
+	pageMu  sync.Mutex // guards pageBuf, pageAt; held while a page is fetched
+	pageBuf []byte
+	pageAt  int64 // file offset of pageBuf[0]; -1 when empty
 }
 
 // Open stats p and opens that version of the file.

@@ -11,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -167,14 +168,17 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Logger:         o.log,
 		Tracer:         tracer,
 	})
-	n.srv = grpc.NewServer(
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(o.tp))),
-		grpc.MaxRecvMsgSize(16<<20),
-		grpc.InitialWindowSize(4<<20),
-		grpc.InitialConnWindowSize(16<<20),
-		grpc.WriteBufferSize(1<<20),
-		grpc.ReadBufferSize(1<<20),
-	)
+	serverOpts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(16 << 20),
+		grpc.InitialWindowSize(4 << 20),
+		grpc.InitialConnWindowSize(16 << 20),
+		grpc.WriteBufferSize(1 << 20),
+		grpc.ReadBufferSize(1 << 20),
+	}
+	if _, off := o.tp.(noop.TracerProvider); !off {
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(o.tp))))
+	}
+	n.srv = grpc.NewServer(serverOpts...)
 	nodepb.RegisterNodeServer(n.srv, node)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.srv, n.health)
