@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -23,7 +24,7 @@ import (
 )
 
 // chunkSize is the payload of one streamed read message.
-const chunkSize = 1 << 20
+const chunkSize int64 = 1 << 20
 
 // NodeConfig is what a cache node's data server needs; the daemon wires
 // it from flags, the topology and membership.
@@ -100,15 +101,26 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 
 	bp := n.bufs.Get().(*[]byte)
 	defer n.bufs.Put(bp)
-	buf := *bp
+	pool := mem.DefaultBufferPool()
 	var fetches fetchSummary
 	for {
-		m := min(int64(len(buf)), end-off)
+		m := min(chunkSize, end-off)
+		buf := *bp
+		var rawBuf *[]byte
+		if req.Raw && m > 0 {
+			// The transport frees this buffer once it is on the wire,
+			// so each chunk gets its own from gRPC's pool.
+			rawBuf = pool.Get(int(m))
+			buf = *rawBuf
+		}
 		k := 0
 		if m > 0 {
 			var fs []Fetch
 			k, fs, err = n.cfg.Cache.ReadAt(ctx, ref, buf[:m], off, req.Sequential)
-			if err != nil {
+			if err != nil && !errors.Is(err, io.EOF) {
+				if rawBuf != nil {
+					pool.Put(rawBuf)
+				}
 				span.RecordError(err)
 				return ToStatus(fmt.Errorf("read %s: %w", f.GetPath(), err))
 			}
@@ -116,12 +128,25 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 			off += int64(k)
 		}
 		last := off >= end || k == 0
-		chunk := &nodepb.ReadChunk{Data: buf[:k]}
+		var meta *nodepb.ReadChunk
 		if last {
-			chunk.Fetches = fetches.proto()
-			chunk.Node = n.cfg.ID
+			meta = &nodepb.ReadChunk{Fetches: fetches.proto(), Node: n.cfg.ID}
 		}
-		if err := stream.Send(chunk); err != nil {
+		if req.Raw {
+			chunk := &RawChunk{Meta: meta}
+			if rawBuf != nil {
+				*rawBuf = (*rawBuf)[:k]
+				chunk.Data = mem.NewBuffer(rawBuf, pool)
+			}
+			err = stream.SendMsg(chunk)
+		} else {
+			if meta == nil {
+				meta = &nodepb.ReadChunk{}
+			}
+			meta.Data = buf[:k]
+			err = stream.Send(meta)
+		}
+		if err != nil {
 			return err
 		}
 		if last {

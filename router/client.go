@@ -132,10 +132,19 @@ func (c *Client) Close() error {
 
 // node returns a client stub for a member, connecting on first use.
 func (c *Client) node(addr string) (nodepb.NodeClient, error) {
+	cc, err := c.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	return nodepb.NewNodeClient(cc), nil
+}
+
+// conn returns the connection to a member, connecting on first use.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cc, ok := c.conns[addr]; ok {
-		return nodepb.NewNodeClient(cc), nil
+		return cc, nil
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -155,7 +164,7 @@ func (c *Client) node(addr string) (nodepb.NodeClient, error) {
 		return nil, fmt.Errorf("connect to node %s: %w", addr, err)
 	}
 	c.conns[addr] = cc
-	return nodepb.NewNodeClient(cc), nil
+	return cc, nil
 }
 
 // candidates returns the region's members in placement order for key:

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -19,6 +20,10 @@ import (
 	"github.com/lakemesh/lakemesh/region"
 	"github.com/lakemesh/lakemesh/ufs"
 )
+
+// readStreamDesc describes the node's Read stream for calls made without
+// the generated stub (raw page bytes need their own message types).
+var readStreamDesc = &grpc.StreamDesc{StreamName: "Read", ServerStreams: true}
 
 // parallelPages bounds how many pages one ReadAt fetches at once.
 const parallelPages = 4
@@ -199,27 +204,43 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	got := 0 // bytes already in buf: a failover resumes after them
 	var served region.Member
 	var fetch *nodepb.PageFetch
-	err := f.c.onCandidates(ctx, key, func(nc nodepb.NodeClient, m region.Member) error {
+	err := f.c.onCandidates(ctx, key, func(_ nodepb.NodeClient, m region.Member) error {
 		served = m
-		stream, err := nc.Read(ctx, &nodepb.ReadRequest{
+		cc, err := f.c.conn(m.Addr)
+		if err != nil {
+			return err
+		}
+		stream, err := cc.NewStream(ctx, readStreamDesc, nodepb.Node_Read_FullMethodName, grpc.CallContentSubtype(cachenode.RawCodecName))
+		if err != nil {
+			return err
+		}
+		req := &nodepb.ReadRequest{
 			File:       &nodepb.FileRef{Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size},
 			Offset:     off + int64(got),
 			Length:     int64(len(buf) - got),
 			Sequential: sequential,
-		})
-		if err != nil {
+			Raw:        true,
+		}
+		if err := stream.SendMsg(req); err != nil {
 			return err
 		}
+		if err := stream.CloseSend(); err != nil {
+			return err
+		}
+		// Page bytes go from the transport's buffers straight into buf.
+		sink := &cachenode.RawSink{Dst: buf, N: got}
 		for {
-			chunk, err := stream.Recv()
+			err := stream.RecvMsg(sink)
+			got = sink.N
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			got += copy(buf[got:], chunk.GetData())
-			for _, pf := range chunk.GetFetches() {
+		}
+		if sink.Meta != nil {
+			for _, pf := range sink.Meta.GetFetches() {
 				fetch = pf
 			}
 		}

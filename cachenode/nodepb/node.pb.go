@@ -95,7 +95,10 @@ type ReadRequest struct {
 	Length int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
 	// sequential is the reader's hint that it reads the file in order: the
 	// node then fills whole pages; otherwise only the blocks the read touches.
-	Sequential    bool `protobuf:"varint,4,opt,name=sequential,proto3" json:"sequential,omitempty"`
+	Sequential bool `protobuf:"varint,4,opt,name=sequential,proto3" json:"sequential,omitempty"`
+	// raw asks for page bytes outside protobuf (content-subtype
+	// "lakemesh-raw"; see cachenode.RawCodecName): fewer copies per byte.
+	Raw           bool `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +157,13 @@ func (x *ReadRequest) GetLength() int64 {
 func (x *ReadRequest) GetSequential() bool {
 	if x != nil {
 		return x.Sequential
+	}
+	return false
+}
+
+func (x *ReadRequest) GetRaw() bool {
+	if x != nil {
+		return x.Raw
 	}
 	return false
 }
@@ -1445,14 +1455,15 @@ const file_node_proto_rawDesc = "" +
 	"\aFileRef\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\x8c\x01\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\x9e\x01\n" +
 	"\vReadRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\x12\x1e\n" +
 	"\n" +
 	"sequential\x18\x04 \x01(\bR\n" +
-	"sequential\"_\n" +
+	"sequential\x12\x10\n" +
+	"\x03raw\x18\x05 \x01(\bR\x03raw\"_\n" +
 	"\tPageFetch\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x03R\x04page\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x14\n" +
