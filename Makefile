@@ -23,6 +23,7 @@ deps:
 test: deps
 	$(GO) vet ./...
 	LAKEMESH_REQUIRE_SERVICES=1 $(GO) test -count=1 -timeout 30m ./...
+	LAKEMESH_REQUIRE_SERVICES=1 $(GO) test -race -count=1 -timeout 10m ./cachenode/ ./region/ ./router/
 
 # unit runs the tests that need no external service quickly.
 unit:
