@@ -217,7 +217,7 @@ func seedLakes(t *federation.Topology) error {
 			continue
 		}
 		files := map[string][]byte{
-			"README.txt": []byte(fmt.Sprintf("This is the demo lake mounted at %s (home region %s).\nIts real lake would be %s.\n", m.Path, m.Region, "the topology's ufs")),
+			"README.txt": []byte(fmt.Sprintf("This is a demo lake that 'lakemesh up' made for the mount %s (home region %s).\nA real deployment reads the lake that topology.yaml names for it.\n", m.Path, m.Region)),
 		}
 		for i := 0; i < 4; i++ {
 			shard := make([]byte, 16<<20)
