@@ -283,7 +283,13 @@ func printDemoHelp(t *federation.Topology, regions []string, addrs map[string][]
 		fmt.Printf("  mount %-16s home region %-10s lake %s\n", m.Path, m.Region, m.UFS)
 	}
 	first := t.Mounts[0].Path
-	fmt.Printf(`
+	// Say the commands the way this binary was invoked (./bin/lakemesh
+	// after `make demo`), so they work when pasted.
+	self := "lakemesh"
+	if strings.Contains(os.Args[0], "/") && !strings.HasPrefix(os.Args[0], os.TempDir()) {
+		self = os.Args[0]
+	}
+	fmt.Printf(strings.ReplaceAll(`
 Try, from another terminal (client commands talk to %s, region %s):
   lakemesh ls /lake
   lakemesh ls -l %s/train
@@ -294,5 +300,5 @@ Try, from another terminal (client commands talk to %s, region %s):
   lakemesh --help
 
 Ctrl-C stops the mesh.
-`, addrs[regions[0]][0], regions[0], first, first, first, first, first)
+`, "lakemesh", self), addrs[regions[0]][0], regions[0], first, first, first, first, first)
 }
