@@ -29,7 +29,7 @@ test: deps
 unit:
 	$(GO) test -short ./...
 
-bench: deps
+bench:
 	.ci/deps --bench
 	bench/run.sh
 

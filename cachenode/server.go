@@ -1,6 +1,7 @@
 package cachenode
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,13 +100,19 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 	))
 	defer span.End()
 
-	bp := n.bufs.Get().(*[]byte)
-	defer n.bufs.Put(bp)
+	var bp *[]byte
+	if !req.Raw {
+		bp = n.bufs.Get().(*[]byte)
+		defer n.bufs.Put(bp)
+	}
 	pool := mem.DefaultBufferPool()
 	var fetches fetchSummary
 	for {
 		m := min(chunkSize, end-off)
-		buf := *bp
+		var buf []byte
+		if bp != nil {
+			buf = *bp
+		}
 		var rawBuf *[]byte
 		if req.Raw && m > 0 {
 			// The transport frees this buffer once it is on the wire,
@@ -209,10 +216,14 @@ func (n *Node) Prefetch(ctx context.Context, req *nodepb.PrefetchRequest) (*node
 // Stat answers from the metadata cache, asking the lake on a miss.
 func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatReply, error) {
 	p := req.GetPath()
-	if children, ok := n.virtualChildren(p); ok && children != nil {
-		return &nodepb.StatReply{Entry: &nodepb.Entry{Path: p, Dir: true}}, nil
-	}
 	lake, rel, err := n.cfg.Lakes.Resolve(p)
+	if errors.Is(err, ErrNoMount) {
+		// Not in a mount: a directory above mounts ("/", "/lake") is
+		// still a directory of the namespace.
+		if _, ok := n.virtualChildren(p); ok {
+			return &nodepb.StatReply{Entry: &nodepb.Entry{Path: p, Dir: true}}, nil
+		}
+	}
 	if err != nil {
 		return nil, ToStatus(err)
 	}
@@ -228,19 +239,16 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 // List answers one page of a directory listing from the metadata cache.
 func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListReply, error) {
 	p := strings.TrimSuffix(req.GetPath(), "/")
-	if children, ok := n.virtualChildren(p); ok {
-		reply := &nodepb.ListReply{}
-		for _, c := range children {
-			reply.Entries = append(reply.Entries, &nodepb.Entry{Path: path.Join(p, c), Dir: true})
-		}
-		if p == "" {
-			for _, e := range reply.Entries {
-				e.Path = "/" + strings.TrimPrefix(e.Path, "/")
+	lake, rel, err := n.cfg.Lakes.Resolve(cmp.Or(p, "/"))
+	if errors.Is(err, ErrNoMount) {
+		if children, ok := n.virtualChildren(p); ok {
+			reply := &nodepb.ListReply{}
+			for _, c := range children {
+				reply.Entries = append(reply.Entries, &nodepb.Entry{Path: path.Join("/", p, c), Dir: true})
 			}
+			return reply, nil
 		}
-		return reply, nil
 	}
-	lake, rel, err := n.cfg.Lakes.Resolve(p)
 	if err != nil {
 		return nil, ToStatus(err)
 	}

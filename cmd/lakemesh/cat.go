@@ -48,14 +48,13 @@ standard OTEL_EXPORTER_OTLP_* variables are set.`,
 			}
 			defer c.Close()
 			ctx, span := tp.Tracer("lakemesh/cmd").Start(ctx, "lakemesh.cat", trace.WithAttributes(attribute.String("lakemesh.path", args[0])))
+			defer span.End()
 			start := time.Now()
 			f, err := c.Open(ctx, args[0])
 			if err != nil {
-				span.End()
 				return err
 			}
 			if offset < 0 || length < -1 {
-				span.End()
 				return fmt.Errorf("--offset and --length must not be negative")
 			}
 			end := f.Size()
@@ -69,14 +68,12 @@ standard OTEL_EXPORTER_OTLP_* variables are set.`,
 				n, rerr := f.ReadAt(ctx, buf[:min(int64(len(buf)), end-pos)], pos)
 				if n > 0 {
 					if _, werr := out.Write(buf[:n]); werr != nil {
-						span.End()
 						return fmt.Errorf("write to standard output: %w", werr)
 					}
 					pos += int64(n)
 					written += int64(n)
 				}
 				if rerr != nil && !errors.Is(rerr, io.EOF) {
-					span.End()
 					return rerr
 				}
 				if n == 0 {
@@ -84,10 +81,8 @@ standard OTEL_EXPORTER_OTLP_* variables are set.`,
 				}
 			}
 			if err := out.Flush(); err != nil {
-				span.End()
 				return fmt.Errorf("write to standard output: %w", err)
 			}
-			span.End()
 			if explain {
 				printTrace(os.Stderr, f.Entry().Path, f.Entry().Version, c.Region(), written, time.Since(start), rec.Ended())
 			}

@@ -70,3 +70,14 @@ func (f *clientFlags) dial(ctx context.Context, tp trace.TracerProvider) (*route
 	}
 	return router.Dial(ctx, dc)
 }
+
+// run dials the region, calls fn with the client, and closes it.
+func (f *clientFlags) run(cmd *cobra.Command, fn func(ctx context.Context, c *router.Client) error) error {
+	ctx := cmd.Context()
+	c, err := f.dial(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(ctx, c)
+}

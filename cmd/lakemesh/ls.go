@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -24,38 +25,34 @@ Directories end in "/". With -l: size, modification time, version.`,
 		Example: "  lakemesh ls /lake\n  lakemesh ls -l /lake/s3-use1/train",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := cf.dial(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			st, err := c.Stat(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			defer w.Flush()
-			print := func(e router.Entry) error {
-				name := e.Name()
-				if e.IsDir {
-					name += "/"
-				}
-				if !long {
-					_, err := fmt.Fprintln(os.Stdout, name)
+			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
+				st, err := c.Stat(ctx, args[0])
+				if err != nil {
 					return err
 				}
-				mtime := "-"
-				if !e.ModTime.IsZero() {
-					mtime = e.ModTime.Local().Format(time.DateTime)
+				w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+				defer w.Flush()
+				print := func(e router.Entry) error {
+					name := e.Name()
+					if e.IsDir {
+						name += "/"
+					}
+					if !long {
+						_, err := fmt.Fprintln(os.Stdout, name)
+						return err
+					}
+					mtime := "-"
+					if !e.ModTime.IsZero() {
+						mtime = e.ModTime.Local().Format(time.DateTime)
+					}
+					_, err := fmt.Fprintf(w, "%d\t  %s\t  %s\t  %s\t\n", e.Size, mtime, name, e.Version)
+					return err
 				}
-				_, err := fmt.Fprintf(w, "%d\t  %s\t  %s\t  %s\t\n", e.Size, mtime, name, e.Version)
-				return err
-			}
-			if !st.IsDir {
-				return print(st)
-			}
-			return c.Walk(ctx, st.Path, pageSize, print)
+				if !st.IsDir {
+					return print(st)
+				}
+				return c.Walk(ctx, st.Path, pageSize, print)
+			})
 		},
 	}
 	cf.register(cmd)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lakemesh/lakemesh/router"
 )
 
 func putCmd() *cobra.Command {
@@ -20,7 +23,6 @@ input.`,
 		Example: "  lakemesh put model.bin /lake/s3-use1/models/v3/model.bin\n  echo hello | lakemesh put - /lake/s3-use1/notes/hello.txt",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			var in io.Reader = os.Stdin
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -30,17 +32,14 @@ input.`,
 				defer f.Close()
 				in = f
 			}
-			c, err := cf.dial(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			e, err := c.Put(ctx, args[1], in)
-			if err != nil {
-				return err
-			}
-			fmt.Printf("%s: %s written (version %s)\n", e.Path, humanBytes(e.Size), e.Version)
-			return nil
+			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
+				e, err := c.Put(ctx, args[1], in)
+				if err != nil {
+					return err
+				}
+				fmt.Printf("%s: %s written (version %s)\n", e.Path, humanBytes(e.Size), e.Version)
+				return nil
+			})
 		},
 	}
 	cf.register(cmd)

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"github.com/spf13/cobra"
+
+	"github.com/lakemesh/lakemesh/router"
 )
 
 func rmCmd() *cobra.Command {
@@ -13,18 +16,14 @@ func rmCmd() *cobra.Command {
 		Example: "  lakemesh rm /lake/s3-use1/notes/hello.txt",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := cf.dial(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			for _, p := range args {
-				if err := c.Remove(ctx, p); err != nil {
-					return err
+			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
+				for _, p := range args {
+					if err := c.Remove(ctx, p); err != nil {
+						return err
+					}
 				}
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	cf.register(cmd)

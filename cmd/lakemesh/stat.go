@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lakemesh/lakemesh/router"
 )
 
 func statCmd() *cobra.Command {
@@ -16,28 +19,24 @@ func statCmd() *cobra.Command {
 		Example: "  lakemesh stat /lake/s3-use1/train/part-0000",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := cf.dial(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			e, err := c.Stat(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			kind := "file"
-			if e.IsDir {
-				kind = "directory"
-			}
-			fmt.Printf("path:     %s\ntype:     %s\n", e.Path, kind)
-			if !e.IsDir {
-				fmt.Printf("size:     %d (%s)\nversion:  %s\n", e.Size, humanBytes(e.Size), e.Version)
-			}
-			if !e.ModTime.IsZero() {
-				fmt.Printf("modified: %s\n", e.ModTime.Local().Format(time.RFC3339))
-			}
-			return nil
+			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
+				e, err := c.Stat(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				kind := "file"
+				if e.IsDir {
+					kind = "directory"
+				}
+				fmt.Printf("path:     %s\ntype:     %s\n", e.Path, kind)
+				if !e.IsDir {
+					fmt.Printf("size:     %d (%s)\nversion:  %s\n", e.Size, humanBytes(e.Size), e.Version)
+				}
+				if !e.ModTime.IsZero() {
+					fmt.Printf("modified: %s\n", e.ModTime.Local().Format(time.RFC3339))
+				}
+				return nil
+			})
 		},
 	}
 	cf.register(cmd)

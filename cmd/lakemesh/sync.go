@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lakemesh/lakemesh/router"
 )
 
 func syncCmd() *cobra.Command {
@@ -20,22 +23,18 @@ never served once its new version is seen.`,
 		Example: "  lakemesh sync /lake/s3-use1/train",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, err := cf.dial(ctx, nil)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			n, mesh, err := c.Sync(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			scope := "the other regions were not told: the nodes have no NATS connection"
-			if mesh {
-				scope = "every other region told over NATS"
-			}
-			fmt.Printf("%s: metadata refreshed on the %d nodes of region %s (%d cached entries dropped); %s\n", args[0], len(c.Members()), c.Region(), n, scope)
-			return nil
+			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
+				n, mesh, err := c.Sync(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				scope := "the other regions were not told: the nodes have no NATS connection"
+				if mesh {
+					scope = "every other region told over NATS"
+				}
+				fmt.Printf("%s: metadata refreshed on the %d nodes of region %s (%d cached entries dropped); %s\n", args[0], len(c.Members()), c.Region(), n, scope)
+				return nil
+			})
 		},
 	}
 	cf.register(cmd)
