@@ -115,6 +115,13 @@ func TestDemoAndClientCommands(t *testing.T) {
 	if got := lm("ls", "/lake"); got != "hdfs-bj/\ns3-use1/\n" {
 		t.Fatalf("ls /lake = %q", got)
 	}
+	// A Consul address in the environment (common on such machines) must
+	// not stop --node from working.
+	withConsulEnv := exec.Command(lakemeshBin, "ls", "--node", node, "/lake")
+	withConsulEnv.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=127.0.0.1:1")
+	if out, err := withConsulEnv.CombinedOutput(); err != nil || string(out) != "hdfs-bj/\ns3-use1/\n" {
+		t.Fatalf("ls --node with CONSUL_HTTP_ADDR set: %v %q", err, out)
+	}
 	if got := lm("ls", "/lake/s3-use1/train"); got != "part-0000\npart-0001\npart-0002\npart-0003\n" {
 		t.Fatalf("ls train = %q", got)
 	}

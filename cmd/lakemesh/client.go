@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/lakemesh/lakemesh/federation"
@@ -21,6 +22,7 @@ type clientFlags struct {
 	topology string
 	direct   bool
 	logLevel string
+	flags    *pflag.FlagSet // to tell a flag given from its environment default
 }
 
 func defaultNode() string {
@@ -32,6 +34,7 @@ func defaultNode() string {
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	f.flags = fl
 	fl.StringVar(&f.node, "node", "", "address of any cache node of the region (default $LAKEMESH_NODE or 127.0.0.1:7070)")
 	fl.StringVar(&f.consul, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "Consul agent HTTP address to find the region's nodes (with --region; instead of --node)")
 	fl.StringVar(&f.region, "region", "", "region whose cache nodes serve this client (with --consul)")
@@ -42,24 +45,26 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 
 func (f *clientFlags) dial(ctx context.Context, tp trace.TracerProvider) (*router.Client, error) {
 	dc := router.DialConfig{
-		Node:           f.node,
-		Consul:         f.consul,
 		Region:         f.region,
 		DirectFallback: f.direct,
 		TracerProvider: tp,
 		Logger:         newLogger(f.logLevel),
 	}
-	if dc.Node == "" && dc.Consul == "" {
-		dc.Node = defaultNode()
-	}
-	if dc.Node == "" && f.region == "" {
+	// An explicit --node wins; Consul (from --consul or CONSUL_HTTP_ADDR)
+	// is used with a --region; otherwise the default node.
+	consulGiven := f.flags != nil && f.flags.Changed("consul")
+	switch {
+	case f.node != "":
+		if consulGiven {
+			return nil, fmt.Errorf("--node and --consul both given; use one")
+		}
+		dc.Node = f.node
+	case f.consul != "" && f.region != "":
+		dc.Consul = f.consul
+	case consulGiven:
 		return nil, fmt.Errorf("--consul needs --region: which region's nodes should serve this client")
-	}
-	if f.consul != "" && f.node != "" {
-		return nil, fmt.Errorf("--node and --consul both given; use one")
-	}
-	if f.node == "" && f.consul != "" {
-		dc.Node = ""
+	default:
+		dc.Node = defaultNode()
 	}
 	if f.topology != "" {
 		t, err := federation.Load(f.topology)
