@@ -33,6 +33,9 @@ type Fetch struct {
 	Bytes    int64         // bytes of the read in this page
 	Fetched  int64         // bytes this call fetched from the Source for this page
 	Duration time.Duration // from the start of the read until the page's bytes were in place
+	// Origin is where the Source says the fetched bytes came from (set
+	// only when this call fetched and the Source reports it).
+	Origin *Origin
 }
 
 // CacheStats counts the fill layer's work.
@@ -173,7 +176,7 @@ func (c *Cache) ReadAt(ctx context.Context, ref FileRef, p []byte, off int64, se
 			return 0, nil, err
 		}
 		for _, r := range pending {
-			fetches[r.slot] = Fetch{Page: r.index, Tier: r.tier, Bytes: r.end - r.start, Fetched: r.fetched, Duration: r.doneAt.Sub(start)}
+			fetches[r.slot] = Fetch{Page: r.index, Tier: r.tier, Bytes: r.end - r.start, Fetched: r.fetched, Duration: r.doneAt.Sub(start), Origin: r.origin}
 		}
 	}
 	n = int(end - off)
@@ -181,6 +184,55 @@ func (c *Cache) ReadAt(ctx context.Context, ref FileRef, p []byte, off int64, se
 		return n, fetches, io.EOF
 	}
 	return n, fetches, nil
+}
+
+// ReadCached reads bytes [off, off+len(p)) of ref from the page store
+// alone: it fails with an error wrapping ErrNotCached when any byte is
+// missing, and never fetches. Like ReadAt, it returns io.EOF when the read
+// is clipped at ref.Size.
+func (c *Cache) ReadCached(ref FileRef, p []byte, off int64) (n int, fetches []Fetch, err error) {
+	if off < 0 || off >= ref.Size {
+		if off >= ref.Size && off >= 0 {
+			return 0, nil, io.EOF
+		}
+		return 0, nil, fmt.Errorf("read %s at %d: negative offset", ref, off)
+	}
+	start := time.Now()
+	end := min(off+int64(len(p)), ref.Size)
+	ps := c.store.PageSize()
+	for i := off / ps; i*ps < end; i++ {
+		lo, hi := max(off, i*ps), min(end, (i+1)*ps)
+		k, tier, err := c.store.Read(ref, i, lo-i*ps, p[lo-off:hi-off])
+		if errors.Is(err, ErrMissing) || (err == nil && int64(k) < hi-lo) {
+			return 0, nil, fmt.Errorf("read %s page %d: %w", ref, i, ErrNotCached)
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("read %s page %d: %w", ref, i, err)
+		}
+		fetches = append(fetches, Fetch{Page: i, Tier: tier, Bytes: int64(k), Duration: time.Since(start)})
+	}
+	n = int(end - off)
+	if n < len(p) {
+		return n, fetches, io.EOF
+	}
+	return n, fetches, nil
+}
+
+// Holds reports whether the page store holds every byte of [off, off+n)
+// of ref.
+func (c *Cache) Holds(ref FileRef, off, n int64) bool {
+	end := min(off+n, ref.Size)
+	if off < 0 || off >= end {
+		return off >= 0 && off <= ref.Size
+	}
+	ps := c.store.PageSize()
+	for i := off / ps; i*ps < end; i++ {
+		lo, hi := max(off, i*ps), min(end, (i+1)*ps)
+		if len(c.store.Missing(ref, i, lo-i*ps, hi-lo)) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Prefetch fills the whole page index of ref in the background if the

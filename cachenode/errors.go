@@ -17,6 +17,20 @@ var ErrNoMount = errors.New("no mount holds this path")
 // ErrReadOnly is returned for a write to a read-only mount.
 var ErrReadOnly = errors.New("mount is read-only")
 
+// ErrResidency is returned when bytes would enter a region their path's
+// residency policy does not allow. It is checked where bytes move (the
+// node that would send them and the node that would receive them), so no
+// byte of such a path crosses a line.
+var ErrResidency = errors.New("residency policy forbids this region")
+
+// ErrNotCached is returned by a cached-only read of bytes the page store
+// does not hold.
+var ErrNotCached = errors.New("not in this node's cache")
+
+// ErrLineDown is returned when no route to the bytes is usable: every
+// line that could carry them is down or refuses them.
+var ErrLineDown = errors.New("no usable line")
+
 // The wire form of the errors callers branch on: a gRPC status whose
 // ErrorInfo reason names the sentinel, so ToStatus and FromStatus round-trip
 // them across the data plane. gRPC codes stay in this file and the server.
@@ -33,6 +47,9 @@ var wireErrors = []struct {
 	{ufs.ErrVersionChanged, codes.FailedPrecondition, "VERSION_CHANGED"},
 	{ufs.ErrInvalidPath, codes.InvalidArgument, "INVALID_PATH"},
 	{ErrReadOnly, codes.PermissionDenied, "READ_ONLY"},
+	{ErrResidency, codes.PermissionDenied, "RESIDENCY"},
+	{ErrNotCached, codes.NotFound, "NOT_CACHED"},
+	{ErrLineDown, codes.Unavailable, "LINE_DOWN"},
 }
 
 // ToStatus turns an error of the node into a gRPC status error that keeps

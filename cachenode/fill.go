@@ -30,6 +30,7 @@ type pageRead struct {
 
 	tier    Tier
 	fetched int64
+	origin  *Origin // merged from the fetches it owned, when their Source reports one
 	doneAt  time.Time
 }
 
@@ -57,6 +58,7 @@ type fetch struct {
 	finished bool
 	data     []byte
 	err      error
+	origin   *Origin // where the Source says the bytes came from, if it says
 }
 
 func (f *fetch) covers(b int) bool { return f.b0 <= b && b < f.b1 }
@@ -227,35 +229,46 @@ func (c *Cache) run(f *fetch) {
 	defer func() { <-c.fetchSlots }()
 	c.fetches.Add(1)
 	abs := f.index*c.store.PageSize() + f.off
-	data, err := c.get(f.ctx, f.ref, abs, f.n)
+	rc, err := c.src.Fetch(f.ctx, f.ref, abs, f.n)
+	var data []byte
+	if err == nil {
+		data, err = readExactly(rc, f.n)
+	}
 	if err == nil {
 		c.fetchedBytes.Add(f.n)
 		// Stored before the fetch leaves inflight: a planner never sees
 		// these blocks as neither stored nor in flight.
-		if perr := c.store.Put(f.ref, f.index, f.off, data); perr != nil {
+		perr := c.store.Put(f.ref, f.index, f.off, data)
+		if perr != nil {
 			c.storeErrors.Add(1)
 			c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
+		}
+		if cm, ok := rc.(Committer); ok {
+			cm.Commit(perr == nil)
 		}
 	} else {
 		c.fetchErrors.Add(1)
 		err = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
 	}
+	var origin *Origin
+	if rc != nil {
+		if or, ok := rc.(OriginReader); ok && err == nil {
+			o := or.Origin()
+			origin = &o
+		}
+		rc.Close()
+	}
 	c.mu.Lock()
 	c.detachLocked(f)
-	f.data, f.err, f.finished = data, err, true
+	f.data, f.err, f.origin, f.finished = data, err, origin, true
 	close(f.done)
 	c.mu.Unlock()
 	f.stop()
 	f.cancel()
 }
 
-// get fetches exactly n bytes at off of ref; anything else is an error.
-func (c *Cache) get(ctx context.Context, ref FileRef, off, n int64) ([]byte, error) {
-	rc, err := c.src.Fetch(ctx, ref, off, n)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
+// readExactly reads exactly n bytes from rc; anything else is an error.
+func readExactly(rc io.Reader, n int64) ([]byte, error) {
 	buf := make([]byte, n)
 	k, err := io.ReadFull(rc, buf)
 	switch {
@@ -314,11 +327,14 @@ func (c *Cache) assemble(ref FileRef, r *pageRead) (again bool, err error) {
 		}
 		return false, f.err
 	}
-	r.tier, r.fetched = "", 0
+	r.tier, r.fetched, r.origin = "", 0, nil
 	for _, f := range r.owned {
 		r.fetched += f.n
+		r.origin = mergeOrigin(r.origin, f.origin)
 	}
 	switch {
+	case r.origin != nil && len(r.origin.Lines) > 0:
+		r.tier = TierRemote
 	case len(r.owned) > 0:
 		r.tier = TierLake
 	case len(r.waited) > 0:
@@ -357,4 +373,26 @@ func (c *Cache) assemble(ref FileRef, r *pageRead) (again bool, err error) {
 	}
 	r.doneAt = time.Now()
 	return false, nil
+}
+
+// mergeOrigin adds the origin of one more fetch of a page to what a read
+// reports for that page.
+func mergeOrigin(into, o *Origin) *Origin {
+	if o == nil {
+		return into
+	}
+	if into == nil {
+		c := *o
+		c.Lines = slices.Clone(o.Lines)
+		return &c
+	}
+	into.Crossed += o.Crossed
+	into.Wait += o.Wait
+	into.Cost += o.Cost
+	for _, l := range o.Lines {
+		if !slices.Contains(into.Lines, l) {
+			into.Lines = append(into.Lines, l)
+		}
+	}
+	return into
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"time"
 )
 
 // FileRef names one version of one file of the namespace: the unit whose
@@ -64,6 +65,53 @@ type Source interface {
 	Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error)
 }
 
+// Origin says where the bytes of one Source fetch came from when the
+// Source knows more than "the lake": a federated source reports the
+// region that served, the lines crossed, the wait for budget and the cost.
+type Origin struct {
+	Region  string        // region whose cache (or lake) served the bytes
+	Node    string        // node in that region that served them
+	Lines   []string      // lines crossed, "from->to", in the order the bytes flowed
+	Crossed int64         // bytes that crossed lines (once per line)
+	Wait    time.Duration // time spent waiting for budget grants
+	Cost    float64       // what the crossing cost, from the lines' cost_per_gb
+}
+
+// OriginReader is implemented by the reader a Source returns when it can
+// say where its bytes came from; the cache asks after reading them all.
+type OriginReader interface {
+	Origin() Origin
+}
+
+// Committer is implemented by the reader a Source returns when the Source
+// must know whether the fetched bytes were kept: a federated source lands
+// its transfer claim only once the page store holds the bytes. Commit is
+// called once, after the store was asked to keep them, before Close.
+type Committer interface {
+	Commit(stored bool)
+}
+
+// Fill is what a cross-region request asks of the fills it causes; the
+// node's server puts it in the context of a read, and a Source reads it.
+type Fill struct {
+	ForRegion string   // region the bytes go to ("" the node's own)
+	Route     []string // the way the bytes must come, source first, this region last
+	Class     string   // transfer class ("" interactive)
+}
+
+type fillKey struct{}
+
+// WithFill returns ctx carrying f for the fills of a read.
+func WithFill(ctx context.Context, f Fill) context.Context {
+	return context.WithValue(ctx, fillKey{}, f)
+}
+
+// FillFrom returns the Fill in ctx, if any.
+func FillFrom(ctx context.Context) (Fill, bool) {
+	f, ok := ctx.Value(fillKey{}).(Fill)
+	return f, ok
+}
+
 // Tier says where the bytes of a read came from; it is reported to the
 // client for tracing.
 type Tier string
@@ -73,4 +121,5 @@ const (
 	TierDisk   Tier = "disk"   // the node's disk tier
 	TierLake   Tier = "lake"   // filled from the Source during this read
 	TierWait   Tier = "wait"   // filled by another reader's fetch this read waited for
+	TierRemote Tier = "remote" // filled from another region during this read
 )

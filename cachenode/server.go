@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,8 +48,14 @@ type NodeConfig struct {
 	Events *MeshEvents
 	// MetadataEntries bounds the metadata cache (default 1M entries).
 	MetadataEntries int
-	Logger          *slog.Logger
-	Tracer          trace.Tracer
+	// Residency, when set, says whether the bytes of a namespace path may
+	// go to a region; it returns an error wrapping ErrResidency if not.
+	// Checked for every read another region asks for.
+	Residency func(path, region string) error
+	// LineUse, when set, reports the node's traffic over lines for Info.
+	LineUse func() []*nodepb.LineUse
+	Logger  *slog.Logger
+	Tracer  trace.Tracer
 }
 
 // Node serves the data plane (nodepb.NodeServer) of one cache node.
@@ -87,6 +94,14 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 	if req.Offset < 0 || req.Length < 0 {
 		return status.Errorf(codes.InvalidArgument, "read %s: negative offset or length", f.GetPath())
 	}
+	if req.ForRegion != "" && req.ForRegion != n.cfg.Region && n.cfg.Residency != nil {
+		if err := n.cfg.Residency(f.GetPath(), req.ForRegion); err != nil {
+			return ToStatus(err)
+		}
+	}
+	if req.ForRegion != "" || len(req.Route) > 0 || req.Class != "" {
+		ctx = WithFill(ctx, Fill{ForRegion: req.ForRegion, Route: req.Route, Class: req.Class})
+	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
 	off, end := req.Offset, req.Offset+req.Length
 	if end > ref.Size {
@@ -123,7 +138,11 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 		k := 0
 		if m > 0 {
 			var fs []Fetch
-			k, fs, err = n.cfg.Cache.ReadAt(ctx, ref, buf[:m], off, req.Sequential)
+			if req.CachedOnly {
+				k, fs, err = n.cfg.Cache.ReadCached(ref, buf[:m], off)
+			} else {
+				k, fs, err = n.cfg.Cache.ReadAt(ctx, ref, buf[:m], off, req.Sequential)
+			}
 			if err != nil && !errors.Is(err, io.EOF) {
 				if rawBuf != nil {
 					pool.Put(rawBuf)
@@ -170,7 +189,7 @@ type fetchSummary struct {
 	by    map[int64]*nodepb.PageFetch
 }
 
-var tierRank = map[Tier]int{TierMemory: 0, TierDisk: 1, TierWait: 2, TierLake: 3}
+var tierRank = map[Tier]int{TierMemory: 0, TierDisk: 1, TierWait: 2, TierLake: 3, TierRemote: 4}
 
 func (s *fetchSummary) add(fs []Fetch) {
 	if s.by == nil {
@@ -188,6 +207,17 @@ func (s *fetchSummary) add(fs []Fetch) {
 		}
 		pf.Bytes += f.Bytes
 		pf.Nanos += f.Duration.Nanoseconds()
+		if o := f.Origin; o != nil {
+			pf.Region, pf.SourceNode = o.Region, o.Node
+			for _, l := range o.Lines {
+				if !slices.Contains(pf.Lines, l) {
+					pf.Lines = append(pf.Lines, l)
+				}
+			}
+			pf.Crossed += o.Crossed
+			pf.WaitNanos += o.Wait.Nanoseconds()
+			pf.Cost += o.Cost
+		}
 	}
 }
 
@@ -211,6 +241,17 @@ func (n *Node) Prefetch(ctx context.Context, req *nodepb.PrefetchRequest) (*node
 		n.cfg.Cache.Prefetch(ref, p)
 	}
 	return &nodepb.PrefetchReply{Accepted: int32(len(req.Pages))}, nil
+}
+
+// Has reports whether the page store holds a whole range, filling nothing.
+func (n *Node) Has(ctx context.Context, req *nodepb.HasRequest) (*nodepb.HasReply, error) {
+	f := req.GetFile()
+	lake, rel, err := n.cfg.Lakes.Resolve(f.GetPath())
+	if err != nil {
+		return nil, ToStatus(err)
+	}
+	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
+	return &nodepb.HasReply{Held: n.cfg.Cache.Holds(ref, req.Offset, req.Length)}, nil
 }
 
 // Stat answers from the metadata cache, asking the lake on a miss.
@@ -449,7 +490,12 @@ func (n *Node) InvalidateLocal(path string) {
 // Info describes the node for clients and `lakemesh status`.
 func (n *Node) Info(ctx context.Context, req *nodepb.InfoRequest) (*nodepb.InfoReply, error) {
 	st := n.cfg.Store.Stats()
+	var lines []*nodepb.LineUse
+	if n.cfg.LineUse != nil {
+		lines = n.cfg.LineUse()
+	}
 	return &nodepb.InfoReply{
+		Lines:          lines,
 		NodeId:         n.cfg.ID,
 		Region:         n.cfg.Region,
 		Addr:           n.cfg.Addr,

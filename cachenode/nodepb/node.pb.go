@@ -98,7 +98,22 @@ type ReadRequest struct {
 	Sequential bool `protobuf:"varint,4,opt,name=sequential,proto3" json:"sequential,omitempty"`
 	// raw asks for page bytes outside protobuf (content-subtype
 	// "lakemesh-raw"; see cachenode.RawCodecName): fewer copies per byte.
-	Raw           bool `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
+	Raw bool `protobuf:"varint,5,opt,name=raw,proto3" json:"raw,omitempty"`
+	// for_region is the region the bytes go to when another region's node
+	// asks (a cross-region fill); "" for a reader in the node's own region.
+	// The node refuses bytes whose residency does not allow that region.
+	ForRegion string `protobuf:"bytes,6,opt,name=for_region,json=forRegion,proto3" json:"for_region,omitempty"`
+	// route, for a cross-region fill, is the rest of the way the bytes come:
+	// the source region first, this node's region last. A node that is not
+	// the source fills its missing bytes over that route (a relay keeps a
+	// copy). Empty: the node chooses (its own region's routes).
+	Route []string `protobuf:"bytes,7,rep,name=route,proto3" json:"route,omitempty"`
+	// class is the transfer class the bytes are moved under: interactive
+	// (default), rollout, preload, write-back.
+	Class string `protobuf:"bytes,8,opt,name=class,proto3" json:"class,omitempty"`
+	// cached_only serves only what the page store holds and fails with
+	// NOT_FOUND otherwise; it never fills.
+	CachedOnly    bool `protobuf:"varint,9,opt,name=cached_only,json=cachedOnly,proto3" json:"cached_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -168,19 +183,161 @@ func (x *ReadRequest) GetRaw() bool {
 	return false
 }
 
-type PageFetch struct {
+func (x *ReadRequest) GetForRegion() string {
+	if x != nil {
+		return x.ForRegion
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetRoute() []string {
+	if x != nil {
+		return x.Route
+	}
+	return nil
+}
+
+func (x *ReadRequest) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *ReadRequest) GetCachedOnly() bool {
+	if x != nil {
+		return x.CachedOnly
+	}
+	return false
+}
+
+type HasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Page          int64                  `protobuf:"varint,1,opt,name=page,proto3" json:"page,omitempty"`
-	Tier          string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"` // memory, disk, lake, wait
-	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	Nanos         int64                  `protobuf:"varint,4,opt,name=nanos,proto3" json:"nanos,omitempty"`
+	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HasRequest) Reset() {
+	*x = HasRequest{}
+	mi := &file_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HasRequest) ProtoMessage() {}
+
+func (x *HasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HasRequest.ProtoReflect.Descriptor instead.
+func (*HasRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HasRequest) GetFile() *FileRef {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *HasRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *HasRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type HasReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Held          bool                   `protobuf:"varint,1,opt,name=held,proto3" json:"held,omitempty"` // every byte of the range is in the page store
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HasReply) Reset() {
+	*x = HasReply{}
+	mi := &file_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HasReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HasReply) ProtoMessage() {}
+
+func (x *HasReply) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HasReply.ProtoReflect.Descriptor instead.
+func (*HasReply) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *HasReply) GetHeld() bool {
+	if x != nil {
+		return x.Held
+	}
+	return false
+}
+
+type PageFetch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Page  int64                  `protobuf:"varint,1,opt,name=page,proto3" json:"page,omitempty"`
+	Tier  string                 `protobuf:"bytes,2,opt,name=tier,proto3" json:"tier,omitempty"` // memory, disk, lake, wait
+	Bytes int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Nanos int64                  `protobuf:"varint,4,opt,name=nanos,proto3" json:"nanos,omitempty"`
+	// Where the bytes came from when they were filled across regions: the
+	// region whose cache or lake served them, the lines they crossed
+	// ("from->to", in the order the bytes flowed), the bytes that crossed,
+	// the time spent waiting for budget, and what the crossing cost.
+	Region        string   `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Lines         []string `protobuf:"bytes,6,rep,name=lines,proto3" json:"lines,omitempty"`
+	Crossed       int64    `protobuf:"varint,7,opt,name=crossed,proto3" json:"crossed,omitempty"`
+	WaitNanos     int64    `protobuf:"varint,8,opt,name=wait_nanos,json=waitNanos,proto3" json:"wait_nanos,omitempty"`
+	Cost          float64  `protobuf:"fixed64,9,opt,name=cost,proto3" json:"cost,omitempty"`
+	SourceNode    string   `protobuf:"bytes,10,opt,name=source_node,json=sourceNode,proto3" json:"source_node,omitempty"` // the node in the serving region
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PageFetch) Reset() {
 	*x = PageFetch{}
-	mi := &file_node_proto_msgTypes[2]
+	mi := &file_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +349,7 @@ func (x *PageFetch) String() string {
 func (*PageFetch) ProtoMessage() {}
 
 func (x *PageFetch) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[2]
+	mi := &file_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +362,7 @@ func (x *PageFetch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PageFetch.ProtoReflect.Descriptor instead.
 func (*PageFetch) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{2}
+	return file_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PageFetch) GetPage() int64 {
@@ -236,6 +393,48 @@ func (x *PageFetch) GetNanos() int64 {
 	return 0
 }
 
+func (x *PageFetch) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *PageFetch) GetLines() []string {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+func (x *PageFetch) GetCrossed() int64 {
+	if x != nil {
+		return x.Crossed
+	}
+	return 0
+}
+
+func (x *PageFetch) GetWaitNanos() int64 {
+	if x != nil {
+		return x.WaitNanos
+	}
+	return 0
+}
+
+func (x *PageFetch) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *PageFetch) GetSourceNode() string {
+	if x != nil {
+		return x.SourceNode
+	}
+	return ""
+}
+
 type ReadChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
@@ -247,7 +446,7 @@ type ReadChunk struct {
 
 func (x *ReadChunk) Reset() {
 	*x = ReadChunk{}
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -259,7 +458,7 @@ func (x *ReadChunk) String() string {
 func (*ReadChunk) ProtoMessage() {}
 
 func (x *ReadChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[3]
+	mi := &file_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -272,7 +471,7 @@ func (x *ReadChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadChunk.ProtoReflect.Descriptor instead.
 func (*ReadChunk) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{3}
+	return file_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadChunk) GetData() []byte {
@@ -306,7 +505,7 @@ type PrefetchRequest struct {
 
 func (x *PrefetchRequest) Reset() {
 	*x = PrefetchRequest{}
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +517,7 @@ func (x *PrefetchRequest) String() string {
 func (*PrefetchRequest) ProtoMessage() {}
 
 func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[4]
+	mi := &file_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +530,7 @@ func (x *PrefetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchRequest.ProtoReflect.Descriptor instead.
 func (*PrefetchRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{4}
+	return file_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PrefetchRequest) GetFile() *FileRef {
@@ -357,7 +556,7 @@ type PrefetchReply struct {
 
 func (x *PrefetchReply) Reset() {
 	*x = PrefetchReply{}
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +568,7 @@ func (x *PrefetchReply) String() string {
 func (*PrefetchReply) ProtoMessage() {}
 
 func (x *PrefetchReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[5]
+	mi := &file_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +581,7 @@ func (x *PrefetchReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefetchReply.ProtoReflect.Descriptor instead.
 func (*PrefetchReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{5}
+	return file_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrefetchReply) GetAccepted() int32 {
@@ -405,7 +604,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_node_proto_msgTypes[6]
+	mi := &file_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +616,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[6]
+	mi := &file_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +629,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{6}
+	return file_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Entry) GetPath() string {
@@ -477,7 +676,7 @@ type StatRequest struct {
 
 func (x *StatRequest) Reset() {
 	*x = StatRequest{}
-	mi := &file_node_proto_msgTypes[7]
+	mi := &file_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +688,7 @@ func (x *StatRequest) String() string {
 func (*StatRequest) ProtoMessage() {}
 
 func (x *StatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[7]
+	mi := &file_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +701,7 @@ func (x *StatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
 func (*StatRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{7}
+	return file_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatRequest) GetPath() string {
@@ -521,7 +720,7 @@ type StatReply struct {
 
 func (x *StatReply) Reset() {
 	*x = StatReply{}
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +732,7 @@ func (x *StatReply) String() string {
 func (*StatReply) ProtoMessage() {}
 
 func (x *StatReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +745,7 @@ func (x *StatReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatReply.ProtoReflect.Descriptor instead.
 func (*StatReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{8}
+	return file_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatReply) GetEntry() *Entry {
@@ -567,7 +766,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +778,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +791,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{9}
+	return file_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListRequest) GetPath() string {
@@ -626,7 +825,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +837,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +850,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{10}
+	return file_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListReply) GetEntries() []*Entry {
@@ -678,7 +877,7 @@ type WriteChunk struct {
 
 func (x *WriteChunk) Reset() {
 	*x = WriteChunk{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +889,7 @@ func (x *WriteChunk) String() string {
 func (*WriteChunk) ProtoMessage() {}
 
 func (x *WriteChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +902,7 @@ func (x *WriteChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteChunk.ProtoReflect.Descriptor instead.
 func (*WriteChunk) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WriteChunk) GetPath() string {
@@ -729,7 +928,7 @@ type WriteReply struct {
 
 func (x *WriteReply) Reset() {
 	*x = WriteReply{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +940,7 @@ func (x *WriteReply) String() string {
 func (*WriteReply) ProtoMessage() {}
 
 func (x *WriteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +953,7 @@ func (x *WriteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteReply.ProtoReflect.Descriptor instead.
 func (*WriteReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteReply) GetEntry() *Entry {
@@ -773,7 +972,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +984,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +997,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{13}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteRequest) GetPath() string {
@@ -816,7 +1015,7 @@ type DeleteReply struct {
 
 func (x *DeleteReply) Reset() {
 	*x = DeleteReply{}
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -828,7 +1027,7 @@ func (x *DeleteReply) String() string {
 func (*DeleteReply) ProtoMessage() {}
 
 func (x *DeleteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -841,7 +1040,7 @@ func (x *DeleteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReply.ProtoReflect.Descriptor instead.
 func (*DeleteReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{14}
+	return file_node_proto_rawDescGZIP(), []int{16}
 }
 
 type MkdirRequest struct {
@@ -853,7 +1052,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1064,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1077,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{15}
+	return file_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MkdirRequest) GetPath() string {
@@ -896,7 +1095,7 @@ type MkdirReply struct {
 
 func (x *MkdirReply) Reset() {
 	*x = MkdirReply{}
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -908,7 +1107,7 @@ func (x *MkdirReply) String() string {
 func (*MkdirReply) ProtoMessage() {}
 
 func (x *MkdirReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -921,7 +1120,7 @@ func (x *MkdirReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirReply.ProtoReflect.Descriptor instead.
 func (*MkdirReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{16}
+	return file_node_proto_rawDescGZIP(), []int{18}
 }
 
 type RenameRequest struct {
@@ -934,7 +1133,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1145,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1158,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{17}
+	return file_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RenameRequest) GetFrom() string {
@@ -984,7 +1183,7 @@ type RenameReply struct {
 
 func (x *RenameReply) Reset() {
 	*x = RenameReply{}
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1195,7 @@ func (x *RenameReply) String() string {
 func (*RenameReply) ProtoMessage() {}
 
 func (x *RenameReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1208,7 @@ func (x *RenameReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReply.ProtoReflect.Descriptor instead.
 func (*RenameReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{18}
+	return file_node_proto_rawDescGZIP(), []int{20}
 }
 
 type InvalidateRequest struct {
@@ -1024,7 +1223,7 @@ type InvalidateRequest struct {
 
 func (x *InvalidateRequest) Reset() {
 	*x = InvalidateRequest{}
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1235,7 @@ func (x *InvalidateRequest) String() string {
 func (*InvalidateRequest) ProtoMessage() {}
 
 func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1248,7 @@ func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{19}
+	return file_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InvalidateRequest) GetPath() string {
@@ -1076,7 +1275,7 @@ type InvalidateReply struct {
 
 func (x *InvalidateReply) Reset() {
 	*x = InvalidateReply{}
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1287,7 @@ func (x *InvalidateReply) String() string {
 func (*InvalidateReply) ProtoMessage() {}
 
 func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1300,7 @@ func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateReply.ProtoReflect.Descriptor instead.
 func (*InvalidateReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{20}
+	return file_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InvalidateReply) GetDropped() int32 {
@@ -1126,7 +1325,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1337,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1350,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{21}
+	return file_node_proto_rawDescGZIP(), []int{23}
 }
 
 type Member struct {
@@ -1166,7 +1365,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1377,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1390,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{22}
+	return file_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Member) GetId() string {
@@ -1241,7 +1440,7 @@ type CacheStats struct {
 
 func (x *CacheStats) Reset() {
 	*x = CacheStats{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1452,7 @@ func (x *CacheStats) String() string {
 func (*CacheStats) ProtoMessage() {}
 
 func (x *CacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1465,7 @@ func (x *CacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStats.ProtoReflect.Descriptor instead.
 func (*CacheStats) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CacheStats) GetPages() int64 {
@@ -1356,13 +1555,15 @@ type InfoReply struct {
 	TopologySource string                 `protobuf:"bytes,6,opt,name=topology_source,json=topologySource,proto3" json:"topology_source,omitempty"`
 	Cache          *CacheStats            `protobuf:"bytes,7,opt,name=cache,proto3" json:"cache,omitempty"`
 	PageSize       int64                  `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// lines holds this node's traffic over each line, direction and class.
+	Lines         []*LineUse `protobuf:"bytes,9,rep,name=lines,proto3" json:"lines,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1575,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1588,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InfoReply) GetNodeId() string {
@@ -1446,6 +1647,115 @@ func (x *InfoReply) GetPageSize() int64 {
 	return 0
 }
 
+func (x *InfoReply) GetLines() []*LineUse {
+	if x != nil {
+		return x.Lines
+	}
+	return nil
+}
+
+// LineUse is one node's traffic over one direction of one line in one
+// transfer class since the node started.
+type LineUse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Class         string                 `protobuf:"bytes,3,opt,name=class,proto3" json:"class,omitempty"`
+	Bytes         int64                  `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	WaitNanos     int64                  `protobuf:"varint,5,opt,name=wait_nanos,json=waitNanos,proto3" json:"wait_nanos,omitempty"` // time spent waiting for budget grants
+	Cost          float64                `protobuf:"fixed64,6,opt,name=cost,proto3" json:"cost,omitempty"`                           // bytes / 1e9 * the line's cost_per_gb
+	Budget        int64                  `protobuf:"varint,7,opt,name=budget,proto3" json:"budget,omitempty"`                        // the line's budget, bytes per second
+	Rate          float64                `protobuf:"fixed64,8,opt,name=rate,proto3" json:"rate,omitempty"`                           // this node's bytes per second over the last 10 s
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineUse) Reset() {
+	*x = LineUse{}
+	mi := &file_node_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineUse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineUse) ProtoMessage() {}
+
+func (x *LineUse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineUse.ProtoReflect.Descriptor instead.
+func (*LineUse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LineUse) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *LineUse) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *LineUse) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *LineUse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *LineUse) GetWaitNanos() int64 {
+	if x != nil {
+		return x.WaitNanos
+	}
+	return 0
+}
+
+func (x *LineUse) GetCost() float64 {
+	if x != nil {
+		return x.Cost
+	}
+	return 0
+}
+
+func (x *LineUse) GetBudget() int64 {
+	if x != nil {
+		return x.Budget
+	}
+	return 0
+}
+
+func (x *LineUse) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -1455,7 +1765,7 @@ const file_node_proto_rawDesc = "" +
 	"\aFileRef\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\x9e\x01\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\x8a\x02\n" +
 	"\vReadRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
@@ -1463,12 +1773,34 @@ const file_node_proto_rawDesc = "" +
 	"\n" +
 	"sequential\x18\x04 \x01(\bR\n" +
 	"sequential\x12\x10\n" +
-	"\x03raw\x18\x05 \x01(\bR\x03raw\"_\n" +
+	"\x03raw\x18\x05 \x01(\bR\x03raw\x12\x1d\n" +
+	"\n" +
+	"for_region\x18\x06 \x01(\tR\tforRegion\x12\x14\n" +
+	"\x05route\x18\a \x03(\tR\x05route\x12\x14\n" +
+	"\x05class\x18\b \x01(\tR\x05class\x12\x1f\n" +
+	"\vcached_only\x18\t \x01(\bR\n" +
+	"cachedOnly\"k\n" +
+	"\n" +
+	"HasRequest\x12-\n" +
+	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"\x1e\n" +
+	"\bHasReply\x12\x12\n" +
+	"\x04held\x18\x01 \x01(\bR\x04held\"\xfb\x01\n" +
 	"\tPageFetch\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x03R\x04page\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x14\n" +
-	"\x05nanos\x18\x04 \x01(\x03R\x05nanos\"j\n" +
+	"\x05nanos\x18\x04 \x01(\x03R\x05nanos\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\x12\x14\n" +
+	"\x05lines\x18\x06 \x03(\tR\x05lines\x12\x18\n" +
+	"\acrossed\x18\a \x01(\x03R\acrossed\x12\x1d\n" +
+	"\n" +
+	"wait_nanos\x18\b \x01(\x03R\twaitNanos\x12\x12\n" +
+	"\x04cost\x18\t \x01(\x01R\x04cost\x12\x1f\n" +
+	"\vsource_node\x18\n" +
+	" \x01(\tR\n" +
+	"sourceNode\"j\n" +
 	"\tReadChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x125\n" +
 	"\afetches\x18\x02 \x03(\v2\x1b.lakemesh.node.v1.PageFetchR\afetches\x12\x12\n" +
@@ -1542,7 +1874,7 @@ const file_node_proto_rawDesc = "" +
 	"\revicted_pages\x18\n" +
 	" \x01(\x03R\fevictedPages\x12\x1d\n" +
 	"\n" +
-	"lake_bytes\x18\v \x01(\x03R\tlakeBytes\"\xa3\x02\n" +
+	"lake_bytes\x18\v \x01(\x03R\tlakeBytes\"\xd4\x02\n" +
 	"\tInfoReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
@@ -1551,10 +1883,22 @@ const file_node_proto_rawDesc = "" +
 	"\rtopology_yaml\x18\x05 \x01(\tR\ftopologyYaml\x12'\n" +
 	"\x0ftopology_source\x18\x06 \x01(\tR\x0etopologySource\x122\n" +
 	"\x05cache\x18\a \x01(\v2\x1c.lakemesh.node.v1.CacheStatsR\x05cache\x12\x1b\n" +
-	"\tpage_size\x18\b \x01(\x03R\bpageSize2\xe0\x05\n" +
+	"\tpage_size\x18\b \x01(\x03R\bpageSize\x12/\n" +
+	"\x05lines\x18\t \x03(\v2\x19.lakemesh.node.v1.LineUseR\x05lines\"\xb8\x01\n" +
+	"\aLineUse\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
+	"\x05class\x18\x03 \x01(\tR\x05class\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x1d\n" +
+	"\n" +
+	"wait_nanos\x18\x05 \x01(\x03R\twaitNanos\x12\x12\n" +
+	"\x04cost\x18\x06 \x01(\x01R\x04cost\x12\x16\n" +
+	"\x06budget\x18\a \x01(\x03R\x06budget\x12\x12\n" +
+	"\x04rate\x18\b \x01(\x01R\x04rate2\xa1\x06\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
-	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12B\n" +
+	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
+	"\x03Has\x12\x1c.lakemesh.node.v1.HasRequest\x1a\x1a.lakemesh.node.v1.HasReply\x12B\n" +
 	"\x04Stat\x12\x1d.lakemesh.node.v1.StatRequest\x1a\x1b.lakemesh.node.v1.StatReply\x12B\n" +
 	"\x04List\x12\x1d.lakemesh.node.v1.ListRequest\x1a\x1b.lakemesh.node.v1.ListReply\x12E\n" +
 	"\x05Write\x12\x1c.lakemesh.node.v1.WriteChunk\x1a\x1c.lakemesh.node.v1.WriteReply(\x01\x12H\n" +
@@ -1577,68 +1921,75 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_node_proto_goTypes = []any{
 	(*FileRef)(nil),           // 0: lakemesh.node.v1.FileRef
 	(*ReadRequest)(nil),       // 1: lakemesh.node.v1.ReadRequest
-	(*PageFetch)(nil),         // 2: lakemesh.node.v1.PageFetch
-	(*ReadChunk)(nil),         // 3: lakemesh.node.v1.ReadChunk
-	(*PrefetchRequest)(nil),   // 4: lakemesh.node.v1.PrefetchRequest
-	(*PrefetchReply)(nil),     // 5: lakemesh.node.v1.PrefetchReply
-	(*Entry)(nil),             // 6: lakemesh.node.v1.Entry
-	(*StatRequest)(nil),       // 7: lakemesh.node.v1.StatRequest
-	(*StatReply)(nil),         // 8: lakemesh.node.v1.StatReply
-	(*ListRequest)(nil),       // 9: lakemesh.node.v1.ListRequest
-	(*ListReply)(nil),         // 10: lakemesh.node.v1.ListReply
-	(*WriteChunk)(nil),        // 11: lakemesh.node.v1.WriteChunk
-	(*WriteReply)(nil),        // 12: lakemesh.node.v1.WriteReply
-	(*DeleteRequest)(nil),     // 13: lakemesh.node.v1.DeleteRequest
-	(*DeleteReply)(nil),       // 14: lakemesh.node.v1.DeleteReply
-	(*MkdirRequest)(nil),      // 15: lakemesh.node.v1.MkdirRequest
-	(*MkdirReply)(nil),        // 16: lakemesh.node.v1.MkdirReply
-	(*RenameRequest)(nil),     // 17: lakemesh.node.v1.RenameRequest
-	(*RenameReply)(nil),       // 18: lakemesh.node.v1.RenameReply
-	(*InvalidateRequest)(nil), // 19: lakemesh.node.v1.InvalidateRequest
-	(*InvalidateReply)(nil),   // 20: lakemesh.node.v1.InvalidateReply
-	(*InfoRequest)(nil),       // 21: lakemesh.node.v1.InfoRequest
-	(*Member)(nil),            // 22: lakemesh.node.v1.Member
-	(*CacheStats)(nil),        // 23: lakemesh.node.v1.CacheStats
-	(*InfoReply)(nil),         // 24: lakemesh.node.v1.InfoReply
+	(*HasRequest)(nil),        // 2: lakemesh.node.v1.HasRequest
+	(*HasReply)(nil),          // 3: lakemesh.node.v1.HasReply
+	(*PageFetch)(nil),         // 4: lakemesh.node.v1.PageFetch
+	(*ReadChunk)(nil),         // 5: lakemesh.node.v1.ReadChunk
+	(*PrefetchRequest)(nil),   // 6: lakemesh.node.v1.PrefetchRequest
+	(*PrefetchReply)(nil),     // 7: lakemesh.node.v1.PrefetchReply
+	(*Entry)(nil),             // 8: lakemesh.node.v1.Entry
+	(*StatRequest)(nil),       // 9: lakemesh.node.v1.StatRequest
+	(*StatReply)(nil),         // 10: lakemesh.node.v1.StatReply
+	(*ListRequest)(nil),       // 11: lakemesh.node.v1.ListRequest
+	(*ListReply)(nil),         // 12: lakemesh.node.v1.ListReply
+	(*WriteChunk)(nil),        // 13: lakemesh.node.v1.WriteChunk
+	(*WriteReply)(nil),        // 14: lakemesh.node.v1.WriteReply
+	(*DeleteRequest)(nil),     // 15: lakemesh.node.v1.DeleteRequest
+	(*DeleteReply)(nil),       // 16: lakemesh.node.v1.DeleteReply
+	(*MkdirRequest)(nil),      // 17: lakemesh.node.v1.MkdirRequest
+	(*MkdirReply)(nil),        // 18: lakemesh.node.v1.MkdirReply
+	(*RenameRequest)(nil),     // 19: lakemesh.node.v1.RenameRequest
+	(*RenameReply)(nil),       // 20: lakemesh.node.v1.RenameReply
+	(*InvalidateRequest)(nil), // 21: lakemesh.node.v1.InvalidateRequest
+	(*InvalidateReply)(nil),   // 22: lakemesh.node.v1.InvalidateReply
+	(*InfoRequest)(nil),       // 23: lakemesh.node.v1.InfoRequest
+	(*Member)(nil),            // 24: lakemesh.node.v1.Member
+	(*CacheStats)(nil),        // 25: lakemesh.node.v1.CacheStats
+	(*InfoReply)(nil),         // 26: lakemesh.node.v1.InfoReply
+	(*LineUse)(nil),           // 27: lakemesh.node.v1.LineUse
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
-	2,  // 1: lakemesh.node.v1.ReadChunk.fetches:type_name -> lakemesh.node.v1.PageFetch
-	0,  // 2: lakemesh.node.v1.PrefetchRequest.file:type_name -> lakemesh.node.v1.FileRef
-	6,  // 3: lakemesh.node.v1.StatReply.entry:type_name -> lakemesh.node.v1.Entry
-	6,  // 4: lakemesh.node.v1.ListReply.entries:type_name -> lakemesh.node.v1.Entry
-	6,  // 5: lakemesh.node.v1.WriteReply.entry:type_name -> lakemesh.node.v1.Entry
-	22, // 6: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
-	23, // 7: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
-	1,  // 8: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	4,  // 9: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	7,  // 10: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	9,  // 11: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	11, // 12: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	13, // 13: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	15, // 14: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	17, // 15: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	19, // 16: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	21, // 17: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	3,  // 18: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	5,  // 19: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	8,  // 20: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	10, // 21: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	12, // 22: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	14, // 23: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	16, // 24: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	18, // 25: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	20, // 26: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	24, // 27: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	18, // [18:28] is the sub-list for method output_type
-	8,  // [8:18] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	0,  // 1: lakemesh.node.v1.HasRequest.file:type_name -> lakemesh.node.v1.FileRef
+	4,  // 2: lakemesh.node.v1.ReadChunk.fetches:type_name -> lakemesh.node.v1.PageFetch
+	0,  // 3: lakemesh.node.v1.PrefetchRequest.file:type_name -> lakemesh.node.v1.FileRef
+	8,  // 4: lakemesh.node.v1.StatReply.entry:type_name -> lakemesh.node.v1.Entry
+	8,  // 5: lakemesh.node.v1.ListReply.entries:type_name -> lakemesh.node.v1.Entry
+	8,  // 6: lakemesh.node.v1.WriteReply.entry:type_name -> lakemesh.node.v1.Entry
+	24, // 7: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
+	25, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
+	27, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
+	1,  // 10: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 11: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 12: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 13: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	11, // 14: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	13, // 15: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	15, // 16: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	17, // 17: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	19, // 18: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	21, // 19: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	23, // 20: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 21: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 22: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 23: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 24: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 25: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 26: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 27: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 28: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 29: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	22, // 30: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	26, // 31: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	21, // [21:32] is the sub-list for method output_type
+	10, // [10:21] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1652,7 +2003,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Node_Read_FullMethodName       = "/lakemesh.node.v1.Node/Read"
 	Node_Prefetch_FullMethodName   = "/lakemesh.node.v1.Node/Prefetch"
+	Node_Has_FullMethodName        = "/lakemesh.node.v1.Node/Has"
 	Node_Stat_FullMethodName       = "/lakemesh.node.v1.Node/Stat"
 	Node_List_FullMethodName       = "/lakemesh.node.v1.Node/List"
 	Node_Write_FullMethodName      = "/lakemesh.node.v1.Node/Write"
@@ -49,6 +50,10 @@ type NodeClient interface {
 	// Prefetch asks the node to fill whole pages in the background (readahead).
 	// It returns at once; a full queue drops the request.
 	Prefetch(ctx context.Context, in *PrefetchRequest, opts ...grpc.CallOption) (*PrefetchReply, error)
+	// Has reports whether the node's page store holds every byte of a range
+	// of one file version, without filling anything: how a region asks
+	// another whether it can serve a miss before choosing where to read.
+	Has(ctx context.Context, in *HasRequest, opts ...grpc.CallOption) (*HasReply, error)
 	// Stat and List are served from the node's metadata cache, which holds an
 	// answer for at most the mount's metadata TTL.
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatReply, error)
@@ -96,6 +101,16 @@ func (c *nodeClient) Prefetch(ctx context.Context, in *PrefetchRequest, opts ...
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PrefetchReply)
 	err := c.cc.Invoke(ctx, Node_Prefetch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Has(ctx context.Context, in *HasRequest, opts ...grpc.CallOption) (*HasReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HasReply)
+	err := c.cc.Invoke(ctx, Node_Has_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +211,10 @@ type NodeServer interface {
 	// Prefetch asks the node to fill whole pages in the background (readahead).
 	// It returns at once; a full queue drops the request.
 	Prefetch(context.Context, *PrefetchRequest) (*PrefetchReply, error)
+	// Has reports whether the node's page store holds every byte of a range
+	// of one file version, without filling anything: how a region asks
+	// another whether it can serve a miss before choosing where to read.
+	Has(context.Context, *HasRequest) (*HasReply, error)
 	// Stat and List are served from the node's metadata cache, which holds an
 	// answer for at most the mount's metadata TTL.
 	Stat(context.Context, *StatRequest) (*StatReply, error)
@@ -225,6 +244,9 @@ func (UnimplementedNodeServer) Read(*ReadRequest, grpc.ServerStreamingServer[Rea
 }
 func (UnimplementedNodeServer) Prefetch(context.Context, *PrefetchRequest) (*PrefetchReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Prefetch not implemented")
+}
+func (UnimplementedNodeServer) Has(context.Context, *HasRequest) (*HasReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Has not implemented")
 }
 func (UnimplementedNodeServer) Stat(context.Context, *StatRequest) (*StatReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
@@ -296,6 +318,24 @@ func _Node_Prefetch_Handler(srv interface{}, ctx context.Context, dec func(inter
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NodeServer).Prefetch(ctx, req.(*PrefetchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Has_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Has(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Has_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Has(ctx, req.(*HasRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -443,6 +483,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Prefetch",
 			Handler:    _Node_Prefetch_Handler,
+		},
+		{
+			MethodName: "Has",
+			Handler:    _Node_Has_Handler,
 		},
 		{
 			MethodName: "Stat",
