@@ -34,6 +34,39 @@
 // ParseBandwidth. ParseSize reads byte sizes for policies and for the
 // cache node's flags.
 //
+// # Routes
+//
+// A byte a region needs comes from a source region (the lake's home
+// region, or a region whose cache holds it) over a Route: one or more
+// lines, relayed store-and-forward, each region in between keeping a
+// copy. Topology.Routes lists the simple paths between two regions,
+// leaving out lines that RouteOptions.Down reports and regions the bytes
+// may not enter (RouteOptions.Allowed, usually
+// PolicySet().For(path).MayEnter), lowest Route.Weight first and equal
+// weights by region names. The weight is in milliseconds of rtt
+// equivalent:
+//
+//	Weight = Σ over lines i of (rtt_i + 10ms + 1000ms × cost_per_gb_i) × F(load_i)
+//	F(load) = min(1/(1 - load), 20)
+//
+// rtt in milliseconds (0 when not given); 10ms is the relay penalty of a
+// hop; 1000ms per currency unit per GB makes 0.01/GB weigh as much as
+// 10ms of rtt; load_i is RouteOptions.Load for the line in the direction
+// the bytes flow, clamped to [0, 1]. A line near its budget weighs up to
+// twenty times its idle weight, so traffic moves to another route when
+// there is one. On the repository's topology.yaml:
+//
+//	idc-bj -> gpu-wlcb               20 + 10 + 1000×0.01   =  40
+//	aws-use1 -> gpu-wlcb             70 + 10 + 0           =  80
+//	aws-use1 -> gpu-wlcb -> idc-bj   80 + 40               = 120 (the only route)
+//	idc-bj -> gpu-wlcb at load 0.9   40 × 10               = 400
+//
+// A relay walks a route backwards: the destination asks Route.Next for
+// the bytes over Route.LastLine and hands it Route.Upstream; Next serves
+// them from its cache or, when it is not the source, reads them over
+// Upstream the same way. Topology.Route rebuilds a route from the region
+// names a relay was handed.
+//
 // # Boundaries
 //
 // The package is a model and pure functions over it: no goroutines, no
