@@ -1,8 +1,10 @@
 // Package federation is the mesh as a whole: the topology model parsed
 // from topology.yaml (regions, the dedicated lines between them, the
 // mounts that place each lake in the one namespace, and the policies for
-// subtrees of it). It will also own the routes between regions, the
-// catalog of which region holds which bytes, and the cost of a line.
+// subtrees of it), and the routes between regions with their weight and
+// cost. The regions themselves run as separate deployments; how they
+// are joined is described below, because every package that moves bytes
+// or messages between regions relies on it.
 //
 // # Parsing
 //
@@ -66,6 +68,48 @@
 // them from its cache or, when it is not the source, reads them over
 // Upstream the same way. Topology.Route rebuilds a route from the region
 // names a relay was handed.
+//
+// # How regions are joined
+//
+// Consul: one datacenter per region, WAN-federated. A node registers in
+// its own region's datacenter; it reads another region's members from
+// the same agent with ?dc=<region> (region.ConsulConfig.Datacenter).
+// A region whose datacenter cannot be reached has no members as far as
+// this node knows, which routes treat like a region that is down.
+//
+// NATS: one server (or cluster) per region, with its own JetStream
+// domain named after the region, and the regions' servers joined by
+// leaf node connections along a spanning tree of the lines (LeafParent;
+// leaf node connections must not form a cycle). We chose leaf nodes over
+// gateways because a gateway supercluster shares one JetStream meta
+// group: a region cut off from the majority of the others would lose
+// its JetStream, and with it the claims and budget grants it needs to
+// keep serving. With a domain per region, everything a region needs to
+// move bytes into it lives in its own JetStream: the claims that fence a
+// page's crossing (transfer.Claims) and the governor of every line
+// direction into it (transfer.Budget, whose leader is elected in the
+// receiving region). Only mesh-wide notices ride the leaf connections
+// (metadata invalidations from `lakemesh sync`); they are best effort,
+// and the mounts' metadata TTL bounds staleness when a leaf link is down.
+//
+// gRPC carries the bytes: a node of the destination region asks the
+// node that owns the page (HRW) in the region one hop toward the source.
+//
+// # Where a miss is served from (the catalog)
+//
+// A region that misses bytes of a lake homed elsewhere asks the regions
+// whose route to it weighs less than the home region's (at most two, the
+// cheapest first) whether they hold the bytes: one unary Has call to the
+// page's owner in that region, a few hundred bytes and one rtt, which
+// costs nothing on the line compared with the page. A region that holds
+// it serves it over its route; otherwise the home region's nodes do, and
+// when the home region has no node up, the lake is read directly over
+// the line (granted and counted as if the home region had sent it). We
+// ask rather than publish summaries because a region's holdings change
+// with every fill and eviction, and an answer from the owner is exact at
+// the moment it matters; publishing summaries would trade that rtt for
+// staleness and traffic on every fill. We have not measured the two side
+// by side.
 //
 // # Boundaries
 //
