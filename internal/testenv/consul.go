@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -23,6 +24,8 @@ type ConsulAgent struct {
 	HTTPAddr   string // host:port of the HTTP API
 	Datacenter string // the agent's datacenter
 	LogPath    string // the agent's combined output
+
+	serfWANAddr string // host:port other datacenters' servers WAN-join
 }
 
 // ConsulOption changes how Consul starts the agent.
@@ -83,6 +86,7 @@ func Consul(t testing.TB, opts ...ConsulOption) *ConsulAgent {
 func startConsul(t testing.TB, bin, dir string, try int, o consulOptions) (*ConsulAgent, error) {
 	httpPort := strconv.Itoa(FreePort(t))
 	httpAddr := "127.0.0.1:" + httpPort
+	serfWANPort := strconv.Itoa(FreePort(t))
 	logPath := filepath.Join(dir, fmt.Sprintf("consul-%d.log", try))
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -99,7 +103,7 @@ func startConsul(t testing.TB, bin, dir string, try int, o consulOptions) (*Cons
 		"-grpc-tls-port", "-1",
 		"-server-port", strconv.Itoa(FreePort(t)),
 		"-serf-lan-port", strconv.Itoa(FreePort(t)),
-		"-serf-wan-port", strconv.Itoa(FreePort(t)),
+		"-serf-wan-port", serfWANPort,
 		"-log-level", "warn",
 	)
 	cmd.Stdout = logFile
@@ -132,7 +136,8 @@ func startConsul(t testing.TB, bin, dir string, try int, o consulOptions) (*Cons
 				httpAddr, o.datacenter, consulLogTail, logPath, consulTail(logPath))
 		}
 	})
-	return &ConsulAgent{HTTPAddr: httpAddr, Datacenter: o.datacenter, LogPath: logPath}, nil
+	return &ConsulAgent{HTTPAddr: httpAddr, Datacenter: o.datacenter, LogPath: logPath,
+		serfWANAddr: "127.0.0.1:" + serfWANPort}, nil
 }
 
 // waitConsulLeader retries /v1/status/leader until it names a leader, the
@@ -197,4 +202,100 @@ func consulTail(path string) string {
 		b = b[len(b)-consulLogTail:]
 	}
 	return string(b)
+}
+
+// consulWANTimeout bounds how long WAN gossip may take to make every
+// datacenter known to every other.
+const consulWANTimeout = 30 * time.Second
+
+// ConsulWAN starts one dev agent per datacenter name and WAN-joins them,
+// as lakemesh runs one Consul datacenter per region in production, so that
+// a service registered in datacenter b is visible from c's agent with
+// ?dc=b. It returns the agents in the order given, once every agent lists
+// every datacenter, and skips t through Unavailable when the consul binary
+// cannot be found.
+func ConsulWAN(t testing.TB, datacenters ...string) []*ConsulAgent {
+	t.Helper()
+	if len(datacenters) == 0 {
+		t.Fatalf("ConsulWAN: no datacenters")
+	}
+	agents := make([]*ConsulAgent, len(datacenters))
+	for i, dc := range datacenters {
+		agents[i] = Consul(t, WithDatacenter(dc))
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	// Joining one server is enough: WAN gossip spreads the rest.
+	for _, a := range agents[1:] {
+		if err := consulWANJoin(client, a.HTTPAddr, agents[0].serfWANAddr); err != nil {
+			t.Fatalf("datacenter %s: WAN-join %s (datacenter %s): %v", a.Datacenter, agents[0].serfWANAddr, agents[0].Datacenter, err)
+		}
+	}
+	deadline := time.Now().Add(consulWANTimeout)
+	retry := time.NewTicker(100 * time.Millisecond)
+	defer retry.Stop()
+	for _, a := range agents {
+		for {
+			known, err := consulDatacenters(client, a.HTTPAddr)
+			missing := missingDatacenters(datacenters, known)
+			if err == nil && len(missing) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("datacenter %s does not know datacenters %v after %s (knows %v, last error %v)",
+					a.Datacenter, missing, consulWANTimeout, known, err)
+			}
+			<-retry.C
+		}
+	}
+	return agents
+}
+
+// consulWANJoin asks the agent at httpAddr to join the WAN pool through
+// the server whose serf WAN address is wanAddr.
+func consulWANJoin(client *http.Client, httpAddr, wanAddr string) error {
+	req, err := http.NewRequest(http.MethodPut, "http://"+httpAddr+"/v1/agent/join/"+wanAddr+"?wan=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("agent/join: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// consulDatacenters lists the datacenters the agent at httpAddr can reach.
+func consulDatacenters(client *http.Client, httpAddr string) ([]string, error) {
+	resp, err := client.Get("http://" + httpAddr + "/v1/catalog/datacenters")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("catalog/datacenters: %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	var dcs []string
+	if err := json.Unmarshal(body, &dcs); err != nil {
+		return nil, fmt.Errorf("catalog/datacenters: %q: %w", body, err)
+	}
+	return dcs, nil
+}
+
+func missingDatacenters(want, known []string) []string {
+	var missing []string
+	for _, w := range want {
+		if !slices.Contains(known, w) {
+			missing = append(missing, w)
+		}
+	}
+	return missing
 }

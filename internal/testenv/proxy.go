@@ -15,8 +15,8 @@ import (
 // line ("this range read moved 4 KiB, not the whole object") against what
 // really crossed the wire. It does not parse what it carries.
 //
-// Every byte passes through direction.pump, the one copy loop; a bandwidth
-// limit or added latency for a line slots in there.
+// Every byte passes through pump, the copy loop it shares with LineProxy,
+// which adds a bandwidth limit and latency there.
 type CountingProxy struct {
 	target   string
 	listener net.Listener
@@ -142,18 +142,30 @@ type direction struct {
 	bytes atomic.Int64
 }
 
-// pump copies src to dst until src ends, then half-closes dst so the far
-// side sees the end of the stream while the other direction goes on.
-// Bytes are counted as they are read from src: what crossed the line, even
-// if the other side has gone by the time they would be written.
 func (d *direction) pump(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
+	pump(dst, src, 32<<10, func(n int) error {
+		d.bytes.Add(int64(n))
+		return nil
+	})
+}
+
+// pump copies src to dst in pieces of at most piece bytes until src ends,
+// then half-closes dst so the far side sees the end of the stream while the
+// other direction goes on. Each piece goes to admit as soon as it is read
+// from src, before it is passed on: admit counts it, and may hold it (a
+// line's rate limit) or refuse it (the line was cut), which ends the copy
+// and closes both ends. So bytes count as having crossed the line even if
+// the other side has gone by the time they would be written.
+func pump(dst, src net.Conn, piece int, admit func(n int) error) {
+	buf := make([]byte, piece)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			d.bytes.Add(int64(n))
-			// A rate limiter or delay for this direction goes here, before
-			// the bytes are passed on.
+			if aerr := admit(n); aerr != nil {
+				src.Close()
+				dst.Close()
+				return
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				src.Close()
 				return
@@ -161,8 +173,8 @@ func (d *direction) pump(dst, src net.Conn) {
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				if tc, ok := dst.(*net.TCPConn); ok {
-					tc.CloseWrite()
+				if hc, ok := dst.(interface{ CloseWrite() error }); ok {
+					hc.CloseWrite()
 					return
 				}
 			}
