@@ -1,0 +1,144 @@
+package transfer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// governor grants the bytes of one line direction to every node of the
+// receiving region while this node holds the direction's lease. Its loop
+// owns the grant queue; the subscription's handler only decodes requests
+// and hands them over.
+type governor struct {
+	b     *Budget
+	term  uint64       // random per election: tickets are only valid in the term that gave them
+	born  time.Time    // until counts from here, on the monotonic clock
+	until atomic.Int64 // nanoseconds after born: no grant after this unless the lease is refreshed
+	in    chan grantCall
+	sub   *nats.Subscription
+	stop  context.CancelFunc
+	done  chan struct{}
+}
+
+// grantCall is one request as the governor received it.
+type grantCall struct {
+	req   grantRequest
+	reply string
+}
+
+// startGovernor subscribes to the direction's grant requests and starts
+// serving them; the subscription is live at the server when it returns.
+func startGovernor(b *Budget, term uint64, until time.Time) (*governor, error) {
+	ctx, cancel := context.WithCancel(b.ctx)
+	g := &governor{b: b, term: term, born: time.Now(), in: make(chan grantCall), stop: cancel, done: make(chan struct{})}
+	g.extend(until)
+	sub, err := b.cfg.Conn.Subscribe(b.grants, func(m *nats.Msg) { g.receive(ctx, m) })
+	if err == nil {
+		err = b.cfg.Conn.FlushTimeout(governorKVTimeout)
+	}
+	if err != nil {
+		if sub != nil {
+			sub.Unsubscribe()
+		}
+		cancel()
+		return nil, fmt.Errorf("subscribe to %s: %w", b.grants, err)
+	}
+	g.sub = sub
+	go g.run(ctx)
+	return g, nil
+}
+
+// extend moves the end of the governor's term after a lease refresh.
+func (g *governor) extend(until time.Time) { g.until.Store(int64(until.Sub(g.born))) }
+
+// expired reports whether the governor's lease may have run out.
+func (g *governor) expired() bool { return int64(time.Since(g.born)) >= g.until.Load() }
+
+// close stops granting, tells every waiter to ask again (whoever governs
+// next) and waits for the loop.
+func (g *governor) close() {
+	g.sub.Unsubscribe() // fails only on a closed connection, where it is gone anyway
+	g.stop()
+	<-g.done
+}
+
+func (g *governor) receive(ctx context.Context, m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	var req grantRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		g.answer(m.Reply, grantReply{Verdict: verdictInvalid, Error: err.Error()})
+		return
+	}
+	select {
+	case g.in <- grantCall{req: req, reply: m.Reply}:
+	case <-ctx.Done():
+	}
+}
+
+func (g *governor) run(ctx context.Context) {
+	defer close(g.done)
+	q := newGrantQueue(g.b.cfg.Rate, grantQueueLimit, time.Now()) // empty: a new governor has no burst to spend
+	granted := func(w grantWaiter) { g.answer(w.reply, grantReply{Verdict: verdictGranted}) }
+	requeue := func(w grantWaiter) {
+		g.answer(w.reply, grantReply{Verdict: verdictRequeue, Term: g.term, Ticket: w.ticket})
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	sweep := time.NewTicker(governorMaxHold / 4)
+	defer sweep.Stop()
+	for {
+		if g.expired() {
+			q.drain(requeue)
+		} else if wait := q.grant(time.Now(), granted); wait > 0 {
+			timer.Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			q.drain(requeue)
+			return
+		case c := <-g.in:
+			g.take(q, c)
+		case <-timer.C:
+		case t := <-sweep.C:
+			q.evict(func(w grantWaiter) bool { return t.Sub(w.arrived) >= governorMaxHold }, requeue)
+		}
+	}
+}
+
+// take queues one request, or answers it at once.
+func (g *governor) take(q *grantQueue, c grantCall) {
+	r := c.req
+	switch {
+	case !r.Class.valid() || r.Bytes <= 0 || r.Bytes > MaxGrant:
+		g.answer(c.reply, grantReply{Verdict: verdictInvalid, Error: fmt.Sprintf("class %d, %d bytes: want a class and 1 to %d bytes", int(r.Class), r.Bytes, MaxGrant)})
+		return
+	case g.expired():
+		g.answer(c.reply, grantReply{Verdict: verdictBusy}) // the lease is in doubt; the election decides shortly
+		return
+	}
+	ticket := r.Ticket
+	if r.Term != g.term {
+		ticket = 0 // a place in another governor's line
+	}
+	w := grantWaiter{class: r.Class, bytes: r.Bytes, ticket: ticket, arrived: time.Now(), reply: c.reply}
+	if !q.add(w, w.arrived) {
+		g.answer(c.reply, grantReply{Verdict: verdictBusy})
+	}
+}
+
+func (g *governor) answer(reply string, r grantReply) {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return // cannot happen: plain fields
+	}
+	// A lost answer costs the client one grantRequestTimeout, after which it
+	// uses its static share; nothing to do here.
+	g.b.cfg.Conn.Publish(reply, data)
+}

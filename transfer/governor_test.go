@@ -1,0 +1,144 @@
+package transfer
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBudgetGovernorFailover: the governor goes away while every node
+// pulls flat out, by Close (it hands over at once) or by losing its NATS
+// connection without Close (its lease lapses); another node governs, the
+// grants go on, and no one-second window exceeds the budget.
+func TestBudgetGovernorFailover(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill func(*budgetNode)
+	}{
+		{"close", func(n *budgetNode) { n.budget.Close() }},
+		{"connection-lost", func(n *budgetNode) { n.nc.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const lease = 2 * time.Second
+			ns := startBudgetNATS(t, t.TempDir(), 0)
+			nodes := startBudgetNodes(t, ns.ClientURL(), 3, lease)
+			old := budgetLeader(t, nodes, -1)
+
+			var log grantLog
+			var wg sync.WaitGroup
+			stops := make([]context.CancelFunc, len(nodes))
+			start := time.Now()
+			for i, n := range nodes {
+				ctx, cancel := context.WithCancel(context.Background())
+				stops[i] = cancel
+				for range 2 {
+					wg.Go(func() { pullGrants(t, ctx, n.budget, Preload, &log) })
+				}
+			}
+			defer func() {
+				for _, stop := range stops {
+					stop()
+				}
+				wg.Wait()
+			}()
+			time.Sleep(1500 * time.Millisecond)
+
+			// The governor's process dies: its pulls end with it.
+			stops[old]()
+			killed := time.Now()
+			tc.kill(nodes[old])
+			next := budgetLeader(t, nodes, old)
+			elected := time.Now()
+			before := nodes[next].budget.Stats().GovernorGrants
+			time.Sleep(1500 * time.Millisecond)
+			for _, stop := range stops {
+				stop()
+			}
+			wg.Wait()
+			end := time.Now()
+
+			checkGrantWindows(t, log.sorted())
+			if after := nodes[next].budget.Stats().GovernorGrants; after <= before {
+				t.Errorf("node %d governs but its governor grants did not grow (%d then %d)", next, before, after)
+			}
+			after := log.bytesBetween(-1, elected, end)
+			if rate := float64(after) / end.Sub(elected).Seconds(); rate < 0.8*budgetTestRate {
+				t.Errorf("after the new election: %.2f × the budget; want >= 0.8", rate/budgetTestRate)
+			}
+			t.Logf("governor %d gone at +%v, node %d elected %v later; %.2f × budget before, %.2f × after",
+				old, killed.Sub(start).Round(time.Millisecond), next, elected.Sub(killed).Round(time.Millisecond),
+				float64(log.bytesBetween(-1, start, killed))/budgetTestRate/killed.Sub(start).Seconds(),
+				float64(after)/budgetTestRate/end.Sub(elected).Seconds())
+		})
+	}
+}
+
+// TestBudgetNATSDown: with the NATS server gone, Acquire keeps working at
+// each node's static share and no faster; when the server is back on the
+// same port, the nodes elect a governor and take its grants again.
+func TestBudgetNATSDown(t *testing.T) {
+	dir := t.TempDir()
+	ns := startBudgetNATS(t, dir, 0)
+	port := ns.Addr().(*net.TCPAddr).Port
+	nodes := startBudgetNodes(t, ns.ClientURL(), 3, 0)
+	budgetLeader(t, nodes, -1)
+
+	var log grantLog
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		for range 2 {
+			wg.Go(func() { pullGrants(t, ctx, n.budget, Preload, &log) })
+		}
+	}
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(time.Second)
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	budgetEventually(t, "every node on its static share", 10*time.Second, func() bool {
+		for _, n := range nodes {
+			if !n.budget.Stats().Fallback {
+				return false
+			}
+		}
+		return true
+	})
+	// Measure each node's static rate over two seconds.
+	const share = budgetTestRate / 3
+	first := make([]int64, len(nodes))
+	for i, n := range nodes {
+		first[i] = n.budget.Stats().StaticBytes
+	}
+	from := time.Now()
+	time.Sleep(2 * time.Second)
+	for i, n := range nodes {
+		st := n.budget.Stats()
+		rate := float64(st.StaticBytes-first[i]) / time.Since(from).Seconds()
+		if rate > 1.1*share || rate < 0.5*share {
+			t.Errorf("node %d on its static share: %.0f bytes/s; want at most 1.1 × (and at least half) its share %d", i, rate, share)
+		}
+		if !st.Fallback {
+			t.Errorf("node %d left its static share with NATS down", i)
+		}
+		t.Logf("node %d with NATS down: %.3f × its static share", i, rate/share)
+	}
+
+	// The server comes back on the same port.
+	startBudgetNATS(t, dir, port)
+	governed := make([]int64, len(nodes))
+	for i, n := range nodes {
+		governed[i] = n.budget.Stats().GovernorGrants
+	}
+	budgetEventually(t, "every node back on governor grants", 20*time.Second, func() bool {
+		for i, n := range nodes {
+			if st := n.budget.Stats(); st.Fallback || st.GovernorGrants <= governed[i] {
+				return false
+			}
+		}
+		return true
+	})
+	budgetLeader(t, nodes, -1)
+}

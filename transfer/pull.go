@@ -1,0 +1,299 @@
+package transfer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/region"
+)
+
+// piecesInFlight is how many granted pieces of one fetch cross at once:
+// enough to keep a line with a long rtt busy, few enough that a fetch
+// holds little of the budget ahead of its use.
+const piecesInFlight = 4
+
+var readStreamDesc = &grpc.StreamDesc{StreamName: "Read", ServerStreams: true}
+
+// pull brings [off, off+n) of ref into this region over rt: it asks the
+// owner of the page in the region one hop toward the source (rt.Next())
+// for the bytes, piece by piece, each piece granted by the budget of the
+// line into this region before it is requested, so no byte crosses
+// ahead of its grant. The neighbour, when it is not the source, fills
+// the bytes over the rest of the route first (store and forward, a copy
+// kept at each relay).
+func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, rt federation.Route, class Class) (*fetched, error) {
+	next := rt.Next()
+	members := s.members(next)
+	if len(members) == 0 {
+		return nil, fmt.Errorf("line %s->%s: region %s has no node up: %w", next, s.cfg.Region, next, cachenode.ErrLineDown)
+	}
+	upstream := rt.Regions[:len(rt.Regions)-1]
+	key := cachenode.PageID{File: ref.ID(), Index: off / s.cfg.PageSize}.Key()
+	ranked := region.Rank(key, members)
+	pageLen := min(s.cfg.PageSize, ref.Size-off/s.cfg.PageSize*s.cfg.PageSize)
+	opts := readOpts{forRegion: s.cfg.Region, route: upstream, class: class, sequential: n == pageLen}
+
+	buf := make([]byte, n)
+	var (
+		mu     sync.Mutex
+		origin = cachenode.Origin{Region: next}
+		member = ranked[0]
+		wait   time.Duration
+		failed bool
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(piecesInFlight)
+	for pos := int64(0); pos < n; pos += MaxGrant {
+		piece := buf[pos:min(pos+MaxGrant, n)]
+		at := off + pos
+		g.Go(func() error {
+			w, err := s.grant(gctx, next, class, int64(len(piece)))
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			wait += w
+			m := member
+			mu.Unlock()
+			var metas []*nodepb.PageFetch
+			for i := 0; ; i++ {
+				metas, err = s.readPiece(gctx, next, m.Addr, ref, at, piece, opts)
+				if err == nil || !nodeFailed(err) || errors.Is(err, cachenode.ErrLineDown) || gctx.Err() != nil {
+					break
+				}
+				// Next candidate of the neighbour region, if any.
+				mu.Lock()
+				failed = true
+				if i+1 >= len(ranked) {
+					mu.Unlock()
+					break
+				}
+				if member == m {
+					member = ranked[min(indexOf(ranked, m)+1, len(ranked)-1)]
+				}
+				m = member
+				mu.Unlock()
+			}
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			addUpstream(&origin, metas, m.ID)
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		err = cachenode.FromStatus(err)
+		if errors.Is(err, cachenode.ErrLineDown) {
+			// A line beyond the neighbour is down: another route may do.
+			return nil, fmt.Errorf("via %s: %w", next, err)
+		}
+		if nodeFailed(err) && ctx.Err() == nil {
+			s.cfg.Peers.MarkDown(next, s.cfg.Region, 5*time.Second)
+			return nil, fmt.Errorf("line %s->%s: %w: %w", next, s.cfg.Region, err, cachenode.ErrLineDown)
+		}
+		return nil, fmt.Errorf("line %s->%s: %w", next, s.cfg.Region, err)
+	}
+	if !failed {
+		s.cfg.Peers.MarkUp(next, s.cfg.Region)
+	}
+	s.finish(&origin, next, class, n, wait)
+	return &fetched{Reader: bytes.NewReader(buf), origin: origin}, nil
+}
+
+// finish adds the last hop, into this region, to origin and the account.
+func (s *Source) finish(origin *cachenode.Origin, from string, class Class, n int64, wait time.Duration) {
+	dir := Direction{From: from, To: s.cfg.Region}
+	var cost float64
+	if s.cfg.Account != nil {
+		cost = s.cfg.Account.Add(dir, class, n, wait)
+	} else if l, ok := s.cfg.Topology.LineBetween(from, s.cfg.Region); ok {
+		cost = float64(n) / 1e9 * l.CostPerGB
+	}
+	origin.Lines = append(origin.Lines, dir.String())
+	origin.Crossed += n
+	origin.Wait += wait
+	origin.Cost += cost
+}
+
+// addUpstream merges what the neighbour reported about the hops before
+// it into origin.
+func addUpstream(origin *cachenode.Origin, metas []*nodepb.PageFetch, node string) {
+	if origin.Node == "" {
+		origin.Node = node
+	}
+	for _, pf := range metas {
+		if pf.GetRegion() != "" {
+			origin.Region = pf.GetRegion()
+			if pf.GetSourceNode() != "" {
+				origin.Node = pf.GetSourceNode()
+			}
+		}
+		for _, l := range pf.GetLines() {
+			if !containsString(origin.Lines, l) {
+				origin.Lines = append(origin.Lines, l)
+			}
+		}
+		origin.Crossed += pf.GetCrossed()
+		origin.Wait += time.Duration(pf.GetWaitNanos())
+		origin.Cost += pf.GetCost()
+	}
+}
+
+// direct reads the lake from this node when the lake's home region has no
+// node up; the bytes still cross the route's line and are granted and
+// counted as if a node of the home region had sent them.
+func (s *Source) direct(ctx context.Context, ref cachenode.FileRef, off, n int64, rt federation.Route, class Class) (*fetched, error) {
+	next := rt.Next()
+	s.log.Warn("lake's home region has no node up; reading the lake directly over the line",
+		"file", ref, "region", rt.From(), "line", Direction{From: next, To: s.cfg.Region}.String())
+	buf := make([]byte, n)
+	var wait time.Duration
+	for pos := int64(0); pos < n; pos += MaxGrant {
+		piece := buf[pos:min(pos+MaxGrant, n)]
+		w, err := s.grant(ctx, next, class, int64(len(piece)))
+		if err != nil {
+			return nil, err
+		}
+		wait += w
+		rc, err := s.cfg.Lake.Fetch(ctx, ref, off+pos, int64(len(piece)))
+		if err != nil {
+			return nil, err
+		}
+		_, err = io.ReadFull(rc, piece)
+		rc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read %s from lake of region %s: %w", ref, rt.From(), err)
+		}
+	}
+	origin := cachenode.Origin{Region: rt.From(), Node: "lake"}
+	for i := 0; i+2 < len(rt.Regions); i++ { // the hops before the last
+		origin.Lines = append(origin.Lines, Direction{From: rt.Regions[i], To: rt.Regions[i+1]}.String())
+	}
+	s.finish(&origin, next, class, n, wait)
+	return &fetched{Reader: bytes.NewReader(buf), origin: origin}, nil
+}
+
+// has asks the node at addr of region r whether its cache holds the bytes.
+func (s *Source) has(ctx context.Context, r, addr string, ref cachenode.FileRef, off, n int64, rt federation.Route) bool {
+	cc, err := s.cfg.Peers.Conn(r, addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*rt.RTT()+2*time.Second)
+	defer cancel()
+	reply, err := nodepb.NewNodeClient(cc).Has(ctx, &nodepb.HasRequest{
+		File:   &nodepb.FileRef{Path: namespacePath(ref), Version: ref.Version, Size: ref.Size},
+		Offset: off, Length: n,
+	})
+	return err == nil && reply.GetHeld()
+}
+
+type readOpts struct {
+	forRegion  string
+	route      []string
+	class      Class
+	sequential bool
+	cachedOnly bool
+}
+
+// readPiece reads len(dst) bytes at off of ref from the node at addr of
+// region r into dst, and returns what the node reported about where they
+// came from. It fails if the line does not deliver within LineTimeout.
+func (s *Source) readPiece(ctx context.Context, r, addr string, ref cachenode.FileRef, off int64, dst []byte, o readOpts) ([]*nodepb.PageFetch, error) {
+	cc, err := s.cfg.Peers.Conn(r, addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LineTimeout)
+	defer cancel()
+	stream, err := cc.NewStream(ctx, readStreamDesc, nodepb.Node_Read_FullMethodName, grpc.CallContentSubtype(cachenode.RawCodecName))
+	if err != nil {
+		return nil, err
+	}
+	req := &nodepb.ReadRequest{
+		File:       &nodepb.FileRef{Path: namespacePath(ref), Version: ref.Version, Size: ref.Size},
+		Offset:     off,
+		Length:     int64(len(dst)),
+		Sequential: o.sequential,
+		Raw:        true,
+		ForRegion:  o.forRegion,
+		Route:      o.route,
+		CachedOnly: o.cachedOnly,
+	}
+	if o.class != Interactive {
+		req.Class = o.class.String()
+	}
+	if err := stream.SendMsg(req); err != nil {
+		return nil, err
+	}
+	if err := stream.CloseSend(); err != nil {
+		return nil, err
+	}
+	sink := &cachenode.RawSink{Dst: dst}
+	for {
+		err := stream.RecvMsg(sink)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, cachenode.FromStatus(err)
+		}
+	}
+	if sink.N < len(dst) {
+		return nil, fmt.Errorf("read %s at %d from %s in %s: short read, %d of %d bytes", ref, off, addr, r, sink.N, len(dst))
+	}
+	if sink.Meta == nil {
+		return nil, nil
+	}
+	return sink.Meta.GetFetches(), nil
+}
+
+// nodeFailed reports whether err says the node or the line to it is
+// unusable (as opposed to an answer about the data).
+func nodeFailed(err error) bool {
+	if errors.Is(err, cachenode.ErrLineDown) {
+		return true
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return errors.Is(err, context.DeadlineExceeded)
+	}
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
+		return true
+	}
+	return false
+}
+
+func indexOf(ms []region.Member, m region.Member) int {
+	for i, x := range ms {
+		if x.ID == m.ID {
+			return i
+		}
+	}
+	return 0
+}
+
+func containsString(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
