@@ -257,6 +257,16 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	} else if fetch != nil {
 		tier = fetch.GetTier()
 	}
+	if fetch != nil && fetch.GetRegion() != "" {
+		span.SetAttributes(
+			attribute.String("lakemesh.from_region", fetch.GetRegion()),
+			attribute.String("lakemesh.from_node", fetch.GetSourceNode()),
+			attribute.StringSlice("lakemesh.lines", fetch.GetLines()),
+			attribute.Int64("lakemesh.crossed_bytes", fetch.GetCrossed()),
+			attribute.Int64("lakemesh.budget_wait_us", fetch.GetWaitNanos()/1000),
+			attribute.Float64("lakemesh.cost", fetch.GetCost()),
+		)
+	}
 	span.SetAttributes(
 		attribute.String("lakemesh.source", tier),
 		attribute.String("lakemesh.node", served.ID),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,9 +28,11 @@ func catCmd() *cobra.Command {
 Every byte comes from the closest copy: this region's cache (memory or disk),
 else the lake, read once by the page's owner node.
 
-With --trace, a summary of the read goes to standard error: which node served
-each page, whether the bytes came from memory, disk or the lake, how many
-bytes and how long it took. Traces are also exported by OTLP when the
+With --trace, the read is explained on standard error: which node served each
+page, whether the bytes came from memory, disk, the lake or another region,
+how many bytes and how long it took; for bytes from another region, which
+region and node served them, the lines they crossed, the bytes that crossed,
+the time spent waiting for line budget and what the crossing cost. Traces are also exported by OTLP when the
 standard OTEL_EXPORTER_OTLP_* variables are set.`,
 		Example: "  lakemesh cat /lake/s3-use1/README.txt\n  lakemesh cat --trace /lake/s3-use1/train/part-0000 > /dev/null\n  lakemesh cat --offset 4096 --length 4096 /lake/s3-use1/train/part-0000 | xxd | head",
 		Args:    cobra.ExactArgs(1),
@@ -96,15 +99,22 @@ standard OTEL_EXPORTER_OTLP_* variables are set.`,
 	return cmd
 }
 
-// printTrace renders the page.fetch spans of one cat as a table a person
-// reads at a glance, then totals by source.
+// printTrace renders the page.fetch spans of one cat as a tree a person
+// reads at a glance: a line per page (source, bytes, time, node), and
+// under a page that came from another region, where from, over which
+// lines, the bytes that crossed, the wait for budget and the cost; then
+// totals by source and by line.
 func printTrace(w io.Writer, path, version, region string, bytes int64, took time.Duration, spans []sdktrace.ReadOnlySpan) {
 	type row struct {
-		page         int64
-		node, source string
-		bytes        int64
-		dur          time.Duration
-		err          string
+		page               int64
+		node, source       string
+		fromRegion, fromNd string
+		lines              []string
+		bytes, crossed     int64
+		wait               time.Duration
+		cost               float64
+		dur                time.Duration
+		err                string
 	}
 	var rows []row
 	for _, s := range spans {
@@ -122,6 +132,18 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 				r.source = a.Value.AsString()
 			case "lakemesh.bytes":
 				r.bytes = a.Value.AsInt64()
+			case "lakemesh.from_region":
+				r.fromRegion = a.Value.AsString()
+			case "lakemesh.from_node":
+				r.fromNd = a.Value.AsString()
+			case "lakemesh.lines":
+				r.lines = a.Value.AsStringSlice()
+			case "lakemesh.crossed_bytes":
+				r.crossed = a.Value.AsInt64()
+			case "lakemesh.budget_wait_us":
+				r.wait = time.Duration(a.Value.AsInt64()) * time.Microsecond
+			case "lakemesh.cost":
+				r.cost = a.Value.AsFloat64()
 			}
 		}
 		if s.Status().Description != "" {
@@ -137,7 +159,13 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 		pages int
 		bytes int64
 	}
+	type lineTotal struct {
+		crossed int64
+		wait    time.Duration
+		cost    float64
+	}
 	totals := map[string]*total{}
+	lineTotals := map[string]*lineTotal{}
 	for i, r := range rows {
 		src := r.source
 		if src == "" {
@@ -150,16 +178,44 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 		}
 		t.pages++
 		t.bytes += r.bytes
-		if i < maxRows {
-			line := fmt.Sprintf("  page %-6d %-8s %10s  %9s  node %s", r.page, src, humanBytes(r.bytes), r.dur.Round(time.Microsecond), r.node)
-			if r.err != "" {
-				line += "  error: " + r.err
+		if len(r.lines) > 0 {
+			key := strings.Join(r.lines, ", ")
+			lt := lineTotals[key]
+			if lt == nil {
+				lt = &lineTotal{}
+				lineTotals[key] = lt
 			}
-			fmt.Fprintln(w, line)
+			lt.crossed += r.crossed
+			lt.wait += r.wait
+			lt.cost += r.cost
+		}
+		if i >= maxRows {
+			continue
+		}
+		branch := "├─"
+		if i == len(rows)-1 || i == maxRows-1 {
+			branch = "└─"
+		}
+		line := fmt.Sprintf("%s page %-5d %-7s %9s %10s  node %s", branch, r.page, src, humanBytes(r.bytes), r.dur.Round(time.Microsecond), r.node)
+		if r.err != "" {
+			line += "  error: " + r.err
+		}
+		fmt.Fprintln(w, line)
+		if r.fromRegion != "" {
+			stem := "│ "
+			if branch == "└─" {
+				stem = "  "
+			}
+			from := r.fromRegion
+			if r.fromNd != "" {
+				from += " (" + r.fromNd + ")"
+			}
+			fmt.Fprintf(w, "%s   └─ from %s over %s: %s crossed, budget wait %s, cost %.6f\n",
+				stem, from, strings.Join(r.lines, " then "), humanBytes(r.crossed), r.wait.Round(time.Microsecond), r.cost)
 		}
 	}
 	if len(rows) > maxRows {
-		fmt.Fprintf(w, "  ... %d more page reads\n", len(rows)-maxRows)
+		fmt.Fprintf(w, "   ... %d more page reads\n", len(rows)-maxRows)
 	}
 	var srcs []string
 	for s := range totals {
@@ -171,4 +227,13 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 		fmt.Fprintf(w, "  %s %d reads %s;", s, totals[s].pages, humanBytes(totals[s].bytes))
 	}
 	fmt.Fprintln(w)
+	var routes []string
+	for k := range lineTotals {
+		routes = append(routes, k)
+	}
+	sort.Strings(routes)
+	for _, k := range routes {
+		lt := lineTotals[k]
+		fmt.Fprintf(w, "lines %s: %s crossed, budget wait %s, cost %.6f\n", k, humanBytes(lt.crossed), lt.wait.Round(time.Microsecond), lt.cost)
+	}
 }

@@ -1,21 +1,27 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/region"
 )
 
 func nodeCmd() *cobra.Command {
 	var (
 		topologyPath, regionName, id, listen, advertise, consul string
 		cacheDir, diskSize, memSize, pageSize, blockSize        string
-		logLevel, natsURL, natsCreds                            string
+		logLevel, natsURL, natsCreds, metricsListen             string
+		lineProxies                                             map[string]string
+		singleDC                                                bool
 	)
 	cmd := &cobra.Command{
 		Use:   "node [flags]",
@@ -31,7 +37,17 @@ Consul token from CONSUL_HTTP_TOKEN, NATS credentials from a file named by
 --nats-creds.
 
 A restarted node with the same --cache-dir serves what it had cached without
-reading the lakes again.`,
+reading the lakes again.
+
+Across regions: a miss of a lake homed in another region crosses into this
+region once (a claim in the region's NATS JetStream), from the cheapest region
+that holds the bytes, over the cheapest usable route of lines, each piece
+granted by the line's budget (one governor per line direction, elected among
+the region's nodes). Other regions' members are read from Consul: each region
+is a Consul datacenter named after it, WAN-federated (?dc=<region>), unless
+--single-datacenter says every region registers in one datacenter.
+--line-proxy sends the traffic to a region through an HTTP CONNECT proxy (the
+line's egress). Line use, budget waits and cost are served at --metrics.`,
 		Example: `  lakemesh node --topology topology.yaml --region gpu-wlcb --consul 127.0.0.1:8500 \
       --listen 10.0.0.5:7070 --cache-dir /var/cache/lakemesh --cache-size 500GiB --memory-size 16GiB`,
 		Args: cobra.NoArgs,
@@ -78,22 +94,27 @@ reading the lakes again.`,
 			tp, shutdown := tracing(ctx, "lakemesh-node", log)
 			defer shutdown(ctx)
 			n, err := startNode(ctx, nodeOptions{
-				topology:     topo,
-				topologyYAML: data,
-				region:       regionName,
-				id:           id,
-				listen:       listen,
-				advertise:    advertise,
-				consul:       consul,
-				natsURL:      natsURL,
-				natsCreds:    natsCreds,
-				cacheDir:     filepath.Clean(cacheDir),
-				diskBytes:    disk,
-				memoryBytes:  mem,
-				pageSize:     page,
-				blockSize:    block,
-				log:          log,
-				tp:           tp,
+				topology:      topo,
+				topologyYAML:  data,
+				region:        regionName,
+				id:            id,
+				listen:        listen,
+				advertise:     advertise,
+				consul:        consul,
+				natsURL:       natsURL,
+				natsCreds:     natsCreds,
+				lineProxies:   lineProxies,
+				metricsListen: metricsListen,
+				regions: func(ctx context.Context, name string) (region.Membership, error) {
+					return followRegion(ctx, log, consul, name, singleDC)
+				},
+				cacheDir:    filepath.Clean(cacheDir),
+				diskBytes:   disk,
+				memoryBytes: mem,
+				pageSize:    page,
+				blockSize:   block,
+				log:         log,
+				tp:          tp,
 			})
 			if err != nil {
 				return err
@@ -116,6 +137,9 @@ reading the lakes again.`,
 	f.StringVar(&consul, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "HTTP address of the region's Consul agent (default $CONSUL_HTTP_ADDR)")
 	f.StringVar(&natsURL, "nats", os.Getenv("NATS_URL"), "NATS server of the region, for mesh-wide events (default $NATS_URL; optional for now)")
 	f.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
+	f.StringToStringVar(&lineProxies, "line-proxy", nil, "REGION=http://host:port: reach the nodes of REGION through this HTTP CONNECT proxy (repeatable)")
+	f.StringVar(&metricsListen, "metrics", "", "address to serve Prometheus /metrics on (line bytes, budget waits, cost), e.g. 127.0.0.1:9100")
+	f.BoolVar(&singleDC, "single-datacenter", false, "every region registers in the local Consul datacenter (default: one datacenter per region, named after it, WAN-federated)")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory of the disk tier (required)")
 	f.StringVar(&diskSize, "cache-size", "10GiB", "disk tier size")
 	f.StringVar(&memSize, "memory-size", "1GiB", "memory tier size (0 disables it)")
@@ -123,4 +147,24 @@ reading the lakes again.`,
 	f.StringVar(&blockSize, "block-size", "32KiB", "fill unit of random reads; divides the page size")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
+}
+
+// followRegion follows another region's members in Consul: in its own
+// datacenter (WAN federation) unless singleDC. A region that cannot be
+// reached now is not fatal: the node starts, and treats the region as
+// having no node until a later restart (its lake, if any, is then read
+// directly over the line).
+func followRegion(ctx context.Context, log *slog.Logger, consul, name string, singleDC bool) (region.Membership, error) {
+	cfg := region.ConsulConfig{Address: consul, Region: name, Logger: log}
+	if !singleDC {
+		cfg.Datacenter = name
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := region.NewConsul(wctx, cfg)
+	if err != nil {
+		log.Warn("region not reachable in Consul; starting without its members", "region", name, "err", err)
+		return region.NewStatic(), nil
+	}
+	return m, nil
 }

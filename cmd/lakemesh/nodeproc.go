@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -17,12 +18,15 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/federation"
 	"github.com/lakemesh/lakemesh/policy"
 	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/transfer"
 	"github.com/lakemesh/lakemesh/ufs"
 )
 
@@ -37,7 +41,16 @@ type nodeOptions struct {
 	advertise    string // address other processes reach it at; default: the listen address
 	consul       string // Consul agent HTTP address; "" with members set
 	members      region.Membership
-	natsURL      string // NATS server of the region; "" runs without mesh events
+	// regions returns the membership of another region of the topology:
+	// `up` gives static ones; `node` follows the region's Consul
+	// datacenter (WAN federation) with ?dc=.
+	regions func(ctx context.Context, name string) (region.Membership, error)
+	// lineProxies maps a region to the HTTP CONNECT proxy that stands for
+	// the line to it ("http://host:port"); regions not in it are dialled
+	// directly.
+	lineProxies   map[string]string
+	metricsListen string // Prometheus /metrics address; "" none
+	natsURL       string // NATS server of the region; "" runs without mesh events, claims or governors
 	natsCreds    string // NATS credentials file (a secret: named by a flag, never in the topology)
 	cacheDir     string
 	diskBytes    int64
@@ -62,6 +75,12 @@ type runningNode struct {
 	served     chan error
 	nats       *nats.Conn
 	events     *cachenode.MeshEvents
+	remote     map[string]region.Membership // other regions, by name
+	peers      *transfer.Peers
+	claims     *transfer.Claims
+	budgets    map[transfer.Direction]*transfer.Budget
+	account    *transfer.Account
+	metrics    *http.Server
 }
 
 // startNode opens the node's lakes and cache, starts its gRPC server and
@@ -104,8 +123,6 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	n.cache = cachenode.NewCache(n.store, lakeSet, cachenode.CacheConfig{Logger: o.log})
-
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", o.listen, err)
@@ -153,6 +170,11 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		}
 	}
 
+	if err := n.startFederation(ctx, lakeSet); err != nil {
+		lis.Close()
+		return nil, err
+	}
+
 	tracer := o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode")
 	node = cachenode.NewNode(cachenode.NodeConfig{
 		ID:             o.id,
@@ -163,6 +185,14 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Cache:          n.cache,
 		Members:        func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
 		Events:         n.events,
+		Residency: func(p, r string) error {
+			if eff := policies.For(p); !eff.MayEnter(r) {
+				return fmt.Errorf("%s may not leave for region %s (residency %v): %w", p, r, eff.Residency, cachenode.ErrResidency)
+			}
+			return nil
+		},
+		LineUse:      n.account.LineUse,
+		OtherMembers: n.otherMembers,
 		Topology:       o.topologyYAML,
 		TopologySource: o.topology.Source,
 		Logger:         o.log,
@@ -217,14 +247,29 @@ func (n *runningNode) close() error {
 			<-done
 		}
 	}
+	if n.metrics != nil {
+		n.metrics.Close()
+	}
+	if n.cache != nil {
+		errs = append(errs, n.cache.Close())
+	}
+	for _, b := range n.budgets {
+		errs = append(errs, b.Close())
+	}
+	if n.claims != nil {
+		errs = append(errs, n.claims.Close())
+	}
+	for _, m := range n.remote {
+		errs = append(errs, m.Close())
+	}
+	if n.peers != nil {
+		n.peers.Close()
+	}
 	if n.events != nil {
 		errs = append(errs, n.events.Close())
 	}
 	if n.nats != nil {
 		n.nats.Close()
-	}
-	if n.cache != nil {
-		errs = append(errs, n.cache.Close())
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
@@ -249,4 +294,102 @@ func portOf(addr string) string {
 		return addr
 	}
 	return p
+}
+
+// startFederation makes the node a member of the mesh: it follows the
+// other regions' members, opens its claims and the budgets of the lines
+// into its region (with NATS), counts line traffic, serves /metrics, and
+// fills its cache through the federated source.
+func (n *runningNode) startFederation(ctx context.Context, lakeSet *cachenode.Lakes) error {
+	o := n.opts
+	reg := prometheus.NewRegistry()
+	n.account = transfer.NewAccount(o.topology, reg)
+	var err error
+	if n.peers, err = transfer.NewPeers(o.lineProxies); err != nil {
+		return err
+	}
+	n.remote = map[string]region.Membership{}
+	for _, r := range o.topology.Regions {
+		if r.Name == o.region || o.regions == nil {
+			continue
+		}
+		m, err := o.regions(ctx, r.Name)
+		if err != nil {
+			return fmt.Errorf("follow region %s: %w", r.Name, err)
+		}
+		n.remote[r.Name] = m
+	}
+	members := func(name string) []region.Member {
+		if name == o.region {
+			return n.membership.Members()
+		}
+		if m := n.remote[name]; m != nil {
+			return m.Members()
+		}
+		return nil
+	}
+	share := func(d transfer.Direction) int64 {
+		l, _ := o.topology.LineBetween(d.From, d.To)
+		return int64(l.Budget) / int64(max(1, len(n.membership.Members())))
+	}
+	n.budgets = map[transfer.Direction]*transfer.Budget{}
+	if n.nats != nil {
+		n.claims, err = transfer.NewClaims(ctx, transfer.ClaimsConfig{
+			Conn: n.nats, Mesh: o.topology.Mesh, Region: o.region, NodeID: o.id, Addr: n.addr, Logger: o.log,
+		})
+		if err != nil {
+			return fmt.Errorf("transfer claims in region %s: %w", o.region, err)
+		}
+		for _, l := range o.topology.LinesOf(o.region) {
+			from := l.Between[0]
+			if from == o.region {
+				from = l.Between[1]
+			}
+			d := transfer.Direction{From: from, To: o.region}
+			b, err := transfer.NewBudget(ctx, transfer.BudgetConfig{
+				Mesh: o.topology.Mesh, Dir: d, Rate: int64(l.Budget), Conn: n.nats, NodeID: o.id,
+				StaticShare: func() int64 { return share(d) }, Logger: o.log,
+			})
+			if err != nil {
+				return fmt.Errorf("budget of line %s: %w", d, err)
+			}
+			n.budgets[d] = b
+		}
+	}
+	src := transfer.NewSource(transfer.SourceConfig{
+		Topology:    o.topology,
+		Region:      o.region,
+		NodeID:      o.id,
+		PageSize:    n.store.PageSize(),
+		Lake:        lakeSet,
+		Members:     members,
+		Peers:       n.peers,
+		Claims:      n.claims,
+		Budget:      func(d transfer.Direction) *transfer.Budget { return n.budgets[d] },
+		StaticShare: share,
+		Account:     n.account,
+		Logger:      o.log,
+	})
+	n.cache = cachenode.NewCache(n.store, src, cachenode.CacheConfig{Logger: o.log})
+	if o.metricsListen != "" {
+		lis, err := net.Listen("tcp", o.metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics %s: %w", o.metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go n.metrics.Serve(lis)
+	}
+	return nil
+}
+
+func (n *runningNode) otherMembers() []*nodepb.Member {
+	var out []*nodepb.Member
+	for _, r := range n.opts.topology.Regions {
+		if m := n.remote[r.Name]; m != nil {
+			out = append(out, memberProtos(m.Members())...)
+		}
+	}
+	return out
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -83,11 +85,16 @@ so client commands reach it without flags. Deployments across machines use
 				return fmt.Errorf("seed demo lakes: %w", err)
 			}
 
-			ns, err := startEmbeddedNATS(filepath.Join(workdir, "nats"))
+			regions := demoRegionOrder(topo)
+			buses, err := startRegionNATS(topo, regions, filepath.Join(workdir, "nats"))
 			if err != nil {
 				return err
 			}
-			defer ns.Shutdown()
+			defer func() {
+				for _, b := range buses {
+					b.Shutdown()
+				}
+			}()
 
 			tp, shutdown := tracing(ctx, "lakemesh-up", log)
 			defer shutdown(context.Background())
@@ -98,8 +105,9 @@ so client commands reach it without flags. Deployments across machines use
 					n.close()
 				}
 			}()
-			regions := demoRegionOrder(topo)
 			addrs := map[string][]string{}
+			memberships := map[string]region.Membership{}
+			var all [][]region.Member
 			for i, r := range regions {
 				var ms []region.Member
 				for j := 0; j < nodesPerRegion; j++ {
@@ -107,16 +115,22 @@ so client commands reach it without flags. Deployments across machines use
 					ms = append(ms, region.Member{ID: fmt.Sprintf("%s-%d", r, j+1), Region: r, Addr: addr, Capacity: disk})
 					addrs[r] = append(addrs[r], addr)
 				}
-				members := region.NewStatic(ms...)
-				for _, m := range ms {
+				memberships[r] = region.NewStatic(ms...)
+				all = append(all, ms)
+			}
+			for i, r := range regions {
+				for _, m := range all[i] {
 					n, err := startNode(ctx, nodeOptions{
 						topology:     topo,
 						topologyYAML: demoYAML,
 						region:       r,
 						id:           m.ID,
 						listen:       m.Addr,
-						members:      members,
-						natsURL:      ns.ClientURL(),
+						members:      memberships[r],
+						regions: func(_ context.Context, name string) (region.Membership, error) {
+							return memberships[name], nil
+						},
+						natsURL:      buses[r].ClientURL(),
 						cacheDir:     filepath.Join(workdir, "cache", m.ID),
 						diskBytes:    disk,
 						memoryBytes:  mem,
@@ -129,7 +143,7 @@ so client commands reach it without flags. Deployments across machines use
 					nodes = append(nodes, n)
 				}
 			}
-			printDemoHelp(topo, regions, addrs, workdir, ns.ClientURL())
+			printDemoHelp(topo, regions, addrs, workdir, buses)
 			<-ctx.Done()
 			fmt.Println("\nstopping the demo mesh")
 			return nil
@@ -251,32 +265,59 @@ func seedLakes(t *federation.Topology) error {
 	return nil
 }
 
-// startEmbeddedNATS runs the real NATS server (with JetStream) inside this
-// process on a free loopback port, as the demo's message bus.
-func startEmbeddedNATS(storeDir string) (*natsserver.Server, error) {
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		ServerName: "lakemesh-up",
-		Host:       "127.0.0.1",
-		Port:       natsserver.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   storeDir,
-		NoSigs:     true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS server: %w", err)
+// startRegionNATS runs one real NATS server (with JetStream, in a
+// JetStream domain named after the region) per region inside this
+// process, joined by leaf node connections along a spanning tree of the
+// lines, as federation/doc.go explains.
+func startRegionNATS(t *federation.Topology, regions []string, storeDir string) (map[string]*natsserver.Server, error) {
+	buses := map[string]*natsserver.Server{}
+	fail := func(err error) (map[string]*natsserver.Server, error) {
+		for _, b := range buses {
+			b.Shutdown()
+		}
+		return nil, err
 	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded NATS server did not start within 10s")
+	leafPorts := map[string]int{}
+	for _, r := range regions {
+		port, err := freePort()
+		if err != nil {
+			return fail(err)
+		}
+		leafPorts[r] = port
+		var remotes []*natsserver.RemoteLeafOpts
+		if parent := federation.LeafParent(t, regions[0], r); parent != "" {
+			u, err := url.Parse(fmt.Sprintf("nats-leaf://127.0.0.1:%d", leafPorts[parent]))
+			if err != nil {
+				return fail(err)
+			}
+			remotes = append(remotes, &natsserver.RemoteLeafOpts{URLs: []*url.URL{u}})
+		}
+		ns, err := natsserver.NewServer(&natsserver.Options{
+			ServerName:      "lakemesh-up-" + r,
+			Host:            "127.0.0.1",
+			Port:            natsserver.RANDOM_PORT,
+			JetStream:       true,
+			JetStreamDomain: r,
+			StoreDir:        filepath.Join(storeDir, r),
+			LeafNode:        natsserver.LeafNodeOpts{Host: "127.0.0.1", Port: port, Remotes: remotes},
+			NoSigs:          true,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("NATS server of region %s: %w", r, err))
+		}
+		go ns.Start()
+		buses[r] = ns
+		if !ns.ReadyForConnections(10 * time.Second) {
+			return fail(fmt.Errorf("NATS server of region %s did not start within 10s", r))
+		}
 	}
-	return ns, nil
+	return buses, nil
 }
 
-func printDemoHelp(t *federation.Topology, regions []string, addrs map[string][]string, workdir, natsURL string) {
-	fmt.Printf("lakemesh demo mesh %q is up (work directory %s, NATS %s)\n\n", t.Mesh, workdir, natsURL)
+func printDemoHelp(t *federation.Topology, regions []string, addrs map[string][]string, workdir string, buses map[string]*natsserver.Server) {
+	fmt.Printf("lakemesh demo mesh %q is up (work directory %s)\n\n", t.Mesh, workdir)
 	for _, r := range regions {
-		fmt.Printf("  region %-12s nodes %s\n", r, strings.Join(addrs[r], " "))
+		fmt.Printf("  region %-12s nodes %s  NATS %s\n", r, strings.Join(addrs[r], " "), buses[r].ClientURL())
 	}
 	fmt.Println()
 	for _, m := range t.Mounts {
@@ -294,11 +335,22 @@ Try, from another terminal (client commands talk to %s, region %s):
   lakemesh ls /lake
   lakemesh ls -l %s/train
   lakemesh cat %s/README.txt
-  lakemesh cat --trace %s/train/part-0000 > /dev/null     # cold: pages come from the lake
-  lakemesh cat --trace %s/train/part-0000 > /dev/null     # warm: from the nodes' memory
+  lakemesh cat --trace %s/train/part-0000 > /dev/null     # cold: from the lake's region, over a line
+  lakemesh cat --trace %s/train/part-0000 > /dev/null     # warm: from this region's memory
+  lakemesh status                                              # nodes, cache use, each line's use vs budget
   echo hello | lakemesh put - %s/notes/hello.txt
   lakemesh --help
 
 Ctrl-C stops the mesh.
 `, "lakemesh", self), addrs[regions[0]][0], regions[0], first, first, first, first, first)
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
