@@ -218,6 +218,49 @@ func (c *Cache) ReadCached(ref FileRef, p []byte, off int64) (n int, fetches []F
 	return n, fetches, nil
 }
 
+// Fill makes the page store hold bytes [off, off+n) of ref, fetching what
+// it is missing (whole pages when sequential), without copying them
+// anywhere; it reports the touched pages like ReadAt.
+func (c *Cache) Fill(ctx context.Context, ref FileRef, off, n int64, sequential bool) ([]Fetch, error) {
+	if c.closed.Load() {
+		return nil, ErrStoreClosed
+	}
+	end := min(off+n, ref.Size)
+	if off < 0 || off >= end {
+		return nil, nil
+	}
+	start := time.Now()
+	ps := c.store.PageSize()
+	var pending []*pageRead
+	var fetches []Fetch
+	for i := off / ps; i*ps < end; i++ {
+		lo, hi := max(off, i*ps), min(end, (i+1)*ps)
+		fillLo, fillN := lo-i*ps, hi-lo
+		if sequential {
+			fillLo, fillN = 0, c.store.PageLen(ref, i)
+		}
+		if len(c.store.Missing(ref, i, fillLo, fillN)) == 0 {
+			fetches = append(fetches, Fetch{Page: i, Tier: TierMemory, Duration: time.Since(start)})
+			continue
+		}
+		pending = append(pending, &pageRead{index: i, start: lo - i*ps, end: hi - i*ps, slot: len(fetches)})
+		fetches = append(fetches, Fetch{Page: i})
+	}
+	if len(pending) > 0 {
+		if err := c.fill(ctx, ref, pending, sequential); err != nil {
+			return nil, err
+		}
+		for _, r := range pending {
+			tier := r.tier
+			if tier == "" {
+				tier = TierMemory
+			}
+			fetches[r.slot] = Fetch{Page: r.index, Tier: tier, Fetched: r.fetched, Duration: r.doneAt.Sub(start), Origin: r.origin}
+		}
+	}
+	return fetches, nil
+}
+
 // Holds reports whether the page store holds every byte of [off, off+n)
 // of ref.
 func (c *Cache) Holds(ref FileRef, off, n int64) bool {

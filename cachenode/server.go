@@ -54,6 +54,9 @@ type NodeConfig struct {
 	Residency func(path, region string) error
 	// LineUse, when set, reports the node's traffic over lines for Info.
 	LineUse func() []*nodepb.LineUse
+	// OtherMembers, when set, returns the members of the other regions
+	// the node knows, for Info.
+	OtherMembers func() []*nodepb.Member
 	Logger  *slog.Logger
 	Tracer  trace.Tracer
 }
@@ -114,6 +117,21 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 		attribute.String("lakemesh.node", n.cfg.ID),
 	))
 	defer span.End()
+
+	if req.FillOnly {
+		fs, err := n.cfg.Cache.Fill(ctx, ref, off, end-off, req.Sequential)
+		if err != nil {
+			span.RecordError(err)
+			return ToStatus(fmt.Errorf("fill %s: %w", f.GetPath(), err))
+		}
+		var sum fetchSummary
+		sum.add(fs)
+		meta := &nodepb.ReadChunk{Fetches: sum.proto(), Node: n.cfg.ID}
+		if req.Raw {
+			return stream.SendMsg(&RawChunk{Meta: meta})
+		}
+		return stream.Send(meta)
+	}
 
 	var bp *[]byte
 	if !req.Raw {
@@ -237,10 +255,17 @@ func (n *Node) Prefetch(ctx context.Context, req *nodepb.PrefetchRequest) (*node
 		return nil, ToStatus(err)
 	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
+	// Pages are taken in order until the bound on background fills drops
+	// one: the reply says how many were taken, so the client asks again
+	// for the rest later instead of believing them on their way.
+	accepted := 0
 	for _, p := range req.Pages {
-		n.cfg.Cache.Prefetch(ref, p)
+		if !n.cfg.Cache.Prefetch(ref, p) && n.cfg.Store.PageLen(ref, p) > 0 {
+			break
+		}
+		accepted++
 	}
-	return &nodepb.PrefetchReply{Accepted: int32(len(req.Pages))}, nil
+	return &nodepb.PrefetchReply{Accepted: int32(accepted)}, nil
 }
 
 // Has reports whether the page store holds a whole range, filling nothing.
@@ -494,8 +519,13 @@ func (n *Node) Info(ctx context.Context, req *nodepb.InfoRequest) (*nodepb.InfoR
 	if n.cfg.LineUse != nil {
 		lines = n.cfg.LineUse()
 	}
+	var others []*nodepb.Member
+	if n.cfg.OtherMembers != nil {
+		others = n.cfg.OtherMembers()
+	}
 	return &nodepb.InfoReply{
 		Lines:          lines,
+		OtherMembers:   others,
 		NodeId:         n.cfg.ID,
 		Region:         n.cfg.Region,
 		Addr:           n.cfg.Addr,

@@ -327,11 +327,24 @@ func (f *File) readAhead(end int64) {
 			}
 			ctx, cancel := context.WithTimeout(f.c.ctx, 5*time.Second)
 			defer cancel()
-			if _, err := nc.Prefetch(ctx, &nodepb.PrefetchRequest{File: ref, Pages: pages}); err != nil {
+			reply, err := nc.Prefetch(ctx, &nodepb.PrefetchRequest{File: ref, Pages: pages})
+			if err != nil {
 				f.c.log.Debug("readahead failed", "node", addr, "err", err)
+				f.retryAhead(pages[0])
+				return
+			}
+			if k := int(reply.GetAccepted()); k < len(pages) {
+				f.retryAhead(pages[k]) // the node was busy: ask again on a later read
 			}
 		}()
 	}
+}
+
+// retryAhead makes a later readAhead ask again for the pages from page on.
+func (f *File) retryAhead(page int64) {
+	f.mu.Lock()
+	f.ahead = min(f.ahead, page)
+	f.mu.Unlock()
 }
 
 // Reader returns a sequential reader of the whole file.

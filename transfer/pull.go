@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -46,7 +47,16 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 	pageLen := min(s.cfg.PageSize, ref.Size-off/s.cfg.PageSize*s.cfg.PageSize)
 	opts := readOpts{forRegion: s.cfg.Region, route: upstream, class: class, sequential: n == pageLen}
 
-	buf := make([]byte, n)
+	// Bound the pages this node has in flight over the line to about two
+	// seconds of its budget, and those whose pieces cross at once to about
+	// one: more would only wait for grants while the sender filled them
+	// all at once (and stalled the pieces it sends); the others are being
+	// filled at the sender meanwhile, so the line never waits on a fill.
+	ahead, pulling := s.pages(next)
+	if err := ahead.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer ahead.Release(1)
 	var (
 		mu     sync.Mutex
 		origin = cachenode.Origin{Region: next}
@@ -54,12 +64,53 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 		wait   time.Duration
 		failed bool
 	)
+	// Have the neighbour fill the bytes first (over the rest of the route
+	// when it relays), so that each piece below crosses as soon as it is
+	// granted instead of waiting on that fill with its grant in hand.
+	fopts := opts
+	fopts.fillOnly, fopts.fillLen = true, n
+	for i, m := range ranked {
+		fctx, cancel := context.WithTimeout(ctx, s.cfg.FillTimeout)
+		metas, err := s.readPiece(fctx, next, m.Addr, ref, off, nil, fopts)
+		cancel()
+		if err == nil {
+			member = m
+			addUpstream(&origin, metas, m.ID)
+			break
+		}
+		err = cachenode.FromStatus(err)
+		if errors.Is(err, cachenode.ErrLineDown) {
+			return nil, fmt.Errorf("via %s: %w", next, err)
+		}
+		if !nodeFailed(err) || ctx.Err() != nil {
+			return nil, fmt.Errorf("line %s->%s: %w", next, s.cfg.Region, err)
+		}
+		failed = true
+		if i == len(ranked)-1 {
+			s.cfg.Peers.MarkDown(next, s.cfg.Region, 5*time.Second)
+			return nil, fmt.Errorf("line %s->%s: %w: %w", next, s.cfg.Region, err, cachenode.ErrLineDown)
+		}
+	}
+
+	if err := pulling.Acquire(ctx, 1); err != nil {
+		return nil, err
+	}
+	defer pulling.Release(1)
+	buf := make([]byte, n)
+	ps := s.pieceSize(next)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(piecesInFlight)
-	for pos := int64(0); pos < n; pos += MaxGrant {
-		piece := buf[pos:min(pos+MaxGrant, n)]
+	for pos := int64(0); pos < n; pos += ps {
+		piece := buf[pos:min(pos+ps, n)]
 		at := off + pos
 		g.Go(func() error {
+			// Bound what is granted but not yet across, so a sender that
+			// stalls cannot release a burst of granted pieces at once.
+			window := s.window(next)
+			if err := window.Acquire(gctx, int64(len(piece))); err != nil {
+				return err
+			}
+			defer window.Release(int64(len(piece)))
 			w, err := s.grant(gctx, next, class, int64(len(piece)))
 			if err != nil {
 				return err
@@ -115,6 +166,52 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 	return &fetched{Reader: bytes.NewReader(buf), origin: origin}, nil
 }
 
+// pieceSize is how many bytes one grant covers on the line from region
+// from into this one: at most 1/128 of a second of its budget (so that
+// grants, and the bursts they allow, stay a small part of any second of
+// the line's traffic), at least 16 KiB, at most MaxGrant.
+func (s *Source) pieceSize(from string) int64 {
+	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
+	return min(MaxGrant, max(16<<10, int64(l.Budget)/128/(4<<10)*(4<<10)))
+}
+
+// window is the bound on bytes granted on the line from region from into
+// this one that have not arrived yet, for this node: enough to keep the
+// line busy over its rtt with its share of the budget (budget ×
+// (rtt + 50ms) / nodes of this region), at least two pieces. A larger
+// window lets a stalled sender release more granted bytes at once, above
+// the budget for that moment; a smaller one leaves the line idle when a
+// single node has the work.
+func (s *Source) window(from string) *semaphore.Weighted {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if w, ok := s.windows[from]; ok {
+		return w
+	}
+	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
+	share := float64(l.Budget) / float64(max(1, len(s.members(s.cfg.Region))))
+	size := max(2*s.pieceSize(from), int64(share*(l.RTT+50*time.Millisecond).Seconds()))
+	w := semaphore.NewWeighted(size)
+	s.windows[from] = w
+	return w
+}
+
+// pages bounds the fetches this node has in flight from region from
+// (ahead: twice pulling) and those whose pieces cross at once (pulling:
+// about two seconds of the line's budget in pages, at least 4, at most 64).
+func (s *Source) pages(from string) (ahead, pulling *semaphore.Weighted) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pageSlots[from]; ok {
+		return p[0], p[1]
+	}
+	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
+	n := min(64, max(4, 2*int64(l.Budget)/s.cfg.PageSize))
+	p := [2]*semaphore.Weighted{semaphore.NewWeighted(2 * n), semaphore.NewWeighted(n)}
+	s.pageSlots[from] = p
+	return p[0], p[1]
+}
+
 // finish adds the last hop, into this region, to origin and the account.
 func (s *Source) finish(origin *cachenode.Origin, from string, class Class, n int64, wait time.Duration) {
 	dir := Direction{From: from, To: s.cfg.Region}
@@ -162,9 +259,10 @@ func (s *Source) direct(ctx context.Context, ref cachenode.FileRef, off, n int64
 	s.log.Warn("lake's home region has no node up; reading the lake directly over the line",
 		"file", ref, "region", rt.From(), "line", Direction{From: next, To: s.cfg.Region}.String())
 	buf := make([]byte, n)
+	ps := s.pieceSize(next)
 	var wait time.Duration
-	for pos := int64(0); pos < n; pos += MaxGrant {
-		piece := buf[pos:min(pos+MaxGrant, n)]
+	for pos := int64(0); pos < n; pos += ps {
+		piece := buf[pos:min(pos+ps, n)]
 		w, err := s.grant(ctx, next, class, int64(len(piece)))
 		if err != nil {
 			return nil, err
@@ -209,6 +307,8 @@ type readOpts struct {
 	class      Class
 	sequential bool
 	cachedOnly bool
+	fillOnly   bool
+	fillLen    int64
 }
 
 // readPiece reads len(dst) bytes at off of ref from the node at addr of
@@ -219,8 +319,11 @@ func (s *Source) readPiece(ctx context.Context, r, addr string, ref cachenode.Fi
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.LineTimeout)
-	defer cancel()
+	if !o.fillOnly {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.LineTimeout)
+		defer cancel()
+	}
 	stream, err := cc.NewStream(ctx, readStreamDesc, nodepb.Node_Read_FullMethodName, grpc.CallContentSubtype(cachenode.RawCodecName))
 	if err != nil {
 		return nil, err
@@ -229,6 +332,7 @@ func (s *Source) readPiece(ctx context.Context, r, addr string, ref cachenode.Fi
 		File:       &nodepb.FileRef{Path: namespacePath(ref), Version: ref.Version, Size: ref.Size},
 		Offset:     off,
 		Length:     int64(len(dst)),
+		FillOnly:   o.fillOnly,
 		Sequential: o.sequential,
 		Raw:        true,
 		ForRegion:  o.forRegion,
@@ -243,6 +347,9 @@ func (s *Source) readPiece(ctx context.Context, r, addr string, ref cachenode.Fi
 	}
 	if err := stream.CloseSend(); err != nil {
 		return nil, err
+	}
+	if o.fillOnly {
+		req.Length = o.fillLen // the reply is one chunk of metadata, no bytes
 	}
 	sink := &cachenode.RawSink{Dst: dst}
 	for {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/lakemesh/lakemesh/cachenode"
@@ -46,6 +47,10 @@ type SourceConfig struct {
 	// LineTimeout bounds one piece of a transfer over a line; a line that
 	// does not deliver in time counts as down (default 20s).
 	LineTimeout time.Duration
+	// FillTimeout bounds how long a neighbour region may take to fill the
+	// bytes it then sends (its own fill may wait on its lines' budgets)
+	// (default 2 minutes).
+	FillTimeout time.Duration
 	// ClaimWait bounds how long a fill waits on another node's claim
 	// before it crosses anyway (default 2 minutes).
 	ClaimWait time.Duration
@@ -62,8 +67,10 @@ type Source struct {
 	log      *slog.Logger
 	policies *policy.Set
 
-	mu     sync.Mutex
-	static map[Direction]*rate.Limiter // fallback limiters; one per direction into this region
+	mu        sync.Mutex
+	static    map[Direction]*rate.Limiter       // fallback limiters; one per direction into this region
+	windows   map[string]*semaphore.Weighted    // granted bytes not yet arrived, by the region they come from
+	pageSlots map[string][2]*semaphore.Weighted // fetches ahead and pulling at once, by the region they come from
 }
 
 var _ cachenode.Source = (*Source)(nil)
@@ -76,13 +83,16 @@ func NewSource(cfg SourceConfig) *Source {
 	if cfg.LineTimeout <= 0 {
 		cfg.LineTimeout = 20 * time.Second
 	}
+	if cfg.FillTimeout <= 0 {
+		cfg.FillTimeout = 2 * time.Minute
+	}
 	if cfg.ClaimWait <= 0 {
 		cfg.ClaimWait = 2 * time.Minute
 	}
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 4 << 20
 	}
-	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}}
+	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[string]*semaphore.Weighted{}, pageSlots: map[string][2]*semaphore.Weighted{}}
 }
 
 // Fetch implements cachenode.Source.
@@ -217,7 +227,11 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 		errs = append(errs, err)
 		s.log.Warn("route failed, trying the next", "file", ref, "route", rt.String(), "err", err)
 	}
-	return nil, fmt.Errorf("fetch %s from region %s: every route failed: %w: %w", p, home, errors.Join(errs...), cachenode.ErrLineDown)
+	err := errors.Join(errs...)
+	if !errors.Is(err, cachenode.ErrLineDown) {
+		err = fmt.Errorf("%w: %w", err, cachenode.ErrLineDown)
+	}
+	return nil, fmt.Errorf("fetch %s from region %s: every route failed: %w", p, home, err)
 }
 
 // routes are the usable routes from region from to this one for the

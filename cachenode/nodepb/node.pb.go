@@ -113,7 +113,14 @@ type ReadRequest struct {
 	Class string `protobuf:"bytes,8,opt,name=class,proto3" json:"class,omitempty"`
 	// cached_only serves only what the page store holds and fails with
 	// NOT_FOUND otherwise; it never fills.
-	CachedOnly    bool `protobuf:"varint,9,opt,name=cached_only,json=cachedOnly,proto3" json:"cached_only,omitempty"`
+	CachedOnly bool `protobuf:"varint,9,opt,name=cached_only,json=cachedOnly,proto3" json:"cached_only,omitempty"`
+	// fill_only makes the node fill the range into its page store (over
+	// the route, if any) and answer with one empty chunk that carries where
+	// the bytes came from, without sending them. A region pulling bytes
+	// asks this first, so that the bytes it then requests against its line
+	// budget cross the line when granted, not when the sender's own fill
+	// completes (which would bunch them).
+	FillOnly      bool `protobuf:"varint,10,opt,name=fill_only,json=fillOnly,proto3" json:"fill_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +214,13 @@ func (x *ReadRequest) GetClass() string {
 func (x *ReadRequest) GetCachedOnly() bool {
 	if x != nil {
 		return x.CachedOnly
+	}
+	return false
+}
+
+func (x *ReadRequest) GetFillOnly() bool {
+	if x != nil {
+		return x.FillOnly
 	}
 	return false
 }
@@ -548,8 +562,10 @@ func (x *PrefetchRequest) GetPages() []int64 {
 }
 
 type PrefetchReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accepted      int32                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// accepted is how many of the pages, in the order asked, the node took
+	// (filling, or already cached); the rest were dropped (bound reached).
+	Accepted      int32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1556,7 +1572,10 @@ type InfoReply struct {
 	Cache          *CacheStats            `protobuf:"bytes,7,opt,name=cache,proto3" json:"cache,omitempty"`
 	PageSize       int64                  `protobuf:"varint,8,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// lines holds this node's traffic over each line, direction and class.
-	Lines         []*LineUse `protobuf:"bytes,9,rep,name=lines,proto3" json:"lines,omitempty"`
+	Lines []*LineUse `protobuf:"bytes,9,rep,name=lines,proto3" json:"lines,omitempty"`
+	// other_members are the members of the other regions the node knows
+	// (the nodes it reads from across lines), for `lakemesh status`.
+	OtherMembers  []*Member `protobuf:"bytes,10,rep,name=other_members,json=otherMembers,proto3" json:"other_members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1650,6 +1669,13 @@ func (x *InfoReply) GetPageSize() int64 {
 func (x *InfoReply) GetLines() []*LineUse {
 	if x != nil {
 		return x.Lines
+	}
+	return nil
+}
+
+func (x *InfoReply) GetOtherMembers() []*Member {
+	if x != nil {
+		return x.OtherMembers
 	}
 	return nil
 }
@@ -1765,7 +1791,7 @@ const file_node_proto_rawDesc = "" +
 	"\aFileRef\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\"\x8a\x02\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"\xa7\x02\n" +
 	"\vReadRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
@@ -1779,7 +1805,9 @@ const file_node_proto_rawDesc = "" +
 	"\x05route\x18\a \x03(\tR\x05route\x12\x14\n" +
 	"\x05class\x18\b \x01(\tR\x05class\x12\x1f\n" +
 	"\vcached_only\x18\t \x01(\bR\n" +
-	"cachedOnly\"k\n" +
+	"cachedOnly\x12\x1b\n" +
+	"\tfill_only\x18\n" +
+	" \x01(\bR\bfillOnly\"k\n" +
 	"\n" +
 	"HasRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x16\n" +
@@ -1874,7 +1902,7 @@ const file_node_proto_rawDesc = "" +
 	"\revicted_pages\x18\n" +
 	" \x01(\x03R\fevictedPages\x12\x1d\n" +
 	"\n" +
-	"lake_bytes\x18\v \x01(\x03R\tlakeBytes\"\xd4\x02\n" +
+	"lake_bytes\x18\v \x01(\x03R\tlakeBytes\"\x93\x03\n" +
 	"\tInfoReply\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
@@ -1884,7 +1912,9 @@ const file_node_proto_rawDesc = "" +
 	"\x0ftopology_source\x18\x06 \x01(\tR\x0etopologySource\x122\n" +
 	"\x05cache\x18\a \x01(\v2\x1c.lakemesh.node.v1.CacheStatsR\x05cache\x12\x1b\n" +
 	"\tpage_size\x18\b \x01(\x03R\bpageSize\x12/\n" +
-	"\x05lines\x18\t \x03(\v2\x19.lakemesh.node.v1.LineUseR\x05lines\"\xb8\x01\n" +
+	"\x05lines\x18\t \x03(\v2\x19.lakemesh.node.v1.LineUseR\x05lines\x12=\n" +
+	"\rother_members\x18\n" +
+	" \x03(\v2\x18.lakemesh.node.v1.MemberR\fotherMembers\"\xb8\x01\n" +
 	"\aLineUse\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
@@ -1963,33 +1993,34 @@ var file_node_proto_depIdxs = []int32{
 	24, // 7: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
 	25, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
 	27, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
-	1,  // 10: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	6,  // 11: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	2,  // 12: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
-	9,  // 13: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	11, // 14: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	13, // 15: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	15, // 16: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	17, // 17: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	19, // 18: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	21, // 19: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	23, // 20: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 21: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 22: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 23: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 24: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 25: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 26: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 27: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 28: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 29: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	22, // 30: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	26, // 31: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	21, // [21:32] is the sub-list for method output_type
-	10, // [10:21] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	24, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
+	1,  // 11: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 12: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 13: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 14: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	11, // 15: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	13, // 16: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	15, // 17: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	17, // 18: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	19, // 19: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	21, // 20: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	23, // 21: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 22: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 23: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 24: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 25: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 26: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 27: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 28: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 29: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 30: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	22, // 31: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	26, // 32: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	22, // [22:33] is the sub-list for method output_type
+	11, // [11:22] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }

@@ -1,0 +1,226 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/internal/testenv"
+)
+
+const GiB = 1 << 30
+
+// gRPC and HTTP/2 framing cross a line with the bytes; everything else
+// that crosses (Has probes, metadata) is small. Bytes into a region
+// divided by the unique bytes read must stay within this.
+const lineOverhead = 1.02
+
+// The federation tests share one three-region mesh and run in order:
+// each leaves the caches as the next expects.
+//
+// Topology: a holds the lake; a-b and a-c cost the same (rtt 20ms, 0.02
+// per GB), b-c is cheap (rtt 4ms, 0.001 per GB), so c reads from a
+// directly, and b would read from a too if it did not know c holds the
+// bytes. a-b has a small budget for the budget test.
+func TestFederation(t *testing.T) {
+	const budgetAB = 12 << 20 // 12 MiB/s
+	m := newFedMesh(t, fedOptions{
+		budget: map[string]string{"a-b": "12MiB/s", "a-c": "400MB/s", "b-c": "400MB/s"},
+		cost:   map[string]string{"a-b": "0.02", "a-c": "0.02", "b-c": "0.001"},
+		rtt:    map[string]time.Duration{"a-b": 20 * time.Millisecond, "a-c": 20 * time.Millisecond, "b-c": 4 * time.Millisecond},
+		policies: `  - path: /lake/s3/secret
+    residency: [a]
+`,
+	})
+	size := int64(GiB)
+	if testing.Short() {
+		size = 256 * MiB
+	}
+	want := m.upload("data/big.bin", size, 7)
+
+	t.Run("EightReadersOnFourNodesCrossOnce", func(t *testing.T) {
+		m.resetLines()
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for i := 0; i < 8; i++ {
+			c := m.client("c")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got := readAll(t, c, "/lake/s3/data/big.bin", 4*MiB); got != want {
+					errs <- errors.New("a reader in c read wrong bytes")
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		into := m.intoRegion("c")
+		ac, bc := lineDown(m.lineTo("a", "c")), lineDown(m.lineTo("b", "c"))
+		t.Logf("bytes into c: %d (a-c %d, b-c %d) for %d unique bytes: %.4fx; from MinIO: %d", into, ac, bc, size, float64(into)/float64(size), m.lake.BytesFromTarget())
+		if float64(into) > float64(size)*lineOverhead {
+			t.Fatalf("%d bytes crossed into c for %d unique bytes: %.3fx, want <= %.2fx", into, size, float64(into)/float64(size), lineOverhead)
+		}
+		if into < size {
+			t.Fatalf("only %d bytes crossed into c for %d unique bytes: the lines are not in the path", into, size)
+		}
+		if lake := m.lake.BytesFromTarget(); float64(lake) > float64(size)*lineOverhead {
+			t.Fatalf("MinIO sent %d bytes for %d unique: the lake was read more than once", lake, size)
+		}
+	})
+
+	t.Run("ClosestCopyServesTheNextRegion", func(t *testing.T) {
+		m.resetLines()
+		c := m.client("b")
+		if got := readAll(t, c, "/lake/s3/data/big.bin", 4*MiB); got != want {
+			t.Fatal("b read wrong bytes")
+		}
+		_, fromC := m.lineTo("b", "c").Bytes()
+		_, fromA := m.lineTo("a", "b").Bytes()
+		t.Logf("bytes into b: %d over b-c (from c's cache), %d over a-b (from the lake's region)", fromC, fromA)
+		if float64(fromC) < float64(size)*0.99 {
+			t.Fatalf("b got %d bytes from c, want the whole %d: b did not read c's copy", fromC, size)
+		}
+		if fromA > size/100 {
+			t.Fatalf("%d bytes crossed a-b: b should read from c, which holds the bytes over a cheaper line", fromA)
+		}
+	})
+
+	t.Run("ResidencyRefusedBeforeAnyByteCrosses", func(t *testing.T) {
+		m.upload("secret/pii.bin", 8*MiB, 9)
+		m.resetLines()
+		c := m.client("c")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		f, err := c.Open(ctx, "/lake/s3/secret/pii.bin")
+		if err == nil {
+			_, err = f.ReadAt(ctx, make([]byte, 4096), 0)
+		}
+		if !errors.Is(err, cachenode.ErrResidency) {
+			t.Fatalf("read of a path with residency [a] from c: got %v, want an error wrapping ErrResidency", err)
+		}
+		if !strings.Contains(err.Error(), "residency") {
+			t.Fatalf("error %q does not say residency", err)
+		}
+		for name, l := range m.lines {
+			if up, down := l.Bytes(); up+down > 64<<10 {
+				t.Fatalf("line %s carried %d+%d bytes during a refused read", name, up, down)
+			}
+		}
+	})
+
+	t.Run("BudgetHoldsUnderDemand", func(t *testing.T) {
+		// Four readers of four different files: demand well above the
+		// budget (each stream alone could fill the line).
+		const fileSize = 40 * MiB
+		for i := 0; i < 4; i++ {
+			m.upload(fmt.Sprintf("bulk/b%d.bin", i), fileSize, uint64(20+i))
+		}
+		m.resetLines()
+		var wg sync.WaitGroup
+		for i := 0; i < 4; i++ {
+			c := m.client("b")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				readAll(t, c, fmt.Sprintf("/lake/s3/bulk/b%d.bin", i), 4*MiB)
+			}()
+		}
+		wg.Wait()
+		samples := m.lineTo("a", "b").Samples()
+		checkBudget(t, samples, budgetAB)
+	})
+
+	t.Run("CutLineRelaysOrFailsNamingTheLine", func(t *testing.T) {
+		wantRelay := m.upload("cut/relay.bin", 32*MiB, 13)
+		m.lineTo("a", "c").Cut()
+		defer m.lineTo("a", "c").Restore()
+		m.resetLines()
+		c := m.client("c")
+		if got := readAll(t, c, "/lake/s3/cut/relay.bin", 4*MiB); got != wantRelay {
+			t.Fatal("c read wrong bytes through the relay")
+		}
+		_, ab := m.lineTo("a", "b").Bytes()
+		_, bc := m.lineTo("b", "c").Bytes()
+		t.Logf("with a-c cut: %d bytes over a-b and %d over b-c", ab, bc)
+		if bc < 32*MiB || ab < 32*MiB {
+			t.Fatalf("with a-c cut, the bytes should relay through b: a-b %d, b-c %d", ab, bc)
+		}
+
+		m.upload("cut/none.bin", 8*MiB, 14)
+		m.lineTo("a", "b").Cut()
+		defer m.lineTo("a", "b").Restore()
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		start := time.Now()
+		f, err := c.Open(ctx, "/lake/s3/cut/none.bin")
+		if err == nil {
+			_, err = f.ReadAt(ctx, make([]byte, MiB), 0)
+		}
+		took := time.Since(start)
+		if err == nil {
+			t.Fatal("read with every route from a cut succeeded")
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("read with every route cut hung for %s: %v", took, err)
+		}
+		if !strings.Contains(err.Error(), "line a->") {
+			t.Fatalf("error does not name the line: %v", err)
+		}
+		t.Logf("with every route cut the read failed in %s: %v", took.Round(time.Millisecond), err)
+	})
+}
+
+func lineDown(l *testenv.LineProxy) int64 {
+	_, down := l.Bytes()
+	return down
+}
+
+// checkBudget checks 100 ms samples of a line's bytes against a budget:
+// every 1 s window at most 1.05x, and at least 0.9x on average from the
+// first byte to the last.
+func checkBudget(t *testing.T, samples []int64, budget int64) {
+	t.Helper()
+	first, last := -1, -1
+	for i, s := range samples {
+		if s > 0 {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		t.Fatal("no bytes crossed the line")
+	}
+	busy := samples[first : last+1]
+	var total int64
+	for _, s := range busy {
+		total += s
+	}
+	maxWin := testenv.MaxWindow(busy, 10)
+	t.Logf("100 ms samples (KiB): %v", kib(busy))
+	avg := float64(total) / (float64(len(busy)) / 10)
+	t.Logf("line: %d bytes in %.1f s: average %.2f of the budget, busiest 1 s window %.3f of it", total, float64(len(busy))/10, avg/float64(budget), float64(maxWin)/float64(budget))
+	if float64(maxWin) > 1.05*float64(budget) {
+		t.Fatalf("busiest 1 s window carried %d bytes, above 1.05 x the budget %d", maxWin, budget)
+	}
+	if avg < 0.9*float64(budget) {
+		t.Fatalf("the line ran at %.0f B/s on average, below 0.9 x the budget %d", avg, budget)
+	}
+}
+
+func kib(xs []int64) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = x >> 10
+	}
+	return out
+}
