@@ -57,8 +57,8 @@ type NodeConfig struct {
 	// OtherMembers, when set, returns the members of the other regions
 	// the node knows, for Info.
 	OtherMembers func() []*nodepb.Member
-	Logger  *slog.Logger
-	Tracer  trace.Tracer
+	Logger       *slog.Logger
+	Tracer       trace.Tracer
 }
 
 // Node serves the data plane (nodepb.NodeServer) of one cache node.

@@ -51,14 +51,14 @@ type nodeOptions struct {
 	lineProxies   map[string]string
 	metricsListen string // Prometheus /metrics address; "" none
 	natsURL       string // NATS server of the region; "" runs without mesh events, claims or governors
-	natsCreds    string // NATS credentials file (a secret: named by a flag, never in the topology)
-	cacheDir     string
-	diskBytes    int64
-	memoryBytes  int64
-	pageSize     int64
-	blockSize    int64
-	log          *slog.Logger
-	tp           trace.TracerProvider
+	natsCreds     string // NATS credentials file (a secret: named by a flag, never in the topology)
+	cacheDir      string
+	diskBytes     int64
+	memoryBytes   int64
+	pageSize      int64
+	blockSize     int64
+	log           *slog.Logger
+	tp            trace.TracerProvider
 }
 
 // runningNode is one started cache node.
@@ -177,22 +177,22 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 
 	tracer := o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode")
 	node = cachenode.NewNode(cachenode.NodeConfig{
-		ID:             o.id,
-		Region:         o.region,
-		Addr:           n.addr,
-		Lakes:          lakeSet,
-		Store:          n.store,
-		Cache:          n.cache,
-		Members:        func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
-		Events:         n.events,
+		ID:      o.id,
+		Region:  o.region,
+		Addr:    n.addr,
+		Lakes:   lakeSet,
+		Store:   n.store,
+		Cache:   n.cache,
+		Members: func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
+		Events:  n.events,
 		Residency: func(p, r string) error {
 			if eff := policies.For(p); !eff.MayEnter(r) {
 				return fmt.Errorf("%s may not leave for region %s (residency %v): %w", p, r, eff.Residency, cachenode.ErrResidency)
 			}
 			return nil
 		},
-		LineUse:      n.account.LineUse,
-		OtherMembers: n.otherMembers,
+		LineUse:        n.account.LineUse,
+		OtherMembers:   n.otherMembers,
 		Topology:       o.topologyYAML,
 		TopologySource: o.topology.Source,
 		Logger:         o.log,

@@ -130,12 +130,12 @@ so client commands reach it without flags. Deployments across machines use
 						regions: func(_ context.Context, name string) (region.Membership, error) {
 							return memberships[name], nil
 						},
-						natsURL:      buses[r].ClientURL(),
-						cacheDir:     filepath.Join(workdir, "cache", m.ID),
-						diskBytes:    disk,
-						memoryBytes:  mem,
-						log:          log.With("node", m.ID),
-						tp:           tp,
+						natsURL:     buses[r].ClientURL(),
+						cacheDir:    filepath.Join(workdir, "cache", m.ID),
+						diskBytes:   disk,
+						memoryBytes: mem,
+						log:         log.With("node", m.ID),
+						tp:          tp,
 					})
 					if err != nil {
 						return fmt.Errorf("start node %s: %w", m.ID, err)
