@@ -43,7 +43,7 @@ type grantQueue struct {
 // grant: enough to cover a request's round trip to the governor or a late
 // timer, small enough to stay within a few percent of any one-second
 // window.
-const grantBurstTime = 20 * time.Millisecond
+const grantBurstTime = 10 * time.Millisecond
 
 func newGrantQueue(rate int64, limit int, now time.Time) *grantQueue {
 	q := &grantQueue{limit: limit}
