@@ -174,23 +174,7 @@ func (m *fedMesh) start(n *fedNode) {
 	go func() { cmd.Wait(); logf.Close(); close(n.exited) }()
 }
 
-func (m *fedMesh) stop(n *fedNode, sig syscall.Signal) {
-	if n.cmd == nil || n.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(sig)
-	select {
-	case <-n.exited:
-	case <-time.After(15 * time.Second):
-		n.cmd.Process.Kill()
-		<-n.exited
-	}
-}
+func (m *fedMesh) stop(n *fedNode, sig syscall.Signal) { n.nodeProc.stop(sig) }
 
 // waitMembers waits until region r's Consul datacenter shows n healthy
 // nodes, as seen from every other datacenter too (WAN federation).

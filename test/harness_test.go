@@ -169,7 +169,10 @@ func (m *mesh) start(n *nodeProc) {
 }
 
 // stop ends a node process with sig and waits for it.
-func (m *mesh) stop(n *nodeProc, sig syscall.Signal) {
+func (m *mesh) stop(n *nodeProc, sig syscall.Signal) { n.stop(sig) }
+
+// stop ends the process with sig and waits for it (SIGKILL after 15 s).
+func (n *nodeProc) stop(sig syscall.Signal) {
 	if n.cmd == nil || n.cmd.Process == nil {
 		return
 	}

@@ -193,7 +193,7 @@ func NewBudget(ctx context.Context, cfg BudgetConfig) (*Budget, error) {
 	if err != nil {
 		return nil, fmt.Errorf("line budget %s: %w", cfg.Dir, err)
 	}
-	line := budgetNameToken(cfg.Dir.From) + "." + budgetNameToken(cfg.Dir.To)
+	line := bucketSafe(cfg.Dir.From) + "." + bucketSafe(cfg.Dir.To)
 	b := &Budget{
 		cfg:        cfg,
 		log:        cfg.Logger.With("line", cfg.Dir.String(), "node", cfg.NodeID),
@@ -201,8 +201,8 @@ func NewBudget(ctx context.Context, cfg BudgetConfig) (*Budget, error) {
 		identity:   []byte(cfg.NodeID + " " + rand.Text()),
 		bucket:     governorBucket(cfg.Mesh, cfg.Dir.To),
 		key:        line,
-		grants:     "lakemesh." + budgetNameToken(cfg.Mesh) + ".budget." + line + ".grant",
-		news:       "lakemesh." + budgetNameToken(cfg.Mesh) + ".budget." + line + ".governor",
+		grants:     "lakemesh." + bucketSafe(cfg.Mesh) + ".budget." + line + ".grant",
+		news:       "lakemesh." + bucketSafe(cfg.Mesh) + ".budget." + line + ".governor",
 		staticIn:   make(chan grantWaiter),
 		staticWake: make(chan struct{}, 1),
 		electNow:   make(chan struct{}, 1),
@@ -303,7 +303,7 @@ func (b *Budget) Close() error {
 // own JetStream domains joined by leaf connections, never share a name or
 // the subjects under it.
 func governorBucket(mesh, region string) string {
-	return "lakemesh_" + budgetNameToken(mesh) + "_" + budgetNameToken(region) + "_governors"
+	return "lakemesh_" + bucketSafe(mesh) + "_" + bucketSafe(region) + "_governors"
 }
 
 func (b *Budget) count(class Class, n int64, start time.Time, governor bool) time.Duration {
@@ -434,14 +434,3 @@ func wakeLoop(c chan struct{}) {
 	}
 }
 
-// budgetNameToken reduces a mesh or region name to the characters bucket names,
-// KV keys and subject tokens all allow.
-func budgetNameToken(s string) string {
-	out := []byte(s)
-	for i, c := range out {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			out[i] = '_'
-		}
-	}
-	return string(out)
-}
