@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,11 +132,23 @@ func TestDemoAndClientCommands(t *testing.T) {
 	if sha256.Sum256([]byte(got)) != sha256.Sum256(want) {
 		t.Fatal("cat returned other bytes than the lake holds")
 	}
-	// cat --trace explains the read: pages from the lake, then from memory.
-	_, trace1, _ := run(t, "cat", "--node", node, "--trace", "/lake/s3-use1/train/part-0002")
-	_, trace2, _ := run(t, "cat", "--node", node, "--trace", "/lake/s3-use1/train/part-0002")
-	if !strings.Contains(trace1, " lake ") || !strings.Contains(trace1, "node gpu-wlcb-") {
-		t.Fatalf("cold trace does not show lake fills and nodes:\n%s", trace1)
+	// cat --trace explains the read from the GPU region: pages from the
+	// lake's region over the line (route, bytes, budget wait, cost), then
+	// from this region's memory.
+	_, trace1, _ := run(t, "cat", "--node", node, "--trace", "/lake/hdfs-bj/train/part-0002")
+	_, trace2, _ := run(t, "cat", "--node", node, "--trace", "/lake/hdfs-bj/train/part-0002")
+	for _, want := range []string{" remote ", "node gpu-wlcb-", "from idc-bj (idc-bj-", "over idc-bj->gpu-wlcb: 4.0 MiB crossed, budget wait "} {
+		if !strings.Contains(trace1, want) {
+			t.Fatalf("cold trace does not show %q:\n%s", want, trace1)
+		}
+	}
+	// 16 MiB at cost_per_gb 0.01: 0.000168.
+	if !regexp.MustCompile(`lines idc-bj->gpu-wlcb: 16.0 MiB crossed, budget wait \S+, cost 0\.000168`).MatchString(trace1) {
+		t.Fatalf("cold trace does not total the line's bytes and cost:\n%s", trace1)
+	}
+	status := lm("status")
+	if !regexp.MustCompile(`idc-bj->gpu-wlcb\s+\S+ \S+/s\s+6Gbps\s+\d+%\s+16\.0 MiB\s+0\.0002`).MatchString(status) || !strings.Contains(status, "interactive") {
+		t.Fatalf("status does not show the line's use against its budget:\n%s", status)
 	}
 	if !strings.Contains(trace2, "memory") || strings.Contains(trace2, " lake ") {
 		t.Fatalf("warm trace should be served from memory:\n%s", trace2)
