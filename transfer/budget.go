@@ -433,4 +433,3 @@ func wakeLoop(c chan struct{}) {
 	default:
 	}
 }
-
