@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"strings"
 	"sync"
 	"testing"
@@ -136,6 +137,85 @@ func TestFederation(t *testing.T) {
 		wg.Wait()
 		samples := m.lineTo("a", "b").Samples()
 		checkBudget(t, samples, budgetAB)
+	})
+
+	t.Run("RegionNATSRestartedMidTransfer", func(t *testing.T) {
+		// b reads four files from a over the 12 MiB/s budget while b's
+		// NATS server (claims, the governor) restarts: the reads complete
+		// with the right bytes and no second carries more than the budget
+		// (the nodes fall back to static shares, then return).
+		const fileSize = 24 * MiB
+		sums := make([][32]byte, 4)
+		for i := range sums {
+			sums[i] = m.upload(fmt.Sprintf("natsrestart/f%d.bin", i), fileSize, uint64(40+i))
+		}
+		m.resetLines()
+		var wg sync.WaitGroup
+		bad := make(chan string, 4)
+		for i := range sums {
+			c := m.client("b")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if readAll(t, c, fmt.Sprintf("/lake/s3/natsrestart/f%d.bin", i), 4*MiB) != sums[i] {
+					bad <- fmt.Sprintf("f%d.bin read wrong bytes", i)
+				}
+			}()
+		}
+		time.Sleep(2 * time.Second) // well into the transfer (about 8 s at the budget)
+		m.nats["b"].Restart(t)
+		wg.Wait()
+		close(bad)
+		for msg := range bad {
+			t.Fatal(msg)
+		}
+		samples := m.lineTo("a", "b").Samples()
+		maxWin := testenv.MaxWindow(samples, 10)
+		t.Logf("NATS of b restarted mid-transfer: busiest 1 s window %.3f of the budget", float64(maxWin)/budgetAB)
+		if float64(maxWin) > 1.05*budgetAB {
+			t.Fatalf("busiest 1 s window carried %d bytes with b's NATS restarting, above 1.05 x the budget %d", maxWin, budgetAB)
+		}
+	})
+
+	t.Run("ClaimerKilledMidTransfer", func(t *testing.T) {
+		// 4 readers in c of a cold 256 MiB file; one of c's nodes (each
+		// holds the claims of the pages it owns) is killed -9 a third of
+		// the way: the reads complete, and the bytes crossed stay within
+		// the unique bytes plus what the dead node had in flight (at most
+		// 16 fills of 4 MiB).
+		const fileSize = 256 * MiB
+		want := m.upload("claims/big.bin", fileSize, 50)
+		m.resetLines()
+		var wg sync.WaitGroup
+		bad := make(chan string, 4)
+		for i := 0; i < 4; i++ {
+			c := m.client("c")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if readAll(t, c, "/lake/s3/claims/big.bin", 4*MiB) != want {
+					bad <- "a reader in c read wrong bytes"
+				}
+			}()
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for m.intoRegion("c") < fileSize/3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		victim := m.nodes["c"][0]
+		m.stop(victim, syscall.SIGKILL)
+		t.Logf("killed %s after %d bytes crossed into c", victim.id, m.intoRegion("c"))
+		wg.Wait()
+		close(bad)
+		for msg := range bad {
+			t.Fatal(msg)
+		}
+		into := m.intoRegion("c")
+		const inFlight = 16 * 4 * MiB
+		t.Logf("bytes into c: %d for %d unique (%.4fx); allowed: unique + %d in flight at the kill", into, fileSize, float64(into)/fileSize, inFlight)
+		if float64(into) > (fileSize+inFlight)*lineOverhead {
+			t.Fatalf("%d bytes crossed into c, more than the unique %d plus the %d the killed node could have had in flight", into, fileSize, inFlight)
+		}
 	})
 
 	t.Run("CutLineRelaysOrFailsNamingTheLine", func(t *testing.T) {
