@@ -135,7 +135,7 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 	f.StringVar(&listen, "listen", "127.0.0.1:7070", "gRPC listen address")
 	f.StringVar(&advertise, "advertise", "", "address clients and peers reach this node at (default: --listen)")
 	f.StringVar(&consul, "consul", os.Getenv("CONSUL_HTTP_ADDR"), "HTTP address of the region's Consul agent (default $CONSUL_HTTP_ADDR)")
-	f.StringVar(&natsURL, "nats", os.Getenv("NATS_URL"), "NATS server of the region, for mesh-wide events (default $NATS_URL; optional for now)")
+	f.StringVar(&natsURL, "nats", os.Getenv("NATS_URL"), "NATS server of the region: transfer claims, line budget governors, mesh-wide events (default $NATS_URL; without it a node fences only itself and uses a static share of each line budget)")
 	f.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
 	f.StringToStringVar(&lineProxies, "line-proxy", nil, "REGION=http://host:port: reach the nodes of REGION through this HTTP CONNECT proxy (repeatable)")
 	f.StringVar(&metricsListen, "metrics", "", "address to serve Prometheus /metrics on (line bytes, budget waits, cost), e.g. 127.0.0.1:9100")
