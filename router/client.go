@@ -36,6 +36,13 @@ type Config struct {
 	// Readahead is how many bytes past a sequential read are prefetched;
 	// 0 means the policy default, negative disables it.
 	Readahead int64
+	// Class is the transfer class this client's reads cross lines under:
+	// "" or "interactive" (first on every line), "rollout", "preload" or
+	// "write-back". Bulk copies use a lower class so interactive readers
+	// keep their share of a line's budget. Readahead prefetches are
+	// filled as interactive: a bulk client disables readahead and reads
+	// in large pieces instead.
+	Class string
 	// DirectFallback lets the client read a lake itself when no node of
 	// the region can serve (credentials come from the client's own
 	// environment). Off, a read fails with ErrNoNode instead.

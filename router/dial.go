@@ -28,6 +28,7 @@ type DialConfig struct {
 	Topology       *federation.Topology
 	DirectFallback bool
 	Readahead      int64
+	Class          string // transfer class of the client's reads; see Config.Class
 	TracerProvider trace.TracerProvider
 	Logger         *slog.Logger
 }
@@ -39,6 +40,7 @@ func Dial(ctx context.Context, dc DialConfig) (*Client, error) {
 		Region:         dc.Region,
 		DirectFallback: dc.DirectFallback,
 		Readahead:      dc.Readahead,
+		Class:          dc.Class,
 		TracerProvider: dc.TracerProvider,
 		Logger:         dc.Logger,
 	}

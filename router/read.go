@@ -219,6 +219,7 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 			Offset:     off + int64(got),
 			Length:     int64(len(buf) - got),
 			Sequential: sequential,
+			Class:      f.c.cfg.Class,
 			Raw:        true,
 		}
 		if err := stream.SendMsg(req); err != nil {

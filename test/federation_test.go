@@ -12,6 +12,7 @@ import (
 
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/internal/testenv"
+	"github.com/lakemesh/lakemesh/router"
 )
 
 const GiB = 1 << 30
@@ -137,6 +138,60 @@ func TestFederation(t *testing.T) {
 		wg.Wait()
 		samples := m.lineTo("a", "b").Samples()
 		checkBudget(t, samples, budgetAB)
+	})
+
+	t.Run("InteractiveKeepsItsShareDuringBulk", func(t *testing.T) {
+		// Three bulk readers (class preload, 4 pages at a time each) keep
+		// the 12 MiB/s a->b budget busy; an interactive reader then asks
+		// for 8 MiB/s, two thirds of the budget, more than a fair share
+		// against the bulk demand: with priority it gets its rate.
+		const bulkSize, paced, rate = 40 * MiB, 32 * MiB, 8 * MiB
+		for i := 0; i < 3; i++ {
+			m.upload(fmt.Sprintf("classes/bulk%d.bin", i), bulkSize, uint64(60+i))
+		}
+		m.upload("classes/interactive.bin", paced, 70)
+		m.resetLines()
+		bulkDone := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := 0; i < 3; i++ {
+			c := m.clientWith(router.DialConfig{Region: "b", Class: "preload", Readahead: -1})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				readAll(t, c, fmt.Sprintf("/lake/s3/classes/bulk%d.bin", i), 16*MiB)
+			}()
+		}
+		go func() { wg.Wait(); close(bulkDone) }()
+		time.Sleep(time.Second)
+
+		c := m.client("b")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		f, err := c.Open(ctx, "/lake/s3/classes/interactive.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, MiB)
+		start := time.Now()
+		for i := int64(0); i < paced/MiB; i++ {
+			// Ask for MiB i at its time on an 8 MiB/s schedule.
+			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / (rate / MiB))))
+			if _, err := f.ReadAt(ctx, buf, i*MiB); err != nil {
+				t.Fatal(err)
+			}
+		}
+		took := time.Since(start)
+		select {
+		case <-bulkDone:
+			t.Fatal("the bulk readers finished before the interactive one: nothing competed")
+		default:
+		}
+		got := float64(paced) / took.Seconds()
+		t.Logf("interactive reader: %.1f MiB/s of the %d MiB/s it asked for, while bulk readers ran", got/MiB, rate/MiB)
+		if got < 0.85*rate {
+			t.Fatalf("interactive reader got %.1f MiB/s during bulk transfers, want >= 0.85 x %d MiB/s", got/MiB, rate/MiB)
+		}
+		<-bulkDone
 	})
 
 	t.Run("RegionNATSRestartedMidTransfer", func(t *testing.T) {

@@ -199,10 +199,16 @@ func (m *fedMesh) waitMembers(r string, n int) {
 
 // client is a Go client of region r, found through r's Consul.
 func (m *fedMesh) client(r string) *router.Client {
+	return m.clientWith(router.DialConfig{Region: r})
+}
+
+// clientWith is a client dialled with dc, found through dc.Region's Consul.
+func (m *fedMesh) clientWith(dc router.DialConfig) *router.Client {
 	m.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := router.Dial(ctx, router.DialConfig{Consul: m.consul[r].HTTPAddr, Region: r})
+	dc.Consul = m.consul[dc.Region].HTTPAddr
+	c, err := router.Dial(ctx, dc)
 	if err != nil {
 		m.t.Fatal(err)
 	}

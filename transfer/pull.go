@@ -52,7 +52,7 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 	// one: more would only wait for grants while the sender filled them
 	// all at once (and stalled the pieces it sends); the others are being
 	// filled at the sender meanwhile, so the line never waits on a fill.
-	ahead, pulling := s.pages(next)
+	ahead, pulling := s.pages(next, class)
 	if err := ahead.Acquire(ctx, 1); err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 		g.Go(func() error {
 			// Bound what is granted but not yet across, so a sender that
 			// stalls cannot release a burst of granted pieces at once.
-			window := s.window(next)
+			window := s.window(next, class)
 			if err := window.Acquire(gctx, int64(len(piece))); err != nil {
 				return err
 			}
@@ -182,33 +182,39 @@ func (s *Source) pieceSize(from string) int64 {
 // window lets a stalled sender release more granted bytes at once, above
 // the budget for that moment; a smaller one leaves the line idle when a
 // single node has the work.
-func (s *Source) window(from string) *semaphore.Weighted {
+//
+// Each class has its own window (and page slots, below): a class waiting
+// for grants behind a higher one must not hold the room the higher one
+// needs. The bound on granted bytes not yet arrived is per class in use.
+func (s *Source) window(from string, class Class) *semaphore.Weighted {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if w, ok := s.windows[from]; ok {
+	key := slotKey{from, class}
+	if w, ok := s.windows[key]; ok {
 		return w
 	}
 	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
 	share := float64(l.Budget) / float64(max(1, len(s.members(s.cfg.Region))))
 	size := max(2*s.pieceSize(from), int64(share*(l.RTT+50*time.Millisecond).Seconds()))
 	w := semaphore.NewWeighted(size)
-	s.windows[from] = w
+	s.windows[key] = w
 	return w
 }
 
 // pages bounds the fetches this node has in flight from region from
 // (ahead: twice pulling) and those whose pieces cross at once (pulling:
 // about two seconds of the line's budget in pages, at least 4, at most 64).
-func (s *Source) pages(from string) (ahead, pulling *semaphore.Weighted) {
+func (s *Source) pages(from string, class Class) (ahead, pulling *semaphore.Weighted) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p, ok := s.pageSlots[from]; ok {
+	key := slotKey{from, class}
+	if p, ok := s.pageSlots[key]; ok {
 		return p[0], p[1]
 	}
 	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
 	n := min(64, max(4, 2*int64(l.Budget)/s.cfg.PageSize))
 	p := [2]*semaphore.Weighted{semaphore.NewWeighted(2 * n), semaphore.NewWeighted(n)}
-	s.pageSlots[from] = p
+	s.pageSlots[key] = p
 	return p[0], p[1]
 }
 

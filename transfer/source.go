@@ -68,9 +68,15 @@ type Source struct {
 	policies *policy.Set
 
 	mu        sync.Mutex
-	static    map[Direction]*rate.Limiter       // fallback limiters; one per direction into this region
-	windows   map[string]*semaphore.Weighted    // granted bytes not yet arrived, by the region they come from
-	pageSlots map[string][2]*semaphore.Weighted // fetches ahead and pulling at once, by the region they come from
+	static    map[Direction]*rate.Limiter        // fallback limiters; one per direction into this region
+	windows   map[slotKey]*semaphore.Weighted    // granted bytes not yet arrived, by source region and class
+	pageSlots map[slotKey][2]*semaphore.Weighted // fetches ahead and pulling at once, by source region and class
+}
+
+// slotKey names the bounds of one class of transfers from one region.
+type slotKey struct {
+	from  string
+	class Class
 }
 
 var _ cachenode.Source = (*Source)(nil)
@@ -92,7 +98,7 @@ func NewSource(cfg SourceConfig) *Source {
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 4 << 20
 	}
-	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[string]*semaphore.Weighted{}, pageSlots: map[string][2]*semaphore.Weighted{}}
+	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[slotKey]*semaphore.Weighted{}, pageSlots: map[slotKey][2]*semaphore.Weighted{}}
 }
 
 // Fetch implements cachenode.Source.
