@@ -191,11 +191,11 @@ func (c *Cache) ReadAt(ctx context.Context, ref FileRef, p []byte, off int64, se
 // missing, and never fetches. Like ReadAt, it returns io.EOF when the read
 // is clipped at ref.Size.
 func (c *Cache) ReadCached(ref FileRef, p []byte, off int64) (n int, fetches []Fetch, err error) {
-	if off < 0 || off >= ref.Size {
-		if off >= ref.Size && off >= 0 {
-			return 0, nil, io.EOF
-		}
+	switch {
+	case off < 0:
 		return 0, nil, fmt.Errorf("read %s at %d: negative offset", ref, off)
+	case off >= ref.Size:
+		return 0, nil, io.EOF
 	}
 	start := time.Now()
 	end := min(off+int64(len(p)), ref.Size)

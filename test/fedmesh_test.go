@@ -218,8 +218,7 @@ func (m *fedMesh) clientWith(dc router.DialConfig) *router.Client {
 
 // upload writes an object straight to MinIO and returns its SHA-256.
 func (m *fedMesh) upload(key string, size int64, seed uint64) [32]byte {
-	mm := &mesh{t: m.t, minio: m.minio}
-	return mm.upload(key, size, seed)
+	return uploadTo(m.t, m.minio, key, size, seed)
 }
 
 // intoRegion is the bytes that crossed lines into region r since the

@@ -235,13 +235,20 @@ func (m *mesh) client() *router.Client {
 // directly to MinIO (not through the proxy) and returns its SHA-256.
 func (m *mesh) upload(key string, size int64, seed uint64) [32]byte {
 	m.t.Helper()
+	return uploadTo(m.t, m.minio, key, size, seed)
+}
+
+// uploadTo writes an object of size bytes of seeded pseudo-random content
+// straight to MinIO and returns its SHA-256.
+func uploadTo(t *testing.T, minio *testenv.MinIOServer, key string, size int64, seed uint64) [32]byte {
+	t.Helper()
 	h := sha256.New()
 	body := io.TeeReader(io.LimitReader(newPattern(seed), size), h)
-	up := manager.NewUploader(m.minio.Client(), func(u *manager.Uploader) { u.PartSize = 16 << 20 })
+	up := manager.NewUploader(minio.Client(), func(u *manager.Uploader) { u.PartSize = 16 << 20 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: body}); err != nil {
-		m.t.Fatalf("upload %s: %v", key, err)
+		t.Fatalf("upload %s: %v", key, err)
 	}
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 					break
 				}
 				if member == m {
-					member = ranked[min(indexOf(ranked, m)+1, len(ranked)-1)]
+					member = ranked[min(slices.IndexFunc(ranked, func(x region.Member) bool { return x.ID == m.ID })+1, len(ranked)-1)]
 				}
 				m = member
 				mu.Unlock()
@@ -247,7 +248,7 @@ func addUpstream(origin *cachenode.Origin, metas []*nodepb.PageFetch, node strin
 			}
 		}
 		for _, l := range pf.GetLines() {
-			if !containsString(origin.Lines, l) {
+			if !slices.Contains(origin.Lines, l) {
 				origin.Lines = append(origin.Lines, l)
 			}
 		}
@@ -389,24 +390,6 @@ func nodeFailed(err error) bool {
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted, codes.ResourceExhausted:
 		return true
-	}
-	return false
-}
-
-func indexOf(ms []region.Member, m region.Member) int {
-	for i, x := range ms {
-		if x.ID == m.ID {
-			return i
-		}
-	}
-	return 0
-}
-
-func containsString(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
 	}
 	return false
 }

@@ -199,12 +199,13 @@ func (s *Source) fromHolder(ctx context.Context, ref cachenode.FileRef, off, n i
 // home region has no node up, the lake itself.
 func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64, home string, class Class) (*fetched, error) {
 	p := namespacePath(ref)
-	routes := s.routes(p, home)
+	allowed := s.policies.For(p).MayEnter
+	routes := s.routes(allowed, home)
 	if len(routes) == 0 {
 		return nil, s.noRoute(p, home)
 	}
 	// A region that holds the bytes closer than home serves them.
-	for _, rt := range s.holders(ctx, ref, off, n, p, home, routes[0]) {
+	for _, rt := range s.holders(ctx, ref, off, n, allowed, home, routes[0]) {
 		f, err := s.pull(ctx, ref, off, n, rt, class)
 		if err == nil {
 			return f, nil
@@ -240,8 +241,8 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 	return nil, fmt.Errorf("fetch %s from region %s: every route failed: %w", p, home, err)
 }
 
-// routes are the usable routes from region from to this one for the
-// bytes of path p, cheapest first.
+// routes are the usable routes from region from to this one through
+// regions the bytes may enter (allowed), cheapest first.
 //
 // Routes are weighed by rtt, cost and hops, not yet by current load. A
 // load term taken straight from the line's rate would send the next
@@ -249,11 +250,10 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 // fills would come back: the line would oscillate below its budget. It
 // needs damping (spill only the demand the line's governor cannot
 // grant); until then a line's budget queues demand on the cheapest route.
-func (s *Source) routes(p, from string) []federation.Route {
-	eff := s.policies.For(p)
+func (s *Source) routes(allowed func(string) bool, from string) []federation.Route {
 	return s.cfg.Topology.Routes(from, s.cfg.Region, federation.RouteOptions{
 		Down:    func(l federation.Line) bool { return s.cfg.Peers.Down(l.Between[0], l.Between[1]) },
-		Allowed: eff.MayEnter,
+		Allowed: allowed,
 	})
 }
 
@@ -263,9 +263,6 @@ func (s *Source) noRoute(p, home string) error {
 		if s.cfg.Peers.Down(l.Between[0], l.Between[1]) {
 			down = append(down, l.Between[0]+"<->"+l.Between[1])
 		}
-	}
-	if !s.policies.For(p).MayEnter(s.cfg.Region) {
-		return fmt.Errorf("%s may not be in region %s: %w", p, s.cfg.Region, cachenode.ErrResidency)
 	}
 	if len(down) > 0 {
 		return fmt.Errorf("no usable route from region %s to %s for %s (lines down: %s): %w",
@@ -278,7 +275,7 @@ func (s *Source) noRoute(p, home string) error {
 // holders asks the regions that are closer than home (by route weight)
 // whether their cache holds the bytes, and returns the routes from those
 // that do, cheapest first. It asks at most two regions, the cheapest.
-func (s *Source) holders(ctx context.Context, ref cachenode.FileRef, off, n int64, p, home string, homeRoute federation.Route) []federation.Route {
+func (s *Source) holders(ctx context.Context, ref cachenode.FileRef, off, n int64, allowed func(string) bool, home string, homeRoute federation.Route) []federation.Route {
 	var opts federation.RouteOptions
 	limit := homeRoute.Weight(opts)
 	var cands []federation.Route
@@ -286,7 +283,7 @@ func (s *Source) holders(ctx context.Context, ref cachenode.FileRef, off, n int6
 		if r.Name == home || r.Name == s.cfg.Region {
 			continue
 		}
-		rs := s.routes(p, r.Name)
+		rs := s.routes(allowed, r.Name)
 		if len(rs) > 0 && rs[0].Weight(opts) < limit && len(s.members(r.Name)) > 0 {
 			cands = append(cands, rs[0])
 		}
