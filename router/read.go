@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -38,6 +39,7 @@ type File struct {
 	ref       cachenode.FileRef
 	id        cachenode.FileID
 	readahead int64
+	limit     atomic.Int64 // readahead stops here (Limit); the size by default
 
 	mu      sync.Mutex // guards lastEnd, ahead
 	lastEnd int64      // end of the previous read: sequential detection
@@ -76,7 +78,16 @@ func (c *Client) OpenEntry(e Entry) (*File, error) {
 	if ra == 0 {
 		ra = c.policies.For(e.Path).Readahead
 	}
-	return &File{c: c, entry: e, mount: m, ref: ref, id: ref.ID(), readahead: ra, pageAt: -1}, nil
+	f := &File{c: c, entry: e, mount: m, ref: ref, id: ref.ID(), readahead: ra, pageAt: -1}
+	f.limit.Store(e.Size)
+	return f, nil
+}
+
+// Limit says no read of f will go past end, so readahead never fetches
+// a page beyond the one holding byte end-1. A ranged S3 GET sets it to
+// the range's end: it costs the pages it covers and no more.
+func (f *File) Limit(end int64) {
+	f.limit.Store(min(max(end, 0), f.entry.Size))
 }
 
 // Close drops the file's buffered page. Reads after Close still work.
@@ -294,7 +305,7 @@ func (f *File) readAhead(end int64) {
 	}
 	ps := f.c.cfg.PageSize
 	first := (end + ps - 1) / ps
-	last := (min(end+f.readahead, f.entry.Size) - 1) / ps
+	last := (min(end+f.readahead, f.limit.Load()) - 1) / ps
 	f.mu.Lock()
 	first = max(first, f.ahead)
 	if first > last {
