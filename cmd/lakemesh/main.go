@@ -68,6 +68,6 @@ $LAKEMESH_NODE; default 127.0.0.1:7070) or from Consul (--consul and
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(upCmd(), nodeCmd(), lsCmd(), statCmd(), catCmd(), putCmd(), rmCmd(), syncCmd(), statusCmd())
+	root.AddCommand(upCmd(), nodeCmd(), lsCmd(), statCmd(), catCmd(), putCmd(), rmCmd(), syncCmd(), statusCmd(), mountCmd(), s3Cmd())
 	return root
 }
