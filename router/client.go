@@ -50,6 +50,11 @@ type Config struct {
 	// DownFor is how long a node that failed a call is skipped by this
 	// client before it is tried again (default 5s).
 	DownFor time.Duration
+	// PageBuffers bounds how many open Files may each keep a whole page
+	// buffered for small sequential reads (default 32: 128 MiB of 4 MiB
+	// pages). Files past the bound read exactly what is asked, so a
+	// front end with thousands of open files stays within memory.
+	PageBuffers int
 	// DialOptions are added to every gRPC connection.
 	DialOptions    []grpc.DialOption
 	TracerProvider trace.TracerProvider
@@ -72,6 +77,8 @@ type Client struct {
 	conns map[string]*grpc.ClientConn
 	down  map[string]time.Time // node addr -> skip until
 	lakes map[string]ufs.FS    // mount path -> lake, opened on first direct read
+
+	pageBufs chan struct{} // one token per page buffer held by an open File
 
 	bg     sync.WaitGroup // readahead calls in flight
 	bgSem  chan struct{}  // bounds them
@@ -96,6 +103,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.DownFor <= 0 {
 		cfg.DownFor = 5 * time.Second
 	}
+	if cfg.PageBuffers <= 0 {
+		cfg.PageBuffers = 32
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
 		cfg:      cfg,
@@ -106,6 +116,7 @@ func New(cfg Config) (*Client, error) {
 		down:     map[string]time.Time{},
 		lakes:    map[string]ufs.FS{},
 		bgSem:    make(chan struct{}, 16),
+		pageBufs: make(chan struct{}, cfg.PageBuffers),
 		ctx:      ctx,
 		cancel:   cancel,
 	}, nil
@@ -239,3 +250,15 @@ func (c *Client) onCandidates(ctx context.Context, key string, call func(nodepb.
 	}
 	return fmt.Errorf("%w: all %d members failed, last: %v", ErrNoNode, len(members), last)
 }
+
+// takePageBuffer reserves one page buffer for an open File, if any is left.
+func (c *Client) takePageBuffer() bool {
+	select {
+	case c.pageBufs <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Client) releasePageBuffer() { <-c.pageBufs }

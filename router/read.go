@@ -93,8 +93,26 @@ func (f *File) Limit(end int64) {
 // Close drops the file's buffered page. Reads after Close still work.
 func (f *File) Close() error {
 	f.pageMu.Lock()
+	if f.pageBuf != nil {
+		f.c.releasePageBuffer()
+	}
 	f.pageBuf, f.pageAt = nil, -1
 	f.pageMu.Unlock()
+	return nil
+}
+
+// readPiecesAt reads [off, off+len(p)) page piece by page piece, without
+// the file's page buffer.
+func (f *File) readPiecesAt(ctx context.Context, p []byte, off int64) error {
+	ps := f.c.cfg.PageSize
+	for len(p) > 0 {
+		page := off / ps
+		k := min(int64(len(p)), (page+1)*ps-off)
+		if err := f.readPiece(ctx, page, off, p[:k], true); err != nil {
+			return err
+		}
+		p, off = p[k:], off+k
+	}
 	return nil
 }
 
@@ -178,6 +196,11 @@ func (f *File) readBuffered(ctx context.Context, p []byte, off int64) error {
 	ps := f.c.cfg.PageSize
 	f.pageMu.Lock()
 	defer f.pageMu.Unlock()
+	if f.pageBuf == nil && !f.c.takePageBuffer() {
+		// Every page buffer of the client is held by other open files:
+		// read exactly what was asked, unbuffered.
+		return f.readPiecesAt(ctx, p, off)
+	}
 	for len(p) > 0 {
 		if f.pageAt < 0 || off < f.pageAt || off >= f.pageAt+int64(len(f.pageBuf)) {
 			page := off / ps
