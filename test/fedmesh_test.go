@@ -23,7 +23,7 @@ import (
 // joined to c's by a leaf connection). Every line is an HTTP CONNECT
 // proxy that shapes and counts the bytes on it, below lakemesh.
 type fedMesh struct {
-	t        *testing.T
+	t        testing.TB
 	minio    *testenv.MinIOServer
 	lake     *testenv.CountingProxy
 	consul   map[string]*testenv.ConsulAgent
@@ -50,7 +50,7 @@ type fedNode struct {
 	region string
 }
 
-func newFedMesh(t *testing.T, o fedOptions) *fedMesh {
+func newFedMesh(t testing.TB, o fedOptions) *fedMesh {
 	t.Helper()
 	if o.nodes == nil {
 		o.nodes = map[string]int{"a": 2, "b": 2, "c": 4}

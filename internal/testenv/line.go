@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -562,4 +563,54 @@ func (d *delayedConn) run() {
 			return
 		}
 	}
+}
+
+// Forward listens on 127.0.0.1:0 and carries every connection made to it
+// over the line to target, through a CONNECT tunnel of its own, so a
+// program that cannot use an HTTP proxy (a peer such as rclone reading
+// S3 over plain http) crosses the same line, shaped and counted like
+// lakemesh's own traffic. It returns the address to dial instead of
+// target; it stops when the test ends.
+func (l *LineProxy) Forward(t testing.TB, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("line %s: forward to %s: %v", l.name, target, err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); l.forward(c, target) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// forward opens a tunnel to target through the line and copies both ways
+// until either side ends.
+func (l *LineProxy) forward(c net.Conn, target string) {
+	defer c.Close()
+	tun, err := net.DialTimeout("tcp", l.Addr(), lineDialTimeout)
+	if err != nil {
+		return
+	}
+	defer tun.Close()
+	fmt.Fprintf(tun, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(tun)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(tun, c); done <- struct{}{} }()
+	go func() { io.Copy(c, br); done <- struct{}{} }()
+	<-done
 }
