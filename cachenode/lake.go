@@ -19,6 +19,7 @@ type Lake struct {
 	FS          ufs.FS
 	MetadataTTL time.Duration
 	ReadOnly    bool
+	Region      string // home region; "" when the node is not federated
 }
 
 // Lakes resolves namespace paths to lakes by longest mount-path prefix.

@@ -57,8 +57,23 @@ type NodeConfig struct {
 	// OtherMembers, when set, returns the members of the other regions
 	// the node knows, for Info.
 	OtherMembers func() []*nodepb.Member
-	Logger       *slog.Logger
-	Tracer       trace.Tracer
+	// Journal, when set, holds files written in write-back mode, and
+	// every write to a lake homed in another region, until their lake has
+	// them (see writeback.go). Without it such writes are refused.
+	Journal *Journal
+	// WriteBack says whether writes of a path are acknowledged once the
+	// journal has them (policy write_mode: back).
+	WriteBack func(path string) bool
+	// Upload sends a journal entry to its lake when that lake is homed in
+	// another region (a node there pulls it over the line).
+	Upload func(ctx context.Context, e JournalEntry, class string) (*nodepb.Entry, error)
+	// Pull reads a journaled file from the node at addr of region from,
+	// over the line into this region (for Upload).
+	Pull func(ctx context.Context, from, addr string, ref FileRef, class string) io.ReadCloser
+	// Announce tells the node that lists req.Dir about pending files.
+	Announce func(ctx context.Context, req *nodepb.PendingRequest) error
+	Logger   *slog.Logger
+	Tracer   trace.Tracer
 }
 
 // Node serves the data plane (nodepb.NodeServer) of one cache node.
@@ -68,6 +83,9 @@ type Node struct {
 	log  *slog.Logger
 	meta *metaCache
 	bufs sync.Pool
+
+	pendMu  sync.Mutex                          // guards pending
+	pending map[string]map[string]*nodepb.Entry // dir -> path -> write-back file not in its lake yet
 }
 
 // NewNode returns the data server of a node.
@@ -81,7 +99,7 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.Members == nil {
 		cfg.Members = func() []*nodepb.Member { return nil }
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries)}
+	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries), pending: map[string]map[string]*nodepb.Entry{}}
 	n.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
 	return n
 }
@@ -293,6 +311,14 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	if n.cfg.Journal != nil {
+		if e, ok := n.cfg.Journal.Pending(p); ok {
+			return &nodepb.StatReply{Entry: n.journalEntry(e)}, nil
+		}
+	}
+	if e := n.pendingIn(path.Dir(p))[p]; e != nil {
+		return &nodepb.StatReply{Entry: e}, nil
+	}
 	fi, err := n.meta.stat(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
 		return lake.FS.Stat(ctx, rel)
 	})
@@ -325,12 +351,32 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	page, err := n.meta.list(ctx, p, req.GetToken(), limit, lake.MetadataTTL, func(ctx context.Context) (ufs.ListPage, error) {
 		return lake.FS.List(ctx, rel, req.GetToken(), limit)
 	})
+	// Write-back files of the directory that its lake does not have yet
+	// are all listed on the first page (in name order there) and left out
+	// of the lake's pages, so each path is listed once.
+	pending := n.pendingIn(p)
+	if n.cfg.Journal != nil {
+		for _, e := range n.cfg.Journal.PendingUnder(p) {
+			pending[e.Path] = n.journalEntry(e)
+		}
+	}
+	if errors.Is(err, ufs.ErrNotFound) && len(pending) > 0 {
+		err, page = nil, ufs.ListPage{} // a directory only the journal has yet
+	}
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("list %s: %w", p, err))
 	}
-	reply := &nodepb.ListReply{Next: page.Next, Entries: make([]*nodepb.Entry, 0, len(page.Entries))}
+	reply := &nodepb.ListReply{Next: page.Next, Entries: make([]*nodepb.Entry, 0, len(page.Entries)+len(pending))}
 	for _, fi := range page.Entries {
-		reply.Entries = append(reply.Entries, entryProto(lake, fi))
+		if e := entryProto(lake, fi); pending[e.Path] == nil {
+			reply.Entries = append(reply.Entries, e)
+		}
+	}
+	if req.GetToken() == "" && len(pending) > 0 {
+		for _, e := range pending {
+			reply.Entries = append(reply.Entries, e)
+		}
+		slices.SortFunc(reply.Entries, func(a, b *nodepb.Entry) int { return strings.Compare(a.Path, b.Path) })
 	}
 	return reply, nil
 }
@@ -389,7 +435,8 @@ func (n *Node) writableLake(p string) (Lake, string, error) {
 	return lake, rel, nil
 }
 
-// Write streams a whole file into its lake (write-through).
+// Write streams a whole file into its lake, or into the journal first
+// (see writeback.go).
 func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -402,6 +449,21 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	}
 	r := &writeStreamReader{stream: stream, pending: first.GetData()}
 	start := time.Now()
+	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(p)
+	remote := lake.Region != "" && lake.Region != n.cfg.Region
+	if back || remote {
+		if n.cfg.Journal == nil {
+			return ToStatus(fmt.Errorf("write %s: %w", p, errNoJournal))
+		}
+		entry, err := n.writeJournaled(stream.Context(), lake, p, r, back)
+		if err != nil {
+			return ToStatus(err)
+		}
+		return stream.SendAndClose(&nodepb.WriteReply{Entry: entry})
+	}
+	if n.cfg.Journal != nil {
+		n.cfg.Journal.Forget(p) // a write-through replaces a pending write-back
+	}
 	fi, err := lake.FS.Create(stream.Context(), rel, r)
 	n.meta.invalidate(p)
 	if err != nil {
@@ -446,8 +508,12 @@ func (n *Node) Delete(ctx context.Context, req *nodepb.DeleteRequest) (*nodepb.D
 	if err != nil {
 		return nil, ToStatus(err)
 	}
+	pending := n.forgetPending(req.GetPath())
 	err = lake.FS.Delete(ctx, rel)
 	n.meta.invalidate(req.GetPath())
+	if pending && errors.Is(err, ufs.ErrNotFound) {
+		err = nil // it was only in the journal
+	}
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("delete %s: %w", req.GetPath(), err))
 	}
@@ -480,6 +546,13 @@ func (n *Node) Rename(ctx context.Context, req *nodepb.RenameRequest) (*nodepb.R
 	}
 	if from.Path != to.Path {
 		return nil, ToStatus(fmt.Errorf("rename %s to %s: %w: the paths are in different mounts", req.GetFrom(), req.GetTo(), ufs.ErrInvalidPath))
+	}
+	if n.cfg.Journal != nil {
+		// A file still in the journal is uploaded first: the rename is
+		// the lake's.
+		if err := n.cfg.Journal.WaitUploaded(ctx, req.GetFrom()); err != nil {
+			return nil, ToStatus(fmt.Errorf("rename %s: waiting for its upload: %w", req.GetFrom(), err))
+		}
 	}
 	err = from.FS.Rename(ctx, relFrom, relTo)
 	n.meta.invalidate(req.GetFrom())

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -226,7 +227,22 @@ func nodeFailed(err error) bool {
 // answers without a node failure. It returns ErrNoNode (wrapping the last
 // failure) when none could.
 func (c *Client) onCandidates(ctx context.Context, key string, call func(nodepb.NodeClient, region.Member) error) error {
-	members := c.candidates(key)
+	return c.onMembers(ctx, c.candidates(key), call)
+}
+
+// preferring moves the member with id to the front of members.
+func preferring(members []region.Member, id string) []region.Member {
+	i := slices.IndexFunc(members, func(m region.Member) bool { return m.ID == id })
+	if i <= 0 {
+		return members
+	}
+	out := append([]region.Member{members[i]}, members[:i]...)
+	return append(out, members[i+1:]...)
+}
+
+// onMembers runs call against members in order until one answers without
+// a node failure.
+func (c *Client) onMembers(ctx context.Context, members []region.Member, call func(nodepb.NodeClient, region.Member) error) error {
 	if len(members) == 0 {
 		return fmt.Errorf("%w: region %s has no healthy members", ErrNoNode, c.cfg.Region)
 	}

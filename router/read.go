@@ -238,7 +238,12 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	got := 0 // bytes already in buf: a failover resumes after them
 	var served region.Member
 	var fetch *nodepb.PageFetch
-	err := f.c.onCandidates(ctx, key, func(_ nodepb.NodeClient, m region.Member) error {
+	members := f.c.candidates(key)
+	if holder, ok := cachenode.JournalNode(f.entry.Version); ok {
+		// A file still in a node's write-back journal: that node has it.
+		members = preferring(members, holder)
+	}
+	err := f.c.onMembers(ctx, members, func(_ nodepb.NodeClient, m region.Member) error {
 		served = m
 		cc, err := f.c.conn(m.Addr)
 		if err != nil {
@@ -325,6 +330,9 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 func (f *File) readAhead(end int64) {
 	if f.readahead <= 0 {
 		return
+	}
+	if _, ok := cachenode.JournalNode(f.entry.Version); ok {
+		return // only the journal's node has it: no owner to prefetch at
 	}
 	ps := f.c.cfg.PageSize
 	first := (end + ps - 1) / ps

@@ -51,7 +51,7 @@ const bucket = "lake"
 // mesh is one region of cache node processes over a MinIO lake, with the
 // lake behind a counting proxy.
 type mesh struct {
-	t        *testing.T
+	t        testing.TB
 	consul   *testenv.ConsulAgent
 	minio    *testenv.MinIOServer
 	proxy    *testenv.CountingProxy
@@ -65,6 +65,7 @@ type meshOptions struct {
 	nodes       int
 	memorySize  string // node --memory-size
 	metadataTTL string
+	policies    string // policies: YAML list items
 }
 
 // nodeProc is one `lakemesh node` process.
@@ -74,7 +75,7 @@ type nodeProc struct {
 	exited                      chan struct{}
 }
 
-func newMesh(t *testing.T, o meshOptions) *mesh {
+func newMesh(t testing.TB, o meshOptions) *mesh {
 	t.Helper()
 	if o.nodes == 0 {
 		o.nodes = 3
@@ -100,6 +101,9 @@ mounts:
     region: r1
     metadata_ttl: %s
 `, bucket, m.proxy.Addr(), o.metadataTTL)
+	if o.policies != "" {
+		topo += "policies:\n" + o.policies
+	}
 	if err := os.WriteFile(m.topology, []byte(topo), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +244,7 @@ func (m *mesh) upload(key string, size int64, seed uint64) [32]byte {
 
 // uploadTo writes an object of size bytes of seeded pseudo-random content
 // straight to MinIO and returns its SHA-256.
-func uploadTo(t *testing.T, minio *testenv.MinIOServer, key string, size int64, seed uint64) [32]byte {
+func uploadTo(t testing.TB, minio *testenv.MinIOServer, key string, size int64, seed uint64) [32]byte {
 	t.Helper()
 	h := sha256.New()
 	body := io.TeeReader(io.LimitReader(newPattern(seed), size), h)
@@ -279,7 +283,7 @@ func patternAt(seed uint64, off, n int64) []byte {
 
 // readAll reads a whole file through the client in chunks of bufSize and
 // returns its SHA-256.
-func readAll(t *testing.T, c *router.Client, path string, bufSize int) [32]byte {
+func readAll(t testing.TB, c *router.Client, path string, bufSize int) [32]byte {
 	t.Helper()
 	h := sha256.New()
 	readInto(t, c, path, bufSize, h)
@@ -289,7 +293,7 @@ func readAll(t *testing.T, c *router.Client, path string, bufSize int) [32]byte 
 }
 
 // readInto copies a whole file through the client into w.
-func readInto(t *testing.T, c *router.Client, path string, bufSize int, w io.Writer) {
+func readInto(t testing.TB, c *router.Client, path string, bufSize int, w io.Writer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -1782,6 +1782,170 @@ func (x *LineUse) GetRate() float64 {
 	return 0
 }
 
+type PendingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dir           string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Add           []*Entry               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // namespace paths
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingRequest) Reset() {
+	*x = PendingRequest{}
+	mi := &file_node_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingRequest) ProtoMessage() {}
+
+func (x *PendingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
+func (*PendingRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PendingRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *PendingRequest) GetAdd() []*Entry {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *PendingRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+type PendingReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingReply) Reset() {
+	*x = PendingReply{}
+	mi := &file_node_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingReply) ProtoMessage() {}
+
+func (x *PendingReply) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
+func (*PendingReply) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{29}
+}
+
+type UploadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                               // the journal version to pull
+	FromRegion    string                 `protobuf:"bytes,2,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"` // region of the node holding it
+	FromNode      string                 `protobuf:"bytes,3,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`       // its address
+	Class         string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"`                             // transfer class: "interactive" or "write-back"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRequest) Reset() {
+	*x = UploadRequest{}
+	mi := &file_node_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRequest) ProtoMessage() {}
+
+func (x *UploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
+func (*UploadRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UploadRequest) GetFile() *FileRef {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetFromRegion() string {
+	if x != nil {
+		return x.FromRegion
+	}
+	return ""
+}
+
+func (x *UploadRequest) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+func (x *UploadRequest) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -1924,7 +2088,18 @@ const file_node_proto_rawDesc = "" +
 	"wait_nanos\x18\x05 \x01(\x03R\twaitNanos\x12\x12\n" +
 	"\x04cost\x18\x06 \x01(\x01R\x04cost\x12\x16\n" +
 	"\x06budget\x18\a \x01(\x03R\x06budget\x12\x12\n" +
-	"\x04rate\x18\b \x01(\x01R\x04rate2\xa1\x06\n" +
+	"\x04rate\x18\b \x01(\x01R\x04rate\"e\n" +
+	"\x0ePendingRequest\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\x12)\n" +
+	"\x03add\x18\x02 \x03(\v2\x17.lakemesh.node.v1.EntryR\x03add\x12\x16\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\"\x0e\n" +
+	"\fPendingReply\"\x92\x01\n" +
+	"\rUploadRequest\x12-\n" +
+	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x1f\n" +
+	"\vfrom_region\x18\x02 \x01(\tR\n" +
+	"fromRegion\x12\x1b\n" +
+	"\tfrom_node\x18\x03 \x01(\tR\bfromNode\x12\x14\n" +
+	"\x05class\x18\x04 \x01(\tR\x05class2\xb7\a\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
@@ -1934,7 +2109,9 @@ const file_node_proto_rawDesc = "" +
 	"\x05Write\x12\x1c.lakemesh.node.v1.WriteChunk\x1a\x1c.lakemesh.node.v1.WriteReply(\x01\x12H\n" +
 	"\x06Delete\x12\x1f.lakemesh.node.v1.DeleteRequest\x1a\x1d.lakemesh.node.v1.DeleteReply\x12E\n" +
 	"\x05Mkdir\x12\x1e.lakemesh.node.v1.MkdirRequest\x1a\x1c.lakemesh.node.v1.MkdirReply\x12H\n" +
-	"\x06Rename\x12\x1f.lakemesh.node.v1.RenameRequest\x1a\x1d.lakemesh.node.v1.RenameReply\x12T\n" +
+	"\x06Rename\x12\x1f.lakemesh.node.v1.RenameRequest\x1a\x1d.lakemesh.node.v1.RenameReply\x12K\n" +
+	"\aPending\x12 .lakemesh.node.v1.PendingRequest\x1a\x1e.lakemesh.node.v1.PendingReply\x12G\n" +
+	"\x06Upload\x12\x1f.lakemesh.node.v1.UploadRequest\x1a\x1c.lakemesh.node.v1.WriteReply\x12T\n" +
 	"\n" +
 	"Invalidate\x12#.lakemesh.node.v1.InvalidateRequest\x1a!.lakemesh.node.v1.InvalidateReply\x12B\n" +
 	"\x04Info\x12\x1d.lakemesh.node.v1.InfoRequest\x1a\x1b.lakemesh.node.v1.InfoReplyB/Z-github.com/lakemesh/lakemesh/cachenode/nodepbb\x06proto3"
@@ -1951,7 +2128,7 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_node_proto_goTypes = []any{
 	(*FileRef)(nil),           // 0: lakemesh.node.v1.FileRef
 	(*ReadRequest)(nil),       // 1: lakemesh.node.v1.ReadRequest
@@ -1981,6 +2158,9 @@ var file_node_proto_goTypes = []any{
 	(*CacheStats)(nil),        // 25: lakemesh.node.v1.CacheStats
 	(*InfoReply)(nil),         // 26: lakemesh.node.v1.InfoReply
 	(*LineUse)(nil),           // 27: lakemesh.node.v1.LineUse
+	(*PendingRequest)(nil),    // 28: lakemesh.node.v1.PendingRequest
+	(*PendingReply)(nil),      // 29: lakemesh.node.v1.PendingReply
+	(*UploadRequest)(nil),     // 30: lakemesh.node.v1.UploadRequest
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
@@ -1994,33 +2174,39 @@ var file_node_proto_depIdxs = []int32{
 	25, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
 	27, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
 	24, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
-	1,  // 11: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	6,  // 12: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	2,  // 13: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
-	9,  // 14: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	11, // 15: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	13, // 16: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	15, // 17: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	17, // 18: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	19, // 19: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	21, // 20: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	23, // 21: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 22: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 23: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 24: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 25: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 26: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 27: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 28: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 29: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 30: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	22, // 31: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	26, // 32: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	8,  // 11: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
+	0,  // 12: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
+	1,  // 13: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 14: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 15: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 16: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	11, // 17: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	13, // 18: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	15, // 19: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	17, // 20: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	19, // 21: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	28, // 22: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
+	30, // 23: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
+	21, // 24: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	23, // 25: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 26: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 27: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 28: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 29: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 30: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 31: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 32: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 33: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 34: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	29, // 35: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	14, // 36: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	22, // 37: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	26, // 38: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	26, // [26:39] is the sub-list for method output_type
+	13, // [13:26] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -2034,7 +2220,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

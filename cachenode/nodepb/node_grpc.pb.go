@@ -35,6 +35,8 @@ const (
 	Node_Delete_FullMethodName     = "/lakemesh.node.v1.Node/Delete"
 	Node_Mkdir_FullMethodName      = "/lakemesh.node.v1.Node/Mkdir"
 	Node_Rename_FullMethodName     = "/lakemesh.node.v1.Node/Rename"
+	Node_Pending_FullMethodName    = "/lakemesh.node.v1.Node/Pending"
+	Node_Upload_FullMethodName     = "/lakemesh.node.v1.Node/Upload"
 	Node_Invalidate_FullMethodName = "/lakemesh.node.v1.Node/Invalidate"
 	Node_Info_FullMethodName       = "/lakemesh.node.v1.Node/Info"
 )
@@ -64,6 +66,13 @@ type NodeClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteReply, error)
 	Mkdir(ctx context.Context, in *MkdirRequest, opts ...grpc.CallOption) (*MkdirReply, error)
 	Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*RenameReply, error)
+	// Pending tells the node that lists a directory about write-back files
+	// another node of the region holds and their lake does not have yet.
+	Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingReply, error)
+	// Upload asks a node of a lake's home region to pull a journaled file
+	// from a node of another region (over the line, within its budget) and
+	// write it to the lake.
+	Upload(ctx context.Context, in *UploadRequest, opts ...grpc.CallOption) (*WriteReply, error)
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateReply, error)
 	// Info describes the node: region, members it sees, topology, cache use.
@@ -180,6 +189,26 @@ func (c *nodeClient) Rename(ctx context.Context, in *RenameRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *nodeClient) Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PendingReply)
+	err := c.cc.Invoke(ctx, Node_Pending_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Upload(ctx context.Context, in *UploadRequest, opts ...grpc.CallOption) (*WriteReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteReply)
+	err := c.cc.Invoke(ctx, Node_Upload_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *nodeClient) Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InvalidateReply)
@@ -225,6 +254,13 @@ type NodeServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteReply, error)
 	Mkdir(context.Context, *MkdirRequest) (*MkdirReply, error)
 	Rename(context.Context, *RenameRequest) (*RenameReply, error)
+	// Pending tells the node that lists a directory about write-back files
+	// another node of the region holds and their lake does not have yet.
+	Pending(context.Context, *PendingRequest) (*PendingReply, error)
+	// Upload asks a node of a lake's home region to pull a journaled file
+	// from a node of another region (over the line, within its budget) and
+	// write it to the lake.
+	Upload(context.Context, *UploadRequest) (*WriteReply, error)
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error)
 	// Info describes the node: region, members it sees, topology, cache use.
@@ -265,6 +301,12 @@ func (UnimplementedNodeServer) Mkdir(context.Context, *MkdirRequest) (*MkdirRepl
 }
 func (UnimplementedNodeServer) Rename(context.Context, *RenameRequest) (*RenameReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rename not implemented")
+}
+func (UnimplementedNodeServer) Pending(context.Context, *PendingRequest) (*PendingReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Pending not implemented")
+}
+func (UnimplementedNodeServer) Upload(context.Context, *UploadRequest) (*WriteReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Upload not implemented")
 }
 func (UnimplementedNodeServer) Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Invalidate not implemented")
@@ -437,6 +479,42 @@ func _Node_Rename_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Pending_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PendingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Pending(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Pending_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Pending(ctx, req.(*PendingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Upload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UploadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Upload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Upload_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Upload(ctx, req.(*UploadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Node_Invalidate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InvalidateRequest)
 	if err := dec(in); err != nil {
@@ -507,6 +585,14 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rename",
 			Handler:    _Node_Rename_Handler,
+		},
+		{
+			MethodName: "Pending",
+			Handler:    _Node_Pending_Handler,
+		},
+		{
+			MethodName: "Upload",
+			Handler:    _Node_Upload_Handler,
 		},
 		{
 			MethodName: "Invalidate",

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -81,6 +84,10 @@ type runningNode struct {
 	budgets    map[transfer.Direction]*transfer.Budget
 	account    *transfer.Account
 	metrics    *http.Server
+	source     *transfer.Source
+	journal    *cachenode.Journal
+	stopUpload context.CancelFunc
+	uploads    sync.WaitGroup
 }
 
 // startNode opens the node's lakes and cache, starts its gRPC server and
@@ -103,7 +110,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 			return nil, fmt.Errorf("mount %s: %w", m.Path, err)
 		}
 		n.lakes = append(n.lakes, fs)
-		lakes = append(lakes, cachenode.Lake{Path: m.Path, FS: fs, MetadataTTL: m.MetadataTTL, ReadOnly: m.ReadOnly})
+		lakes = append(lakes, cachenode.Lake{Path: m.Path, FS: fs, MetadataTTL: m.MetadataTTL, ReadOnly: m.ReadOnly, Region: m.Region})
 	}
 	lakeSet := cachenode.NewLakes(lakes)
 
@@ -122,6 +129,10 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	n.journal, err = cachenode.OpenJournal(filepath.Join(o.cacheDir, "journal"), o.id, o.log)
+	if err != nil {
+		return nil, err
 	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -191,8 +202,16 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 			}
 			return nil
 		},
-		LineUse:        n.account.LineUse,
-		OtherMembers:   n.otherMembers,
+		LineUse:      n.account.LineUse,
+		OtherMembers: n.otherMembers,
+		Journal:      n.journal,
+		WriteBack:    func(p string) bool { return policies.For(p).WriteMode == policy.WriteBack },
+		Upload:       n.uploadToHome,
+		Pull: func(ctx context.Context, from, addr string, ref cachenode.FileRef, class string) io.ReadCloser {
+			c, _ := transfer.ParseClass(class)
+			return n.source.Pull(ctx, from, addr, ref, c)
+		},
+		Announce:       n.announce,
 		Topology:       o.topologyYAML,
 		TopologySource: o.topology.Source,
 		Logger:         o.log,
@@ -213,6 +232,10 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.srv, n.health)
 	go func() { n.served <- n.srv.Serve(lis) }()
+	uctx, stop := context.WithCancel(context.Background())
+	n.stopUpload = stop
+	n.uploads.Add(1)
+	go func() { defer n.uploads.Done(); node.RunUploads(uctx) }()
 
 	if r, ok := n.membership.(region.Registrar); ok && n.ownsMember {
 		self := region.Member{ID: o.id, Region: o.region, Addr: n.addr, Capacity: o.diskBytes}
@@ -246,6 +269,10 @@ func (n *runningNode) close() error {
 			n.srv.Stop()
 			<-done
 		}
+	}
+	if n.stopUpload != nil {
+		n.stopUpload() // what is not uploaded stays in the journal for the next start
+		n.uploads.Wait()
 	}
 	if n.metrics != nil {
 		n.metrics.Close()
@@ -356,7 +383,7 @@ func (n *runningNode) startFederation(ctx context.Context, lakeSet *cachenode.La
 			n.budgets[d] = b
 		}
 	}
-	src := transfer.NewSource(transfer.SourceConfig{
+	n.source = transfer.NewSource(transfer.SourceConfig{
 		Topology:    o.topology,
 		Region:      o.region,
 		NodeID:      o.id,
@@ -370,7 +397,7 @@ func (n *runningNode) startFederation(ctx context.Context, lakeSet *cachenode.La
 		Account:     n.account,
 		Logger:      o.log,
 	})
-	n.cache = cachenode.NewCache(n.store, src, cachenode.CacheConfig{Logger: o.log})
+	n.cache = cachenode.NewCache(n.store, n.journal.Source(n.source), cachenode.CacheConfig{Logger: o.log})
 	if o.metricsListen != "" {
 		lis, err := net.Listen("tcp", o.metricsListen)
 		if err != nil {
@@ -392,4 +419,50 @@ func (n *runningNode) otherMembers() []*nodepb.Member {
 		}
 	}
 	return out
+}
+
+// uploadToHome asks a node of the lake's home region to pull a journaled
+// file from this node over the line (cachenode.NodeConfig.Upload).
+func (n *runningNode) uploadToHome(ctx context.Context, e cachenode.JournalEntry, class string) (*nodepb.Entry, error) {
+	m, _, ok := n.opts.topology.Resolve(e.Path)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", e.Path, cachenode.ErrNoMount)
+	}
+	var members []region.Member
+	if r := n.remote[m.Region]; r != nil {
+		members = r.Members()
+	}
+	owner, ok := region.Owner("meta:"+e.Path, members)
+	if !ok {
+		return nil, cachenode.ErrNoHomeNode
+	}
+	cc, err := n.peers.Conn(m.Region, owner.Addr)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := nodepb.NewNodeClient(cc).Upload(ctx, &nodepb.UploadRequest{
+		File:       &nodepb.FileRef{Path: e.Path, Version: e.Version(), Size: e.Size},
+		FromRegion: n.opts.region,
+		FromNode:   n.addr,
+		Class:      class,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node %s of region %s: %w", owner.ID, m.Region, cachenode.FromStatus(err))
+	}
+	return reply.GetEntry(), nil
+}
+
+// announce tells the node of this region that lists req.Dir about
+// write-back files (cachenode.NodeConfig.Announce).
+func (n *runningNode) announce(ctx context.Context, req *nodepb.PendingRequest) error {
+	owner, ok := region.Owner("meta:"+req.GetDir(), n.membership.Members())
+	if !ok || owner.ID == n.opts.id {
+		return nil
+	}
+	cc, err := n.peers.Conn(n.opts.region, owner.Addr)
+	if err != nil {
+		return err
+	}
+	_, err = nodepb.NewNodeClient(cc).Pending(ctx, req)
+	return err
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 	"testing"
 )
 
@@ -137,13 +138,24 @@ func (p *CountingProxy) untrack(conns ...net.Conn) {
 	}
 }
 
+// Hold stops passing bytes from clients to the target until Release (a
+// lake that hangs): connections stay open, bytes wait in the proxy.
+func (p *CountingProxy) Hold() { p.toTarget.held.Store(true) }
+
+// Release lets held bytes through again.
+func (p *CountingProxy) Release() { p.toTarget.held.Store(false) }
+
 // direction is one way through the proxy.
 type direction struct {
 	bytes atomic.Int64
+	held  atomic.Bool
 }
 
 func (d *direction) pump(dst, src net.Conn) {
 	pump(dst, src, 32<<10, func(n int) error {
+		for d.held.Load() {
+			time.Sleep(10 * time.Millisecond)
+		}
 		d.bytes.Add(int64(n))
 		return nil
 	})

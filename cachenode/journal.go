@@ -1,0 +1,445 @@
+package cachenode
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// journalVersionPrefix starts the Version of a file that is in a node's
+// write-back journal and not yet in its lake: "wb:<node id>:<entry id>".
+// Readers route the pages of such a version to that node.
+const journalVersionPrefix = "wb:"
+
+// journalGrace is how long a journal file's bytes stay readable after its
+// upload, for readers that opened the journal version before.
+const journalGrace = 2 * time.Minute
+
+// JournalEntry is one acknowledged write waiting for its lake.
+type JournalEntry struct {
+	ID      string    `json:"id"`
+	Path    string    `json:"path"` // namespace path
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime"`
+	SHA256  string    `json:"sha256"`
+	Seq     int64     `json:"seq"` // order of writes on this node
+}
+
+// Version is the entry's file version until the lake has it.
+func (e JournalEntry) Version() string { return journalVersionPrefix + e.ID }
+
+// JournalNode returns the node that holds a journal version, and false
+// for versions that came from a lake.
+func JournalNode(version string) (string, bool) {
+	rest, ok := strings.CutPrefix(version, journalVersionPrefix)
+	if !ok {
+		return "", false
+	}
+	node, _, ok := strings.Cut(rest, ":")
+	return node, ok
+}
+
+// Journal keeps the files written in write-back mode on a node's disk
+// until their lake has them: a write is acknowledged only after its bytes
+// and its record are synced, and a node that restarts (after a crash too)
+// finds every record again and uploads it.
+//
+// On disk, each entry is <id>.data (the bytes) and <id>.rec (the record,
+// JSON), the record written last by rename, so a data file without a
+// record is a write that was never acknowledged and is removed at open.
+//
+// Entries of one path are uploaded in the order they were written; an
+// entry superseded by a newer write of its path before its upload is
+// dropped, never uploaded after the newer one.
+type Journal struct {
+	dir    string
+	nodeID string
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	pending []*JournalEntry          // in Seq order
+	newest  map[string]*JournalEntry // path -> its newest pending entry
+	byID    map[string]*JournalEntry // pending and recently uploaded
+	done    map[string]time.Time     // uploaded id -> when its bytes may go
+	busy    map[string]bool          // id -> being uploaded
+	seq     int64
+	wake    chan struct{}
+	uploads *sync.Cond // signalled when an entry leaves the pending set
+}
+
+// OpenJournal opens (creating it) the journal in dir and loads the
+// entries a previous run acknowledged and did not upload.
+func OpenJournal(dir, nodeID string, log *slog.Logger) (*Journal, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("write-back journal %s: %w", dir, err)
+	}
+	j := &Journal{dir: dir, nodeID: nodeID, log: log, newest: map[string]*JournalEntry{},
+		byID: map[string]*JournalEntry{}, done: map[string]time.Time{}, busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+	j.uploads = sync.NewCond(&j.mu)
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("write-back journal %s: %w", dir, err)
+	}
+	records := map[string]bool{}
+	for _, de := range names {
+		if id, ok := strings.CutSuffix(de.Name(), ".rec"); ok {
+			records[id] = true
+		}
+	}
+	for _, de := range names {
+		name := de.Name()
+		switch {
+		case strings.HasSuffix(name, ".rec"):
+			e, err := j.load(name)
+			if err != nil {
+				return nil, err
+			}
+			j.add(e)
+		case strings.HasSuffix(name, ".data") && records[strings.TrimSuffix(name, ".data")]:
+		default: // a write that was never acknowledged, or a record's temporary
+			os.Remove(filepath.Join(dir, name))
+		}
+	}
+	slices.SortFunc(j.pending, func(a, b *JournalEntry) int { return cmp.Compare(a.Seq, b.Seq) })
+	if len(j.pending) > 0 {
+		log.Info("write-back journal has files for their lakes", "dir", dir, "files", len(j.pending))
+	}
+	return j, nil
+}
+
+func (j *Journal) load(name string) (*JournalEntry, error) {
+	b, err := os.ReadFile(filepath.Join(j.dir, name))
+	if err != nil {
+		return nil, fmt.Errorf("write-back journal: %w", err)
+	}
+	var e JournalEntry
+	if err := json.Unmarshal(b, &e); err != nil || e.ID == "" || e.Path == "" {
+		return nil, fmt.Errorf("write-back journal %s: record %s is damaged (%v); move it aside to start, its file was not uploaded", j.dir, name, err)
+	}
+	fi, err := os.Stat(j.dataPath(fileIDOf(e.ID)))
+	if err != nil || fi.Size() != e.Size {
+		return nil, fmt.Errorf("write-back journal %s: the data of record %s (%s) is missing or short; move both aside to start, the file was not uploaded", j.dir, name, e.Path)
+	}
+	j.seq = max(j.seq, e.Seq)
+	return &e, nil
+}
+
+// add makes e pending; j.mu is held or j is not shared yet.
+func (j *Journal) add(e *JournalEntry) {
+	j.pending = append(j.pending, e)
+	if old := j.newest[e.Path]; old == nil || old.Seq < e.Seq {
+		j.newest[e.Path] = e
+	}
+	j.byID[e.ID] = e
+}
+
+func (j *Journal) dataPath(id string) string { return filepath.Join(j.dir, id+".data") }
+func (j *Journal) recPath(id string) string  { return filepath.Join(j.dir, id+".rec") }
+
+// Append writes r as the new content of path and returns once the bytes
+// and the record are on disk. A failed Append leaves nothing behind.
+func (j *Journal) Append(path string, r io.Reader) (JournalEntry, error) {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	j.mu.Lock()
+	j.seq++
+	seq := j.seq
+	j.mu.Unlock()
+	e := JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq}
+	fileID := fileIDOf(e.ID)
+	data := j.dataPath(fileID)
+	if err := j.write(&e, fileID, r); err != nil {
+		os.Remove(data)
+		os.Remove(j.recPath(fileID) + ".tmp")
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", path, err)
+	}
+	j.mu.Lock()
+	j.add(&e)
+	j.mu.Unlock()
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+	return e, nil
+}
+
+func (j *Journal) write(e *JournalEntry, fileID string, r io.Reader) error {
+	f, err := os.OpenFile(j.dataPath(fileID), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	n, err := io.Copy(f, io.TeeReader(r, h))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	e.Size, e.SHA256, e.ModTime = n, hex.EncodeToString(h.Sum(nil)), time.Now()
+	rec, _ := json.Marshal(e)
+	tmp := j.recPath(fileID) + ".tmp"
+	if err := writeSynced(tmp, rec); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, j.recPath(fileID)); err != nil {
+		return err
+	}
+	return syncDir(j.dir)
+}
+
+func writeSynced(name string, b []byte) error {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Pending returns the newest entry of path that its lake does not have yet.
+func (j *Journal) Pending(path string) (JournalEntry, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if e := j.newest[path]; e != nil {
+		return *e, true
+	}
+	return JournalEntry{}, false
+}
+
+// PendingUnder returns the newest pending entry of every path directly
+// under dir.
+func (j *Journal) PendingUnder(dir string) []JournalEntry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []JournalEntry
+	for p, e := range j.newest {
+		if parent, _ := splitDir(p); parent == dir {
+			out = append(out, *e)
+		}
+	}
+	slices.SortFunc(out, func(a, b JournalEntry) int { return strings.Compare(a.Path, b.Path) })
+	return out
+}
+
+func splitDir(p string) (dir, name string) {
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 {
+		return "/", p[i+1:]
+	}
+	return p[:i], p[i+1:]
+}
+
+// All returns every pending entry, oldest first.
+func (j *Journal) All() []JournalEntry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make([]JournalEntry, 0, len(j.pending))
+	for _, e := range j.pending {
+		out = append(out, *e)
+	}
+	return out
+}
+
+// Next waits for the oldest pending entry that is not superseded and not
+// being uploaded, and marks it busy. Superseded entries are dropped.
+func (j *Journal) Next(ctx context.Context) (JournalEntry, error) {
+	for {
+		j.mu.Lock()
+		j.expire()
+		for _, e := range slices.Clone(j.pending) {
+			if j.busy[e.ID] {
+				continue
+			}
+			if j.newest[e.Path] != e {
+				j.drop(e) // a newer write of the path replaces it
+				continue
+			}
+			j.busy[e.ID] = true
+			j.mu.Unlock()
+			return *e, nil
+		}
+		j.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return JournalEntry{}, ctx.Err()
+		case <-j.wake:
+		case <-time.After(30 * time.Second): // expire uploaded bytes
+		}
+	}
+}
+
+// Done records that e's lake has it: its record goes at once, its bytes
+// after a grace period for readers that opened its version.
+func (j *Journal) Done(e JournalEntry) error {
+	err := os.Remove(j.recPath(fileIDOf(e.ID)))
+	if err == nil {
+		err = syncDir(j.dir)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.busy, e.ID)
+	j.removePending(e.ID)
+	j.done[e.ID] = time.Now().Add(journalGrace)
+	return err
+}
+
+// claim marks a pending entry busy for an upload by the caller; false if
+// it is busy already or gone.
+func (j *Journal) claim(id string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.busy[id] || !slices.ContainsFunc(j.pending, func(e *JournalEntry) bool { return e.ID == id }) {
+		return false
+	}
+	j.busy[id] = true
+	return true
+}
+
+// Failed returns e to the pending set after a failed upload.
+func (j *Journal) Failed(e JournalEntry) {
+	j.mu.Lock()
+	delete(j.busy, e.ID)
+	j.mu.Unlock()
+}
+
+// Forget drops the pending entries of path (the file was deleted), and
+// reports whether there were any.
+func (j *Journal) Forget(path string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	found := false
+	for _, e := range slices.Clone(j.pending) {
+		if e.Path == path {
+			found = true
+			j.drop(e)
+		}
+	}
+	return found
+}
+
+// WaitUploaded blocks until path has no pending entry.
+func (j *Journal) WaitUploaded(ctx context.Context, path string) error {
+	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
+	defer stop()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.newest[path] != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		j.uploads.Wait()
+	}
+	return nil
+}
+
+func fileIDOf(id string) string { return strings.ReplaceAll(id, ":", "_") }
+
+// drop removes a pending entry and its files; j.mu is held.
+func (j *Journal) drop(e *JournalEntry) {
+	os.Remove(j.recPath(fileIDOf(e.ID)))
+	os.Remove(j.dataPath(fileIDOf(e.ID)))
+	j.removePending(e.ID)
+	delete(j.byID, e.ID)
+}
+
+// removePending takes id out of the pending set; j.mu is held.
+func (j *Journal) removePending(id string) {
+	j.pending = slices.DeleteFunc(j.pending, func(e *JournalEntry) bool { return e.ID == id })
+	for p, e := range j.newest {
+		if e.ID == id {
+			delete(j.newest, p)
+			// An older entry of the path may still be pending (dropped
+			// later by Next); the newest stays the newest written.
+			for _, o := range j.pending {
+				if o.Path == p && (j.newest[p] == nil || j.newest[p].Seq < o.Seq) {
+					j.newest[p] = o
+				}
+			}
+		}
+	}
+	j.uploads.Broadcast()
+}
+
+// expire removes uploaded bytes whose grace has passed; j.mu is held.
+func (j *Journal) expire() {
+	now := time.Now()
+	for id, until := range j.done {
+		if now.After(until) {
+			os.Remove(j.dataPath(fileIDOf(id)))
+			delete(j.done, id)
+			delete(j.byID, id)
+		}
+	}
+}
+
+// Source serves the bytes of journal versions from the journal and every
+// other fetch from next, so a node reads its own unuploaded files through
+// its page store like any other.
+func (j *Journal) Source(next Source) Source { return &journalSource{j: j, next: next} }
+
+type journalSource struct {
+	j    *Journal
+	next Source
+}
+
+func (s *journalSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
+	rest, ok := strings.CutPrefix(ref.Version, journalVersionPrefix)
+	if !ok {
+		return s.next.Fetch(ctx, ref, off, n)
+	}
+	s.j.mu.Lock()
+	_, known := s.j.byID[rest]
+	s.j.mu.Unlock()
+	if !known {
+		return nil, fmt.Errorf("%s: write-back version %s is not in this node's journal: %w", ref, ref.Version, ufs.ErrVersionChanged)
+	}
+	f, err := os.Open(s.j.dataPath(fileIDOf(rest)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: write-back journal: %w", ref, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, off, n), f}, nil
+}
+
+// OpenData opens the bytes of a journal entry (for its upload).
+func (j *Journal) OpenData(e JournalEntry) (*os.File, error) {
+	return os.Open(j.dataPath(fileIDOf(e.ID)))
+}

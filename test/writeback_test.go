@@ -1,0 +1,182 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/internal/testenv"
+	"github.com/lakemesh/lakemesh/router"
+)
+
+// TestWriteBackSurvivesKill: writes under a write_mode: back policy are
+// acknowledged while the lake hangs, read back in the region at once from
+// the journal, and reach the lake after every node was killed -9 and
+// restarted; a newer write of a path wins over an older one still pending.
+func TestWriteBackSurvivesKill(t *testing.T) {
+	m := newMesh(t, meshOptions{policies: "  - path: /lake/s3/ckpt\n    write_mode: back\n"})
+	c := m.client()
+	ctx := context.Background()
+
+	m.proxy.Hold() // the lake hangs: nothing written can reach it
+	want := map[string][32]byte{}
+	for i, size := range []int64{64 * MiB, 16 * MiB, 5*MiB + 123} {
+		p := fmt.Sprintf("/lake/s3/ckpt/rank-%d.pt", i)
+		e, err := putWithin(ctx, c, p, patternAt(uint64(500+i), 0, size), 60*time.Second)
+		if err != nil {
+			t.Fatalf("write-back put %s while the lake hangs: %v", p, err)
+		}
+		if _, ok := cachenode.JournalNode(e.Version); !ok {
+			t.Fatalf("put %s answered version %q, want a journal version", p, e.Version)
+		}
+		want[p] = sha256.Sum256(patternAt(uint64(500+i), 0, size))
+		// Readers in the region see it at once.
+		st, err := c.Stat(ctx, p)
+		if err != nil || st.Size != size || st.Version != e.Version {
+			t.Fatalf("stat %s after write-back: %+v, %v; want size %d version %s", p, st, err, size, e.Version)
+		}
+		if got := readAll(t, c, p, 1*MiB); got != want[p] {
+			t.Fatalf("%s read back from the journal: SHA-256 differs", p)
+		}
+	}
+	// An overwrite while the first is pending: only the newer reaches the lake.
+	p0 := "/lake/s3/ckpt/rank-0.pt"
+	if _, err := putWithin(ctx, c, p0, patternAt(599, 0, 8*MiB), 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	want[p0] = sha256.Sum256(patternAt(599, 0, 8*MiB))
+	for p := range want {
+		if _, err := headDirect(ctx, m.minio, p); err == nil {
+			t.Fatalf("%s is in the lake while the lake hangs", p)
+		}
+	}
+
+	for _, n := range m.nodes {
+		m.stop(n, syscall.SIGKILL)
+	}
+	for _, n := range m.nodes {
+		m.start(n)
+	}
+	m.waitMembers(len(m.nodes))
+	m.proxy.Release()
+
+	deadline := time.Now().Add(90 * time.Second)
+	for p, sum := range want {
+		for {
+			got, err := getDirect(ctx, m.minio, p)
+			if err == nil && sha256.Sum256(got) == sum {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not reach the lake with the acknowledged content after the restart (err %v, %d bytes)", p, err, len(got))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Write-through outside the policy: the lake has it when Put returns.
+	if _, err := c.Put(ctx, "/lake/s3/plain/a.bin", bytes.NewReader(patternAt(7, 0, MiB))); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := getDirect(ctx, m.minio, "/lake/s3/plain/a.bin"); err != nil || !bytes.Equal(got, patternAt(7, 0, MiB)) {
+		t.Fatalf("write-through: the lake does not have the bytes when Put returned (%v)", err)
+	}
+}
+
+// TestWriteFromRemoteRegion: region c (no data) writes into the lake homed
+// in a. Write-through returns once a's lake has it; write-back returns at
+// once, reads back in c from c's journal, and reaches the lake through a
+// node of a that pulls it over the line (the bytes counted on the line).
+func TestWriteFromRemoteRegion(t *testing.T) {
+	m := newFedMesh(t, fedOptions{
+		nodes:    map[string]int{"a": 2, "b": 1, "c": 2},
+		policies: "  - path: /lake/s3/wb\n    write_mode: back\n",
+	})
+	ctx := context.Background()
+	cc, ca := m.client("c"), m.client("a")
+	const size = 24 * MiB
+
+	m.resetLines()
+	data := patternAt(41, 0, size)
+	if _, err := cc.Put(ctx, "/lake/s3/through/x.bin", bytes.NewReader(data)); err != nil {
+		t.Fatalf("write-through from c: %v", err)
+	}
+	if got, err := getDirect(ctx, m.minio, "/lake/s3/through/x.bin"); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("write-through from c: the lake does not have the bytes when Put returned (%v)", err)
+	}
+	_, crossed := m.lineTo("a", "c").Bytes()
+	t.Logf("write-through of %d bytes from c: %d bytes crossed c->a on the line (%.4fx)", size, crossed, float64(crossed)/size)
+	if crossed < size || crossed > size*102/100 {
+		t.Errorf("write-through of %d bytes from c: %d bytes crossed the line a-c, want about %d", size, crossed, size)
+	}
+	if got := readAll(t, ca, "/lake/s3/through/x.bin", MiB); got != sha256.Sum256(data) {
+		t.Fatal("read from a after the write-through: SHA-256 differs")
+	}
+
+	data = patternAt(42, 0, size)
+	e, err := cc.Put(ctx, "/lake/s3/wb/y.bin", bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("write-back from c: %v", err)
+	}
+	if _, ok := cachenode.JournalNode(e.Version); !ok {
+		t.Fatalf("write-back from c answered version %q, want a journal version", e.Version)
+	}
+	if got := readAll(t, cc, "/lake/s3/wb/y.bin", MiB); got != sha256.Sum256(data) {
+		t.Fatal("read back in c after the write-back: SHA-256 differs")
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got, err := getDirect(ctx, m.minio, "/lake/s3/wb/y.bin")
+		if err == nil && bytes.Equal(got, data) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write-back from c did not reach a's lake within 60s (%v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, _, err := ca.Sync(ctx, "/lake/s3/wb"); err != nil {
+		t.Logf("sync: %v", err)
+	}
+	if got := readAll(t, ca, "/lake/s3/wb/y.bin", MiB); got != sha256.Sum256(data) {
+		t.Fatal("read from a after the upload: SHA-256 differs")
+	}
+}
+
+// putWithin writes p and fails if it takes longer than d.
+func putWithin(ctx context.Context, c *router.Client, p string, data []byte, d time.Duration) (router.Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return c.Put(ctx, p, bytes.NewReader(data))
+}
+
+// lakeKey is the MinIO key of a namespace path under /lake/s3.
+func lakeKey(p string) string { return p[len("/lake/s3/"):] }
+
+func headDirect(ctx context.Context, minio *testenv.MinIOServer, p string) (*s3.HeadObjectOutput, error) {
+	return minio.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(lakeKey(p))})
+}
+
+func getDirect(ctx context.Context, minio *testenv.MinIOServer, p string) ([]byte, error) {
+	out, err := minio.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(lakeKey(p))})
+	if err != nil {
+		var nk *types.NoSuchKey
+		if errors.As(err, &nk) {
+			return nil, fmt.Errorf("%s: not in the lake", p)
+		}
+		return nil, err
+	}
+	defer out.Body.Close()
+	return io.ReadAll(out.Body)
+}
