@@ -1,0 +1,366 @@
+package s3gw
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lakemesh/lakemesh/router"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+const (
+	// chunkSize is the size of the buffers object bytes stream through.
+	chunkSize = 1 << 20
+	// readAheadChunks is how many chunks a GET reads ahead of the client.
+	readAheadChunks = 4
+)
+
+// chunkPool holds the chunk buffers of every transfer: at most
+// MaxTransfers * (readAheadChunks + 2) of them are in use at once.
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// emptyETag is the ETag of an empty object: directory markers have it.
+const emptyETag = `"d41d8cd98f00b204e9800998ecf8427e"`
+
+// etagOf is an object's ETag: its lake version, quoted, so that
+// If-Match works with what PUT, HEAD, GET, LIST and COPY reply.
+func etagOf(e router.Entry) string {
+	if e.IsDir {
+		return emptyETag
+	}
+	v := e.Version
+	if v == "" {
+		v = fmt.Sprintf("%x-%x", e.ModTime.UnixNano(), e.Size)
+	}
+	return `"` + strings.Map(func(r rune) rune {
+		if r == '"' || r < ' ' {
+			return '_'
+		}
+		return r
+	}, v) + `"`
+}
+
+func (s *Server) headObject(w http.ResponseWriter, req *request) error {
+	return s.sendObject(w, req, true)
+}
+
+func (s *Server) getObject(w http.ResponseWriter, req *request) error {
+	return s.sendObject(w, req, false)
+}
+
+// statKey stats a key's path; a missing path (or one below a file) is
+// NoSuchKey, or NoSuchBucket when the bucket is what is missing. A key
+// ending in "/" names a directory, any other a file.
+func (s *Server) statKey(ctx context.Context, bucket, key string) (router.Entry, error) {
+	bucketPath, mount, ok := s.buckets.path(bucket)
+	if !ok {
+		return router.Entry{}, s3err("NoSuchBucket", "the specified bucket does not exist")
+	}
+	p, dir, aerr := keyPath(bucketPath, key)
+	if aerr != nil {
+		return router.Entry{}, aerr
+	}
+	e, err := s.ns.Stat(ctx, p)
+	if err != nil {
+		if errors.Is(err, ufs.ErrNotFound) || errors.Is(err, ufs.ErrNotDir) {
+			if mount {
+				return router.Entry{}, noSuchKey(key)
+			}
+			return router.Entry{}, s.keyNotFound(ctx, bucket, key)
+		}
+		return router.Entry{}, toAPIError(err, targetRead, key)
+	}
+	if e.IsDir != dir {
+		return router.Entry{}, noSuchKey(key)
+	}
+	return e, nil
+}
+
+// sendObject answers GET and HEAD: headers, conditions, the range, then
+// the bytes, read through the namespace in chunks with readahead bounded
+// to the range.
+func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) error {
+	ctx := req.Context()
+	e, err := s.statKey(ctx, req.bucket, req.key)
+	if err != nil {
+		return err
+	}
+	etag := etagOf(e)
+	h := w.Header()
+	h.Set("ETag", etag)
+	if !e.ModTime.IsZero() {
+		h.Set("Last-Modified", e.ModTime.UTC().Format(http.TimeFormat))
+	}
+	if aerr := checkConditions(req.Header, etag, e.ModTime, true); aerr != nil {
+		return aerr
+	}
+	size := e.Size
+	if e.IsDir {
+		size = 0
+	}
+	if pn := req.query.Get("partNumber"); pn != "" && pn != "1" {
+		return s3err("InvalidArgument", "partNumber %s: objects of this gateway have one part", pn)
+	}
+	start, end, partial, aerr := parseRange(req.Header.Get("Range"), size)
+	if aerr != nil {
+		return aerr
+	}
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("Content-Type", contentType(req.key))
+	if aerr := responseOverrides(req, h); aerr != nil {
+		return aerr
+	}
+	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	status := http.StatusOK
+	if partial {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, size))
+	}
+	if head || end == start {
+		w.WriteHeader(status)
+		return nil
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rd, err := s.ns.OpenReader(e)
+	if err != nil {
+		return toAPIError(err, targetRead, req.key)
+	}
+	defer rd.Close()
+	// The range's end goes all the way down: readahead never fetches a
+	// page past it, so a ranged GET costs the pages it covers.
+	rd.Limit(end)
+	if err := stream(ctx, w, status, rd, start, end); err != nil {
+		if errors.Is(err, errClientGone) {
+			return err
+		}
+		return toAPIError(err, targetRead, req.key)
+	}
+	return nil
+}
+
+// errClientGone is a reply the client stopped reading: nothing to answer.
+var errClientGone = errors.New("client went away")
+
+// filledChunk is one chunk read ahead for a GET.
+type filledChunk struct {
+	buf *[]byte
+	n   int
+	err error
+}
+
+// stream sends bytes [start, end) of rd: one goroutine reads chunks ahead
+// while this one writes them. The status goes out with the first chunk,
+// so a failure before any byte is read is still a proper S3 error.
+func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan filledChunk, readAheadChunks)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(chunks)
+		for pos := start; pos < end; {
+			b := chunkPool.Get().(*[]byte)
+			n, err := readFull(ctx, rd, (*b)[:min(int64(len(*b)), end-pos)], pos)
+			select {
+			case chunks <- filledChunk{buf: b, n: n, err: err}:
+			case <-ctx.Done():
+				chunkPool.Put(b)
+				return
+			}
+			if err != nil {
+				return
+			}
+			pos += int64(n)
+		}
+	}()
+	defer func() {
+		cancel()
+		for c := range chunks {
+			chunkPool.Put(c.buf)
+		}
+		wg.Wait()
+	}()
+	first := true
+	for c := range chunks {
+		if c.err != nil {
+			chunkPool.Put(c.buf)
+			return c.err
+		}
+		if first {
+			w.WriteHeader(status)
+			first = false
+		}
+		_, err := w.Write((*c.buf)[:c.n])
+		chunkPool.Put(c.buf)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errClientGone, err)
+		}
+	}
+	return nil
+}
+
+// readFull fills buf from off, failing if the object ends first.
+func readFull(ctx context.Context, rd router.Reader, buf []byte, off int64) (int, error) {
+	got := 0
+	for got < len(buf) {
+		n, err := rd.ReadAt(ctx, buf[got:], off+int64(got))
+		got += n
+		if got == len(buf) {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return got, fmt.Errorf("%s ended at %d, before the %d bytes it was opened with: %w", rd.Entry().Path, off+int64(got), rd.Entry().Size, ufs.ErrVersionChanged)
+			}
+			return got, err
+		}
+		if n == 0 {
+			return got, fmt.Errorf("read %s at %d: no progress", rd.Entry().Path, off+int64(got))
+		}
+	}
+	return got, nil
+}
+
+// checkConditions applies If-Match, If-Unmodified-Since, If-None-Match
+// and If-Modified-Since in RFC 7232's order. A failed If-None-Match or
+// If-Modified-Since is 304 for reads (get) and 412 otherwise.
+func checkConditions(h http.Header, etag string, modTime time.Time, get bool) *apiError {
+	mod := modTime.Truncate(time.Second)
+	failed := func(what string) *apiError {
+		return s3err("PreconditionFailed", "at least one of the preconditions you specified did not hold: %s", what)
+	}
+	if v := h.Get("If-Match"); v != "" {
+		if !etagMatches(v, etag) {
+			return failed("If-Match")
+		}
+	} else if v := h.Get("If-Unmodified-Since"); v != "" {
+		if t, err := http.ParseTime(v); err == nil && mod.After(t) {
+			return failed("If-Unmodified-Since")
+		}
+	}
+	notModified := func(what string) *apiError {
+		if !get {
+			return failed(what)
+		}
+		return s3err("NotModified", "not modified")
+	}
+	if v := h.Get("If-None-Match"); v != "" {
+		if etagMatches(v, etag) {
+			return notModified("If-None-Match")
+		}
+	} else if v := h.Get("If-Modified-Since"); v != "" {
+		if t, err := http.ParseTime(v); err == nil && !mod.After(t) {
+			return notModified("If-Modified-Since")
+		}
+	}
+	return nil
+}
+
+// etagMatches reports whether an If-Match/If-None-Match list names etag.
+func etagMatches(list, etag string) bool {
+	want := strings.Trim(etag, `"`)
+	for item := range strings.SplitSeq(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "*" {
+			return true
+		}
+		item = strings.TrimPrefix(item, "W/")
+		if strings.Trim(item, `"`) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRange reads a Range header against an object of size bytes and
+// returns the range [start, end). A header that is not one well-formed
+// byte range is ignored (the whole object, as S3 does); a range that
+// starts past the end is InvalidRange.
+func parseRange(h string, size int64) (start, end int64, partial bool, aerr *apiError) {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(h), "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return 0, size, false, nil
+	}
+	first, last, ok := strings.Cut(spec, "-")
+	if !ok {
+		return 0, size, false, nil
+	}
+	first, last = strings.TrimSpace(first), strings.TrimSpace(last)
+	unsatisfiable := func() *apiError {
+		e := s3err("InvalidRange", "the requested range %q is not satisfiable for an object of %d bytes", h, size)
+		e.header = map[string]string{"Content-Range": fmt.Sprintf("bytes */%d", size)}
+		return e
+	}
+	if first == "" {
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || n < 0 {
+			return 0, size, false, nil
+		}
+		if n == 0 || size == 0 {
+			return 0, 0, false, unsatisfiable()
+		}
+		return max(0, size-n), size, true, nil
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 {
+		return 0, size, false, nil
+	}
+	end = size
+	if last != "" {
+		b, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || b < a {
+			return 0, size, false, nil
+		}
+		end = min(b+1, size)
+	}
+	if a >= size {
+		return 0, 0, false, unsatisfiable()
+	}
+	return a, end, true, nil
+}
+
+// contentType guesses an object's type from its key's extension.
+func contentType(key string) string {
+	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+// responseOverrides applies the response-* query parameters of a signed
+// GET or HEAD (presigned download links use them).
+func responseOverrides(req *request, h http.Header) *apiError {
+	overrides := map[string]string{
+		"response-content-type":        "Content-Type",
+		"response-content-language":    "Content-Language",
+		"response-expires":             "Expires",
+		"response-cache-control":       "Cache-Control",
+		"response-content-disposition": "Content-Disposition",
+		"response-content-encoding":    "Content-Encoding",
+	}
+	for param, header := range overrides {
+		v := req.query.Get(param)
+		if v == "" {
+			continue
+		}
+		if req.sig == nil {
+			return s3err("InvalidRequest", "response header overrides (%s) cannot be used in anonymous requests", param)
+		}
+		h.Set(header, v)
+	}
+	return nil
+}

@@ -1,0 +1,410 @@
+package s3gw
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"hash/crc32"
+	"hash/crc64"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// A request body is verified while it streams, never buffered whole:
+// the signed SHA-256, Content-MD5, x-amz-checksum-* headers and trailers
+// are compared when the body ends, aws-chunked chunk signatures at the
+// end of each chunk. A body that fails (a mismatch, a short body, a
+// broken chunk) returns an *apiError instead of io.EOF, so the Put or
+// part file it feeds fails and nothing is written: lake Creates are
+// atomic, and the spool renames a part into place only after its body
+// verified.
+
+// maxChunkSize bounds one aws-chunked chunk (S3's largest object).
+const maxChunkSize = 5 << 30
+
+// checksumAlgorithms are the x-amz-checksum-* algorithms S3 clients send.
+var checksumAlgorithms = map[string]func() hash.Hash{
+	"crc32":     func() hash.Hash { return crc32.NewIEEE() },
+	"crc32c":    func() hash.Hash { return crc32.New(crc32.MakeTable(crc32.Castagnoli)) },
+	"crc64nvme": func() hash.Hash { return crc64.New(crc64NVMETable) },
+	"sha1":      sha1.New,
+	"sha256":    sha256.New,
+}
+
+// crc64NVMETable is CRC-64/NVME (reflected polynomial 0x9a6c9329ac4bc9b5),
+// which hash/crc64 computes with the same init and final xor.
+var crc64NVMETable = crc64.MakeTable(0x9a6c9329ac4bc9b5)
+
+// body returns the request's payload, decoded (aws-chunked) and verified
+// as its signature and headers say. onFail, when not nil, is called
+// before the first error is returned: handlers pass the cancel function
+// of the context their Put runs under, so a write whose body fails is
+// abandoned even by a writer that took an early end for a complete file.
+func (s *Server) body(req *request, onFail func()) (*verifiedBody, error) {
+	payload := unsignedPayload
+	if req.sig != nil {
+		payload = req.sig.payload
+	}
+	h := req.Header
+	vb := &verifiedBody{want: req.ContentLength, onFail: onFail}
+	var src io.Reader = req.Body
+	switch payload {
+	case streamingSigned, streamingSignedTrailer, streamingUnsignedTrailer:
+		dl := h.Get("X-Amz-Decoded-Content-Length")
+		n, err := strconv.ParseInt(dl, 10, 64)
+		if err != nil || n < 0 {
+			return nil, s3err("MissingContentLength", "an aws-chunked body needs x-amz-decoded-content-length, the object's size (have %q)", dl)
+		}
+		cr := &chunkedReader{br: bufio.NewReaderSize(req.Body, 64<<10), trailer: payload != streamingSigned}
+		if payload != streamingUnsignedTrailer {
+			cr.signer = &chunkSigner{key: req.sig.key, amzDate: req.sig.amzDate, scope: req.sig.scope, prev: req.sig.seed}
+		}
+		src, vb.want, vb.chunked = cr, n, cr
+	default:
+		if payload != unsignedPayload {
+			want, _ := hex.DecodeString(payload) // checked when the signature was
+			vb.checks = append(vb.checks, digestCheck{h: sha256.New(), want: want, code: "XAmzContentSHA256Mismatch", what: "x-amz-content-sha256"})
+		}
+	}
+	vb.r = src
+	if v := h.Get("Content-MD5"); v != "" {
+		want, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(want) != md5.Size {
+			return nil, s3err("InvalidDigest", "the Content-MD5 you specified is not a base64 MD5")
+		}
+		vb.checks = append(vb.checks, digestCheck{h: md5.New(), want: want, code: "BadDigest", what: "Content-MD5"})
+	}
+	for name, newHash := range checksumAlgorithms {
+		header := "x-amz-checksum-" + name
+		if v := h.Get(header); v != "" {
+			want, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return nil, s3err("InvalidArgument", "%s is not base64", header)
+			}
+			vb.checks = append(vb.checks, digestCheck{h: newHash(), want: want, code: "BadDigest", what: header})
+		}
+	}
+	if t := strings.ToLower(strings.TrimSpace(h.Get("X-Amz-Trailer"))); t != "" {
+		if vb.chunked == nil {
+			return nil, s3err("InvalidRequest", "x-amz-trailer needs an aws-chunked body with trailers")
+		}
+		name, ok := strings.CutPrefix(t, "x-amz-checksum-")
+		newHash := checksumAlgorithms[name]
+		if !ok || newHash == nil {
+			return nil, s3err("InvalidArgument", "trailer %q is not a checksum this gateway knows (crc32, crc32c, crc64nvme, sha1, sha256)", t)
+		}
+		vb.checks = append(vb.checks, digestCheck{h: newHash(), trailer: t, code: "BadDigest", what: t})
+	}
+	return vb, nil
+}
+
+// digestCheck compares a digest of the decoded body with what the client
+// said, in a header or (trailer set) in a trailing header.
+type digestCheck struct {
+	h       hash.Hash
+	want    []byte
+	trailer string
+	code    string
+	what    string
+}
+
+// verifiedBody feeds the decoded body through its digests and checks them
+// and the length at the end. After a consumer of the body failed, failure
+// tells whether the body was the cause.
+type verifiedBody struct {
+	r       io.Reader
+	want    int64 // decoded length; -1 when unknown
+	n       int64
+	checks  []digestCheck
+	chunked *chunkedReader
+	onFail  func()
+	err     error
+}
+
+func (v *verifiedBody) Read(p []byte) (int, error) {
+	if v.err != nil {
+		return 0, v.err
+	}
+	n, err := v.r.Read(p)
+	if n > 0 {
+		for _, c := range v.checks {
+			c.h.Write(p[:n])
+		}
+		v.n += int64(n)
+		if v.want >= 0 && v.n > v.want {
+			return n, v.fail(s3err("IncompleteBody", "the body is longer than the %d bytes declared", v.want))
+		}
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, io.EOF):
+		if v.want >= 0 && v.n != v.want {
+			return n, v.fail(s3err("IncompleteBody", "you did not provide the number of bytes declared: %d of %d", v.n, v.want))
+		}
+		for _, c := range v.checks {
+			if aerr := v.verify(c); aerr != nil {
+				return n, v.fail(aerr)
+			}
+		}
+		return n, io.EOF
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		ae = s3err("IncompleteBody", "the request body ended early: %v", err)
+	}
+	return n, v.fail(ae)
+}
+
+func (v *verifiedBody) verify(c digestCheck) *apiError {
+	want := c.want
+	if c.trailer != "" {
+		val, ok := v.chunked.trailers[c.trailer]
+		if !ok {
+			return s3err("InvalidRequest", "the body did not end with the trailer %s that x-amz-trailer announced", c.trailer)
+		}
+		var err error
+		if want, err = base64.StdEncoding.DecodeString(val); err != nil {
+			return s3err("InvalidArgument", "trailer %s is not base64", c.trailer)
+		}
+	}
+	if !bytes.Equal(c.h.Sum(nil), want) {
+		return s3err(c.code, "the %s you specified did not match the checksum of the body received", c.what)
+	}
+	return nil
+}
+
+// failure is the error the body failed with, nil if it did not.
+func (v *verifiedBody) failure() error { return v.err }
+
+func (v *verifiedBody) fail(err *apiError) error {
+	if v.err == nil {
+		v.err = err
+		if v.onFail != nil {
+			v.onFail()
+		}
+	}
+	return v.err
+}
+
+// chunkedReader decodes an aws-chunked body:
+//
+//	<hex size>[;chunk-signature=<sig>]\r\n<data>\r\n ... 0[;chunk-signature=<sig>]\r\n
+//
+// then, for the trailer variants, trailing "name:value\r\n" lines (and a
+// signed trailer's x-amz-trailer-signature) and a final \r\n. Chunk data
+// streams through as it arrives; a signed chunk's signature is checked
+// when its data ends, before any byte of the next one is returned.
+type chunkedReader struct {
+	br       *bufio.Reader
+	signer   *chunkSigner // nil for unsigned chunks
+	trailer  bool
+	left     int64 // data bytes of the current chunk not yet read
+	sum      hash.Hash
+	sig      string // the current chunk's signature
+	trailers map[string]string
+	done     bool
+	atEOF    bool // the last readLine met the end of the body
+	err      error
+}
+
+func (c *chunkedReader) Read(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	for c.left == 0 {
+		if c.done {
+			return 0, io.EOF
+		}
+		if err := c.nextChunk(); err != nil {
+			c.err = err
+			return 0, err
+		}
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.br.Read(p)
+	c.left -= int64(n)
+	if c.sum != nil {
+		c.sum.Write(p[:n])
+	}
+	if c.left == 0 {
+		if aerr := c.endChunk(); aerr != nil {
+			c.err = aerr
+			return n, aerr
+		}
+		return n, nil
+	}
+	if err != nil {
+		c.err = s3err("IncompleteBody", "the aws-chunked body ended inside a chunk: %v", err)
+		return n, c.err
+	}
+	return n, nil
+}
+
+// nextChunk reads a chunk header; at the final chunk it reads the
+// trailers and checks the end.
+func (c *chunkedReader) nextChunk() *apiError {
+	line, aerr := c.readLine()
+	if aerr != nil {
+		return aerr
+	}
+	sizeHex, ext, _ := strings.Cut(line, ";")
+	size, err := strconv.ParseInt(strings.TrimSpace(sizeHex), 16, 64)
+	if err != nil || size < 0 || size > maxChunkSize {
+		return s3err("IncompleteBody", "malformed aws-chunked chunk header %q", truncate(line, 80))
+	}
+	if c.signer != nil {
+		sig, ok := strings.CutPrefix(strings.TrimSpace(ext), "chunk-signature=")
+		if !ok || len(sig) != 64 {
+			return s3err("SignatureDoesNotMatch", "an aws-chunked chunk lacks its chunk-signature")
+		}
+		c.sig = sig
+	}
+	if size > 0 {
+		c.left = size
+		if c.signer != nil {
+			if c.sum == nil {
+				c.sum = sha256.New()
+			}
+			c.sum.Reset()
+		}
+		return nil
+	}
+	if c.signer != nil {
+		if aerr := c.signer.verifyChunk(c.sig, emptySHA256); aerr != nil {
+			return aerr
+		}
+	}
+	if c.trailer {
+		if aerr := c.readTrailers(); aerr != nil {
+			return aerr
+		}
+	} else {
+		// The final CRLF; some clients end right after the last chunk.
+		line, aerr := c.readLine()
+		switch {
+		case aerr != nil && !c.atEOF:
+			return aerr
+		case aerr == nil && line != "":
+			return s3err("IncompleteBody", "unexpected data after the last aws-chunked chunk")
+		}
+	}
+	c.done = true
+	return nil
+}
+
+// endChunk checks the CRLF after a chunk's data and its signature.
+func (c *chunkedReader) endChunk() *apiError {
+	var crlf [2]byte
+	if _, err := io.ReadFull(c.br, crlf[:]); err != nil || crlf != [2]byte{'\r', '\n'} {
+		return s3err("IncompleteBody", "an aws-chunked chunk does not end with CRLF")
+	}
+	if c.signer != nil {
+		return c.signer.verifyChunk(c.sig, hex.EncodeToString(c.sum.Sum(nil)))
+	}
+	return nil
+}
+
+// readTrailers reads "name:value" lines up to an empty line (or the end
+// of the body).
+func (c *chunkedReader) readTrailers() *apiError {
+	c.trailers = map[string]string{}
+	var signed strings.Builder
+	trailerSig := ""
+	for i := 0; ; i++ {
+		line, aerr := c.readLine()
+		if aerr != nil {
+			if i > 0 && c.atEOF {
+				break
+			}
+			return aerr
+		}
+		if line == "" {
+			break
+		}
+		if i >= 16 {
+			return s3err("InvalidRequest", "too many trailing headers")
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return s3err("IncompleteBody", "malformed trailing header %q", truncate(line, 80))
+		}
+		name, value = strings.ToLower(strings.TrimSpace(name)), strings.TrimSpace(value)
+		if name == "x-amz-trailer-signature" {
+			trailerSig = value
+			continue
+		}
+		c.trailers[name] = value
+		signed.WriteString(name + ":" + value + "\n")
+	}
+	if c.signer != nil {
+		return c.signer.verifyTrailer(trailerSig, signed.String())
+	}
+	return nil
+}
+
+// readLine reads one CRLF-terminated line of at most 4 KiB.
+func (c *chunkedReader) readLine() (string, *apiError) {
+	line, err := c.br.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return "", s3err("IncompleteBody", "an aws-chunked header line is too long")
+		}
+		c.atEOF = errors.Is(err, io.EOF) && len(line) == 0
+		return "", s3err("IncompleteBody", "the aws-chunked body ended early")
+	}
+	if len(line) > 4096 {
+		return "", s3err("IncompleteBody", "an aws-chunked header line is too long")
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+// chunkSigner verifies the chain of chunk signatures of a
+// STREAMING-AWS4-HMAC-SHA256-PAYLOAD body: each chunk's signature signs
+// its data's hash and the previous signature, starting from the
+// request's own.
+type chunkSigner struct {
+	key     []byte
+	amzDate string
+	scope   string
+	prev    string
+}
+
+func (s *chunkSigner) verifyChunk(sig, dataHash string) *apiError {
+	sts := "AWS4-HMAC-SHA256-PAYLOAD\n" + s.amzDate + "\n" + s.scope + "\n" + s.prev + "\n" + emptySHA256 + "\n" + dataHash
+	return s.verify(sig, sts, "chunk")
+}
+
+func (s *chunkSigner) verifyTrailer(sig, trailers string) *apiError {
+	h := sha256.Sum256([]byte(trailers))
+	sts := "AWS4-HMAC-SHA256-TRAILER\n" + s.amzDate + "\n" + s.scope + "\n" + s.prev + "\n" + hex.EncodeToString(h[:])
+	return s.verify(sig, sts, "trailer")
+}
+
+func (s *chunkSigner) verify(sig, sts, what string) *apiError {
+	want := hex.EncodeToString(hmacSHA256(s.key, sts))
+	if !hmac.Equal([]byte(want), []byte(sig)) {
+		e := s3err("SignatureDoesNotMatch", "the %s signature of the aws-chunked body does not match", what)
+		e.StringToSign = sts
+		return e
+	}
+	s.prev = want
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
