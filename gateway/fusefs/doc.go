@@ -1,0 +1,131 @@
+// Package fusefs is the FUSE front end: it mounts the whole namespace of
+// one region ("/" of the namespace at the mount point, so
+// MOUNTPOINT/lake/s3-use1/...) for reading and writing, over a
+// router.Namespace (a router.Client in production, a routertest.Lakes in
+// unit tests). It owns the translation from kernel operations to
+// namespace calls and from errors to errno. It keeps no metadata beyond
+// what the kernel caches (and, for a second, an entry it just fetched),
+// and no file bytes in memory.
+//
+// Where things are: node.go (lookup, attributes), dir.go (listing),
+// open.go (open, truncate), change.go (create, mkdir, unlink, rmdir,
+// rename), handle.go (read and write handles), upload.go (streaming
+// upload), spool.go, errno.go, mount.go (mount, unmount, stale and busy
+// mount points).
+//
+// # Metadata
+//
+// Lookup and getattr ask Namespace.Stat (answered from the owner node's
+// metadata cache); readdir pages through Namespace.List. The kernel caches
+// what it is told for the path's mount's MetadataTTL (entry and attribute
+// timeouts), VirtualTTL for the directories above the mounts; "no such
+// file" is cached for the shortest TTL of the mounts (the kernel takes one
+// negative timeout per mount). A change made elsewhere is therefore seen
+// within twice the TTL: once for the node's cache, once for the kernel's.
+// An entry fetched less than a second ago is used again without asking,
+// so lookup-then-open costs one Stat.
+//
+// A directory is listed lazily (dirStream): a page of Namespace.List is
+// fetched only when the kernel has taken every entry of the previous one,
+// so listing a directory of millions of entries holds one page. READDIRPLUS
+// lookups are answered from the entry just listed, so "ls -l" costs the
+// List pages and no Stat per entry. Inode numbers are go-fuse's automatic
+// ones; a path keeps its inode while the kernel remembers it.
+//
+// # Reads
+//
+// An open for reading stats the file and opens that version
+// (Namespace.OpenReader); every read of the handle is of that version.
+// The router reads ahead on sequential access and fetches exact ranges
+// otherwise. The mount asks for 1 MiB requests (max_read, MaxWrite,
+// max_pages) and widens the kernel's readahead window to 1 MiB through
+// /sys/class/bdi (the FUSE handshake cannot raise it past 128 KiB), so a
+// sequential reader is sent 1 MiB reads. The kernel keeps its page cache
+// across opens of an unchanged version (FOPEN_KEEP_CACHE) and drops it
+// when the version changed; while handles of two versions are open, the
+// newer one bypasses the page cache (FOPEN_DIRECT_IO), so no reader sees
+// pages of two versions. When a file changes in the lake under an open
+// handle, a read that needs bytes the handle's version no longer has
+// fails with ESTALE (ufs.ErrVersionChanged): open the file again.
+//
+// # Writes
+//
+// An open for writing (and a create) gets a spool file in the mount's
+// private spool directory (0700, under Config.SpoolDir, removed on Close;
+// spools left by a mount that died are removed by the next one). Writes
+// go to the spool, never to memory. A file opened without O_TRUNC is
+// copied into its spool on the first write or truncate; until then its
+// reads go to the opened version, and after it to the spool. O_TRUNC
+// arrives with the open (FUSE_ATOMIC_O_TRUNC), so such a handle starts
+// empty; ftruncate cuts the handle's spool, truncate(2) rewrites the
+// lake's file at once.
+//
+// On flush (every close) and fsync a handle with changes uploads the
+// whole spool with one Namespace.Put, which returns once the file's write
+// mode (through or back, decided by the nodes from policy) is satisfied:
+// a successful close or fsync means the region has the file; an error of
+// Put is returned from close or fsync as its errno, and the changes stay
+// spooled for the next flush. Release removes the spool (after a last
+// attempt to upload, logged when it fails).
+//
+// A file written in order (appends only, as a checkpoint is) is uploaded
+// while it is written: once it passes 8 MiB its Put starts and follows
+// the spool, so close waits for the last bytes, not the whole file
+// (upload.go). A write or truncate that changes bytes that upload may
+// have sent aborts it (a failed Put leaves the lake's old content), and
+// the file is uploaded whole at flush.
+//
+// Concurrent writers of one file each have their own spool; the last
+// flush wins. A file created here is listed and looked up at once by this
+// mount, and reaches the lake at its first flush. A file unlinked while
+// open keeps working, but its writes are dropped. Rename flushes the
+// source's writers first. Mode, owner and times are not stored: setattr
+// of them succeeds and changes nothing.
+//
+// # Memory
+//
+// No file bytes are kept by this package: a read handle holds a router
+// Reader (the router bounds its own page buffers and readahead), a write
+// handle holds a spool file. Uploads and copy-ins, each with a 1 MiB
+// buffer, are limited to Config.MaxUploads at once whatever the number of
+// open files. Kernel requests are at most 1 MiB, at most 64 background
+// requests are in flight, and the requests served at once hold at most
+// MountOptions.MaxInflight bytes of input buffers (go-fuse waits past it),
+// so request memory is bounded by the same number for the answers. The
+// garbage of those buffers is what makes a Go process grow past its live
+// memory: `lakemesh mount` sets a soft heap limit (--memory-limit).
+//
+// # Timeouts
+//
+// A metadata call or a read is bounded by Config.OpTimeout; an upload of
+// n bytes by OpTimeout + n/WriteRate. A call past its deadline fails with
+// ETIMEDOUT. Kernel interrupts are not honoured (the Go runtime's own
+// signals interrupt every slow system call, and a close must not lose a
+// write to one): a call ends when it completes or times out. Statfs
+// answers a constant without the network.
+//
+// # Errno
+//
+// Errors are mapped with errors.Is (Errno): ufs.ErrNotFound ENOENT,
+// ErrNotDir ENOTDIR, ErrIsDir EISDIR, ErrNotEmpty ENOTEMPTY,
+// ErrInvalidPath EINVAL, ErrVersionChanged ESTALE; cachenode.ErrReadOnly
+// EROFS, ErrResidency EACCES, ErrNoMount EROFS (a write outside the mounts:
+// the tree above them is read-only; a lookup there is ENOENT);
+// router.ErrNoNode and cachenode.ErrLineDown EIO (logged, one line);
+// a deadline ETIMEDOUT; anything else EIO (logged). A write outside the
+// mounts or on a mount point itself is EROFS without asking, a rename
+// between mounts EXDEV (so mv copies). Names are checked before any call:
+// "", ".", ".." or a name with "/" or NUL is EINVAL, one over 255 bytes
+// ENAMETOOLONG; listing entries whose names cannot be file names are not
+// shown. Since every name is one checked path element, no path can leave
+// the namespace.
+//
+// # Locks
+//
+// writeHandle.mu is taken before node.mu and upload.mu. node.mu and
+// upload.mu are leaves: no call to the namespace, to go-fuse or to another
+// lock is made while holding either. go-fuse's tree locks (Inode.Parent,
+// GetChild) may be taken under writeHandle.mu, never under node.mu. A
+// flush waits for its streaming upload's Put under writeHandle.mu; that
+// Put's goroutine takes upload.mu only.
+package fusefs

@@ -1,0 +1,373 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/lakemesh/lakemesh/router"
+)
+
+// copyBuffer is the piece a copy-in reads at a time.
+const copyBuffer = 1 << 20
+
+// readHandle is a file open for reading: one version, read through the
+// router (which reads ahead on sequential access and fetches exact ranges
+// otherwise). It holds no buffer of its own.
+type readHandle struct {
+	n       *node
+	r       router.Reader
+	version string
+	path    string // for errors and logs
+}
+
+var (
+	_ fs.FileReader   = (*readHandle)(nil)
+	_ fs.FileFsyncer  = (*readHandle)(nil)
+	_ fs.FileReleaser = (*readHandle)(nil)
+)
+
+func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	octx, cancel := h.n.fsys.opContext()
+	defer cancel()
+	k, err := h.r.ReadAt(octx, dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, h.n.fsys.errno(octx, "read", h.path, err)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+// Fsync of a file open for reading has nothing to write.
+func (h *readHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
+func (h *readHandle) Release(ctx context.Context) syscall.Errno {
+	h.r.Close()
+	h.n.closeReader(h.version)
+	return 0
+}
+
+// writeHandle is a file open for writing. Writes go to a spool file on
+// local disk; a flush (close) or fsync uploads the whole spool with one
+// Put, which returns once the file's write mode is satisfied.
+//
+// The spool starts empty for a new or truncated file; otherwise the
+// opened version is copied into it on the first write or truncate
+// (until then reads go to that version).
+type writeHandle struct {
+	n *node
+	r router.Reader // the version opened; nil when the handle starts empty
+
+	mu       sync.Mutex // serializes writes, truncates, reads and flushes; taken before node.mu
+	base     int64      // size of the opened version
+	spool    *os.File   // nil until the first write or truncate
+	loaded   bool       // the spool holds the content (an absent spool is empty)
+	dirty    bool       // the spool has changes the lake does not
+	stream   *upload    // the upload following the appends, if any
+	noStream bool       // bytes were rewritten since the last flush: upload at flush only
+
+	size  atomic.Int64 // the content's size, once loaded
+	local atomic.Bool  // mirrors dirty for node.attrs, which reads it without mu
+	mtime atomic.Int64 // unix nanoseconds of the last change
+}
+
+var (
+	_ fs.FileReader   = (*writeHandle)(nil)
+	_ fs.FileWriter   = (*writeHandle)(nil)
+	_ fs.FileFlusher  = (*writeHandle)(nil)
+	_ fs.FileFsyncer  = (*writeHandle)(nil)
+	_ fs.FileReleaser = (*writeHandle)(nil)
+)
+
+func newWriteHandle(n *node, r router.Reader, e router.Entry, empty bool) *writeHandle {
+	w := &writeHandle{n: n, r: r, base: e.Size}
+	w.mtime.Store(time.Now().UnixNano())
+	if empty || e.Size == 0 {
+		// A new file, or one opened with O_TRUNC, must reach the lake
+		// even if nothing is written to it.
+		w.loaded = true
+		w.setDirty(empty)
+	}
+	return w
+}
+
+// setDirty records whether the spool has changes the lake does not.
+func (w *writeHandle) setDirty(dirty bool) {
+	w.dirty = dirty
+	w.local.Store(dirty)
+}
+
+// localSize is the file's size as this handle has it, when it has changes
+// not yet in the lake.
+func (w *writeHandle) localSize() (int64, bool) {
+	return w.size.Load(), w.local.Load()
+}
+
+func (w *writeHandle) modTime() time.Time { return time.Unix(0, w.mtime.Load()) }
+
+// load makes the spool hold the content: the opened version's first
+// limit bytes (all of them when limit < 0) are copied in.
+func (w *writeHandle) load(limit int64) syscall.Errno {
+	fsys := w.n.fsys
+	if w.spool == nil {
+		sp, err := fsys.newSpool()
+		if err != nil {
+			p, _ := w.n.path()
+			return fsys.errno(nil, "spool", p, err)
+		}
+		w.spool = sp
+	}
+	if w.loaded {
+		return 0
+	}
+	n := w.base
+	if limit >= 0 {
+		n = min(n, limit)
+	}
+	if n > 0 {
+		if errno := w.copyIn(n); errno != 0 {
+			return errno
+		}
+	}
+	w.loaded = true
+	w.size.Store(n)
+	return 0
+}
+
+// copyIn copies the opened version's first n bytes into the spool.
+func (w *writeHandle) copyIn(n int64) syscall.Errno {
+	fsys := w.n.fsys
+	release := fsys.acquireUpload()
+	defer release()
+	ctx, cancel := fsys.uploadContext(n)
+	defer cancel()
+	buf := make([]byte, min(n, copyBuffer))
+	for off := int64(0); off < n; {
+		k, err := w.r.ReadAt(ctx, buf[:min(int64(len(buf)), n-off)], off)
+		if k > 0 {
+			if _, werr := w.spool.WriteAt(buf[:k], off); werr != nil {
+				return fsys.errno(nil, "spool", w.r.Entry().Path, werr)
+			}
+			off += int64(k)
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && off >= n) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fsys.errno(ctx, "copy-in", w.r.Entry().Path, err)
+		}
+	}
+	return 0
+}
+
+func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if errno := w.load(-1); errno != 0 {
+		return 0, errno
+	}
+	old := w.size.Load()
+	if off < old {
+		w.stopStream() // rewrites what the upload may have sent
+	}
+	k, err := w.spool.WriteAt(data, off)
+	if err != nil {
+		return uint32(k), spoolErrno(err)
+	}
+	size := max(old, off+int64(k))
+	w.size.Store(size)
+	w.mtime.Store(time.Now().UnixNano())
+	w.setDirty(true)
+	w.followAppends(size)
+	return uint32(k), 0
+}
+
+// followAppends hands the spool's first size bytes to the streaming
+// upload, starting one once a file written in order is large enough.
+func (w *writeHandle) followAppends(size int64) {
+	if w.stream != nil {
+		w.stream.grow(size)
+		return
+	}
+	if w.noStream || size < streamAfter {
+		return
+	}
+	p, ok := w.n.path()
+	if !ok {
+		return
+	}
+	release, ok := w.n.fsys.tryAcquireUpload()
+	if !ok {
+		return // every upload slot is busy: upload at flush
+	}
+	w.stream = w.n.fsys.startUpload(p, w.spool, size, release)
+}
+
+// stopStream aborts the streaming upload, if any, and uploads at flush
+// only until then.
+func (w *writeHandle) stopStream() {
+	if w.stream != nil {
+		w.stream.abort()
+		w.stream = nil
+	}
+	w.noStream = true
+}
+
+// spoolErrno passes the spool disk's own errors (ENOSPC, EDQUOT) through.
+func spoolErrno(err error) syscall.Errno {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return syscall.EIO
+}
+
+func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.loaded {
+		if w.r == nil {
+			return fuse.ReadResultData(nil), 0
+		}
+		octx, cancel := w.n.fsys.opContext()
+		defer cancel()
+		k, err := w.r.ReadAt(octx, dest, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, w.n.fsys.errno(octx, "read", w.r.Entry().Path, err)
+		}
+		return fuse.ReadResultData(dest[:k]), 0
+	}
+	size := w.size.Load()
+	if w.spool == nil || off >= size {
+		return fuse.ReadResultData(nil), 0
+	}
+	k, err := w.spool.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, spoolErrno(err)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+// truncate sets the content's size; a cut to zero copies nothing in.
+func (w *writeHandle) truncate(size int64) syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if size == 0 && !w.loaded {
+		w.loaded = true
+	}
+	if size < w.size.Load() || !w.loaded {
+		w.stopStream()
+	}
+	if size == 0 {
+		w.noStream = false // empty again: appends may stream anew
+	}
+	if errno := w.load(size); errno != 0 {
+		return errno
+	}
+	if err := w.spool.Truncate(size); err != nil {
+		return spoolErrno(err)
+	}
+	w.size.Store(size)
+	w.mtime.Store(time.Now().UnixNano())
+	w.setDirty(true)
+	return 0
+}
+
+func (w *writeHandle) Flush(ctx context.Context) syscall.Errno { return w.flush() }
+
+func (w *writeHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return w.flush() }
+
+// flush uploads the spool when it has changes.
+func (w *writeHandle) flush() syscall.Errno {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
+}
+
+func (w *writeHandle) flushLocked() syscall.Errno {
+	if !w.dirty {
+		return 0
+	}
+	if w.n.dropped() {
+		if w.stream != nil {
+			w.stream.abort()
+			w.stream = nil
+		}
+		w.setDirty(false) // unlinked or replaced while open: nowhere to write
+		return 0
+	}
+	p, ok := w.n.path()
+	if !ok {
+		return 0
+	}
+	fsys := w.n.fsys
+	size := w.size.Load()
+	w.noStream = false
+	if u := w.stream; u != nil {
+		w.stream = nil
+		e, err := u.finish(size, fsys.cfg.OpTimeout+time.Duration(size/fsys.cfg.WriteRate)*time.Second)
+		if err == nil {
+			fsys.log.Debug("file written while it was written", "path", p, "bytes", size, "version", e.Version)
+			w.setDirty(false)
+			w.n.wrote(e)
+			return 0
+		}
+		fsys.log.Warn("streaming upload failed; uploading the spool whole", "path", p, "err", err)
+	}
+	release := fsys.acquireUpload()
+	defer release()
+	var body io.Reader = bytes.NewReader(nil)
+	if w.spool != nil {
+		body = io.NewSectionReader(w.spool, 0, size)
+	}
+	ctx, cancel := fsys.uploadContext(size)
+	defer cancel()
+	start := time.Now()
+	e, err := fsys.ns.Put(ctx, p, body)
+	if err != nil {
+		return fsys.errno(ctx, "flush", p, err)
+	}
+	fsys.log.Debug("file written", "path", p, "bytes", size, "version", e.Version, "took", time.Since(start))
+	w.setDirty(false)
+	w.n.wrote(e)
+	return 0
+}
+
+// Release uploads what a failed flush left (the application can no
+// longer be told if this fails: it is logged), then drops the spool.
+func (w *writeHandle) Release(ctx context.Context) syscall.Errno {
+	w.release()
+	return 0
+}
+
+func (w *writeHandle) release() {
+	w.mu.Lock()
+	if errno := w.flushLocked(); errno != 0 {
+		p, _ := w.n.path()
+		w.n.fsys.log.Error("writes lost: the file could not be written to the lake when it was closed", "path", p, "errno", errno.Error())
+	}
+	dropSpool(w.spool)
+	w.spool = nil
+	w.mu.Unlock()
+	if w.r != nil {
+		w.r.Close()
+	}
+	w.n.closeWriter(w)
+	if w.n.isLocal() {
+		// Never reached the lake: it is gone.
+		w.n.markUnlinked()
+		if name, parent := w.n.Parent(); parent != nil {
+			if pn, ok := parent.Operations().(*node); ok {
+				pn.setPending(name, false)
+			}
+		}
+	}
+}

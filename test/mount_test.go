@@ -1,0 +1,1169 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
+
+	"github.com/lakemesh/lakemesh/internal/testenv"
+)
+
+// mountRSSBound is the most memory (VmHWM) a mount process may use with
+// 1,000 files open and being read at once.
+const mountRSSBound = 512 * MiB
+
+// mountProc is one `lakemesh mount` process.
+type mountProc struct {
+	dir, logPath string
+	cmd          *exec.Cmd
+	exited       chan struct{}
+	code         int // exit status, once exited
+}
+
+// needFUSE skips (or fails, in CI) when this machine cannot mount.
+func needFUSE(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "FUSE mount tests run as root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testenv.Unavailable(t, "no /dev/fuse: %v", err)
+	}
+}
+
+// startMount runs `lakemesh mount dir` against the mesh and waits until
+// the lake is listable through it.
+func startMount(t *testing.T, m *mesh, dir string, extra ...string) *mountProc {
+	t.Helper()
+	p := &mountProc{dir: dir, logPath: dir + ".log", exited: make(chan struct{})}
+	logf, err := os.Create(p.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"mount", dir, "--node", m.nodes[0].addr, "--spool-dir", filepath.Join(t.TempDir(), "spool"), "--log-level", "info"}, extra...)
+	p.cmd = exec.Command(lakemeshBin, args...)
+	if addr := os.Getenv("LAKEMESH_MOUNT_PPROF"); addr != "" {
+		// Profiling the mount: net/http/pprof on addr.
+		p.cmd.Env = append(os.Environ(), "LAKEMESH_PPROF="+addr)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		p.code = p.cmd.ProcessState.ExitCode()
+		if err != nil && p.code == 0 {
+			p.code = -1
+		}
+		logf.Close()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			b, _ := os.ReadFile(p.logPath)
+			t.Logf("log of the mount at %s:\n%s", dir, tail(string(b), 40))
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.ReadDir(filepath.Join(dir, "lake", "s3")); err == nil && isMounted(dir) {
+			return p
+		}
+		select {
+		case <-p.exited:
+			b, _ := os.ReadFile(p.logPath)
+			t.Fatalf("lakemesh mount exited with %d before mounting:\n%s", p.code, b)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(p.logPath)
+			t.Fatalf("%s/lake/s3 not listable after 30s:\n%s", dir, b)
+		}
+	}
+}
+
+// stop ends the mount: SIGTERM, then SIGKILL and a lazy unmount.
+func (p *mountProc) stop(t *testing.T) {
+	select {
+	case <-p.exited:
+	default:
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	}
+	if isMounted(p.dir) {
+		exec.Command("fusermount3", "-uz", p.dir).Run()
+	}
+}
+
+// isMounted says whether dir is a mount point in /proc/mounts.
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[1] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// peakRSS is the process's VmHWM.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/status")
+	return 0
+}
+
+// putMany uploads objects to MinIO with 32 goroutines; body gives each
+// one's content.
+func putMany(t *testing.T, m *mesh, keys []string, body func(i int) []byte) {
+	t.Helper()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	errs := make(chan error, 32)
+	for g := 0; g < 32; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				_, err := m.minio.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(keys[i]), Body: bytes.NewReader(body(i))})
+				cancel()
+				if err != nil {
+					select {
+					case errs <- fmt.Errorf("put %s: %w", keys[i], err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := range keys {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// minioObject reads an object straight from MinIO; ok is false when it
+// does not exist.
+func minioObject(t *testing.T, m *mesh, key string) ([]byte, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := m.minio.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		if strings.Contains(err.Error(), "NoSuchKey") || strings.Contains(err.Error(), "StatusCode: 404") {
+			return nil, false
+		}
+		t.Fatalf("get %s from MinIO: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, true
+}
+
+// fileSum is the SHA-256 of a file read in 1 MiB pieces.
+func fileSum(path string) ([32]byte, error) {
+	var sum [32]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, struct{ io.Reader }{f}, make([]byte, MiB)); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// byteRange is a piece of a file.
+type byteRange struct{ off, n int64 }
+
+// patternSums returns the SHA-256 of each range of the pattern for seed,
+// generating the pattern once (patternAt per range would regenerate it
+// from the start every time).
+func patternSums(seed uint64, ranges []byteRange) [][32]byte {
+	order := make([]int, len(ranges))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return ranges[order[a]].off < ranges[order[b]].off })
+	end := int64(0)
+	for _, r := range ranges {
+		end = max(end, r.off+r.n)
+	}
+	hashes := make([]interface {
+		io.Writer
+		Sum([]byte) []byte
+	}, len(ranges))
+	for i := range hashes {
+		hashes[i] = sha256.New()
+	}
+	src := newPattern(seed)
+	buf := make([]byte, MiB)
+	next := 0        // next range (in order) to start
+	var active []int // ranges that overlap the current piece
+	for pos := int64(0); pos < end; {
+		k := min(int64(len(buf)), end-pos)
+		io.ReadFull(src, buf[:k])
+		for next < len(order) && ranges[order[next]].off < pos+k {
+			active = append(active, order[next])
+			next++
+		}
+		keep := active[:0]
+		for _, i := range active {
+			r := ranges[i]
+			from, to := max(r.off, pos), min(r.off+r.n, pos+k)
+			if from < to {
+				hashes[i].Write(buf[from-pos : to-pos])
+			}
+			if r.off+r.n > pos+k {
+				keep = append(keep, i)
+			}
+		}
+		active = keep
+		pos += k
+	}
+	sums := make([][32]byte, len(ranges))
+	for i, h := range hashes {
+		copy(sums[i][:], h.Sum(nil))
+	}
+	return sums
+}
+
+// TestMount runs the real binary's FUSE mount over a 3-node region and a
+// MinIO lake, and checks it from outside: bytes, listings, writes seen in
+// MinIO, the mount process's memory, and its unmount.
+func TestMount(t *testing.T) {
+	needFUSE(t)
+	m := newMesh(t, meshOptions{})
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mp := startMount(t, m, dir)
+	lake := filepath.Join(dir, "lake", "s3")
+
+	t.Run("read1GiB", func(t *testing.T) {
+		const size = 1024 * MiB
+		want := m.upload("mount/big.bin", size, 101)
+		path := filepath.Join(lake, "mount", "big.bin")
+		// Random reads first, on a cold file: 1,000 reads of 4 KiB to
+		// 1 MiB, 8 at a time.
+		rng := rand.New(rand.NewPCG(1, 2))
+		ranges := make([]byteRange, 1000)
+		for i := range ranges {
+			n := 4<<10 + rng.Int64N(MiB-4<<10+1)
+			ranges[i] = byteRange{off: rng.Int64N(size - n + 1), n: n}
+		}
+		start := time.Now()
+		got := make([][32]byte, len(ranges))
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		work := make(chan int)
+		var mu sync.Mutex
+		var firstErr error
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, MiB)
+				for i := range work {
+					r := ranges[i]
+					k, err := f.ReadAt(buf[:r.n], r.off)
+					if err != nil || int64(k) != r.n {
+						mu.Lock()
+						firstErr = firstError(firstErr, fmt.Errorf("read %d bytes at %d: got %d, %v", r.n, r.off, k, err))
+						mu.Unlock()
+						continue
+					}
+					got[i] = sha256.Sum256(buf[:k])
+				}
+			}()
+		}
+		for i := range ranges {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+		f.Close()
+		if firstErr != nil {
+			t.Fatal(firstErr)
+		}
+		random := time.Since(start)
+		for i, sum := range patternSums(101, ranges) {
+			if got[i] != sum {
+				t.Fatalf("random read %d (%d bytes at %d) returned wrong bytes", i, ranges[i].n, ranges[i].off)
+			}
+		}
+		start = time.Now()
+		sum, err := fileSum(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum != want {
+			t.Fatal("sequential read of 1 GiB through the mount: wrong SHA-256")
+		}
+		took := time.Since(start)
+		t.Logf("1,000 random reads in %v; 1 GiB sequential in %v (%.0f MiB/s)", random.Round(time.Millisecond), took.Round(time.Millisecond), float64(size)/MiB/took.Seconds())
+	})
+
+	t.Run("ls10000", func(t *testing.T) {
+		const n = 10000
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("many/obj-%05d", i)
+		}
+		start := time.Now()
+		putMany(t, m, keys, func(i int) []byte { return []byte(keys[i]) })
+		t.Logf("uploaded %d objects in %v", n, time.Since(start).Round(time.Millisecond))
+		start = time.Now()
+		des, err := os.ReadDir(filepath.Join(lake, "many"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := map[string]bool{}
+		for _, de := range des {
+			listed[de.Name()] = true
+		}
+		readDir := time.Since(start)
+		for _, k := range keys {
+			if !listed[filepath.Base(k)] {
+				t.Fatalf("os.ReadDir lists %d of %d entries; %s missing", len(listed), n, k)
+			}
+		}
+		start = time.Now()
+		out, err := exec.Command("ls", "-l", filepath.Join(lake, "many")).Output()
+		if err != nil {
+			t.Fatalf("ls -l: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != n+1 { // "total" and one line per entry
+			t.Fatalf("ls -l printed %d lines, want %d", len(lines), n+1)
+		}
+		for i, line := range lines[1:] {
+			if !strings.HasSuffix(line, " "+filepath.Base(keys[i])) {
+				t.Fatalf("ls -l line %d is %q, want %s", i, line, keys[i])
+			}
+		}
+		t.Logf("os.ReadDir of %d entries in %v; ls -l in %v", n, readDir.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("concurrentReaders", func(t *testing.T) {
+		same := m.upload("conc/same.bin", 64*MiB, 201)
+		var diff [16][32]byte
+		for i := range diff {
+			diff[i] = m.upload(fmt.Sprintf("conc/f%02d.bin", i), 8*MiB+int64(i), uint64(210+i))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for g := 0; g < 32; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				path, want := filepath.Join(lake, "conc", "same.bin"), same
+				if g%2 == 1 {
+					path, want = filepath.Join(lake, "conc", fmt.Sprintf("f%02d.bin", g/2)), diff[g/2]
+				}
+				if got, err := fileSum(path); err != nil || got != want {
+					errs <- fmt.Errorf("reader %d of %s: wrong bytes (%v)", g, path, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+
+	t.Run("writeRenameDelete", func(t *testing.T) {
+		if err := os.MkdirAll(filepath.Join(lake, "rw"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		data := patternAt(301, 0, 5*MiB+123)
+		file := filepath.Join(lake, "rw", "file.bin")
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := os.ReadFile(file); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read back at once: %d bytes, %v", len(got), err)
+		}
+		if got, ok := minioObject(t, m, "rw/file.bin"); !ok || !bytes.Equal(got, data) {
+			t.Fatalf("MinIO has %d bytes for rw/file.bin (exists %v), want the %d written", len(got), ok, len(data))
+		}
+		renamed := filepath.Join(lake, "rw", "renamed.bin")
+		if err := os.Rename(file, renamed); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := minioObject(t, m, "rw/file.bin"); ok {
+			t.Error("MinIO still has rw/file.bin after rename")
+		}
+		if got, ok := minioObject(t, m, "rw/renamed.bin"); !ok || !bytes.Equal(got, data) {
+			t.Errorf("MinIO's rw/renamed.bin after rename: %d bytes (exists %v)", len(got), ok)
+		}
+		if got, err := os.ReadFile(renamed); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("read after rename: %d bytes, %v", len(got), err)
+		}
+		if err := os.Remove(renamed); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := minioObject(t, m, "rw/renamed.bin"); ok {
+			t.Error("MinIO still has rw/renamed.bin after unlink")
+		}
+		if _, err := os.Stat(renamed); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stat after unlink: %v", err)
+		}
+		sub := filepath.Join(lake, "rw", "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := minioObject(t, m, "rw/sub/"); !ok {
+			t.Error("MinIO has no rw/sub/ after mkdir")
+		}
+		if des, err := os.ReadDir(filepath.Join(lake, "rw")); err != nil || len(des) != 1 || des[0].Name() != "sub" || !des[0].IsDir() {
+			t.Errorf("rw lists %v (%v), want [sub/]", des, err)
+		}
+		if err := os.Remove(sub); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := minioObject(t, m, "rw/sub/"); ok {
+			t.Error("MinIO still has rw/sub/ after rmdir")
+		}
+		wantErrnoE2E(t, "create above the mounts", os.WriteFile(filepath.Join(dir, "lake", "x"), nil, 0o644), syscall.EROFS)
+	})
+
+	t.Run("memory1000Files", func(t *testing.T) {
+		const files, size = 1000, MiB
+		keys := make([]string, files)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("mem/o%04d.bin", i)
+		}
+		start := time.Now()
+		putMany(t, m, keys, func(i int) []byte { return patternAt(uint64(1000+i), 0, size) })
+		t.Logf("uploaded %d objects of 1 MiB in %v", files, time.Since(start).Round(time.Millisecond))
+		before := peakRSS(t, mp.cmd.Process.Pid)
+		// Open all 1,000, then read them all at once: 64 goroutines, each
+		// cycling over its files 256 KiB at a time.
+		open := make([]*os.File, files)
+		for i := range open {
+			f, err := os.Open(filepath.Join(lake, keys[i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			open[i] = f
+		}
+		defer func() {
+			for _, f := range open {
+				f.Close()
+			}
+		}()
+		start = time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for g := 0; g < 64; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var mine []int
+				for i := g; i < files; i += 64 {
+					mine = append(mine, i)
+				}
+				hashes := make([]interface {
+					io.Writer
+					Sum([]byte) []byte
+				}, len(mine))
+				for j := range hashes {
+					hashes[j] = sha256.New()
+				}
+				buf := make([]byte, 256<<10)
+				for off := int64(0); off < size; off += int64(len(buf)) {
+					for j, i := range mine {
+						k, err := open[i].ReadAt(buf, off)
+						if err != nil && !(errors.Is(err, io.EOF) && off+int64(k) == size) {
+							errs <- fmt.Errorf("read %s at %d: %v", keys[i], off, err)
+							return
+						}
+						hashes[j].Write(buf[:k])
+					}
+				}
+				for j, i := range mine {
+					if !bytes.Equal(hashes[j].Sum(nil), sha256Of(patternAt(uint64(1000+i), 0, size))) {
+						errs <- fmt.Errorf("%s: wrong bytes", keys[i])
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		peak := peakRSS(t, mp.cmd.Process.Pid)
+		t.Logf("read %d open files (%d MiB) in %v; mount VmHWM %d MiB before, %d MiB after (bound %d MiB)",
+			files, files*size/MiB, time.Since(start).Round(time.Millisecond), before/MiB, peak/MiB, mountRSSBound/MiB)
+		if peak > mountRSSBound {
+			t.Errorf("the mount process peaked at %d MiB with %d files open and read, over the %d MiB bound", peak/MiB, files, mountRSSBound/MiB)
+		}
+	})
+
+	t.Run("staleMountReported", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "stale")
+		os.Mkdir(other, 0o755)
+		p := startMount(t, m, other)
+		p.cmd.Process.Kill()
+		<-p.exited
+		defer exec.Command("fusermount3", "-uz", other).Run()
+		_, stderr, code := run(t, "mount", other, "--node", m.nodes[0].addr)
+		want := fmt.Sprintf("mount point %s is a stale FUSE mount (transport endpoint is not connected); unmount it with: fusermount3 -u %s", other, other)
+		if code == 0 || strings.TrimSpace(stderr) != "lakemesh: "+want {
+			t.Errorf("mount on a stale mount point: exit %d, stderr %q; want one line %q", code, stderr, want)
+		}
+	})
+
+	t.Run("sigtermUnmounts", func(t *testing.T) {
+		held, err := os.Open(filepath.Join(lake, "conc", "same.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mp.cmd.Process.Signal(syscall.SIGTERM)
+		want := fmt.Sprintf("lakemesh: mount point %s is busy: close the files open under it and retry, or unmount lazily with: fusermount3 -uz %s", dir, dir)
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Contains(logLines(mp.logPath), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no busy line after SIGTERM with a file open; want %q", want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		// Still serving.
+		if _, err := held.ReadAt(make([]byte, 4096), 1<<20); err != nil {
+			t.Fatalf("read after a refused unmount: %v", err)
+		}
+		if !isMounted(dir) {
+			t.Fatal("not mounted after a refused unmount")
+		}
+		held.Close()
+		// The kernel releases the file asynchronously: a SIGTERM right
+		// after the close may still find the mount busy, so repeat it.
+		deadline = time.Now().Add(15 * time.Second)
+	wait:
+		for {
+			mp.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-mp.exited:
+				break wait
+			case <-time.After(time.Second):
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the mount did not exit within 15s of SIGTERM")
+			}
+		}
+		if mp.code != 0 {
+			t.Errorf("exit status %d after SIGTERM, want 0", mp.code)
+		}
+		if isMounted(dir) {
+			t.Errorf("%s still in /proc/mounts after SIGTERM", dir)
+		}
+	})
+}
+
+// logLines is the lines of a log file.
+func logLines(path string) []string {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines
+}
+
+func sha256Of(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// firstError keeps the first error.
+func firstError(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func wantErrnoE2E(t *testing.T, what string, err error, errno syscall.Errno) {
+	t.Helper()
+	if !errors.Is(err, errno) {
+		t.Errorf("%s: got %v, want %v", what, err, errno)
+	}
+}
+
+// ---- The FUSE benchmark (bench/fuse.sh) ----
+
+// benchFS is one file system the FUSE benchmark measures: the lakemesh
+// mount, an rclone mount, an s3fs mount (both of the same MinIO bucket,
+// each through its own counting proxy), or a local directory holding the
+// same files.
+type benchFS struct {
+	name  string
+	root  string                 // the bucket's key k is root/k
+	pid   int                    // the daemon, for its RSS; 0 for the local directory
+	proxy *testenv.CountingProxy // counts its lake bytes; nil for the local directory
+}
+
+// startDaemonMount runs a FUSE daemon in the foreground and waits until
+// dir is mounted and listable.
+func startDaemonMount(t *testing.T, name, dir string, cmd *exec.Cmd) int {
+	t.Helper()
+	logPath := dir + ".log"
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		if isMounted(dir) {
+			exec.Command("fusermount3", "-uz", dir).Run()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for !isMounted(dir) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("%s exited before mounting:\n%s", name, b)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("%s did not mount within 30s:\n%s", name, b)
+		}
+	}
+	return cmd.Process.Pid
+}
+
+// benchPut uploads an object of seeded pattern bytes to MinIO and writes
+// the same bytes under the local directory.
+func benchPut(t *testing.T, m *mesh, local, key string, size int64, seed uint64) {
+	t.Helper()
+	path := filepath.Join(local, key)
+	os.MkdirAll(filepath.Dir(path), 0o755)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(io.MultiWriter(f, pw), io.LimitReader(newPattern(seed), size))
+		pw.CloseWithError(err)
+	}()
+	uploadReader(t, m, key, pr)
+}
+
+// uploadReader uploads r to MinIO as key.
+func uploadReader(t *testing.T, m *mesh, key string, r io.Reader) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	up := manager.NewUploader(m.minio.Client(), func(u *manager.Uploader) { u.PartSize = 16 << 20 })
+	if _, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: r}); err != nil {
+		t.Fatalf("upload %s: %v", key, err)
+	}
+}
+
+// benchPutMany uploads small objects (32 at a time) and writes them under
+// the local directory.
+func benchPutMany(t *testing.T, m *mesh, local string, keys []string, size int64, seed uint64) {
+	t.Helper()
+	body := func(i int) []byte { return patternAt(seed+uint64(i), 0, size) }
+	for i, k := range keys {
+		p := filepath.Join(local, k)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, body(i), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	putMany(t, m, keys, body)
+}
+
+// fioResult is what the benchmark takes from fio's JSON report.
+type fioResult struct {
+	readBW, writeBW float64 // bytes/s
+	readIOPS        float64
+}
+
+// runFio runs fio with the benchmark's common options and args.
+func runFio(t *testing.T, args ...string) fioResult {
+	t.Helper()
+	common := []string{"--output-format=json", "--group_reporting", "--ioengine=psync", "--invalidate=1", "--fallocate=none"}
+	cmd := exec.Command("fio", append(common, args...)...)
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("fio %v: %v\n%s\n%s", args, err, stderr.String(), tail(out.String(), 20))
+	}
+	b := out.Bytes()
+	if i := bytes.IndexByte(b, '{'); i > 0 {
+		b = b[i:] // fio may print notes before the report
+	}
+	var rep struct {
+		Jobs []struct {
+			Read struct {
+				BW   float64 `json:"bw_bytes"`
+				IOPS float64 `json:"iops"`
+			} `json:"read"`
+			Write struct {
+				BW float64 `json:"bw_bytes"`
+			} `json:"write"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil || len(rep.Jobs) == 0 {
+		t.Fatalf("fio report: %v\n%s", err, tail(out.String(), 20))
+	}
+	j := rep.Jobs[0]
+	return fioResult{readBW: j.Read.BW, writeBW: j.Write.BW, readIOPS: j.Read.IOPS}
+}
+
+// dropPageCache drops the kernel's cached pages of files (for a mount, the
+// pages it kept with FOPEN_KEEP_CACHE), so a pass reads through the file
+// system, not the page cache.
+func dropPageCache(paths []string) {
+	for _, p := range paths {
+		if f, err := os.Open(p); err == nil {
+			unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+			f.Close()
+		}
+	}
+}
+
+// filesPerSec reads every file whole with 16 readers and returns files
+// per second.
+func filesPerSec(t *testing.T, paths []string) float64 {
+	t.Helper()
+	dropPageCache(paths)
+	var wg sync.WaitGroup
+	work := make(chan string)
+	errs := make(chan error, 16)
+	start := time.Now()
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 128<<10)
+			for p := range work {
+				f, err := os.Open(p)
+				if err == nil {
+					_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
+					f.Close()
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for _, p := range paths {
+		work <- p
+	}
+	close(work)
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	for err := range errs {
+		t.Fatalf("small files: %v", err)
+	}
+	return float64(len(paths)) / took.Seconds()
+}
+
+// rssDuring runs fn and returns the largest RSS of pid seen meanwhile
+// (sampled every 50 ms).
+func rssDuring(pid int, fn func()) int64 {
+	stop := make(chan struct{})
+	peak := make(chan int64)
+	go func() {
+		var top int64
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+				for _, line := range strings.Split(string(b), "\n") {
+					if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+						kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+						top = max(top, kb<<10)
+					}
+				}
+			}
+			select {
+			case <-stop:
+				peak <- top
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	fn()
+	close(stop)
+	return <-peak
+}
+
+// readOpenFiles opens every file, then reads them all at once: 64
+// goroutines, each cycling over its files 256 KiB at a time.
+func readOpenFiles(t *testing.T, paths []string) {
+	t.Helper()
+	open := make([]*os.File, len(paths))
+	for i, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open[i] = f
+	}
+	defer func() {
+		for _, f := range open {
+			f.Close()
+		}
+	}()
+	var wg sync.WaitGroup
+	for g := 0; g < 64; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 256<<10)
+			done := false
+			for off := int64(0); !done; off += int64(len(buf)) {
+				done = true
+				for i := g; i < len(open); i += 64 {
+					if k, _ := open[i].ReadAt(buf, off); k == len(buf) {
+						done = false
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// fuseRow is one figure of the FUSE benchmark: a value per file system.
+type fuseRow struct {
+	name, unit string
+	values     map[string]float64 // by benchFS name; missing means not measured
+	goal       string
+	met        string
+}
+
+// TestMountBenchmarks prints the FUSE mount's figures side by side with
+// an rclone mount (--vfs-cache-mode full), an s3fs mount (no local cache)
+// and a local directory, over the same MinIO data, in the same run
+// (medians of LAKEMESH_BENCH_RUNS runs, default 3). It is a report, not a
+// pass/fail test: it runs only with LAKEMESH_BENCH=1 (bench/fuse.sh).
+//
+// fio's default invalidate=1 drops the kernel page cache of each file
+// before a job, so each file system serves from its own cache: lakemesh
+// from the nodes' memory and disk, rclone from its VFS cache, s3fs from
+// MinIO, the local directory from its disk.
+func TestMountBenchmarks(t *testing.T) {
+	if os.Getenv("LAKEMESH_BENCH") != "1" {
+		t.Skip("skipped: a benchmark report; run bench/fuse.sh (LAKEMESH_BENCH=1)")
+	}
+	needFUSE(t)
+	runs := envInt("LAKEMESH_BENCH_RUNS", 3)
+	seqMiB := int64(envInt("LAKEMESH_BENCH_FUSE_SEQ_MIB", 256))
+	ckptMiB := int64(envInt("LAKEMESH_BENCH_CKPT_MIB", 2048))
+	testenv.Binary(t, "fio")
+	rclone := testenv.Binary(t, "rclone")
+	s3fs := testenv.Binary(t, "s3fs")
+
+	m := newMesh(t, meshOptions{memorySize: "1GiB"})
+	base := t.TempDir()
+	local := filepath.Join(base, "local")
+	os.Mkdir(local, 0o755)
+
+	// Every data set is in MinIO (and the local directory) before any
+	// file system looks, so no listing cached by a peer hides one; each
+	// is cold for every file system until that one reads it.
+	smallKeys := func(prefix string, n int) []string {
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("%s/f%05d", prefix, i)
+		}
+		return keys
+	}
+	const ios = 250 // cold random reads per thread, 4 threads
+	start := time.Now()
+	warmKeys := []string{"fb/warm-0.bin", "fb/warm-1.bin"}
+	for i, k := range warmKeys {
+		benchPut(t, m, local, k, seqMiB*MiB, uint64(7000+i))
+	}
+	coldKeys := make([][]string, runs)
+	randCold := make([]string, runs)
+	smallCold := make([][]string, runs)
+	for r := 0; r < runs; r++ {
+		coldKeys[r] = []string{fmt.Sprintf("fb/cold-%d-0.bin", r), fmt.Sprintf("fb/cold-%d-1.bin", r)}
+		for i, k := range coldKeys[r] {
+			benchPut(t, m, local, k, seqMiB*MiB, uint64(7100+2*r+i))
+		}
+		randCold[r] = fmt.Sprintf("fb/rand-cold-%d.bin", r)
+		benchPut(t, m, local, randCold[r], 2*seqMiB*MiB, uint64(7300+r))
+		smallCold[r] = smallKeys(fmt.Sprintf("fb/small-cold-%d", r), 1000)
+		benchPutMany(t, m, local, smallCold[r], 100<<10, uint64(9000+1000*r))
+	}
+	benchPut(t, m, local, "fb/rand-warm.bin", 2*seqMiB*MiB, 7200)
+	warmSmall := smallKeys("fb/small-warm", 2000)
+	benchPutMany(t, m, local, warmSmall, 100<<10, 8000)
+	memKeys := smallKeys("fb/mem", 1000)
+	benchPutMany(t, m, local, memKeys, MiB, 20000)
+	t.Logf("data sets uploaded in %v", time.Since(start).Round(time.Second))
+
+	// The four file systems.
+	lmDir := filepath.Join(base, "lakemesh")
+	os.Mkdir(lmDir, 0o755)
+	lm := startMount(t, m, lmDir)
+	rcDir, s3Dir := filepath.Join(base, "rclone"), filepath.Join(base, "s3fs")
+	os.Mkdir(rcDir, 0o755)
+	os.Mkdir(s3Dir, 0o755)
+	rcProxy, s3Proxy := testenv.Proxy(t, m.minio.Addr), testenv.Proxy(t, m.minio.Addr)
+	rcCmd := exec.Command(rclone, "mount", "lake:"+bucket, rcDir, "--vfs-cache-mode", "full", "--cache-dir", filepath.Join(base, "rclone-cache"))
+	rcCmd.Env = rcloneEnv(m.minio, rcProxy.Addr())
+	rcPid := startDaemonMount(t, "rclone mount", rcDir, rcCmd)
+	passwd := filepath.Join(base, "s3fs.passwd")
+	os.WriteFile(passwd, []byte(m.minio.AccessKey+":"+m.minio.SecretKey+"\n"), 0o600)
+	s3Cmd := exec.Command(s3fs, bucket, s3Dir, "-f", "-o", "passwd_file="+passwd+",url=http://"+s3Proxy.Addr()+",use_path_request_style,endpoint="+m.minio.Region)
+	s3Pid := startDaemonMount(t, "s3fs", s3Dir, s3Cmd)
+	fss := []benchFS{
+		{name: "lakemesh", root: filepath.Join(lmDir, "lake", "s3"), pid: lm.cmd.Process.Pid, proxy: m.proxy},
+		{name: "local dir", root: local},
+		{name: "rclone", root: rcDir, pid: rcPid, proxy: rcProxy},
+		{name: "s3fs", root: s3Dir, pid: s3Pid, proxy: s3Proxy},
+	}
+	remote := []benchFS{fss[0], fss[2], fss[3]}
+	var rows []fuseRow
+	add := func(r fuseRow) {
+		rows = append(rows, r)
+		var vals []string
+		for _, fs := range fss {
+			if v, ok := r.values[fs.name]; ok {
+				vals = append(vals, fmt.Sprintf("%s %.4g", fs.name, v))
+			}
+		}
+		t.Logf("%s (%s): %s", r.name, r.unit, strings.Join(vals, ", "))
+	}
+	medians := func(samples map[string][]float64) map[string]float64 {
+		out := map[string]float64{}
+		for k, v := range samples {
+			out[k] = median(v)
+		}
+		return out
+	}
+	ratio := func(v map[string]float64, of string) float64 { return v["lakemesh"] / v[of] }
+	fsFile := func(fs benchFS, key string) string { return filepath.Join(fs.root, key) }
+	paths := func(fs benchFS, keys []string) []string {
+		out := make([]string, len(keys))
+		for i, k := range keys {
+			out[i] = fsFile(fs, k)
+		}
+		return out
+	}
+	seqJob := func(fs benchFS, keys ...string) float64 {
+		var args []string
+		for i, k := range keys {
+			args = append(args, fmt.Sprintf("--name=seq%d", i), "--filename="+fsFile(fs, k), "--rw=read", "--bs=1M")
+		}
+		return runFio(t, args...).readBW / 1e6
+	}
+
+	// 1. Warm sequential read, 2 jobs (one file each).
+	samples := map[string][]float64{}
+	for _, fs := range fss {
+		seqJob(fs, warmKeys...) // warm up
+	}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			samples[fs.name] = append(samples[fs.name], seqJob(fs, warmKeys...))
+		}
+	}
+	v := medians(samples)
+	add(fuseRow{name: "warm sequential read, 2 jobs", unit: "MB/s", values: v, goal: ">= 0.8x local dir", met: fmt.Sprintf("%.2fx local", ratio(v, "local dir"))})
+
+	// 2. Cold sequential read, 2 jobs: fresh files every run, each read
+	// once by each file system.
+	samples = map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			samples[fs.name] = append(samples[fs.name], seqJob(fs, coldKeys[r]...))
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "cold sequential read, 2 jobs", unit: "MB/s", values: v, goal: ">= 1.2x rclone and s3fs", met: fmt.Sprintf("%.2fx rclone, %.2fx s3fs", ratio(v, "rclone"), ratio(v, "s3fs"))})
+
+	// 3. Warm random 4 KiB reads, 4 threads, 10 s.
+	samples = map[string][]float64{}
+	for _, fs := range fss {
+		seqJob(fs, "fb/rand-warm.bin") // warm up
+	}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			res := runFio(t, "--name=rand", "--filename="+fsFile(fs, "fb/rand-warm.bin"), "--rw=randread", "--bs=4k", "--numjobs=4", "--time_based", "--runtime=10")
+			samples[fs.name] = append(samples[fs.name], res.readIOPS)
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "warm random 4 KiB reads, 4 threads", unit: "IOPS", values: v, goal: ">= 0.5x local dir", met: fmt.Sprintf("%.2fx local", ratio(v, "local dir"))})
+
+	// 4. Small files (100 KiB), warm, 16 readers.
+	samples = map[string][]float64{}
+	for _, fs := range fss {
+		filesPerSec(t, paths(fs, warmSmall)) // warm up
+	}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			samples[fs.name] = append(samples[fs.name], filesPerSec(t, paths(fs, warmSmall)))
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "small files (100 KiB), warm, 16 readers", unit: "files/s", values: v, goal: ">= 5,000 files/s", met: fmt.Sprintf("%.0f files/s", v["lakemesh"])})
+
+	// 5. Small files, cold, 16 readers: a fresh directory every run.
+	samples = map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			samples[fs.name] = append(samples[fs.name], filesPerSec(t, paths(fs, smallCold[r])))
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "small files (100 KiB), cold, 16 readers", unit: "files/s", values: v, goal: ">= 2x rclone", met: fmt.Sprintf("%.2fx rclone", ratio(v, "rclone"))})
+
+	// 6. Cold random 4 KiB reads: bytes the lake sent per byte asked.
+	samples = map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, fs := range remote {
+			before := fs.proxy.BytesFromTarget()
+			runFio(t, "--name=randcold", "--filename="+fsFile(fs, randCold[r]), "--rw=randread", "--bs=4k", "--numjobs=4", fmt.Sprintf("--number_ios=%d", ios))
+			samples[fs.name] = append(samples[fs.name], float64(fs.proxy.BytesFromTarget()-before)/float64(4*ios*4096))
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "cold random 4 KiB reads: lake bytes / bytes asked", unit: "x", values: v, goal: "<= 16x", met: fmt.Sprintf("%.1fx", v["lakemesh"])})
+
+	// 7. Checkpoint write: one file written with 1 MiB writes, then
+	// fsync and close, timed from outside fio (the upload happens at
+	// close).
+	samples = map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, fs := range fss {
+			file := fsFile(fs, fmt.Sprintf("fb/ckpt-%d.bin", r))
+			took := timeIt(func() {
+				runFio(t, "--name=ckpt", "--filename="+file, "--rw=write", "--bs=1M", fmt.Sprintf("--size=%dM", ckptMiB), "--end_fsync=1")
+			})
+			samples[fs.name] = append(samples[fs.name], mbps(ckptMiB*MiB, took))
+			os.Remove(file)
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: fmt.Sprintf("%d MiB checkpoint write, with fsync and close", ckptMiB), unit: "MB/s", values: v, goal: ">= 0.7x local dir", met: fmt.Sprintf("%.2fx local", ratio(v, "local dir"))})
+
+	// 8. The daemon's RSS with 1,000 files open and being read.
+	samples = map[string][]float64{}
+	for r := 0; r < runs; r++ {
+		for _, fs := range remote {
+			ps := paths(fs, memKeys)
+			dropPageCache(ps)
+			peak := rssDuring(fs.pid, func() { readOpenFiles(t, ps) })
+			samples[fs.name] = append(samples[fs.name], float64(peak)/MiB)
+		}
+	}
+	v = medians(samples)
+	add(fuseRow{name: "daemon RSS, 1,000 files open and read at once", unit: "MiB", values: v, goal: "<= 512 MiB", met: fmt.Sprintf("%.0f MiB", v["lakemesh"])})
+
+	// The report.
+	fmt.Printf("\nFUSE mount, one region of %d nodes over MinIO on this machine (%d runs, medians; %d MiB sequential files, %d MiB checkpoint):\n\n", len(m.nodes), runs, seqMiB, ckptMiB)
+	fmt.Println("| figure | lakemesh | local dir | rclone mount | s3fs | goal | lakemesh |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, r := range rows {
+		cells := []string{r.name + " (" + r.unit + ")"}
+		for _, fs := range fss {
+			if x, ok := r.values[fs.name]; ok {
+				cells = append(cells, fmt.Sprintf("%.4g", x))
+			} else {
+				cells = append(cells, "—")
+			}
+		}
+		cells = append(cells, r.goal, r.met)
+		fmt.Println("| " + strings.Join(cells, " | ") + " |")
+	}
+	fmt.Println()
+}
