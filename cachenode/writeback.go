@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
-	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // Writes. A write to a lake homed in this region in write-through mode
@@ -86,17 +85,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 		}
 	}
 	if local {
-		var f interface {
-			Read([]byte) (int, error)
-			Close() error
-		}
-		f, err = n.cfg.Journal.OpenData(e)
-		if err == nil {
-			var fi ufs.FileInfo
-			fi, err = lake.FS.Create(ctx, rel, f)
-			f.Close()
-			entry = entryProto(lake, fi)
-		}
+		entry, err = n.uploadLocal(ctx, lake, rel, e)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("upload %s to its lake: %w", e.Path, err)
@@ -108,6 +97,20 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	n.announce(ctx, e, true)
 	n.log.Info("file uploaded to its lake", "path", e.Path, "bytes", e.Size, "class", class, "version", entry.GetVersion(), "took", time.Since(start))
 	return entry, nil
+}
+
+// uploadLocal writes a journal entry to its lake from this node.
+func (n *Node) uploadLocal(ctx context.Context, lake Lake, rel string, e JournalEntry) (*nodepb.Entry, error) {
+	f, err := n.cfg.Journal.OpenData(e)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := lake.FS.Create(ctx, rel, f)
+	if err != nil {
+		return nil, err
+	}
+	return entryProto(lake, fi), nil
 }
 
 func (n *Node) statEntry(ctx context.Context, p string) (*nodepb.Entry, error) {

@@ -6,8 +6,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 )
 
 // CountingProxy is a TCP proxy on a loopback port that forwards every
