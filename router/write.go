@@ -30,7 +30,11 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 		if started {
 			return fmt.Errorf("put %s: the node failed mid-write; nothing was acknowledged, retry the write", p)
 		}
-		stream, err := nc.Write(ctx)
+		// Cancelling the stream, never closing it, is how a write is
+		// abandoned: the node commits only on a clean end of the stream.
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stream, err := nc.Write(sctx)
 		if err != nil {
 			return err
 		}
@@ -41,19 +45,19 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 		started = true
 		buf := make([]byte, writeChunk)
 		for {
-			n, rerr := io.ReadFull(r, buf)
+			n, rerr := fill(r, buf)
 			if n > 0 {
 				if err := stream.Send(&nodepb.WriteChunk{Data: buf[:n]}); err != nil {
 					_, err = stream.CloseAndRecv()
 					return err
 				}
 			}
-			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			if rerr == io.EOF {
 				break
 			}
 			if rerr != nil {
-				stream.CloseSend()
-				return fmt.Errorf("put %s: read input: %w", p, rerr)
+				cancel()
+				return fmt.Errorf("put %s: read input: %w; nothing was written", p, rerr)
 			}
 		}
 		reply, err := stream.CloseAndRecv()
@@ -67,6 +71,22 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 	}
 	c.invalidateOwner(ctx, path.Dir(p))
 	return e, nil
+}
+
+// fill reads from r until buf is full or r fails. It returns io.EOF only
+// for the input's own clean end: an input that breaks off with
+// io.ErrUnexpectedEOF (a truncated body) is an error, which io.ReadFull
+// could not tell apart from a short last chunk.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // Remove deletes a file, or a directory if it is empty.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -91,6 +92,28 @@ func TestWriteBackSurvivesKill(t *testing.T) {
 	}
 	if got, err := getDirect(ctx, m.minio, "/lake/s3/plain/a.bin"); err != nil || !bytes.Equal(got, patternAt(7, 0, MiB)) {
 		t.Fatalf("write-through: the lake does not have the bytes when Put returned (%v)", err)
+	}
+
+	// A Put whose input breaks off writes nothing, in either mode: not a
+	// short file, not over the old content. An input that ends with
+	// io.ErrUnexpectedEOF (a truncated body) is broken too, not a short
+	// last chunk.
+	for _, p := range []string{"/lake/s3/plain/a.bin", "/lake/s3/plain/new.bin", "/lake/s3/ckpt/broken.pt"} {
+		for _, cause := range []error{errors.New("input went away"), io.ErrUnexpectedEOF} {
+			before, beforeErr := getDirect(ctx, m.minio, p)
+			in := io.MultiReader(bytes.NewReader(patternAt(9, 0, 3*MiB)), iotest.ErrReader(cause))
+			if _, err := c.Put(ctx, p, in); !errors.Is(err, cause) {
+				t.Fatalf("put %s from an input failing with %q: err %v, want that error", p, cause, err)
+			}
+			if st, err := c.Stat(ctx, p); beforeErr != nil && err == nil {
+				t.Fatalf("put %s failed, yet the region stats it: %+v", p, st)
+			}
+			time.Sleep(time.Second) // a write-back would be on its way to the lake by now
+			after, afterErr := getDirect(ctx, m.minio, p)
+			if (beforeErr == nil) != (afterErr == nil) || !bytes.Equal(before, after) {
+				t.Fatalf("put %s failed with %q, yet the lake changed: %d bytes (err %v) before, %d bytes (err %v) after", p, cause, len(before), beforeErr, len(after), afterErr)
+			}
+		}
 	}
 }
 
