@@ -89,6 +89,11 @@ type BudgetConfig struct {
 	Mesh string
 	Dir  Direction
 	Rate int64 // the direction's budget, bytes per second (> 0)
+	// RTT is the line's round trip: a newly elected governor counts
+	// Rate × (RTT + windowSlack), the most the region's nodes may have
+	// been granted by its predecessor (or their static shares) without
+	// it having arrived, as still on its way (ledger).
+	RTT time.Duration
 	// Conn is the NATS of the region the governor lives in: the receiving
 	// region, Dir.To.
 	Conn   *nats.Conn
@@ -134,8 +139,12 @@ type Budget struct {
 	staticWake   chan struct{}
 	electNow     chan struct{}
 
-	leader atomic.Bool
-	stats  budgetCounters
+	leader  atomic.Bool
+	pullers atomic.Int64 // the nodes pulling on the direction, as the governor last said; 0: not known
+	arrived atomic.Int64 // granted bytes that arrived, all told (reported to the governor)
+	onWay   atomic.Int64 // bytes the governor granted that have not arrived
+	lastAsk atomic.Int64 // unix nanoseconds of the last message to the governor
+	stats   budgetCounters
 }
 
 // BudgetStats are one node's figures for one line direction.
@@ -265,6 +274,45 @@ func (b *Budget) Acquire(ctx context.Context, class Class, n int64) (waited time
 	}
 }
 
+// Pullers is how many nodes of the region were pulling bytes over the
+// direction lately, as the governor counted them with its last grant to
+// this node; 0 when no governor has said (yet, or while on the static
+// share). Nodes divide the line's window of granted bytes among them by
+// it (see Source.window).
+func (b *Budget) Pullers() int {
+	if b.fallback.Load() {
+		return 0
+	}
+	return int(b.pullers.Load())
+}
+
+// reportQuiet is how long a node's report of arrived bytes may wait for a
+// grant request to ride on before it goes alone.
+const reportQuiet = 10 * time.Millisecond
+
+// Arrived says n granted bytes have arrived (or never will: the piece
+// failed). The governor counts the bytes it granted as on their way until
+// it hears so, and keeps what can arrive in any one second under the
+// budget (see ledger); the running total rides on the next request, or
+// goes alone when this node has nothing else on its way or has not asked
+// for reportQuiet.
+func (b *Budget) Arrived(n int64) {
+	total := b.arrived.Add(n)
+	left := b.onWay.Add(-n)
+	if left < 0 {
+		b.onWay.CompareAndSwap(left, 0) // bytes from the static share are not the governor's
+	}
+	quiet := time.Since(time.Unix(0, b.lastAsk.Load())) >= reportQuiet
+	if (left > 0 && !quiet) || b.fallback.Load() || b.cfg.Conn.Status() != nats.CONNECTED {
+		return
+	}
+	b.lastAsk.Store(time.Now().UnixNano())
+	data, err := json.Marshal(grantRequest{Node: b.cfg.NodeID, Arrived: total})
+	if err == nil {
+		b.cfg.Conn.Publish(b.grants, data) // lost: the next request carries the total
+	}
+}
+
 // Stats returns this node's figures.
 func (b *Budget) Stats() BudgetStats {
 	s := BudgetStats{
@@ -333,6 +381,11 @@ type grantRequest struct {
 	Bytes  int64  `json:"bytes"`
 	Term   uint64 `json:"term,omitempty"`
 	Ticket uint64 `json:"ticket,omitempty"`
+	Node   string `json:"node,omitempty"` // who asks: the governor counts the nodes pulling
+	// Arrived is the node's running total of granted bytes that arrived
+	// (Budget.Arrived). A message with no reply subject and no bytes is
+	// only that report.
+	Arrived int64 `json:"arrived,omitempty"`
 }
 
 type grantReply struct {
@@ -340,6 +393,9 @@ type grantReply struct {
 	Term    uint64 `json:"term,omitempty"`
 	Ticket  uint64 `json:"ticket,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Pullers is how many nodes asked for grants on the direction in the
+	// last pullerWindow (with a grant only).
+	Pullers int `json:"pullers,omitempty"`
 }
 
 const (
@@ -356,12 +412,13 @@ func (b *Budget) askGovernor(ctx context.Context, class Class, n int64, place *g
 	if s := b.cfg.Conn.Status(); s != nats.CONNECTED {
 		return false, fmt.Errorf("%w: NATS is %s", errGovernorUnreachable, s)
 	}
-	data, err := json.Marshal(grantRequest{Class: class, Bytes: n, Term: place.term, Ticket: place.ticket})
+	data, err := json.Marshal(grantRequest{Class: class, Bytes: n, Term: place.term, Ticket: place.ticket, Node: b.cfg.NodeID, Arrived: b.arrived.Load()})
 	if err != nil {
 		return false, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, grantRequestTimeout)
 	defer cancel()
+	b.lastAsk.Store(time.Now().UnixNano())
 	stop := context.AfterFunc(b.ctx, cancel)
 	defer stop()
 	msg, err := b.cfg.Conn.RequestWithContext(rctx, b.grants, data)
@@ -380,6 +437,10 @@ func (b *Budget) askGovernor(ctx context.Context, class Class, n int64, place *g
 	b.leaveFallback("the governor answered")
 	switch r.Verdict {
 	case verdictGranted:
+		b.onWay.Add(n)
+		if r.Pullers > 0 {
+			b.pullers.Store(int64(r.Pullers))
+		}
 		return true, nil
 	case verdictRequeue:
 		place.term, place.ticket = r.Term, r.Ticket

@@ -126,7 +126,7 @@ func (b *Budget) runStatic() {
 				gen = g
 				q.reset(b.share.Load(), now)
 			}
-			if wait := q.grant(now, granted); wait > 0 {
+			if wait := q.grant(now, nil, granted); wait > 0 {
 				timer.Reset(wait)
 			}
 		}

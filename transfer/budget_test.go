@@ -185,6 +185,7 @@ func pullGrants(t *testing.T, ctx context.Context, b *Budget, class Class, log *
 			return
 		}
 		log.add(class, budgetTestGrant)
+		b.Arrived(budgetTestGrant) // the bytes are here at once
 	}
 }
 
@@ -282,13 +283,13 @@ func TestBudgetQueueOrder(t *testing.T) {
 	if q.add(grantWaiter{class: WriteBack, bytes: 1, reply: "w3"}, t0) {
 		t.Error("a fourth write-back waiter fit a queue of 3")
 	}
-	if wait := q.grant(t0, serve); len(served) != 0 || wait != 100*time.Millisecond {
+	if wait := q.grant(t0, nil, serve); len(served) != 0 || wait != 100*time.Millisecond {
 		t.Fatalf("at start: served %v, next in %v; want none (empty bucket), next in 100ms", served, wait)
 	}
 	// The bucket holds no more than the head needs: however long the
 	// gap, one grant of 100 bytes per 100ms.
 	for i := 1; i <= 5; i++ {
-		q.grant(t0.Add(time.Duration(i)*250*time.Millisecond), serve)
+		q.grant(t0.Add(time.Duration(i)*250*time.Millisecond), nil, serve)
 		if len(served) != i {
 			t.Fatalf("after %d × 250ms: served %v; want %d", i, served, i)
 		}
@@ -300,11 +301,11 @@ func TestBudgetQueueOrder(t *testing.T) {
 	// Idle for a long time, the bucket keeps only its small burst.
 	served = nil
 	now = t0.Add(time.Hour)
-	q.grant(now, serve)
+	q.grant(now, nil, serve)
 	for i := range 3 {
 		add(Rollout, fmt.Sprint("r", i), 0)
 	}
-	if q.grant(now, serve); len(served) != 0 {
+	if q.grant(now, nil, serve); len(served) != 0 {
 		t.Errorf("after idling, served %v at once; want none (burst of 20 bytes < 100)", served)
 	}
 }
@@ -344,6 +345,23 @@ func TestBudgetSharedRate(t *testing.T) {
 		}
 	}
 	t.Logf("%d grants, %.1f MiB in %v (%.3f × budget)", len(gs), float64(total)/(1<<20), elapsed.Round(time.Millisecond), float64(total)/budgetTestRate/elapsed.Seconds())
+
+	// The governor told every node that three were pulling; once the
+	// others have been quiet for pullerWindow, a node pulling alone hears
+	// it is alone (it then holds the line's whole window of granted bytes).
+	for i, n := range nodes {
+		if got := n.budget.Pullers(); got != 3 {
+			t.Errorf("node %d: Pullers() = %d while three nodes pulled, want 3", i, got)
+		}
+	}
+	time.Sleep(pullerWindow + 100*time.Millisecond)
+	if _, err := nodes[0].budget.Acquire(context.Background(), Preload, budgetTestGrant); err != nil {
+		t.Fatal(err)
+	}
+	nodes[0].budget.Arrived(budgetTestGrant)
+	if got := nodes[0].budget.Pullers(); got != 1 {
+		t.Errorf("node 0 pulling alone: Pullers() = %d, want 1", got)
+	}
 }
 
 // TestBudgetPriority: Interactive asks for a steady quarter of the budget
@@ -382,6 +400,7 @@ func TestBudgetPriority(t *testing.T) {
 				return
 			}
 			log.add(Interactive, budgetTestGrant)
+			nodes[1].budget.Arrived(budgetTestGrant)
 		}
 	})
 	time.Sleep(4 * time.Second)

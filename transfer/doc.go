@@ -47,11 +47,20 @@
 // # Keeping to a budget
 //
 // Grants are small (at most MaxGrant, and about 1/128 of a second of the
-// budget), and a node bounds the bytes it has been granted that have not
-// arrived yet (its share of budget × (rtt + 50ms)) and the pages it pulls
-// at once, so that a sender that stalls cannot release a burst of granted
-// bytes above the budget, and so that pages are filled at the sender
-// before their pieces are granted.
+// budget), so grants, and the token bucket's burst, are a small part of
+// any second. Granted bytes do not cross at the moment of their grant: a
+// sender that stalls and then sends what it owes makes a burst. So the
+// governor keeps a ledger of the bytes it granted that have not been
+// reported arrived (nodes report a running total with every request, or
+// alone when they have nothing else on their way), and grants only while
+// what was on its way a second ago plus everything granted since stays
+// under the budget × (1 + arrivalSlack): the bytes that can arrive in any
+// one second, whatever the senders do (governor_ledger.go). Each node
+// bounds its own granted bytes not arrived to its part of the line's
+// window (Source.window: budget × (rtt + slack) divided among the nodes
+// pulling, which the governor counts and says with every grant), and the
+// pages it pulls at once, so that pages are filled at the sender before
+// their pieces are granted.
 //
 // # Boundaries and locks
 //

@@ -21,8 +21,12 @@ type governor struct {
 	until atomic.Int64 // nanoseconds after born: no grant after this unless the lease is refreshed
 	in    chan grantCall
 	sub   *nats.Subscription
-	stop  context.CancelFunc
-	done  chan struct{}
+	// asked is when each node last asked for a grant; owned by the loop,
+	// like ledger.
+	asked  map[string]time.Time
+	ledger *ledger
+	stop   context.CancelFunc
+	done   chan struct{}
 }
 
 // grantCall is one request as the governor received it.
@@ -35,7 +39,8 @@ type grantCall struct {
 // serving them; the subscription is live at the server when it returns.
 func startGovernor(b *Budget, term uint64, until time.Time) (*governor, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
-	g := &governor{b: b, term: term, born: time.Now(), in: make(chan grantCall), stop: cancel, done: make(chan struct{})}
+	g := &governor{b: b, term: term, born: time.Now(), in: make(chan grantCall), stop: cancel, done: make(chan struct{}), asked: map[string]time.Time{}, ledger: newLedger(b.cfg.Rate)}
+	g.ledger.inherit(int64(float64(b.cfg.Rate)*(b.cfg.RTT+windowSlack).Seconds()), g.born)
 	g.extend(until)
 	sub, err := b.cfg.Conn.Subscribe(b.grants, func(m *nats.Msg) { g.receive(ctx, m) })
 	if err == nil {
@@ -68,13 +73,15 @@ func (g *governor) close() {
 }
 
 func (g *governor) receive(ctx context.Context, m *nats.Msg) {
-	if m.Reply == "" {
-		return
-	}
 	var req grantRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
-		g.answer(m.Reply, grantReply{Verdict: verdictInvalid, Error: err.Error()})
+		if m.Reply != "" {
+			g.answer(m.Reply, grantReply{Verdict: verdictInvalid, Error: err.Error()})
+		}
 		return
+	}
+	if m.Reply == "" && req.Bytes != 0 {
+		return // only a report of arrived bytes needs no answer
 	}
 	select {
 	case g.in <- grantCall{req: req, reply: m.Reply}:
@@ -85,7 +92,11 @@ func (g *governor) receive(ctx context.Context, m *nats.Msg) {
 func (g *governor) run(ctx context.Context) {
 	defer close(g.done)
 	q := newGrantQueue(g.b.cfg.Rate, grantQueueLimit, time.Now()) // empty: a new governor has no burst to spend
-	granted := func(w grantWaiter) { g.answer(w.reply, grantReply{Verdict: verdictGranted}) }
+	granted := func(w grantWaiter) {
+		now := time.Now()
+		g.ledger.grant(w.node, w.bytes, now)
+		g.answer(w.reply, grantReply{Verdict: verdictGranted, Pullers: g.pullers(now)})
+	}
 	requeue := func(w grantWaiter) {
 		g.answer(w.reply, grantReply{Verdict: verdictRequeue, Term: g.term, Ticket: w.ticket})
 	}
@@ -96,7 +107,7 @@ func (g *governor) run(ctx context.Context) {
 	for {
 		if g.expired() {
 			q.drain(requeue)
-		} else if wait := q.grant(time.Now(), granted); wait > 0 {
+		} else if wait := q.grant(time.Now(), g.ledger.allow, granted); wait > 0 {
 			timer.Reset(wait)
 		}
 		select {
@@ -107,14 +118,40 @@ func (g *governor) run(ctx context.Context) {
 			g.take(q, c)
 		case <-timer.C:
 		case t := <-sweep.C:
+			g.ledger.forget(t)
 			q.evict(func(w grantWaiter) bool { return t.Sub(w.arrived) >= governorMaxHold }, requeue)
 		}
 	}
 }
 
+// pullerWindow is how recently a node must have asked for a grant to
+// count as pulling over the direction.
+const pullerWindow = time.Second
+
+// pullers counts the nodes that asked for grants within pullerWindow
+// (at least 1: the one being answered), and forgets the others.
+func (g *governor) pullers(now time.Time) int {
+	n := 0
+	for node, at := range g.asked {
+		if now.Sub(at) > pullerWindow {
+			delete(g.asked, node)
+			continue
+		}
+		n++
+	}
+	return max(n, 1)
+}
+
 // take queues one request, or answers it at once.
 func (g *governor) take(q *grantQueue, c grantCall) {
 	r := c.req
+	g.ledger.heard(r.Node, r.Arrived, time.Now())
+	if c.reply == "" {
+		return // a report: the node has nothing on its way
+	}
+	if r.Node != "" {
+		g.asked[r.Node] = time.Now()
+	}
 	switch {
 	case !r.Class.valid() || r.Bytes <= 0 || r.Bytes > MaxGrant:
 		g.answer(c.reply, grantReply{Verdict: verdictInvalid, Error: fmt.Sprintf("class %d, %d bytes: want a class and 1 to %d bytes", int(r.Class), r.Bytes, MaxGrant)})
@@ -127,7 +164,7 @@ func (g *governor) take(q *grantQueue, c grantCall) {
 	if r.Term != g.term {
 		ticket = 0 // a place in another governor's line
 	}
-	w := grantWaiter{class: r.Class, bytes: r.Bytes, ticket: ticket, arrived: time.Now(), reply: c.reply}
+	w := grantWaiter{class: r.Class, bytes: r.Bytes, ticket: ticket, arrived: time.Now(), reply: c.reply, node: r.Node}
 	if !q.add(w, w.arrived) {
 		g.answer(c.reply, grantReply{Verdict: verdictBusy})
 	}

@@ -12,6 +12,7 @@ type grantWaiter struct {
 	class   Class
 	bytes   int64
 	ticket  uint64    // place in line within the class; lower is older
+	node    string    // who asked (the governor's ledger)
 	arrived time.Time // when this queue received it
 	reply   string
 	answer  chan grantAnswer
@@ -121,10 +122,11 @@ func (q *grantQueue) refill(now time.Time) {
 	q.tokens = min(q.tokens, limit)
 }
 
-// grant serves waiters while the tokens last, calling serve for each, and
-// returns how long until the next waiter can be served (0: none waits).
-// Waiters whose callers gave up are dropped without spending tokens.
-func (q *grantQueue) grant(now time.Time, serve func(grantWaiter)) time.Duration {
+// grant serves waiters while the tokens last and gate (when not nil)
+// allows, calling serve for each, and returns how long until the next
+// waiter can be served (0: none waits). Waiters whose callers gave up are
+// dropped without spending tokens.
+func (q *grantQueue) grant(now time.Time, gate func(n int64, now time.Time) (bool, time.Duration), serve func(grantWaiter)) time.Duration {
 	for {
 		c, ok := q.head()
 		if !ok {
@@ -141,6 +143,11 @@ func (q *grantQueue) grant(now time.Time, serve func(grantWaiter)) time.Duration
 		if q.tokens < need {
 			wait := time.Duration((need - q.tokens) / q.rate * float64(time.Second))
 			return max(wait, time.Microsecond)
+		}
+		if gate != nil {
+			if ok, wait := gate(w.bytes, now); !ok {
+				return max(wait, time.Microsecond)
+			}
 		}
 		q.tokens -= need
 		serve(q.pop(c))

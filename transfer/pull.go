@@ -108,14 +108,15 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 			// Bound what is granted but not yet across, so a sender that
 			// stalls cannot release a burst of granted pieces at once.
 			window := s.window(next, class)
-			if err := window.Acquire(gctx, int64(len(piece))); err != nil {
+			if err := window.acquire(gctx, int64(len(piece))); err != nil {
 				return err
 			}
-			defer window.Release(int64(len(piece)))
+			defer window.release(int64(len(piece)))
 			w, err := s.grant(gctx, next, class, int64(len(piece)))
 			if err != nil {
 				return err
 			}
+			defer s.arrived(next, int64(len(piece)))
 			mu.Lock()
 			wait += w
 			m := member
@@ -176,18 +177,25 @@ func (s *Source) pieceSize(from string) int64 {
 	return min(MaxGrant, max(16<<10, int64(l.Budget)/128/(4<<10)*(4<<10)))
 }
 
+// windowSlack is how much longer than the line's rtt a granted piece
+// may take to arrive before this node stops asking for more: the slack
+// covers the piece's time on the wire and the sender's scheduling.
+const windowSlack = 50 * time.Millisecond
+
 // window is the bound on bytes granted on the line from region from into
-// this one that have not arrived yet, for this node: enough to keep the
-// line busy over its rtt with its share of the budget (budget ×
-// (rtt + 50ms) / nodes of this region), at least two pieces. A larger
-// window lets a stalled sender release more granted bytes at once, above
-// the budget for that moment; a smaller one leaves the line idle when a
-// single node has the work.
+// this one that have not arrived yet, for this node and class: the line's
+// budget × (rtt + windowSlack), divided among the nodes of this region
+// that pull over it (as the governor last counted them, or every member
+// when it has not said), at least two pieces. The windows of all pulling
+// nodes add up to about one rtt of budget plus the slack, enough to keep
+// the line busy, and a node that pulls alone has the whole of it. What a
+// stalled sender can then release at once is bounded by the governor,
+// which counts granted bytes until they are reported arrived (ledger).
 //
 // Each class has its own window (and page slots, below): a class waiting
 // for grants behind a higher one must not hold the room the higher one
 // needs. The bound on granted bytes not yet arrived is per class in use.
-func (s *Source) window(from string, class Class) *semaphore.Weighted {
+func (s *Source) window(from string, class Class) *lineWindow {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := slotKey{from, class}
@@ -195,11 +203,60 @@ func (s *Source) window(from string, class Class) *semaphore.Weighted {
 		return w
 	}
 	l, _ := s.cfg.Topology.LineBetween(from, s.cfg.Region)
-	share := float64(l.Budget) / float64(max(1, len(s.members(s.cfg.Region))))
-	size := max(2*s.pieceSize(from), int64(share*(l.RTT+50*time.Millisecond).Seconds()))
-	w := semaphore.NewWeighted(size)
+	dir := Direction{From: from, To: s.cfg.Region}
+	line := int64(float64(l.Budget) * (l.RTT + windowSlack).Seconds())
+	least := 2 * s.pieceSize(from)
+	w := &lineWindow{wake: make(chan struct{}), limit: func() int64 {
+		n := 0
+		if s.cfg.Budget != nil {
+			if b := s.cfg.Budget(dir); b != nil {
+				n = b.Pullers()
+			}
+		}
+		if n <= 0 {
+			n = len(s.members(s.cfg.Region))
+		}
+		return max(least, line/int64(max(1, n)))
+	}}
 	s.windows[key] = w
 	return w
+}
+
+// lineWindow counts one node's bytes of one class granted on a line and
+// not arrived yet, against a limit that follows the number of nodes
+// pulling. A request bigger than the limit still goes alone.
+type lineWindow struct {
+	limit func() int64
+
+	mu   sync.Mutex
+	used int64
+	wake chan struct{} // closed (and replaced) when bytes are released
+}
+
+func (w *lineWindow) acquire(ctx context.Context, n int64) error {
+	for {
+		w.mu.Lock()
+		if w.used == 0 || w.used+n <= w.limit() {
+			w.used += n
+			w.mu.Unlock()
+			return nil
+		}
+		wake := w.wake
+		w.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (w *lineWindow) release(n int64) {
+	w.mu.Lock()
+	w.used -= n
+	close(w.wake)
+	w.wake = make(chan struct{})
+	w.mu.Unlock()
 }
 
 // pages bounds the fetches this node has in flight from region from
@@ -277,10 +334,12 @@ func (s *Source) direct(ctx context.Context, ref cachenode.FileRef, off, n int64
 		wait += w
 		rc, err := s.cfg.Lake.Fetch(ctx, ref, off+pos, int64(len(piece)))
 		if err != nil {
+			s.arrived(next, int64(len(piece)))
 			return nil, err
 		}
 		_, err = io.ReadFull(rc, piece)
 		rc.Close()
+		s.arrived(next, int64(len(piece)))
 		if err != nil {
 			return nil, fmt.Errorf("read %s from lake of region %s: %w", ref, rt.From(), err)
 		}

@@ -69,7 +69,7 @@ type Source struct {
 
 	mu        sync.Mutex
 	static    map[Direction]*rate.Limiter        // fallback limiters; one per direction into this region
-	windows   map[slotKey]*semaphore.Weighted    // granted bytes not yet arrived, by source region and class
+	windows   map[slotKey]*lineWindow            // granted bytes not yet arrived, by source region and class
 	pageSlots map[slotKey][2]*semaphore.Weighted // fetches ahead and pulling at once, by source region and class
 }
 
@@ -98,7 +98,7 @@ func NewSource(cfg SourceConfig) *Source {
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 4 << 20
 	}
-	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[slotKey]*semaphore.Weighted{}, pageSlots: map[slotKey][2]*semaphore.Weighted{}}
+	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[slotKey]*lineWindow{}, pageSlots: map[slotKey][2]*semaphore.Weighted{}}
 }
 
 // Fetch implements cachenode.Source.
@@ -338,6 +338,17 @@ func (s *Source) grant(ctx context.Context, from string, class Class, n int64) (
 		return time.Since(start), fmt.Errorf("budget of line %s: %w", dir, err)
 	}
 	return time.Since(start), nil
+}
+
+// arrived tells the budget of the line from region from that n granted
+// bytes arrived (or, the piece having failed, never will).
+func (s *Source) arrived(from string, n int64) {
+	if s.cfg.Budget == nil {
+		return
+	}
+	if b := s.cfg.Budget(Direction{From: from, To: s.cfg.Region}); b != nil {
+		b.Arrived(n)
+	}
 }
 
 func (s *Source) staticLimiter(dir Direction) *rate.Limiter {

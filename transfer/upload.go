@@ -39,6 +39,7 @@ func (s *Source) Pull(ctx context.Context, from, addr string, ref cachenode.File
 				wait, err := s.grant(ctx, from, class, int64(len(p.buf)))
 				if err == nil {
 					_, err = s.readPiece(ctx, from, addr, ref, at, p.buf, readOpts{forRegion: s.cfg.Region, class: class})
+					s.arrived(from, int64(len(p.buf)))
 				}
 				if err == nil && s.cfg.Account != nil {
 					s.cfg.Account.Add(Direction{From: from, To: s.cfg.Region}, class, int64(len(p.buf)), wait)

@@ -374,7 +374,7 @@ func (n *runningNode) startFederation(ctx context.Context, lakeSet *cachenode.La
 			}
 			d := transfer.Direction{From: from, To: o.region}
 			b, err := transfer.NewBudget(ctx, transfer.BudgetConfig{
-				Mesh: o.topology.Mesh, Dir: d, Rate: int64(l.Budget), Conn: n.nats, NodeID: o.id,
+				Mesh: o.topology.Mesh, Dir: d, Rate: int64(l.Budget), RTT: l.RTT, Conn: n.nats, NodeID: o.id,
 				StaticShare: func() int64 { return share(d) }, Logger: o.log,
 			})
 			if err != nil {
