@@ -4,16 +4,22 @@
 # same files, all over the same MinIO, measured in the same run (medians of
 # LAKEMESH_BENCH_RUNS runs, default 3): fio jobs for sequential, random and
 # checkpoint I/O, 16 readers for small files, the daemon's RSS with 1,000
-# files open and read. Like bench/run.sh it runs a report test
-# (TestMountBenchmarks) that starts Consul, MinIO behind counting proxies
-# and three node processes with the end-to-end harness.
+# files open and read. The warm figures are measured as the issue sets
+# their goals, with the kernel's page cache kept after a warm-up read (a
+# training job's second epoch), and again in the row after with the page
+# cache dropped before each pass, so each file system serves from its own
+# cache; small files once more with the page cache kept but past the
+# metadata TTL. Cold figures always drop the page cache. Like bench/run.sh
+# it runs a report test (TestMountBenchmarks) that starts Consul, MinIO
+# behind counting proxies and three node processes with the end-to-end
+# harness.
 #
 # Needs root (FUSE), consul and minio (.ci/deps builds them), fio, rclone
 # and s3fs (.ci/deps --bench installs them).
 #   bench/fuse.sh
 # Sizes: LAKEMESH_BENCH_FUSE_SEQ_MIB (each sequential file, default 256;
 # random files are twice that), LAKEMESH_BENCH_CKPT_MIB (checkpoint write,
-# default 2048). A full run takes about 10-15 minutes on 2 cores.
+# default 2048). A full run takes about 15-20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then

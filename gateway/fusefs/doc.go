@@ -4,8 +4,8 @@
 // router.Namespace (a router.Client in production, a routertest.Lakes in
 // unit tests). It owns the translation from kernel operations to
 // namespace calls and from errors to errno. It keeps no metadata beyond
-// what the kernel caches (and, for a second, an entry it just fetched),
-// and no file bytes in memory.
+// what the kernel caches (each file's last entry, for as long as the
+// kernel may cache it), and no file bytes in memory.
 //
 // Where things are: node.go (lookup, attributes), dir.go (listing),
 // open.go (open, truncate), change.go (create, mkdir, unlink, rmdir,
@@ -22,8 +22,15 @@
 // file" is cached for the shortest TTL of the mounts (the kernel takes one
 // negative timeout per mount). A change made elsewhere is therefore seen
 // within twice the TTL: once for the node's cache, once for the kernel's.
-// An entry fetched less than a second ago is used again without asking,
-// so lookup-then-open costs one Stat.
+// The mount keeps the last entry of each file for the same TTL: a getattr
+// (which the kernel also sends early, after a read made the atime stale)
+// and an open for reading use it without asking while it is younger than
+// the TTL, and a getattr answered from it is cached by the kernel only for
+// what is left of it. An expired entry is looked up by the kernel before
+// it opens, so an open reads the version stat shows, and reading a file
+// the kernel knows (open, fstat, read, close) costs no Stat. An open for
+// writing and truncate(2) use an entry only while it is a second old, so
+// lookup-then-open costs one Stat.
 //
 // A directory is listed lazily (dirStream): a page of Namespace.List is
 // fetched only when the kernel has taken every entry of the previous one,
@@ -44,7 +51,8 @@
 // across opens of an unchanged version (FOPEN_KEEP_CACHE) and drops it
 // when the version changed; while handles of two versions are open, the
 // newer one bypasses the page cache (FOPEN_DIRECT_IO), so no reader sees
-// pages of two versions. When a file changes in the lake under an open
+// pages of two versions. A read handle's close sends no FLUSH
+// (FOPEN_NOFLUSH): it has nothing to write. When a file changes in the lake under an open
 // handle, a read that needs bytes the handle's version no longer has
 // fails with ESTALE (ufs.ErrVersionChanged): open the file again.
 //

@@ -31,7 +31,9 @@ const (
 	// the mounts ("/", "/lake"): they change only with the topology.
 	VirtualTTL = time.Minute
 	// freshFor is how long an entry the mount just fetched is used again
-	// without asking (a lookup followed by an open or a getattr).
+	// without asking by an open for writing or a truncate (a lookup
+	// followed by one of them). Getattr and an open for reading use it
+	// for the path's whole TTL, as the kernel does.
 	freshFor = time.Second
 )
 

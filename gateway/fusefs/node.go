@@ -207,13 +207,23 @@ func (n *node) fillEntryOut(p string, out *fuse.EntryOut) {
 	out.SetAttrTimeout(ttl)
 }
 
-// Getattr answers from the node when it has unwritten changes or was
-// fetched a moment ago, else asks the namespace.
+// Getattr answers from the node when it has unwritten changes or its
+// entry is younger than the path's TTL, else asks the namespace. An
+// answer from the entry is cached by the kernel only for what is left of
+// the entry's TTL, so the kernel never holds attributes more than a TTL
+// older than the namespace's answer. The kernel asks before its timeout
+// too, whenever a read has made the atime stale: that must not cost a
+// Stat per open of a file.
 func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	p, ok := n.path()
-	if !ok || p == "/" || !n.needsStat() {
+	if !ok || p == "/" {
 		n.attrs(&out.Attr)
 		out.SetTimeout(n.fsys.ttl(p))
+		return 0
+	}
+	if left, ok := n.cachedFor(n.fsys.ttl(p)); ok {
+		n.attrs(&out.Attr)
+		out.SetTimeout(left)
 		return 0
 	}
 	octx, cancel := n.fsys.opContext()
@@ -234,25 +244,30 @@ func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut)
 	return 0
 }
 
-// needsStat says whether the node's entry should be fetched again.
-func (n *node) needsStat() bool {
+// cachedFor says how much longer the node's entry may be used without
+// asking, when an entry is used for at most maxAge after it was fetched;
+// ok is false when it must be fetched again. An entry this mount is
+// changing (created here, unlinked, or with a writer's size) is never
+// fetched again and is good for maxAge.
+func (n *node) cachedFor(maxAge time.Duration) (left time.Duration, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.local || n.unlinked {
-		return false
+		return maxAge, true
 	}
 	for w := range n.writers {
 		if _, ok := w.localSize(); ok {
-			return false
+			return maxAge, true
 		}
 	}
-	return time.Since(n.statAt) > freshFor
+	left = maxAge - time.Since(n.statAt)
+	return left, left > 0
 }
 
-// current returns the node's entry at p, fetched again unless it is
-// fresh.
-func (n *node) current(p string) (router.Entry, syscall.Errno) {
-	if !n.needsStat() {
+// current returns the node's entry at p, fetched again when it is more
+// than maxAge old.
+func (n *node) current(p string, maxAge time.Duration) (router.Entry, syscall.Errno) {
+	if _, ok := n.cachedFor(maxAge); ok {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		e := n.entry

@@ -44,7 +44,7 @@ func (n *node) truncate(fh fs.FileHandle, size int64) syscall.Errno {
 	if !ok {
 		return syscall.ENOENT
 	}
-	e, errno := n.current(p)
+	e, errno := n.current(p, freshFor)
 	if errno != 0 {
 		return errno
 	}
@@ -64,6 +64,14 @@ func (n *node) truncate(fh fs.FileHandle, size int64) syscall.Errno {
 
 // Open opens a file for reading at its current version, or for writing
 // through a spool.
+//
+// An open for reading takes the entry the kernel was last given while it
+// is within the path's TTL: for that long the kernel answers stat and
+// lookup from the same entry without asking, and once it expires the
+// kernel looks the path up (refreshing the entry) before it opens. So
+// opening a file the kernel knows costs no Stat, as a second epoch over
+// many small files needs, and an open reads the version stat shows. An
+// open for writing asks unless the entry is a moment old.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	p, ok := n.path()
 	if !ok {
@@ -85,7 +93,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, syscall.ENOENT // its writer never wrote it
 		}
 	}
-	e, errno := n.current(p)
+	maxAge := n.fsys.ttl(p)
+	if write {
+		maxAge = freshFor
+	}
+	e, errno := n.current(p, maxAge)
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -105,13 +117,14 @@ func (n *node) isLocal() bool {
 // openReader opens version e of the file for reading. The kernel keeps
 // the pages it cached when they are of the same version; when a handle of
 // another version is still open, the new handle bypasses the page cache,
-// so no reader ever sees pages of two versions.
+// so no reader ever sees pages of two versions. A read handle has nothing
+// to flush, so its close sends no FLUSH (FOPEN_NOFLUSH).
 func (n *node) openReader(p string, e router.Entry) (fs.FileHandle, uint32, syscall.Errno) {
 	r, err := n.fsys.ns.OpenReader(e)
 	if err != nil {
 		return nil, 0, n.fsys.errno(nil, "open", p, err)
 	}
-	var flags uint32
+	flags := uint32(fuse.FOPEN_NOFLUSH)
 	n.mu.Lock()
 	otherOpen := false
 	for v, k := range n.readers {
@@ -121,9 +134,9 @@ func (n *node) openReader(p string, e router.Entry) (fs.FileHandle, uint32, sysc
 	}
 	switch {
 	case otherOpen || len(n.writers) > 0:
-		flags = fuse.FOPEN_DIRECT_IO
+		flags |= fuse.FOPEN_DIRECT_IO
 	case n.cacheVersion == e.Version && e.Version != "":
-		flags = fuse.FOPEN_KEEP_CACHE
+		flags |= fuse.FOPEN_KEEP_CACHE
 	default:
 		n.cacheVersion = e.Version // opening without KEEP_CACHE drops the old pages
 	}

@@ -142,6 +142,101 @@ func TestMountVersionChanged(t *testing.T) {
 	})
 }
 
+// TestMountPageCacheKeptPerVersion: a file opened again at the same
+// version is read from the kernel's page cache (no read reaches the
+// namespace); once the lake holds another version and the TTL has
+// passed, a new open reads the new bytes, not the pages of the old one.
+// The new version has the old one's size and mtime (only the inode
+// differs), so the kernel's own attribute checks would keep the old
+// pages: only the missing FOPEN_KEEP_CACHE drops them.
+func TestMountPageCacheKeptPerVersion(t *testing.T) {
+	const ttl = 100 * time.Millisecond
+	tm := mountLakes(t, mountOptions{ttl: ttl})
+	old := randomBytes(4<<20, 6)
+	lakeFile := filepath.Join(tm.lake, "k.bin")
+	if err := os.WriteFile(lakeFile, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(lakeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll := func(what string) []byte {
+		t.Helper()
+		got, err := os.ReadFile(tm.path("k.bin"))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return got
+	}
+	if got := readAll("first read"); !bytes.Equal(got, old) {
+		t.Fatalf("first read: %d bytes, not the file", len(got))
+	}
+	time.Sleep(2 * ttl) // the kernel asks again, the version is unchanged
+	before := len(tm.ns.readSizes())
+	if got := readAll("second read"); !bytes.Equal(got, old) {
+		t.Fatalf("second read: %d bytes, not the file", len(got))
+	}
+	if n := len(tm.ns.readSizes()) - before; n != 0 {
+		t.Errorf("a second open of an unchanged version made %d reads of the namespace, want 0 (page cache not kept)", n)
+	}
+
+	// Replace the file with another of the same size and mtime: a new
+	// inode, so a new version.
+	neu := randomBytes(len(old), 7)
+	tmp := lakeFile + ".new"
+	if err := os.WriteFile(tmp, neu, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(tmp, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, lakeFile); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * ttl) // past the kernel's and the mount's TTL
+	if got := readAll("read after the change"); !bytes.Equal(got, neu) {
+		what := "neither version"
+		if bytes.Equal(got, old) {
+			what = "the old version's cached pages"
+		}
+		t.Fatalf("an open after the file changed in the lake (same size and mtime) read %s", what)
+	}
+}
+
+// TestMountOpenWithinTTL: reading a file whose entry the kernel holds
+// within its TTL (open, fstat, which follows a read that made the atime
+// stale, read, close) asks the namespace nothing, however long ago the
+// entry was fetched; an open for writing asks again.
+func TestMountOpenWithinTTL(t *testing.T) {
+	tm := mountLakes(t, mountOptions{ttl: time.Minute})
+	data := randomBytes(100<<10, 8)
+	if err := os.WriteFile(filepath.Join(tm.lake, "small.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(tm.path("small.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("first read: %d bytes, %v", len(got), err)
+	}
+	time.Sleep(freshFor + 100*time.Millisecond) // past the moment an entry is fresh for
+	before := tm.ns.stats.Load()
+	for i := 0; i < 10; i++ {
+		if got, err := os.ReadFile(tm.path("small.bin")); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read %d: %d bytes, %v", i, len(got), err)
+		}
+	}
+	if n := tm.ns.stats.Load() - before; n != 0 {
+		t.Errorf("10 opens for reading within the TTL made %d Stat calls, want 0", n)
+	}
+	f, err := os.OpenFile(tm.path("small.bin"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if n := tm.ns.stats.Load() - before; n != 1 {
+		t.Errorf("an open for writing made %d Stat calls, want 1", n)
+	}
+}
+
 func TestErrnoMapping(t *testing.T) {
 	remote := func(err error) error { return cachenode.FromStatus(cachenode.ToStatus(err)) }
 	cases := []struct {
