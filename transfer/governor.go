@@ -40,7 +40,8 @@ type grantCall struct {
 func startGovernor(b *Budget, term uint64, until time.Time) (*governor, error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	g := &governor{b: b, term: term, born: time.Now(), in: make(chan grantCall), stop: cancel, done: make(chan struct{}), asked: map[string]time.Time{}, ledger: newLedger(b.cfg.Rate)}
-	g.ledger.inherit(int64(float64(b.cfg.Rate)*(b.cfg.RTT+windowSlack).Seconds()), g.born)
+	onWay := b.cfg.RTT + windowSlack
+	g.ledger.inherit(int64(float64(b.cfg.Rate)*onWay.Seconds()), g.born, onWay)
 	g.extend(until)
 	sub, err := b.cfg.Conn.Subscribe(b.grants, func(m *nats.Msg) { g.receive(ctx, m) })
 	if err == nil {

@@ -31,7 +31,7 @@ const ledgerForget = 3 * time.Second
 // report costs nothing once the next one comes). What a previous
 // governor, or the nodes' static shares, granted is not reported: a new
 // governor counts the most that can be on its way (every node's window
-// full, inherit) until ledgerForget has passed.
+// full, inherit) for as long as it takes to arrive.
 //
 // Owned by the governor's loop; no lock.
 type ledger struct {
@@ -49,6 +49,7 @@ type ledgerNode struct {
 	arrived int64         // its latest arrived total
 	out     int64         // its part of ledger.out
 	heard   time.Time     // its latest request or report
+	expires time.Time     // if set, nothing of it is on its way from then on
 }
 
 type ledgerPoint struct {
@@ -63,12 +64,13 @@ func newLedger(rate int64) *ledger {
 // inheritedNode names the bytes granted before this governor.
 const inheritedNode = "(granted before this governor)"
 
-// inherit counts n bytes granted before this governor as on their way,
-// until ledgerForget from now.
-func (l *ledger) inherit(n int64, now time.Time) {
+// inherit counts n bytes granted before this governor as on their way
+// until now+d: the time they take to arrive when nothing stalls.
+func (l *ledger) inherit(n int64, now time.Time, d time.Duration) {
 	if n > 0 {
 		l.heard(inheritedNode, 0, now)
 		l.grant(inheritedNode, n, now)
+		l.nodes[inheritedNode].expires = now.Add(d)
 	}
 }
 
@@ -114,6 +116,9 @@ func (l *ledger) settle(n *ledgerNode, now time.Time) {
 		since = n.granted - n.recent[0].v
 	}
 	out := max(0, min(since, n.granted-(n.arrived-n.base)))
+	if !n.expires.IsZero() && !now.Before(n.expires) {
+		out = 0
+	}
 	if out == n.out {
 		return
 	}
