@@ -41,8 +41,10 @@ func (s *Store) makeDirs() error {
 
 // putDisk writes blocks [b0, b0+len(crcs)) of data that the disk tier does
 // not hold yet to the page's data file, then records them in the sidecar.
-// It reports whether the disk tier holds all of them afterwards.
-func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32) (bool, error) {
+// It reports whether the disk tier holds all of them afterwards. inMemory
+// says the memory tier holds them too: then they bypass the page cache
+// (see pagewriter.go); otherwise the page cache is the only copy in RAM.
+func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory bool) (bool, error) {
 	e.diskMu.Lock()
 	defer e.diskMu.Unlock()
 
@@ -65,10 +67,10 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32) (bool, err
 		return false, nil
 	}
 	path := s.dataPath(e.id)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openPageWriter(path, inMemory)
 	if err != nil {
 		s.disk.release(need)
-		return false, fmt.Errorf("open %s: %w", path, err)
+		return false, err
 	}
 	// Write each run of missing blocks with one call.
 	for i := 0; i < len(crcs); {
@@ -81,7 +83,7 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32) (bool, err
 			j++
 		}
 		lo, hi := int64(i)*bs, min(int64(j)*bs, int64(len(data)))
-		if _, err := f.WriteAt(data[lo:hi], int64(b0)*bs+lo); err != nil {
+		if err := f.WriteAt(data[lo:hi], int64(b0)*bs+lo); err != nil {
 			f.Close()
 			s.disk.release(need)
 			return false, fmt.Errorf("write page %s blocks [%d,%d) to %s: %w", e.id, b0+i, b0+j, path, err)

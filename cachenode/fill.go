@@ -270,6 +270,7 @@ func (c *Cache) run(f *fetch) {
 // readExactly reads exactly n bytes from rc; anything else is an error.
 func readExactly(rc io.Reader, n int64) ([]byte, error) {
 	buf := make([]byte, n)
+	adviseHugePages(buf) // the memory tier keeps it: see adviseHugePages
 	k, err := io.ReadFull(rc, buf)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

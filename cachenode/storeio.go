@@ -148,6 +148,7 @@ func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []b
 	var buf []byte
 	if s.mem != nil {
 		buf = make([]byte, runLen) // kept as memory blocks when promoted
+		adviseHugePages(buf)
 	} else {
 		bp, pool := s.scratch(runLen)
 		defer pool.Put(bp)
@@ -331,7 +332,7 @@ func (s *Store) Put(ref FileRef, index, off int64, data []byte) error {
 	}
 	var diskErr error
 	if s.disk != nil {
-		diskOK, diskErr = s.putDisk(e, b0, data, crcs)
+		diskOK, diskErr = s.putDisk(e, b0, data, crcs, memOK)
 	}
 	switch {
 	case diskErr != nil:

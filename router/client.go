@@ -79,7 +79,8 @@ type Client struct {
 	down  map[string]time.Time // node addr -> skip until
 	lakes map[string]ufs.FS    // mount path -> lake, opened on first direct read
 
-	pageBufs chan struct{} // one token per page buffer held by an open File
+	pageBufs  chan struct{} // one token per page buffer held by an open File
+	freePages sync.Pool     // *[]byte: page buffers that Files released
 
 	bg     sync.WaitGroup // readahead calls in flight
 	bgSem  chan struct{}  // bounds them
@@ -267,14 +268,34 @@ func (c *Client) onMembers(ctx context.Context, members []region.Member, call fu
 	return fmt.Errorf("%w: all %d members failed, last: %v", ErrNoNode, len(members), last)
 }
 
-// takePageBuffer reserves one page buffer for an open File, if any is left.
-func (c *Client) takePageBuffer() bool {
+// takePageBuffer reserves one of the client's PageBuffers for an open File
+// and returns it with n bytes (n <= PageSize), or false if every one is
+// held.
+func (c *Client) takePageBuffer(n int64) ([]byte, bool) {
 	select {
 	case c.pageBufs <- struct{}{}:
-		return true
+		return c.pageBuffer(n), true
 	default:
-		return false
+		return nil, false
 	}
 }
 
-func (c *Client) releasePageBuffer() { <-c.pageBufs }
+// pageBuffer returns a buffer of n bytes for a File that holds a page
+// buffer token: one that a File released if it is large enough, else a
+// new one of exactly n bytes, so a 100 KiB file never costs a zeroed
+// 4 MiB page.
+func (c *Client) pageBuffer(n int64) []byte {
+	if bp, ok := c.freePages.Get().(*[]byte); ok && int64(cap(*bp)) >= n {
+		return (*bp)[:n]
+	}
+	return make([]byte, n)
+}
+
+// releasePageBuffer gives back a File's page buffer for reuse (a
+// sync.Pool: the garbage collector frees buffers no File wants) and its
+// token.
+func (c *Client) releasePageBuffer(buf []byte) {
+	buf = buf[:cap(buf)]
+	c.freePages.Put(&buf)
+	<-c.pageBufs
+}

@@ -22,9 +22,19 @@
 // Access patterns: a read that starts where the previous read of the same
 // File ended is sequential. Sequential reads ask nodes to fill whole pages
 // and prefetch the next pages (bounded by the readahead policy, and by a
-// fixed number of prefetch calls in flight per client); other reads ask
-// only for the blocks they touch, so random 4 KiB reads never drag whole
-// pages across.
+// fixed number of prefetch calls in flight per client); the prefetch is
+// asked for before the read's own pages are fetched, so the pages after a
+// read fill on their owners while it waits. Other reads ask only for the
+// blocks they touch, so random 4 KiB reads never drag whole pages across.
+//
+// Small sequential reads (less than a page: io.Copy's 32 KiB, a kernel's
+// 128 KiB) are served from one page the File keeps buffered, so a stream
+// of them costs one node round trip per page. The buffer has the length of
+// the page it holds (a 100 KiB file's page is 100 KiB), buffers of closed
+// Files are reused (a sync.Pool in the Client), and at most
+// Config.PageBuffers Files hold one at a time. A read that takes the rest
+// of a page not buffered goes straight into the caller's buffer: a small
+// file read in one call needs no page buffer at all.
 //
 // Metadata (stat, list) is placed by the path's key and cached on its
 // owner for the mount's metadata TTL; writes go to the path's owner, which

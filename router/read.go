@@ -94,7 +94,7 @@ func (f *File) Limit(end int64) {
 func (f *File) Close() error {
 	f.pageMu.Lock()
 	if f.pageBuf != nil {
-		f.c.releasePageBuffer()
+		f.c.releasePageBuffer(f.pageBuf)
 	}
 	f.pageBuf, f.pageAt = nil, -1
 	f.pageMu.Unlock()
@@ -149,6 +149,11 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	))
 	defer span.End()
 
+	if sequential {
+		// Before this read's own pages: the pages after it fill on their
+		// owners while this read waits for its pages.
+		f.readAhead(end)
+	}
 	ps := f.c.cfg.PageSize
 	if sequential && end-off < ps {
 		err := f.readBuffered(ctx, p[:end-off], off)
@@ -157,7 +162,6 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			span.SetStatus(codes.Error, err.Error())
 			return 0, err
 		}
-		f.readAhead(end)
 		n := int(end - off)
 		if n < len(p) {
 			return n, io.EOF
@@ -180,9 +184,6 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		span.SetStatus(codes.Error, err.Error())
 		return 0, err
 	}
-	if sequential {
-		f.readAhead(end)
-	}
 	n := int(end - off)
 	if n < len(p) {
 		return n, io.EOF
@@ -191,35 +192,62 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 }
 
 // readBuffered serves a small sequential read from the file's buffered
-// page, fetching the whole page(s) it touches first when needed.
+// page, fetching the whole page(s) it touches first when needed. A read
+// that takes the rest of a page it does not hold goes straight into p:
+// a copy of that page would serve no later sequential read. So a small
+// file read in one call (cat, a FUSE read, an S3 GET) needs no buffer.
 func (f *File) readBuffered(ctx context.Context, p []byte, off int64) error {
 	ps := f.c.cfg.PageSize
 	f.pageMu.Lock()
 	defer f.pageMu.Unlock()
-	if f.pageBuf == nil && !f.c.takePageBuffer() {
-		// Every page buffer of the client is held by other open files:
-		// read exactly what was asked, unbuffered.
-		return f.readPiecesAt(ctx, p, off)
-	}
 	for len(p) > 0 {
-		if f.pageAt < 0 || off < f.pageAt || off >= f.pageAt+int64(len(f.pageBuf)) {
-			page := off / ps
-			start := page * ps
-			n := min(ps, f.entry.Size-start)
-			if cap(f.pageBuf) < int(n) {
-				f.pageBuf = make([]byte, ps)
-			}
-			f.pageBuf = f.pageBuf[:n]
-			f.pageAt = -1
-			if err := f.readPiece(ctx, page, start, f.pageBuf, true); err != nil {
+		page := off / ps
+		start := page * ps
+		end := min(start+ps, f.entry.Size)
+		k := min(int64(len(p)), end-off)
+		if f.pageAt != start && off+k < end {
+			ok, err := f.bufferPage(ctx, page, start, end-start)
+			if err != nil {
 				return err
 			}
-			f.pageAt = start
+			if !ok {
+				// Every page buffer of the client is held by other open
+				// files: read exactly what was asked, unbuffered.
+				return f.readPiecesAt(ctx, p, off)
+			}
 		}
-		k := copy(p, f.pageBuf[off-f.pageAt:])
-		p, off = p[k:], off+int64(k)
+		if f.pageAt == start {
+			copy(p[:k], f.pageBuf[off-start:])
+		} else if err := f.readPiece(ctx, page, off, p[:k], true); err != nil {
+			return err
+		}
+		p, off = p[k:], off+k
 	}
 	return nil
+}
+
+// bufferPage fetches page (n bytes from file offset start) whole into the
+// file's page buffer, taking one of the client's page buffers first if the
+// file holds none. It reports false when none is left. f.pageMu is held.
+func (f *File) bufferPage(ctx context.Context, page, start, n int64) (bool, error) {
+	switch {
+	case f.pageBuf == nil:
+		buf, ok := f.c.takePageBuffer(n)
+		if !ok {
+			return false, nil
+		}
+		f.pageBuf = buf
+	case int64(cap(f.pageBuf)) < n:
+		// The buffer is too short for this page; keep the token.
+		f.pageBuf = f.c.pageBuffer(n)
+	}
+	f.pageBuf = f.pageBuf[:n]
+	f.pageAt = -1
+	if err := f.readPiece(ctx, page, start, f.pageBuf, true); err != nil {
+		return true, err
+	}
+	f.pageAt = start
+	return true, nil
 }
 
 // readPiece fills buf with the bytes at off, all inside one page, from the
