@@ -143,8 +143,11 @@ type Budget struct {
 	pullers atomic.Int64 // the nodes pulling on the direction, as the governor last said; 0: not known
 	arrived atomic.Int64 // granted bytes that arrived, all told (reported to the governor)
 	onWay   atomic.Int64 // bytes the governor granted that have not arrived
-	lastAsk atomic.Int64 // unix nanoseconds of the last message to the governor
-	stats   budgetCounters
+
+	staticMu  sync.Mutex
+	staticLog []ledgerPoint // static-share grants of the last second (v: bytes)
+	lastAsk   atomic.Int64  // unix nanoseconds of the last message to the governor
+	stats     budgetCounters
 }
 
 // BudgetStats are one node's figures for one line direction.
@@ -386,6 +389,9 @@ type grantRequest struct {
 	// (Budget.Arrived). A message with no reply subject and no bytes is
 	// only that report.
 	Arrived int64 `json:"arrived,omitempty"`
+	// Static is what the node's static share granted in the last second,
+	// said once after it comes back from it.
+	Static int64 `json:"static,omitempty"`
 }
 
 type grantReply struct {
@@ -412,7 +418,7 @@ func (b *Budget) askGovernor(ctx context.Context, class Class, n int64, place *g
 	if s := b.cfg.Conn.Status(); s != nats.CONNECTED {
 		return false, fmt.Errorf("%w: NATS is %s", errGovernorUnreachable, s)
 	}
-	data, err := json.Marshal(grantRequest{Class: class, Bytes: n, Term: place.term, Ticket: place.ticket, Node: b.cfg.NodeID, Arrived: b.arrived.Load()})
+	data, err := json.Marshal(grantRequest{Class: class, Bytes: n, Term: place.term, Ticket: place.ticket, Node: b.cfg.NodeID, Arrived: b.arrived.Load(), Static: b.staticRecent()})
 	if err != nil {
 		return false, err
 	}

@@ -59,6 +59,36 @@ func (b *Budget) leaveFallback(why string) {
 	}
 }
 
+// noteStatic remembers n bytes granted by the static share, so that the
+// next governor hears of those of the last second (staticRecent).
+func (b *Budget) noteStatic(n int64) {
+	b.staticMu.Lock()
+	defer b.staticMu.Unlock()
+	now := time.Now()
+	b.staticLog = append(b.staticLog, ledgerPoint{at: now, v: n})
+	k := 0
+	for k < len(b.staticLog) && now.Sub(b.staticLog[k].at) > time.Second {
+		k++
+	}
+	b.staticLog = b.staticLog[k:]
+}
+
+// staticRecent returns the bytes the static share granted in the last
+// second, once: the first request after leaving the static share carries
+// them, and the governor counts them as just granted.
+func (b *Budget) staticRecent() int64 {
+	b.staticMu.Lock()
+	defer b.staticMu.Unlock()
+	var sum int64
+	for _, p := range b.staticLog {
+		if time.Since(p.at) <= time.Second {
+			sum += p.v
+		}
+	}
+	b.staticLog = b.staticLog[:0]
+	return sum
+}
+
 // probeDue reports whether this Acquire, on the static share, should ask
 // the governor first: one does every budgetProbeInterval.
 func (b *Budget) probeDue() bool {
@@ -89,6 +119,7 @@ func (b *Budget) acquireStatic(ctx context.Context, class Class, n int64) (bool,
 		}
 		switch a {
 		case answerGranted:
+			b.noteStatic(n)
 			return true, nil
 		case answerAskGovernor:
 			return false, nil

@@ -147,6 +147,11 @@ func (g *governor) pullers(now time.Time) int {
 func (g *governor) take(q *grantQueue, c grantCall) {
 	r := c.req
 	g.ledger.heard(r.Node, r.Arrived, time.Now())
+	if r.Static > 0 {
+		// Granted by its static share within the last second: as if
+		// just granted here, on their way until reported.
+		g.ledger.grant(r.Node, r.Static, time.Now())
+	}
 	if c.reply == "" {
 		return // a report: the node has nothing on its way
 	}

@@ -28,14 +28,18 @@ const ledgerForget = 3 * time.Second
 // what was on its way a second ago plus everything granted since.
 //
 // Nodes report the bytes that arrived as a running total (so a lost
-// report costs nothing once the next one comes). What a previous
-// governor, or the nodes' static shares, granted is not reported: a new
-// governor counts the most that can be on its way (every node's window
-// full, inherit) for as long as it takes to arrive.
+// report costs nothing once the next one comes). A node back from its
+// static share says what that share granted in the last second, which
+// the governor books as just granted. What a previous governor granted
+// is not reported: a new governor counts the most that can be on its way
+// (every node's window full, inherit) for as long as it takes to arrive.
+// A node still on its static share while another already asks a new
+// governor is not counted until it comes back.
 //
 // Owned by the governor's loop; no lock.
 type ledger struct {
-	cap     int64
+	cap int64
+
 	granted int64 // G: every byte granted by this governor
 	out     int64 // O: the sum of the nodes' bytes on their way
 	nodes   map[string]*ledgerNode
