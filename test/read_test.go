@@ -143,6 +143,26 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes on the first read")
 	}
+	// A read is answered before its page's disk copy is written (the
+	// disk tier is a cache): the file is cached once the nodes' disk
+	// tiers hold its bytes, then each node is killed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var onDisk int64
+		for _, n := range m.nodes {
+			if info, err := router.NodeInfo(context.Background(), n.addr); err == nil {
+				onDisk += info.GetCache().GetDiskBytes()
+			}
+		}
+		if onDisk >= size {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes' disk tiers hold %d bytes of a %d-byte file read 10 s ago", onDisk, size)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // a page's bytes are counted as its write begins
 	for _, n := range m.nodes {
 		m.stop(n, syscall.SIGKILL)
 	}
