@@ -129,16 +129,11 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 		w.WriteHeader(status)
 		return nil
 	}
-	release, err := s.acquire(ctx)
+	rd, done, err := s.openRead(ctx, e, req.key)
 	if err != nil {
 		return err
 	}
-	defer release()
-	rd, err := s.ns.OpenReader(e)
-	if err != nil {
-		return toAPIError(err, targetRead, req.key)
-	}
-	defer rd.Close()
+	defer done()
 	// The range's end goes all the way down: readahead never fetches a
 	// page past it, so a ranged GET costs the pages it covers.
 	rd.Limit(end)

@@ -154,16 +154,11 @@ func (s *Server) uploadPartCopy(w http.ResponseWriter, req *request) error {
 	if end-start > maxPartSize {
 		return s3err("EntityTooLarge", "a part holds at most 5 GiB")
 	}
-	release, err := s.acquire(ctx)
+	rd, done, err := s.openRead(ctx, src, srcKey)
 	if err != nil {
 		return err
 	}
-	defer release()
-	rd, err := s.ns.OpenReader(src)
-	if err != nil {
-		return toAPIError(err, targetRead, srcKey)
-	}
-	defer rd.Close()
+	defer done()
 	rd.Limit(end)
 	sum, _, err := s.spool.writePart(up.ID, n, &sectionReader{ctx: ctx, rd: rd, off: start, end: end})
 	if err != nil {

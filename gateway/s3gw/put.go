@@ -154,16 +154,11 @@ func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 		}
 		return writeXML(w, http.StatusOK, copyObjectResult{LastModified: xmlTime(src.ModTime), ETag: emptyETag})
 	}
-	release, err := s.acquire(ctx)
+	rd, done, err := s.openRead(ctx, src, srcKey)
 	if err != nil {
 		return err
 	}
-	defer release()
-	rd, err := s.ns.OpenReader(src)
-	if err != nil {
-		return toAPIError(err, targetRead, srcKey)
-	}
-	defer rd.Close()
+	defer done()
 	putCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := &failFast{r: &sectionReader{ctx: ctx, rd: rd, end: src.Size}, cancel: cancel}

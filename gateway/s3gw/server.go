@@ -321,6 +321,21 @@ func writeXML(w http.ResponseWriter, status int, v any) error {
 	return err
 }
 
+// openRead takes a transfer slot and opens version e of the file for
+// reading (key names it in errors); done closes the reader and gives the
+// slot back.
+func (s *Server) openRead(ctx context.Context, e router.Entry, key string) (rd router.Reader, done func(), err error) {
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rd, err = s.ns.OpenReader(e); err != nil {
+		release()
+		return nil, nil, toAPIError(err, targetRead, key)
+	}
+	return rd, func() { rd.Close(); release() }, nil
+}
+
 // acquire takes a transfer slot, waiting a bounded time in a bounded
 // queue; release gives it back.
 func (s *Server) acquire(ctx context.Context) (release func(), err error) {
