@@ -56,7 +56,12 @@
 // 10ms of rtt; load_i is RouteOptions.Load for the line in the direction
 // the bytes flow, clamped to [0, 1]. A line near its budget weighs up to
 // twenty times its idle weight, so traffic moves to another route when
-// there is one. On the repository's topology.yaml:
+// there is one. A node's transfer.Source reports as load, for each line
+// into its region, how long a new fetch would wait behind its own queue
+// on the line past one second (a wait of k seconds weighs the line k
+// times its idle weight), so only demand above what the line's budget
+// grants spills to the next route, and the line keeps running at its
+// budget. On the repository's topology.yaml:
 //
 //	idc-bj -> gpu-wlcb               20 + 10 + 1000×0.01   =  40
 //	aws-use1 -> gpu-wlcb             70 + 10 + 0           =  80

@@ -35,8 +35,18 @@ func TestFederation(t *testing.T) {
 		budget: map[string]string{"a-b": "12MiB/s", "a-c": "400MB/s", "b-c": "400MB/s"},
 		cost:   map[string]string{"a-b": "0.02", "a-c": "0.02", "b-c": "0.001"},
 		rtt:    map[string]time.Duration{"a-b": 20 * time.Millisecond, "a-c": 20 * time.Millisecond, "b-c": 4 * time.Millisecond},
+		// The budget tests keep their files in a and b (residency), so
+		// their demand stays on a-b: with a-c-b allowed, demand above
+		// a-b's budget spills to it (SaturatedLineSpillsToTheNextRoute)
+		// and the line would no longer be asked for more than it may carry.
 		policies: `  - path: /lake/s3/secret
     residency: [a]
+  - path: /lake/s3/bulk
+    residency: [a, b]
+  - path: /lake/s3/classes
+    residency: [a, b]
+  - path: /lake/s3/natsrestart
+    residency: [a, b]
 `,
 	})
 	size := int64(GiB)
@@ -232,6 +242,63 @@ func TestFederation(t *testing.T) {
 		}
 	})
 
+	t.Run("SaturatedLineSpillsToTheNextRoute", func(t *testing.T) {
+		// Four readers in b of four cold files that may go anywhere: a-b
+		// is the cheapest route (weight 50 against 65 for a-c-b), but at
+		// 12 MiB/s it cannot carry the demand. Once a fetch would wait
+		// longer than 1.3 s behind its node's queue on a-b, it takes
+		// a-c-b: a-b still runs within its budget, b gets more than a-b
+		// alone could give, and every byte still enters b once.
+		const fileSize = 40 * MiB
+		sums := make([][32]byte, 4)
+		for i := range sums {
+			sums[i] = m.upload(fmt.Sprintf("spill/s%d.bin", i), fileSize, uint64(80+i))
+		}
+		m.resetLines()
+		var wg sync.WaitGroup
+		bad := make(chan string, 4)
+		for i := range sums {
+			c := m.client("b")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if readAll(t, c, fmt.Sprintf("/lake/s3/spill/s%d.bin", i), 4*MiB) != sums[i] {
+					bad <- fmt.Sprintf("s%d.bin read wrong bytes", i)
+				}
+			}()
+		}
+		wg.Wait()
+		close(bad)
+		for msg := range bad {
+			t.Fatal(msg)
+		}
+		const unique = 4 * fileSize
+		ab, bc := lineDown(m.lineTo("a", "b")), lineDown(m.lineTo("b", "c"))
+		into := ab + bc
+		// From the first byte into b to the last, over either line: the
+		// readers' opens are not the lines' doing.
+		abs, bcs := m.lineTo("a", "b").Samples(), m.lineTo("b", "c").Samples()
+		took := busySpan(abs, bcs)
+		rate := float64(unique) / took.Seconds()
+		maxWin := testenv.MaxWindow(abs, 10)
+		t.Logf("a-b, 100 ms samples (KiB): %v", kib(abs))
+		t.Logf("b-c, 100 ms samples (KiB): %v", kib(bcs))
+		t.Logf("into b: %d over a-b, %d over b-c (%.0f%% through c) in %s: %.2fx the a-b budget; %.4fx the unique bytes; busiest 1 s on a-b %.3f of its budget",
+			ab, bc, 100*float64(bc)/float64(into), took, rate/budgetAB, float64(into)/unique, float64(maxWin)/budgetAB)
+		if bc < unique/10 {
+			t.Fatalf("only %d of %d bytes came through c: the saturated line did not spill", bc, into)
+		}
+		if rate < 1.2*budgetAB {
+			t.Fatalf("b read at %.1f MiB/s, not above the %d MiB/s a-b alone carries", rate/MiB, budgetAB/MiB)
+		}
+		if float64(into) > unique*lineOverhead {
+			t.Fatalf("%d bytes entered b for %d unique: %.3fx, want <= %.2fx", into, unique, float64(into)/unique, lineOverhead)
+		}
+		if float64(maxWin) > 1.05*budgetAB {
+			t.Fatalf("busiest 1 s window on a-b carried %d bytes, above 1.05 x the budget %d", maxWin, budgetAB)
+		}
+	})
+
 	t.Run("ClaimerKilledMidTransfer", func(t *testing.T) {
 		// 4 readers in c of a cold 256 MiB file; one of c's nodes (each
 		// holds the claims of the pages it owns) is killed -9 a third of
@@ -350,6 +417,27 @@ func checkBudget(t *testing.T, samples []int64, budget int64) {
 	if avg < 0.9*float64(budget) {
 		t.Fatalf("the line ran at %.0f B/s on average, below 0.9 x the budget %d", avg, budget)
 	}
+}
+
+// busySpan is the time from the first 100 ms sample with bytes to the
+// last one, inclusive, over several lines' samples taken since the same
+// reset.
+func busySpan(series ...[]int64) time.Duration {
+	first, last := -1, -1
+	for _, xs := range series {
+		for i, x := range xs {
+			if x > 0 {
+				if first < 0 || i < first {
+					first = i
+				}
+				last = max(last, i)
+			}
+		}
+	}
+	if first < 0 {
+		return 0
+	}
+	return time.Duration(last-first+1) * 100 * time.Millisecond
 }
 
 func kib(xs []int64) []int64 {

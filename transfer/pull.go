@@ -36,12 +36,21 @@ var readStreamDesc = &grpc.StreamDesc{StreamName: "Read", ServerStreams: true}
 // ahead of its grant. The neighbour, when it is not the source, fills
 // the bytes over the rest of the route first (store and forward, a copy
 // kept at each relay).
-func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, rt federation.Route, class Class) (*fetched, error) {
+//
+// qd is the fetch's place in the queue on the line into this region when
+// the caller counted it there as it chose the route; nil: pull counts it.
+func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, rt federation.Route, class Class, qd *queued) (*fetched, error) {
 	next := rt.Next()
 	members := s.members(next)
 	if len(members) == 0 {
 		return nil, fmt.Errorf("line %s->%s: region %s has no node up: %w", next, s.cfg.Region, next, cachenode.ErrLineDown)
 	}
+	// Until its bytes cross, the fetch counts in this node's queue on the
+	// line, which weighs the line for the next fetches' routes.
+	if qd == nil {
+		qd = s.queue(next, class, n)
+	}
+	defer qd.done()
 	upstream := rt.Regions[:len(rt.Regions)-1]
 	key := cachenode.PageID{File: ref.ID(), Index: off / s.cfg.PageSize}.Key()
 	ranked := region.Rank(key, members)
@@ -70,6 +79,7 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 	// granted instead of waiting on that fill with its grant in hand.
 	fopts := opts
 	fopts.fillOnly, fopts.fillLen = true, n
+	fillStart := time.Now()
 	for i, m := range ranked {
 		fctx, cancel := context.WithTimeout(ctx, s.cfg.FillTimeout)
 		metas, err := s.readPiece(fctx, next, m.Addr, ref, off, nil, fopts)
@@ -93,6 +103,7 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 		}
 	}
 
+	s.queues.filled(next, time.Since(fillStart))
 	if err := pulling.Acquire(ctx, 1); err != nil {
 		return nil, err
 	}
@@ -116,7 +127,10 @@ func (s *Source) pull(ctx context.Context, ref cachenode.FileRef, off, n int64, 
 			if err != nil {
 				return err
 			}
-			defer s.arrived(next, int64(len(piece)))
+			defer func() {
+				s.arrived(next, int64(len(piece)))
+				qd.crossed(int64(len(piece)))
+			}()
 			mu.Lock()
 			wait += w
 			m := member
@@ -207,16 +221,7 @@ func (s *Source) window(from string, class Class) *lineWindow {
 	line := int64(float64(l.Budget) * (l.RTT + windowSlack).Seconds())
 	least := 2 * s.pieceSize(from)
 	w := &lineWindow{wake: make(chan struct{}), limit: func() int64 {
-		n := 0
-		if s.cfg.Budget != nil {
-			if b := s.cfg.Budget(dir); b != nil {
-				n = b.Pullers()
-			}
-		}
-		if n <= 0 {
-			n = len(s.members(s.cfg.Region))
-		}
-		return max(least, line/int64(max(1, n)))
+		return max(least, line/int64(s.pullers(dir)))
 	}}
 	s.windows[key] = w
 	return w
@@ -322,6 +327,7 @@ func (s *Source) direct(ctx context.Context, ref cachenode.FileRef, off, n int64
 	next := rt.Next()
 	s.log.Warn("lake's home region has no node up; reading the lake directly over the line",
 		"file", ref, "region", rt.From(), "line", Direction{From: next, To: s.cfg.Region}.String())
+	defer s.queue(next, class, n).done()
 	buf := make([]byte, n)
 	ps := s.pieceSize(next)
 	var wait time.Duration

@@ -70,6 +70,8 @@ type Source struct {
 	mu        sync.Mutex
 	static    map[Direction]*rate.Limiter        // fallback limiters; one per direction into this region
 	windows   map[slotKey]*lineWindow            // granted bytes not yet arrived, by source region and class
+	queues    lineQueues                         // bytes routed over each line into this region, not across yet
+	routeMu   sync.Mutex                         // held while a fetch chooses its route and queues on it
 	pageSlots map[slotKey][2]*semaphore.Weighted // fetches ahead and pulling at once, by source region and class
 }
 
@@ -133,7 +135,7 @@ func (s *Source) Fetch(ctx context.Context, ref cachenode.FileRef, off, n int64)
 			if err != nil {
 				return nil, err
 			}
-			return s.pull(ctx, ref, off, n, rt, class)
+			return s.pull(ctx, ref, off, n, rt, class, nil)
 		}
 		return s.cross(ctx, ref, off, n, m.Region, class)
 	})
@@ -200,13 +202,15 @@ func (s *Source) fromHolder(ctx context.Context, ref cachenode.FileRef, off, n i
 func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64, home string, class Class) (*fetched, error) {
 	p := namespacePath(ref)
 	allowed := s.policies.For(p).MayEnter
-	routes := s.routes(allowed, home)
+	routes, qd := s.routeQueued(allowed, home, class, n)
+	defer qd.done()
 	if len(routes) == 0 {
 		return nil, s.noRoute(p, home)
 	}
 	// A region that holds the bytes closer than home serves them.
-	for _, rt := range s.holders(ctx, ref, off, n, allowed, home, routes[0]) {
-		f, err := s.pull(ctx, ref, off, n, rt, class)
+	for _, rt := range s.holders(ctx, ref, off, n, allowed, home, routes[0], class) {
+		qd.done()
+		f, err := s.pull(ctx, ref, off, n, rt, class, nil)
 		if err == nil {
 			return f, nil
 		}
@@ -216,10 +220,15 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 		s.log.Debug("holder region failed, trying the next source", "route", rt.String(), "err", err)
 	}
 	var errs []error
-	for _, rt := range routes {
+	for i, rt := range routes {
+		if i > 0 {
+			qd.done()
+			qd = nil // pull queues on the line it takes
+		}
 		if len(s.members(rt.Regions[len(rt.Regions)-2])) == 0 && len(rt.Regions) == 2 {
 			// The home region has no node up: read its lake from here,
 			// still over (and counted against) the line.
+			qd.done() // direct queues on its own
 			f, err := s.direct(ctx, ref, off, n, rt, class)
 			if err == nil || !retryable(err) {
 				return f, err
@@ -227,7 +236,7 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 			errs = append(errs, err)
 			continue
 		}
-		f, err := s.pull(ctx, ref, off, n, rt, class)
+		f, err := s.pull(ctx, ref, off, n, rt, class, qd)
 		if err == nil || !retryable(err) {
 			return f, err
 		}
@@ -242,19 +251,20 @@ func (s *Source) cross(ctx context.Context, ref cachenode.FileRef, off, n int64,
 }
 
 // routes are the usable routes from region from to this one through
-// regions the bytes may enter (allowed), cheapest first.
-//
-// Routes are weighed by rtt, cost and hops, not yet by current load. A
-// load term taken straight from the line's rate would send the next
-// fills around a line that reaches its budget, its rate would fall, the
-// fills would come back: the line would oscillate below its budget. It
-// needs damping (spill only the demand the line's governor cannot
-// grant); until then a line's budget queues demand on the cheapest route.
-func (s *Source) routes(allowed func(string) bool, from string) []federation.Route {
-	return s.cfg.Topology.Routes(from, s.cfg.Region, federation.RouteOptions{
+// regions the bytes may enter (allowed), cheapest first for a fetch of
+// class: by rtt, cost and hops, and, for the lines into this region, by
+// how long the fetch would wait behind this node's queue on them (see
+// spillWait), so demand above a line's budget spills to the next route.
+func (s *Source) routes(allowed func(string) bool, from string, class Class) []federation.Route {
+	return s.cfg.Topology.Routes(from, s.cfg.Region, s.routeOptions(allowed, class))
+}
+
+func (s *Source) routeOptions(allowed func(string) bool, class Class) federation.RouteOptions {
+	return federation.RouteOptions{
 		Down:    func(l federation.Line) bool { return s.cfg.Peers.Down(l.Between[0], l.Between[1]) },
+		Load:    s.lineLoad(class),
 		Allowed: allowed,
-	})
+	}
 }
 
 func (s *Source) noRoute(p, home string) error {
@@ -275,15 +285,15 @@ func (s *Source) noRoute(p, home string) error {
 // holders asks the regions that are closer than home (by route weight)
 // whether their cache holds the bytes, and returns the routes from those
 // that do, cheapest first. It asks at most two regions, the cheapest.
-func (s *Source) holders(ctx context.Context, ref cachenode.FileRef, off, n int64, allowed func(string) bool, home string, homeRoute federation.Route) []federation.Route {
-	var opts federation.RouteOptions
+func (s *Source) holders(ctx context.Context, ref cachenode.FileRef, off, n int64, allowed func(string) bool, home string, homeRoute federation.Route, class Class) []federation.Route {
+	opts := s.routeOptions(allowed, class)
 	limit := homeRoute.Weight(opts)
 	var cands []federation.Route
 	for _, r := range s.cfg.Topology.Regions {
 		if r.Name == home || r.Name == s.cfg.Region {
 			continue
 		}
-		rs := s.routes(allowed, r.Name)
+		rs := s.routes(allowed, r.Name, class)
 		if len(rs) > 0 && rs[0].Weight(opts) < limit && len(s.members(r.Name)) > 0 {
 			cands = append(cands, rs[0])
 		}
