@@ -487,7 +487,8 @@ func (b *Budget) hearNews(m *nats.Msg) {
 }
 
 // governorNews is published on a direction's news subject when a node
-// becomes its governor or resigns.
+// becomes its governor or resigns, and when the governor calls the nodes
+// on their static shares back (governor.callBack).
 type governorNews struct {
 	Node     string `json:"node"`
 	Term     uint64 `json:"term"`

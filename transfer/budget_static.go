@@ -147,7 +147,7 @@ func (b *Budget) runStatic() {
 	defer timer.Stop()
 	for {
 		if b.governorBack.Swap(false) {
-			b.leaveFallback("a governor was elected")
+			b.leaveFallback("a governor announced itself")
 		}
 		now := time.Now()
 		if !b.fallback.Load() {

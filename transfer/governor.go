@@ -25,6 +25,7 @@ type governor struct {
 	// like ledger.
 	asked  map[string]time.Time
 	ledger *ledger
+	called time.Time // when callBack last announced; owned by the loop
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -151,6 +152,7 @@ func (g *governor) take(q *grantQueue, c grantCall) {
 		// Granted by its static share within the last second: as if
 		// just granted here, on their way until reported.
 		g.ledger.grant(r.Node, r.Static, time.Now())
+		g.callBack(time.Now())
 	}
 	if c.reply == "" {
 		return // a report: the node has nothing on its way
@@ -175,6 +177,28 @@ func (g *governor) take(q *grantQueue, c grantCall) {
 		g.answer(c.reply, grantReply{Verdict: verdictBusy})
 	}
 }
+
+// callBack announces this governor again when a node came back to it
+// from its static share: the region's other nodes left it at the same
+// time (NATS, or the governor, was away) and would otherwise stay on
+// their static shares until their next probe, granting what the
+// governor cannot count, while it grants to the node that is back. On
+// the news they come back at once and say what their shares granted.
+// At most one announcement per callBackEvery.
+func (g *governor) callBack(now time.Time) {
+	if now.Sub(g.called) < callBackEvery {
+		return
+	}
+	g.called = now
+	if g.b.cfg.Conn.Status() != nats.CONNECTED {
+		return
+	}
+	data, _ := json.Marshal(governorNews{Node: g.b.cfg.NodeID, Term: g.term})
+	g.b.cfg.Conn.Publish(g.b.news, data)
+}
+
+// callBackEvery spaces the governor's calls back (callBack).
+const callBackEvery = 100 * time.Millisecond
 
 func (g *governor) answer(reply string, r grantReply) {
 	data, err := json.Marshal(r)

@@ -33,8 +33,8 @@ const ledgerForget = 3 * time.Second
 // the governor books as just granted. What a previous governor granted
 // is not reported: a new governor counts the most that can be on its way
 // (every node's window full, inherit) for as long as it takes to arrive.
-// A node still on its static share while another already asks a new
-// governor is not counted until it comes back.
+// The other nodes, still on their static shares when the first comes
+// back, are called back by the governor at once (governor.callBack).
 //
 // Owned by the governor's loop; no lock.
 type ledger struct {

@@ -2,10 +2,14 @@ package transfer
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 // TestBudgetGovernorFailover: the governor goes away while every node
@@ -141,4 +145,64 @@ func TestBudgetNATSDown(t *testing.T) {
 		return true
 	})
 	budgetLeader(t, nodes, -1)
+}
+
+// TestBudgetGovernorCallsStaticNodesBack: a node that comes back from
+// its static share says what the share granted; the governor then calls
+// every node still on its static share back at once (news on the
+// direction's subject, which wakes them), instead of letting their shares
+// grant uncounted until their own probes.
+func TestBudgetGovernorCallsStaticNodesBack(t *testing.T) {
+	ns := startBudgetNATS(t, t.TempDir(), 0)
+	nodes := startBudgetNodes(t, ns.ClientURL(), 2, 0)
+	leader := budgetLeader(t, nodes, -1)
+	b := nodes[leader].budget
+
+	nc := connectBudgetNATS(t, ns.ClientURL())
+	news := make(chan governorNews, 8)
+	sub, err := nc.Subscribe(b.news, func(m *nats.Msg) {
+		var n governorNews
+		if json.Unmarshal(m.Data, &n) == nil {
+			news <- n
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	nc.Flush()
+
+	ask := func(r grantRequest) {
+		t.Helper()
+		data, _ := json.Marshal(r)
+		if _, err := nc.Request(b.grants, data, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ask(grantRequest{Class: Preload, Bytes: 64 << 10, Node: "node-x"})
+	select {
+	case n := <-news:
+		t.Fatalf("news %+v after an ordinary request", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	ask(grantRequest{Class: Preload, Bytes: 64 << 10, Node: "node-x", Static: 1 << 20})
+	select {
+	case n := <-news:
+		if n.Resigned || n.Node != nodes[leader].budget.cfg.NodeID {
+			t.Fatalf("news %+v, want the governor %s calling back", n, nodes[leader].budget.cfg.NodeID)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a node came back from its static share and the governor did not call the others back")
+	}
+
+	// A node on its static share that hears it leaves the share at once.
+	other := nodes[1-leader].budget
+	other.enterFallback(errors.New("test: away"))
+	other.lastProbe.Store(time.Now().Add(time.Hour).UnixNano()) // no probe of its own
+	time.Sleep(callBackEvery + 50*time.Millisecond)
+	if !other.Stats().Fallback {
+		t.Fatal("the node left its static share on its own")
+	}
+	ask(grantRequest{Class: Preload, Bytes: 64 << 10, Node: "node-y", Static: 1 << 20})
+	budgetEventually(t, "the node on its static share called back", 2*time.Second, func() bool { return !other.Stats().Fallback })
 }
