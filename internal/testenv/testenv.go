@@ -8,10 +8,13 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"testing"
 )
 
@@ -58,15 +61,55 @@ func lookBinary(name string) string {
 	return ""
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// process the test starts next. It is taken below the kernel's ephemeral
+// port range (32768 and up by default), where the ports that outgoing
+// connections get come from: a port picked with :0 is itself ephemeral,
+// and a connection made before the process binds it (any test's, in any
+// package running at the same time) may take it, which failed tests with
+// "bind: address already in use". A port is never handed out twice by one
+// test binary.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
+	lo, hi := portsBelowEphemeral()
+	for range 200 {
+		port := lo + rand.IntN(hi-lo)
+		handedMu.Lock()
+		taken := handed[port]
+		handed[port] = true
+		handedMu.Unlock()
+		if taken {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("find a free port: none of 200 tries between %d and %d was free", lo, hi)
+	return ""
+}
+
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
+
+// portsBelowEphemeral is the range FreeAddr picks from: [10000, start of
+// the ephemeral range), or [10000, 32768) when the kernel does not say.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var first, last int
+	if _, err := fmt.Sscan(string(b), &first, &last); err == nil && first > lo+1000 {
+		hi = first
+	}
+	return lo, hi
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
