@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lakemesh/lakemesh/internal/testenv"
 )
 
 // Bad topology files: the CLI prints the exact error lines and exits
@@ -73,7 +73,7 @@ func TestBadTopologyErrorLines(t *testing.T) {
 // client command works against it from another process.
 func TestDemoAndClientCommands(t *testing.T) {
 	work := t.TempDir()
-	port := freePortRange(t, 30) // up listens on port+10*region+node
+	port := testenv.FreePortRange(t, 30) // up listens on port+10*region+node
 	cmd := exec.Command(lakemeshBin, "up", "--topology", "../topology.yaml", "--workdir", work, "--port", fmt.Sprint(port))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -224,24 +224,3 @@ func TestDemoAndClientCommands(t *testing.T) {
 	}
 }
 
-// freePortRange finds n consecutive loopback ports that are free now.
-func freePortRange(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 100; try++ {
-		base := 20000 + rand.IntN(30000)
-		ok := true
-		for p := base; p < base+n && ok; p++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free range of ports")
-	return 0
-}

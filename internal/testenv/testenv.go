@@ -74,11 +74,7 @@ func FreeAddr(t testing.TB) string {
 	lo, hi := portsBelowEphemeral()
 	for range 200 {
 		port := lo + rand.IntN(hi-lo)
-		handedMu.Lock()
-		taken := handed[port]
-		handed[port] = true
-		handedMu.Unlock()
-		if taken {
+		if !takePorts(port, 1) {
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
@@ -90,6 +86,50 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Fatalf("find a free port: none of 200 tries between %d and %d was free", lo, hi)
 	return ""
+}
+
+// FreePortRange returns the first of n consecutive loopback ports that
+// were free a moment ago, from the same range as FreeAddr and never
+// handed out twice, for a process that listens on base+i.
+func FreePortRange(t testing.TB, n int) int {
+	t.Helper()
+	lo, hi := portsBelowEphemeral()
+	for range 200 {
+		base := lo + rand.IntN(hi-lo-n)
+		if !takePorts(base, n) {
+			continue
+		}
+		free := true
+		for p := base; p < base+n && free; p++ {
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				free = false
+				break
+			}
+			l.Close()
+		}
+		if free {
+			return base
+		}
+	}
+	t.Fatalf("find %d free ports in a row: none of 200 tries between %d and %d", n, lo, hi)
+	return 0
+}
+
+// takePorts marks [base, base+n) handed out, unless one of them already
+// was.
+func takePorts(base, n int) bool {
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	for p := base; p < base+n; p++ {
+		if handed[p] {
+			return false
+		}
+	}
+	for p := base; p < base+n; p++ {
+		handed[p] = true
+	}
+	return true
 }
 
 var (
