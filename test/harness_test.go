@@ -222,6 +222,31 @@ func (m *mesh) waitMembers(n int) {
 	}
 }
 
+// waitViews waits until every node's own view of the region has n
+// members. After a kill -9 and restart, Consul may still list the old
+// registrations as healthy, so waitMembers returns at once, while the
+// restarted nodes still watch their way to the full membership; a read
+// in between goes to a node that does not know the page's owner and
+// fills the page from the lake again.
+func (m *mesh) waitViews(n int) {
+	m.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, nd := range m.nodes {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			info, err := router.NodeInfo(ctx, nd.addr)
+			cancel()
+			if err == nil && len(info.GetMembers()) == n {
+				break
+			}
+			if time.Now().After(deadline) {
+				m.t.Fatalf("node %s does not see %d members within 30s (last: %d members, %v)", nd.id, n, len(info.GetMembers()), err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
 // client is an in-process Go client of the region, found through Consul.
 func (m *mesh) client() *router.Client {
 	m.t.Helper()

@@ -170,6 +170,7 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 		m.start(n)
 	}
 	m.waitMembers(len(m.nodes))
+	m.waitViews(len(m.nodes))
 	m.proxy.Reset()
 	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes after the restart")

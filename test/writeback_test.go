@@ -70,6 +70,7 @@ func TestWriteBackSurvivesKill(t *testing.T) {
 		m.start(n)
 	}
 	m.waitMembers(len(m.nodes))
+	m.waitViews(len(m.nodes))
 	m.proxy.Release()
 
 	deadline := time.Now().Add(90 * time.Second)
