@@ -50,3 +50,47 @@ func TestRawCodecRoundTrip(t *testing.T) {
 		t.Fatalf("protobuf fallback: %v %v", err, &back)
 	}
 }
+
+func TestRawBufferPool(t *testing.T) {
+	p := NewRawBufferPool()
+	for _, tc := range []struct{ n, capacity int }{
+		{1, 4 << 10},
+		{4 << 10, 4 << 10},
+		{4<<10 + 1, 8 << 10},
+		{16 << 10, 16 << 10},
+		{1 << 20, 1 << 20},
+		{1<<20 + 1, 1<<20 + 1}, // past the classes: allocated as asked
+	} {
+		b := p.Get(tc.n)
+		if len(*b) != tc.n || cap(*b) != tc.capacity {
+			t.Errorf("Get(%d): len %d cap %d, want len %d cap %d", tc.n, len(*b), cap(*b), tc.n, tc.capacity)
+		}
+		p.Put(b)
+	}
+	// A buffer comes back as it was given, not zeroed (its user writes
+	// every byte it reads), sliced to the length asked. Pools keep a
+	// buffer only in most cases, so look for it a few times.
+	for try := 0; ; try++ {
+		b := p.Get(16 << 10)
+		(*b)[0], (*b)[100] = 7, 9
+		p.Put(b)
+		again := p.Get(10 << 10) // the same class
+		if again == b {
+			if len(*again) != 10<<10 || (*again)[100] != 9 || (*again)[0] != 7 {
+				t.Fatalf("a pooled buffer came back as len %d with other bytes", len(*again))
+			}
+			break
+		}
+		if try == 100 {
+			t.Skip("the pool never handed a buffer back (sync.Pool may drop them)")
+		}
+	}
+	// A buffer whose capacity is no class size is not kept.
+	odd := make([]byte, 5000)
+	p.Put(&odd)
+	for range 10 {
+		if b := p.Get(5000); cap(*b) != 8<<10 {
+			t.Fatalf("Get(5000) returned a buffer of capacity %d, not of its class", cap(*b))
+		}
+	}
+}

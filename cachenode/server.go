@@ -156,7 +156,7 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 		bp = n.bufs.Get().(*[]byte)
 		defer n.bufs.Put(bp)
 	}
-	pool := mem.DefaultBufferPool()
+	pool := rawChunks
 	var fetches fetchSummary
 	for {
 		m := min(chunkSize, end-off)
@@ -167,7 +167,8 @@ func (n *Node) Read(req *nodepb.ReadRequest, stream nodepb.Node_ReadServer) erro
 		var rawBuf *[]byte
 		if req.Raw && m > 0 {
 			// The transport frees this buffer once it is on the wire,
-			// so each chunk gets its own from gRPC's pool.
+			// so each chunk gets its own from the pool. Only its first
+			// k bytes, which the read writes, are sent.
 			rawBuf = pool.Get(int(m))
 			buf = *rawBuf
 		}

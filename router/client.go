@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"github.com/lakemesh/lakemesh/cachenode"
@@ -81,6 +82,10 @@ type Client struct {
 
 	pageBufs  chan struct{} // one token per page buffer held by an open File
 	freePages sync.Pool     // *[]byte: page buffers that Files released
+	// frameBufs is the connections' gRPC buffer pool: page bytes arrive
+	// in DATA frames read into its buffers and are copied out by the raw
+	// codec, so it need not zero them (see cachenode.RawBufferPool).
+	frameBufs *cachenode.RawBufferPool
 
 	bg     sync.WaitGroup // readahead calls in flight
 	bgSem  chan struct{}  // bounds them
@@ -110,17 +115,18 @@ func New(cfg Config) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
-		cfg:      cfg,
-		policies: policy.NewSet(cfg.Topology.Policies),
-		tracer:   cfg.TracerProvider.Tracer("github.com/lakemesh/lakemesh/router"),
-		log:      cfg.Logger,
-		conns:    map[string]*grpc.ClientConn{},
-		down:     map[string]time.Time{},
-		lakes:    map[string]ufs.FS{},
-		bgSem:    make(chan struct{}, 16),
-		pageBufs: make(chan struct{}, cfg.PageBuffers),
-		ctx:      ctx,
-		cancel:   cancel,
+		cfg:       cfg,
+		policies:  policy.NewSet(cfg.Topology.Policies),
+		tracer:    cfg.TracerProvider.Tracer("github.com/lakemesh/lakemesh/router"),
+		log:       cfg.Logger,
+		conns:     map[string]*grpc.ClientConn{},
+		down:      map[string]time.Time{},
+		lakes:     map[string]ufs.FS{},
+		bgSem:     make(chan struct{}, 16),
+		pageBufs:  make(chan struct{}, cfg.PageBuffers),
+		frameBufs: cachenode.NewRawBufferPool(),
+		ctx:       ctx,
+		cancel:    cancel,
 	}, nil
 }
 
@@ -169,10 +175,15 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		// A stream's window holds a whole 4 MiB page, so a node sends a
+		// page without waiting for a window update; the connection's
+		// holds the pages of several readers at once (an S3 GET reads
+		// a few pages ahead, and pages of one node share a connection).
 		grpc.WithInitialWindowSize(4 << 20),
-		grpc.WithInitialConnWindowSize(16 << 20),
+		grpc.WithInitialConnWindowSize(32 << 20),
 		grpc.WithWriteBufferSize(1 << 20),
 		grpc.WithReadBufferSize(1 << 20),
+		experimental.WithBufferPool(c.frameBufs),
 	}, c.cfg.DialOptions...)
 	if _, off := c.cfg.TracerProvider.(noop.TracerProvider); !off {
 		// Trace context crosses to the node only when someone records

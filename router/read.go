@@ -119,6 +119,11 @@ func (f *File) readPiecesAt(ctx context.Context, p []byte, off int64) error {
 // Entry is what the file was opened as.
 func (f *File) Entry() Entry { return f.entry }
 
+// PageSize is the region's page size. A reader that reads whole pages at
+// page-aligned offsets gets each page from its node straight into its
+// buffer, through no page buffer of the File.
+func (f *File) PageSize() int64 { return f.c.cfg.PageSize }
+
 // Size is the size of the opened version.
 func (f *File) Size() int64 { return f.entry.Size }
 
@@ -194,10 +199,14 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 // readBuffered serves a small sequential read from the file's buffered
 // page, fetching the whole page(s) it touches first when needed. A read
 // that takes the rest of a page it does not hold goes straight into p:
-// a copy of that page would serve no later sequential read. So a small
-// file read in one call (cat, a FUSE read, an S3 GET) needs no buffer.
+// a copy of that page would serve no later sequential read. So does a
+// read that ends at the file's limit (Limit): no sequential read comes
+// after it, and a ranged S3 GET fetches the bytes of its range, not the
+// rest of its last page. So a small file read in one call (cat, a FUSE
+// read, an S3 GET) needs no buffer.
 func (f *File) readBuffered(ctx context.Context, p []byte, off int64) error {
 	ps := f.c.cfg.PageSize
+	last := off+int64(len(p)) >= f.limit.Load()
 	f.pageMu.Lock()
 	defer f.pageMu.Unlock()
 	for len(p) > 0 {
@@ -205,7 +214,7 @@ func (f *File) readBuffered(ctx context.Context, p []byte, off int64) error {
 		start := page * ps
 		end := min(start+ps, f.entry.Size)
 		k := min(int64(len(p)), end-off)
-		if f.pageAt != start && off+k < end {
+		if f.pageAt != start && off+k < end && !last {
 			ok, err := f.bufferPage(ctx, page, start, end-start)
 			if err != nil {
 				return err

@@ -117,3 +117,49 @@ func BenchmarkSmallFiles(b *testing.B) {
 		})
 	}
 }
+
+// A small sequential read that ends at the file's limit is read as it is,
+// not through a whole buffered page: a ranged S3 GET whose range ends
+// inside a page fetches the bytes of its range, not the rest of the page.
+// A read that stops short of the limit still buffers its page, for the
+// reads that follow it.
+func TestReadAtLimitBuffersNoPage(t *testing.T) {
+	const pageSize = 1 << 20
+	data := make([]byte, 3*pageSize)
+	rand.NewChaCha8([32]byte{3, 4}).Read(data)
+	c := startTestRegion(t, 2, pageSize, map[string][]byte{"big": data}).client(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		off, n    int64
+		limit     int64
+		buffering bool
+	}{
+		{"ends at the limit", 0, 100 << 10, 100 << 10, false},
+		{"ends past a page start at the limit", pageSize - 10, 20, pageSize + 10, false},
+		{"stops short of the limit", 0, 100 << 10, 3 * pageSize, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := c.Open(ctx, "/lake/a/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			f.Limit(tc.limit)
+			f.lastEnd = tc.off // the read continues a sequence
+			p := make([]byte, tc.n)
+			if n, err := f.ReadAt(ctx, p, tc.off); err != nil || int64(n) != tc.n {
+				t.Fatalf("read %d bytes at %d: %d, %v", tc.n, tc.off, n, err)
+			}
+			if !bytes.Equal(p, data[tc.off:tc.off+tc.n]) {
+				t.Fatal("the bytes read differ from the file's")
+			}
+			f.pageMu.Lock()
+			buffered := f.pageBuf != nil
+			f.pageMu.Unlock()
+			if buffered != tc.buffering {
+				t.Errorf("page buffered: %v, want %v", buffered, tc.buffering)
+			}
+		})
+	}
+}

@@ -1,9 +1,14 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +25,11 @@ import (
 // timed loop is one round of four parallel gateway GETs; every round also
 // times the three other figures. The goal (gateway >= 1.2x MinIO) is
 // printed, not enforced.
+//
+// The machine is shared, so it also prints the CPU time the serving
+// processes used per GiB sent (the gateway and the nodes on one side,
+// MinIO on the other, from /proc): on a busy machine throughput follows
+// CPU share, and CPU per byte is the figure other loads move least.
 //
 //	go test ./test -run '^$' -bench BenchmarkS3GatewayWarmGet -benchtime 5x
 func BenchmarkS3GatewayWarmGet(b *testing.B) {
@@ -78,18 +88,37 @@ func BenchmarkS3GatewayWarmGet(b *testing.B) {
 	fourStreams(viaGateway, "s3") // warm the nodes' cache
 	fourStreams(viaGateway, "s3")
 
+	gatewaySide := []int{gw.proc.cmd.Process.Pid}
+	for _, n := range m.nodes {
+		gatewaySide = append(gatewaySide, n.cmd.Process.Pid)
+	}
+	minioSide := []int{childPID(b, "minio", m.minio.Addr)}
+	var gwCPU, minioCPU time.Duration // CPU time used while they served
+	var gwBytes, minioBytes int64
+	timed := func(pids []int, cpu *time.Duration, sent *int64, n int64, f func() float64) float64 {
+		before := cpuTime(pids)
+		r := f()
+		*cpu += cpuTime(pids) - before
+		*sent += n
+		return r
+	}
 	var gw1, minio1, gw4, minio4 []float64
 	b.SetBytes(objects * size)
 	b.ResetTimer()
 	for b.Loop() {
-		gw4 = append(gw4, fourStreams(viaGateway, "s3"))
+		gw4 = append(gw4, timed(gatewaySide, &gwCPU, &gwBytes, objects*size, func() float64 { return fourStreams(viaGateway, "s3") }))
 		b.StopTimer()
-		minio4 = append(minio4, fourStreams(direct, bucket))
-		gw1 = append(gw1, oneStream(viaGateway, "s3"))
-		minio1 = append(minio1, oneStream(direct, bucket))
+		minio4 = append(minio4, timed(minioSide, &minioCPU, &minioBytes, objects*size, func() float64 { return fourStreams(direct, bucket) }))
+		gw1 = append(gw1, timed(gatewaySide, &gwCPU, &gwBytes, size, func() float64 { return oneStream(viaGateway, "s3") }))
+		minio1 = append(minio1, timed(minioSide, &minioCPU, &minioBytes, size, func() float64 { return oneStream(direct, bucket) }))
 		b.StartTimer()
 	}
 	b.StopTimer()
+	perGiB := func(cpu time.Duration, sent int64) float64 {
+		return cpu.Seconds() / (float64(sent) / (1 << 30))
+	}
+	b.ReportMetric(perGiB(gwCPU, gwBytes), "gateway-cpu-s/GiB")
+	b.ReportMetric(perGiB(minioCPU, minioBytes), "minio-cpu-s/GiB")
 	b.ReportMetric(median(gw4), "gateway-4streams-MB/s")
 	b.ReportMetric(median(minio4), "minio-4streams-MB/s")
 	b.ReportMetric(median(gw4)/median(minio4), "ratio-4streams")
@@ -106,4 +135,57 @@ func BenchmarkS3GatewayWarmGet(b *testing.B) {
 	fmt.Printf("| streams | gateway MB/s | MinIO direct MB/s | ratio | goal >= 1.2x |\n|---|---|---|---|---|\n")
 	fmt.Printf("| 1 | %.0f | %.0f | %.2fx | %s |\n", median(gw1), median(minio1), median(gw1)/median(minio1), verdict(median(gw1)/median(minio1)))
 	fmt.Printf("| 4 | %.0f | %.0f | %.2fx | %s |\n\n", median(gw4), median(minio4), median(gw4)/median(minio4), verdict(median(gw4)/median(minio4)))
+	fmt.Printf("CPU seconds per GiB sent: gateway and nodes %.2f, MinIO %.2f (%.2fx)\n\n",
+		perGiB(gwCPU, gwBytes), perGiB(minioCPU, minioBytes), perGiB(minioCPU, minioBytes)/perGiB(gwCPU, gwBytes))
+}
+
+// clockTicks is the unit of /proc/PID/stat's CPU times (USER_HZ, 100 on
+// every Linux configuration Go supports).
+const clockTicks = 100
+
+// cpuTime is the CPU time (user and system) the processes have used, from
+// /proc/PID/stat; 0 where there is no /proc.
+func cpuTime(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name's closing parenthesis: state is
+		// field 3, utime and stime fields 14 and 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		user, _ := strconv.ParseInt(f[11], 10, 64)
+		sys, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(user+sys) * time.Second / clockTicks
+	}
+	return total
+}
+
+// childPID finds the process named name that this test process started
+// with arg on its command line (MinIO is started by testenv, which does
+// not tell its pid); 0 if there is none.
+func childPID(t testing.TB, name, arg string) int {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		stat, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			continue
+		}
+		lp, rp := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if lp < 0 || rp < lp || string(stat[lp+1:rp]) != name {
+			continue
+		}
+		f := strings.Fields(string(stat[rp+1:]))
+		cmdline, _ := os.ReadFile(d + "/cmdline")
+		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) && bytes.Contains(cmdline, []byte(arg)) {
+			pid, _ := strconv.Atoi(filepath.Base(d))
+			return pid
+		}
+	}
+	t.Logf("no %s process with %s among this test's children: its CPU time is not counted", name, arg)
+	return 0
 }

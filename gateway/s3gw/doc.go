@@ -58,10 +58,15 @@
 // ETags are their MD5. GET and HEAD take Range (bytes=a-b, a-, -n;
 // InvalidRange with Content-Range bytes */size past the end),
 // If-Match, If-None-Match, If-Modified-Since and If-Unmodified-Since. A
-// GET streams through 1 MiB pooled buffers, one goroutine reading ahead
-// (at most readAheadChunks) while the handler writes; a ranged GET passes
-// its end to Reader.Limit before the first read, so readahead never
-// fetches a page past the range. PutObject is one Namespace.Put; CopyObject
+// GET streams through pooled chunks of whole pages when the reader tells
+// its page size (router.File does; 1 MiB otherwise), at page-aligned
+// offsets, so the router reads each page from its node straight into a
+// chunk with no copy through a page buffer of its own. Up to
+// readAheadChunks chunks are held at once: the one the handler writes and
+// those read meanwhile, in parallel, from the nodes that own them. A
+// ranged GET passes its end to Reader.Limit before the first read, so
+// readahead never fetches a page past the range, and its last chunk
+// reads only the bytes of the range. PutObject is one Namespace.Put; CopyObject
 // reads the source version and Puts it (across mounts too).
 //
 // Multipart uploads spool their parts to files under Config.SpoolDir
@@ -104,16 +109,19 @@
 // An error after a GET's status went out cuts the response short.
 //
 // Requests that move object bytes (GET and PUT bodies, parts, copies,
-// completions) take one of Config.MaxTransfers slots; each holds at most
-// readAheadChunks+2 pooled 1 MiB buffers (plus the router's page buffer of
-// an open file), so memory stays bounded whatever the number of requests.
+// completions) take one of Config.MaxTransfers slots; a GET holds at
+// most readAheadChunks pooled chunks (a page each, at most 8 MiB), other
+// transfers a few 1 MiB buffers, so memory stays bounded whatever the
+// number of requests.
 // Past a queue of 4*MaxTransfers, or 30 s of waiting, a request gets 503
 // SlowDown. XML request bodies are read with size limits.
 //
 // # Concurrency
 //
 // A Server is safe for concurrent use. Its goroutines: the spool janitor
-// (stopped by Close), one reader per streaming GET and one keep-alive per
-// completion, each owned and waited for by its request. Locks: spool.mu
+// (stopped by Close), per streaming GET one goroutine that starts chunk
+// reads and one per chunk read in flight (at most readAheadChunks), and
+// one keep-alive per completion, each owned and waited for by its
+// request. Locks: spool.mu
 // and keepAlive.mu are leaves; no call is made while holding either.
 package s3gw

@@ -18,15 +18,68 @@ import (
 )
 
 const (
-	// chunkSize is the size of the buffers object bytes stream through.
+	// chunkSize is the size of the buffers object bytes stream through
+	// when the reader does not tell its page size.
 	chunkSize = 1 << 20
-	// readAheadChunks is how many chunks a GET reads ahead of the client.
-	readAheadChunks = 4
+	// maxGetChunk bounds a GET's chunks when pages are larger.
+	maxGetChunk = 8 << 20
+	// readAheadChunks is how many chunks a GET holds at once: the one it
+	// sends and those it reads meanwhile (each from its page's node, so
+	// the nodes work in parallel).
+	readAheadChunks = 3
 )
 
-// chunkPool holds the chunk buffers of every transfer: at most
-// MaxTransfers * (readAheadChunks + 2) of them are in use at once.
+// chunkPool holds the 1 MiB buffers of transfers (spooled parts, and
+// GETs of readers without pages): at most MaxTransfers * readAheadChunks
+// of them are in use at once.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// pageChunkPools holds GET chunk buffers of other sizes, one pool per size
+// (in practice one: the region's page size).
+var pageChunkPools sync.Map // int -> *sync.Pool of *[]byte
+
+// getChunk returns a buffer of size bytes for a GET; putChunk takes it back.
+func getChunk(size int) *[]byte {
+	if size == chunkSize {
+		return chunkPool.Get().(*[]byte)
+	}
+	p, ok := pageChunkPools.Load(size)
+	if !ok {
+		p, _ = pageChunkPools.LoadOrStore(size, &sync.Pool{New: func() any { b := make([]byte, size); return &b }})
+	}
+	return p.(*sync.Pool).Get().(*[]byte)
+}
+
+func putChunk(b *[]byte) {
+	if len(*b) == chunkSize {
+		chunkPool.Put(b)
+		return
+	}
+	if p, ok := pageChunkPools.Load(len(*b)); ok {
+		p.(*sync.Pool).Put(b)
+	}
+}
+
+// pagedReader is a Reader that tells its page size (router.File does).
+type pagedReader interface {
+	PageSize() int64
+}
+
+// chunkSizeFor is the chunk size of a GET from rd: whole pages when rd
+// tells its page size, so that every chunk read at a chunk-aligned offset
+// is whole pages, which the router reads from their nodes straight into
+// the chunk; at least 1 MiB (several small pages), at most maxGetChunk.
+func chunkSizeFor(rd router.Reader) int {
+	pr, ok := rd.(pagedReader)
+	if !ok || pr.PageSize() <= 0 {
+		return chunkSize
+	}
+	ps := pr.PageSize()
+	if ps > maxGetChunk {
+		return maxGetChunk
+	}
+	return int((chunkSize + ps - 1) / ps * ps)
+}
 
 // emptyETag is the ETag of an empty object: directory markers have it.
 const emptyETag = `"d41d8cd98f00b204e9800998ecf8427e"`
@@ -149,50 +202,63 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 // errClientGone is a reply the client stopped reading: nothing to answer.
 var errClientGone = errors.New("client went away")
 
-// filledChunk is one chunk read ahead for a GET.
-type filledChunk struct {
-	buf *[]byte
-	n   int
-	err error
+// pendingChunk is one chunk of a GET, read while earlier ones are sent.
+type pendingChunk struct {
+	buf  *[]byte
+	n    int
+	err  error
+	done chan struct{} // closed once buf, n and err are set
 }
 
-// stream sends bytes [start, end) of rd: one goroutine reads chunks ahead
-// while this one writes them. The status goes out with the first chunk,
-// so a failure before any byte is read is still a proper S3 error.
+// stream sends bytes [start, end) of rd. Chunks end at multiples of the
+// chunk size (whole pages: see chunkSizeFor). One goroutine starts the
+// read of each chunk, in order, in a goroutine of its own, while this one
+// sends the oldest chunk once it is read; a chunk holds one of
+// readAheadChunks slots from its read until it is sent, which bounds the
+// reads in flight and the buffers. The pages of a file are on different
+// nodes, which send them in parallel. The status goes out with the first
+// chunk, so a failure before any byte is read is still a proper S3 error.
 func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
 	ctx, cancel := context.WithCancel(ctx)
-	chunks := make(chan filledChunk, readAheadChunks)
+	size := int64(chunkSizeFor(rd))
+	slots := make(chan struct{}, readAheadChunks) // one per chunk read or queued
+	queue := make(chan *pendingChunk, readAheadChunks)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer close(chunks)
+		defer close(queue)
 		for pos := start; pos < end; {
-			b := chunkPool.Get().(*[]byte)
-			n, err := readFull(ctx, rd, (*b)[:min(int64(len(*b)), end-pos)], pos)
 			select {
-			case chunks <- filledChunk{buf: b, n: n, err: err}:
+			case slots <- struct{}{}:
 			case <-ctx.Done():
-				chunkPool.Put(b)
 				return
 			}
-			if err != nil {
-				return
-			}
-			pos += int64(n)
+			n := min(size-pos%size, end-pos)
+			c := &pendingChunk{buf: getChunk(int(size)), done: make(chan struct{})}
+			queue <- c // never blocks: queued chunks hold slots
+			wg.Add(1)
+			go func(at int64) {
+				defer wg.Done()
+				defer close(c.done)
+				c.n, c.err = readFull(ctx, rd, (*c.buf)[:n], at)
+			}(pos)
+			pos += n
 		}
 	}()
 	defer func() {
 		cancel()
-		for c := range chunks {
-			chunkPool.Put(c.buf)
+		for c := range queue {
+			<-c.done
+			putChunk(c.buf)
 		}
 		wg.Wait()
 	}()
 	first := true
-	for c := range chunks {
+	for c := range queue {
+		<-c.done
 		if c.err != nil {
-			chunkPool.Put(c.buf)
+			putChunk(c.buf)
 			return c.err
 		}
 		if first {
@@ -200,7 +266,8 @@ func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Re
 			first = false
 		}
 		_, err := w.Write((*c.buf)[:c.n])
-		chunkPool.Put(c.buf)
+		putChunk(c.buf)
+		<-slots
 		if err != nil {
 			return fmt.Errorf("%w: %v", errClientGone, err)
 		}

@@ -47,8 +47,8 @@ type Config struct {
 	// (GET and PUT bodies, parts, copies, completions), which bounds the
 	// gateway's buffer memory; more wait, and past a queue of
 	// 4*MaxTransfers or 30 s of waiting they get 503 SlowDown
-	// (default 32: with a GET's readahead and the router's page buffer,
-	// about 10 MiB each, 320 MiB in all).
+	// (default 32: a GET holds readAheadChunks pages, 12 MiB of 4 MiB
+	// pages, so about 384 MiB in all).
 	MaxTransfers int
 	Logger       *slog.Logger
 	// Now is the clock signatures are checked against (default time.Now).
