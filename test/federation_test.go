@@ -209,31 +209,10 @@ func TestFederation(t *testing.T) {
 		// NATS server (claims, the governor) restarts: the reads complete
 		// with the right bytes and no second carries more than the budget
 		// (the nodes fall back to static shares, then return).
-		const fileSize = 24 * MiB
-		sums := make([][32]byte, 4)
-		for i := range sums {
-			sums[i] = m.upload(fmt.Sprintf("natsrestart/f%d.bin", i), fileSize, uint64(40+i))
-		}
-		m.resetLines()
-		var wg sync.WaitGroup
-		bad := make(chan string, 4)
-		for i := range sums {
-			c := m.client("b")
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if readAll(t, c, fmt.Sprintf("/lake/s3/natsrestart/f%d.bin", i), 4*MiB) != sums[i] {
-					bad <- fmt.Sprintf("f%d.bin read wrong bytes", i)
-				}
-			}()
-		}
+		done := m.readFour(t, "b", "natsrestart", 24*MiB, 40)
 		time.Sleep(2 * time.Second) // well into the transfer (about 8 s at the budget)
 		m.nats["b"].Restart(t)
-		wg.Wait()
-		close(bad)
-		for msg := range bad {
-			t.Fatal(msg)
-		}
+		done()
 		samples := m.lineTo("a", "b").Samples()
 		maxWin := testenv.MaxWindow(samples, 10)
 		t.Logf("NATS of b restarted mid-transfer: busiest 1 s window %.3f of the budget", float64(maxWin)/budgetAB)
@@ -250,28 +229,7 @@ func TestFederation(t *testing.T) {
 		// a-c-b: a-b still runs within its budget, b gets more than a-b
 		// alone could give, and every byte still enters b once.
 		const fileSize = 40 * MiB
-		sums := make([][32]byte, 4)
-		for i := range sums {
-			sums[i] = m.upload(fmt.Sprintf("spill/s%d.bin", i), fileSize, uint64(80+i))
-		}
-		m.resetLines()
-		var wg sync.WaitGroup
-		bad := make(chan string, 4)
-		for i := range sums {
-			c := m.client("b")
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if readAll(t, c, fmt.Sprintf("/lake/s3/spill/s%d.bin", i), 4*MiB) != sums[i] {
-					bad <- fmt.Sprintf("s%d.bin read wrong bytes", i)
-				}
-			}()
-		}
-		wg.Wait()
-		close(bad)
-		for msg := range bad {
-			t.Fatal(msg)
-		}
+		m.readFour(t, "b", "spill", fileSize, 80)()
 		const unique = 4 * fileSize
 		ab, bc := lineDown(m.lineTo("a", "b")), lineDown(m.lineTo("b", "c"))
 		into := ab + bc
@@ -378,6 +336,39 @@ func TestFederation(t *testing.T) {
 		}
 		t.Logf("with every route cut the read failed in %s: %v", took.Round(time.Millisecond), err)
 	})
+}
+
+// readFour uploads four cold files of size bytes under dir (seeds seed
+// to seed+3), resets the lines' counters and starts a reader in region r
+// for each; the function it returns waits for them and fails t if any
+// read wrong bytes.
+func (m *fedMesh) readFour(t *testing.T, r, dir string, size int64, seed uint64) (wait func()) {
+	t.Helper()
+	sums := make([][32]byte, 4)
+	for i := range sums {
+		sums[i] = m.upload(fmt.Sprintf("%s/f%d.bin", dir, i), size, seed+uint64(i))
+	}
+	m.resetLines()
+	var wg sync.WaitGroup
+	bad := make(chan string, len(sums))
+	for i := range sums {
+		c := m.client(r)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if readAll(t, c, fmt.Sprintf("/lake/s3/%s/f%d.bin", dir, i), 4*MiB) != sums[i] {
+				bad <- fmt.Sprintf("%s/f%d.bin read wrong bytes", dir, i)
+			}
+		}()
+	}
+	return func() {
+		t.Helper()
+		wg.Wait()
+		close(bad)
+		for msg := range bad {
+			t.Fatal(msg)
+		}
+	}
 }
 
 func lineDown(l *testenv.LineProxy) int64 {
