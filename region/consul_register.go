@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
@@ -26,7 +27,8 @@ const (
 
 // Register registers self as an instance of the service with the local
 // Consul agent: ID = self.ID, address and port from self.Addr, tag
-// "region=<region>", meta region/grpc_addr/capacity, and a gRPC health
+// "region=<region>", meta region/grpc_addr/capacity (and host/socket when
+// self has a socket), and a gRPC health
 // check against self.Addr. self.Region may be empty (it is c's region) but
 // must not name another region. Registering the same ID again replaces the
 // registration. Close deregisters it.
@@ -48,11 +50,7 @@ func (c *Consul) Register(ctx context.Context, self Member) error {
 		Address: host,
 		Port:    port,
 		Tags:    []string{metaRegion + "=" + self.Region},
-		Meta: map[string]string{
-			metaRegion:   self.Region,
-			metaGRPCAddr: self.Addr,
-			metaCapacity: strconv.FormatInt(self.Capacity, 10),
-		},
+		Meta:    memberMeta(self),
 		Check: &api.AgentServiceCheck{
 			Name:                           "lakemesh gRPC health",
 			GRPC:                           self.Addr,
@@ -81,6 +79,21 @@ func (c *Consul) Register(ctx context.Context, self Member) error {
 	return nil
 }
 
+// memberMeta is the service meta that describes self; memberFromEntry
+// reads it back.
+func memberMeta(self Member) map[string]string {
+	meta := map[string]string{
+		metaRegion:   self.Region,
+		metaGRPCAddr: self.Addr,
+		metaCapacity: strconv.FormatInt(self.Capacity, 10),
+	}
+	if self.Socket != "" && self.Host != "" {
+		meta[metaHost] = self.Host
+		meta[metaSocket] = self.Socket
+	}
+	return meta
+}
+
 func (c *Consul) checkRegistrable(self Member) error {
 	if self.ID == "" {
 		return errors.New("member id is empty")
@@ -90,6 +103,12 @@ func (c *Consul) checkRegistrable(self Member) error {
 	}
 	if self.Capacity < 0 {
 		return fmt.Errorf("negative capacity %d", self.Capacity)
+	}
+	if (self.Socket == "") != (self.Host == "") {
+		return fmt.Errorf("socket %q and host %q: a socket is advertised with the host it is on, or neither", self.Socket, self.Host)
+	}
+	if len(self.Socket) > 0 && !filepath.IsAbs(self.Socket) {
+		return fmt.Errorf("socket %q is not an absolute path", self.Socket)
 	}
 	return checkAddr(self.Addr)
 }

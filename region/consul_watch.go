@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,6 +114,11 @@ const (
 	metaRegion   = "region"
 	metaGRPCAddr = "grpc_addr"
 	metaCapacity = "capacity"
+	// metaHost and metaSocket are written together or not at all; members
+	// registered before they existed have neither and are dialled at
+	// grpc_addr.
+	metaHost   = "host"
+	metaSocket = "socket"
 )
 
 func memberFromEntry(e *api.ServiceEntry, region string) (Member, error) {
@@ -149,7 +155,13 @@ func memberFromEntry(e *api.ServiceEntry, region string) (Member, error) {
 		}
 		capacity = n
 	}
-	return Member{ID: s.ID, Region: region, Addr: addr, Capacity: capacity}, nil
+	m := Member{ID: s.ID, Region: region, Addr: addr, Capacity: capacity}
+	// A socket without its host (or a relative path) cannot be dialled
+	// safely; the member is still reachable at addr, so keep it without.
+	if host, sock := s.Meta[metaHost], s.Meta[metaSocket]; host != "" && filepath.IsAbs(sock) {
+		m.Host, m.Socket = host, sock
+	}
+	return m, nil
 }
 
 // checkAddr accepts host:port with a host a peer can dial and a port in

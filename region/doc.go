@@ -16,7 +16,11 @@
 // a service instance named "lakemesh" whose ID is the member ID, tagged
 // "region=<name>", with meta region, grpc_addr and capacity, and a gRPC
 // health check against the node's standard grpc.health.v1 service every
-// second. A node that stops answering goes critical and drops out of the
+// second. A node that also serves on a Unix socket adds meta socket (its
+// absolute path) and host (LocalHost: the machine id, else hostname and
+// boot id), always together; a client whose LocalHost matches may dial the
+// socket instead of grpc_addr. Members without them (nodes from before)
+// are dialled at grpc_addr, and a socket without a host is ignored. A node that stops answering goes critical and drops out of the
 // set within a check interval or two; one that stays critical for a
 // minute is removed from the catalog; Close deregisters at once. There is
 // no membership protocol of our own to get wrong: the healthy instances

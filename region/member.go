@@ -9,6 +9,13 @@ type Member struct {
 	Addr   string // gRPC address, host:port
 	// Capacity is the node's cache size in bytes; placement may weigh by it.
 	Capacity int64
+	// Host identifies the machine the node runs on (LocalHost), and Socket
+	// is the path of a Unix socket serving the same gRPC as Addr. A client
+	// whose LocalHost equals Host may dial Socket instead of Addr and skip
+	// the loopback TCP stack. Both are empty for members that do not
+	// advertise a socket (older nodes); those are reached at Addr only.
+	Host   string
+	Socket string
 }
 
 // Membership is the live set of healthy members of one region.

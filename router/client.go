@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -57,6 +58,11 @@ type Config struct {
 	// pages). Files past the bound read exactly what is asked, so a
 	// front end with thousands of open files stays within memory.
 	PageBuffers int
+	// Host is this process's host identity, compared with Member.Host:
+	// a member on the same host is dialled at its Unix socket, falling
+	// back to its TCP address when the socket cannot be dialled. ""
+	// means region.LocalHost(); tests set another to force TCP.
+	Host string
 	// DialOptions are added to every gRPC connection.
 	DialOptions    []grpc.DialOption
 	TracerProvider trace.TracerProvider
@@ -113,6 +119,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PageBuffers <= 0 {
 		cfg.PageBuffers = 32
 	}
+	if cfg.Host == "" {
+		cfg.Host = region.LocalHost()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Client{
 		cfg:       cfg,
@@ -165,7 +174,9 @@ func (c *Client) node(addr string) (nodepb.NodeClient, error) {
 	return nodepb.NewNodeClient(cc), nil
 }
 
-// conn returns the connection to a member, connecting on first use.
+// conn returns the connection to a member, connecting on first use. The
+// connection is named by the member's TCP address either way; for a member
+// on this host it is carried by the member's Unix socket.
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -185,6 +196,11 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 		grpc.WithReadBufferSize(1 << 20),
 		experimental.WithBufferPool(c.frameBufs),
 	}, c.cfg.DialOptions...)
+	if socket := c.localSocket(addr); socket != "" {
+		// Ahead of DialOptions: a dialer given there (a test's proxy)
+		// comes later and wins.
+		opts = slices.Insert(opts, len(opts)-len(c.cfg.DialOptions), grpc.WithContextDialer(c.socketDialer(addr, socket)))
+	}
 	if _, off := c.cfg.TracerProvider.(noop.TracerProvider); !off {
 		// Trace context crosses to the node only when someone records
 		// spans; the handler costs microseconds on every call otherwise.
@@ -196,6 +212,33 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	c.conns[addr] = cc
 	return cc, nil
+}
+
+// localSocket returns the Unix socket of the member at addr when it is on
+// this client's host, else "".
+func (c *Client) localSocket(addr string) string {
+	for _, m := range c.cfg.Members.Members() {
+		if m.Addr == addr && m.Socket != "" && m.Host == c.cfg.Host {
+			return m.Socket
+		}
+	}
+	return ""
+}
+
+// socketDialer dials a member's Unix socket, and its TCP address when the
+// socket cannot be dialled (removed, not ours to open, the node restarted
+// without one): the socket is a shortcut, never a reason to fail. It runs
+// for every (re)connection, so a socket that comes back is used again.
+func (c *Client) socketDialer(addr, socket string) func(context.Context, string) (net.Conn, error) {
+	var d net.Dialer
+	return func(ctx context.Context, target string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, "unix", socket)
+		if err == nil {
+			return conn, nil
+		}
+		c.log.Warn("node's unix socket cannot be dialled; using TCP", "node", addr, "socket", socket, "err", err)
+		return d.DialContext(ctx, "tcp", target)
+	}
 }
 
 // candidates returns the region's members in placement order for key:

@@ -96,7 +96,7 @@ func Dial(ctx context.Context, dc DialConfig) (*Client, error) {
 	if cfg.Members == nil {
 		var ms []region.Member
 		for _, pm := range info.GetMembers() {
-			ms = append(ms, region.Member{ID: pm.GetId(), Region: pm.GetRegion(), Addr: pm.GetAddr(), Capacity: pm.GetCapacity()})
+			ms = append(ms, region.Member{ID: pm.GetId(), Region: pm.GetRegion(), Addr: pm.GetAddr(), Capacity: pm.GetCapacity(), Host: pm.GetHost(), Socket: pm.GetSocket()})
 		}
 		if len(ms) == 0 {
 			ms = []region.Member{{ID: info.GetNodeId(), Region: info.GetRegion(), Addr: info.GetAddr()}}

@@ -223,4 +223,3 @@ func TestDemoAndClientCommands(t *testing.T) {
 		}
 	}
 }
-

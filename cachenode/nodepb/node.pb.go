@@ -1370,11 +1370,15 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Region        string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
-	Addr          string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
-	Capacity      int64                  `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Region   string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	Addr     string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
+	Capacity int64                  `protobuf:"varint,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// host and socket: the member's host identity and the Unix socket it
+	// also serves on; a client on the same host dials the socket.
+	Host          string `protobuf:"bytes,5,opt,name=host,proto3" json:"host,omitempty"`
+	Socket        string `protobuf:"bytes,6,opt,name=socket,proto3" json:"socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1435,6 +1439,20 @@ func (x *Member) GetCapacity() int64 {
 		return x.Capacity
 	}
 	return 0
+}
+
+func (x *Member) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *Member) GetSocket() string {
+	if x != nil {
+		return x.Socket
+	}
+	return ""
 }
 
 type CacheStats struct {
@@ -2043,12 +2061,14 @@ const file_node_proto_rawDesc = "" +
 	"\x0fInvalidateReply\x12\x18\n" +
 	"\adropped\x18\x01 \x01(\x05R\adropped\x12%\n" +
 	"\x0emesh_published\x18\x02 \x01(\bR\rmeshPublished\"\r\n" +
-	"\vInfoRequest\"`\n" +
+	"\vInfoRequest\"\x8c\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
 	"\x04addr\x18\x03 \x01(\tR\x04addr\x12\x1a\n" +
-	"\bcapacity\x18\x04 \x01(\x03R\bcapacity\"\xe7\x02\n" +
+	"\bcapacity\x18\x04 \x01(\x03R\bcapacity\x12\x12\n" +
+	"\x04host\x18\x05 \x01(\tR\x04host\x12\x16\n" +
+	"\x06socket\x18\x06 \x01(\tR\x06socket\"\xe7\x02\n" +
 	"\n" +
 	"CacheStats\x12\x14\n" +
 	"\x05pages\x18\x01 \x01(\x03R\x05pages\x12!\n" +

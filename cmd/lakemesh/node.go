@@ -19,7 +19,7 @@ func nodeCmd() *cobra.Command {
 	var (
 		topologyPath, regionName, id, listen, advertise, consul string
 		cacheDir, diskSize, memSize, pageSize, blockSize        string
-		logLevel, natsURL, natsCreds, metricsListen             string
+		logLevel, natsURL, natsCreds, metricsListen, socket     string
 		lineProxies                                             map[string]string
 		singleDC                                                bool
 	)
@@ -38,6 +38,12 @@ Consul token from CONSUL_HTTP_TOKEN, NATS credentials from a file named by
 
 A restarted node with the same --cache-dir serves what it had cached without
 reading the lakes again.
+
+The node also serves gRPC on a Unix socket (--socket, by default
+<cache-dir>/node.sock, mode 0660) and advertises it in Consul with this
+machine's identity (/etc/machine-id, else hostname and boot id): clients on the
+same machine read through the socket instead of loopback TCP, and fall back to
+TCP when they cannot open it. A socket file left by a killed node is replaced.
 
 Across regions: a miss of a lake homed in another region crosses into this
 region once (a claim in the region's NATS JetStream), from the cheapest region
@@ -91,6 +97,20 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 			if cacheDir == "" {
 				return fmt.Errorf("--cache-dir is required: where the disk tier keeps pages")
 			}
+			socketPath := filepath.Join(filepath.Clean(cacheDir), "node.sock")
+			switch {
+			case cmd.Flags().Changed("socket") && (socket == "" || socket == "none"):
+				socketPath = ""
+			case cmd.Flags().Changed("socket"):
+				if socketPath, err = filepath.Abs(socket); err != nil {
+					return fmt.Errorf("--socket %q: %w", socket, err)
+				}
+			case len(socketPath) > maxSocketPath:
+				// Only the default is dropped with a warning: a path the
+				// operator named fails the start at listen instead.
+				log.Warn("default socket path is too long for a Unix socket; serving TCP only (set --socket)", "socket", socketPath)
+				socketPath = ""
+			}
 			tp, shutdown := tracing(ctx, "lakemesh-node", log)
 			defer shutdown(ctx)
 			n, err := startNode(ctx, nodeOptions{
@@ -100,6 +120,7 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 				id:            id,
 				listen:        listen,
 				advertise:     advertise,
+				socket:        socketPath,
 				consul:        consul,
 				natsURL:       natsURL,
 				natsCreds:     natsCreds,
@@ -141,6 +162,7 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 	f.StringVar(&metricsListen, "metrics", "", "address to serve Prometheus /metrics on (line bytes, budget waits, cost), e.g. 127.0.0.1:9100")
 	f.BoolVar(&singleDC, "single-datacenter", false, "every region registers in the local Consul datacenter (default: one datacenter per region, named after it, WAN-federated)")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory of the disk tier (required)")
+	f.StringVar(&socket, "socket", "", `Unix socket to also serve gRPC on, for clients on this machine (default <cache-dir>/node.sock; "" or none: TCP only)`)
 	f.StringVar(&diskSize, "cache-size", "10GiB", "disk tier size")
 	f.StringVar(&memSize, "memory-size", "1GiB", "memory tier size (0 disables it)")
 	f.StringVar(&pageSize, "page-size", "4MiB", "page size; every node of a region must use the same")
@@ -148,6 +170,10 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
+
+// maxSocketPath is the longest path a Unix socket can be bound at on Linux
+// (sun_path is 108 bytes, NUL included).
+const maxSocketPath = 107
 
 // followRegion follows another region's members in Consul: in its own
 // datacenter (WAN federation) unless singleDC. A region that cannot be

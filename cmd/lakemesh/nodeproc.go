@@ -42,8 +42,12 @@ type nodeOptions struct {
 	id           string
 	listen       string // gRPC listen address
 	advertise    string // address other processes reach it at; default: the listen address
-	consul       string // Consul agent HTTP address; "" with members set
-	members      region.Membership
+	// socket is a Unix socket path the node also serves gRPC on, advertised
+	// with this host's identity so clients on the host skip loopback TCP;
+	// "" serves TCP only.
+	socket  string
+	consul  string // Consul agent HTTP address; "" with members set
+	members region.Membership
 	// regions returns the membership of another region of the topology:
 	// `up` gives static ones; `node` follows the region's Consul
 	// datacenter (WAN federation) with ?dc=.
@@ -96,7 +100,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	if _, ok := o.topology.Region(o.region); !ok {
 		return nil, fmt.Errorf("region %q is not declared in %s", o.region, o.topology.Source)
 	}
-	n := &runningNode{opts: o, served: make(chan error, 1)}
+	n := &runningNode{opts: o, served: make(chan error, 2)}
 	defer func() {
 		if err != nil {
 			n.close()
@@ -231,6 +235,16 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	nodepb.RegisterNodeServer(n.srv, node)
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.srv, n.health)
+	if o.socket != "" {
+		ulis, err := listenSocket(o.socket)
+		if err != nil {
+			lis.Close()
+			return nil, err
+		}
+		// GracefulStop closes it, and a closed UnixListener unlinks its
+		// file; a killed node's file is removed by the next start.
+		go func() { n.served <- n.srv.Serve(ulis) }()
+	}
 	go func() { n.served <- n.srv.Serve(lis) }()
 	uctx, stop := context.WithCancel(context.Background())
 	n.stopUpload = stop
@@ -239,12 +253,15 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 
 	if r, ok := n.membership.(region.Registrar); ok && n.ownsMember {
 		self := region.Member{ID: o.id, Region: o.region, Addr: n.addr, Capacity: o.diskBytes}
+		if o.socket != "" {
+			self.Host, self.Socket = region.LocalHost(), o.socket
+		}
 		if err := r.Register(ctx, self); err != nil {
 			return nil, fmt.Errorf("register node %s in Consul: %w", o.id, err)
 		}
 	}
 	st := n.store.Stats()
-	o.log.Info("cache node serving", "node", o.id, "region", o.region, "addr", n.addr,
+	o.log.Info("cache node serving", "node", o.id, "region", o.region, "addr", n.addr, "socket", o.socket,
 		"cache_dir", o.cacheDir, "disk_bytes", o.diskBytes, "memory_bytes", o.memoryBytes,
 		"page_size", n.store.PageSize(), "pages_on_disk", st.Pages, "mounts", len(lakes))
 	return n, nil
@@ -307,10 +324,38 @@ func (n *runningNode) close() error {
 	return errors.Join(errs...)
 }
 
+// listenSocket listens on the Unix socket at path, readable and writable by
+// the node's user and group only. A socket file left by a node that was
+// killed is removed first; one that a running process still answers on,
+// or a file that is not a socket, is an error, never removed.
+func listenSocket(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("--socket %s: exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("--socket %s: another process is serving on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("--socket %s: remove stale socket: %w", path, err)
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("--socket %s: %w", path, err)
+	}
+	return lis, nil
+}
+
 func memberProtos(ms []region.Member) []*nodepb.Member {
 	out := make([]*nodepb.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, &nodepb.Member{Id: m.ID, Region: m.Region, Addr: m.Addr, Capacity: m.Capacity})
+		out = append(out, &nodepb.Member{Id: m.ID, Region: m.Region, Addr: m.Addr, Capacity: m.Capacity, Host: m.Host, Socket: m.Socket})
 	}
 	return out
 }

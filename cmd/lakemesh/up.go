@@ -112,7 +112,13 @@ so client commands reach it without flags. Deployments across machines use
 				var ms []region.Member
 				for j := 0; j < nodesPerRegion; j++ {
 					addr := fmt.Sprintf("127.0.0.1:%d", basePort+i*10+j)
-					ms = append(ms, region.Member{ID: fmt.Sprintf("%s-%d", r, j+1), Region: r, Addr: addr, Capacity: disk})
+					m := region.Member{ID: fmt.Sprintf("%s-%d", r, j+1), Region: r, Addr: addr, Capacity: disk}
+					// Every demo node is on this host: clients here read
+					// through the sockets, as they would from a node's host.
+					if sock := filepath.Join(workdir, "cache", m.ID, "node.sock"); len(sock) <= maxSocketPath {
+						m.Host, m.Socket = region.LocalHost(), sock
+					}
+					ms = append(ms, m)
 					addrs[r] = append(addrs[r], addr)
 				}
 				memberships[r] = region.NewStatic(ms...)
@@ -126,6 +132,7 @@ so client commands reach it without flags. Deployments across machines use
 						region:       r,
 						id:           m.ID,
 						listen:       m.Addr,
+						socket:       m.Socket,
 						members:      memberships[r],
 						regions: func(_ context.Context, name string) (region.Membership, error) {
 							return memberships[name], nil
