@@ -347,9 +347,21 @@ Try, from another terminal (client commands talk to %s, region %s):
   lakemesh status                                              # nodes, cache use, each line's use vs budget
   echo hello | lakemesh put - %s/notes/hello.txt
   lakemesh --help
+`, "lakemesh", self), addrs[regions[0]][0], regions[0], first, first, first, first, first)
+	mnt := filepath.Join(workdir, "mnt")
+	bucket := path.Base(first)
+	keys := filepath.Join(workdir, "s3.keys")
+	fmt.Printf(strings.ReplaceAll(`
+The namespace as files (FUSE; as root) and as an S3 endpoint:
+  mkdir -p %s && lakemesh mount %s &
+  ls %s%s; head -c 200 %s%s/README.txt
+  printf 'demo %%s\n' "$(openssl rand -hex 20)" > %s && chmod 600 %s
+  lakemesh s3 --credentials %s --listen 127.0.0.1:9090 &
+  AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=$(cut -d' ' -f2 %s) AWS_DEFAULT_REGION=us-east-1 \
+    aws --endpoint-url http://127.0.0.1:9090 s3 ls s3://%s/
 
 Ctrl-C stops the mesh.
-`, "lakemesh", self), addrs[regions[0]][0], regions[0], first, first, first, first, first)
+`, "lakemesh", self), mnt, mnt, mnt, first, mnt, first, keys, keys, keys, keys, bucket)
 }
 
 // freePort returns a loopback port that was free a moment ago.
