@@ -9,10 +9,6 @@ import (
 	"unsafe"
 )
 
-// directAlign is the alignment of direct I/O's buffer address, file offset
-// and length: the largest logical block size of common devices.
-const directAlign = 4096
-
 var errNoDirectIO = errors.New("direct I/O not supported")
 
 // openDirect opens (creating it) a file for writes that bypass the page

@@ -7,8 +7,6 @@ import (
 	"os"
 )
 
-const directAlign = 4096
-
 var errNoDirectIO = errors.New("direct I/O not supported")
 
 // openDirect: this platform's page writes go through the page cache.

@@ -1,0 +1,139 @@
+package cachenode
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math/rand/v2"
+	"os"
+	"syscall"
+	"testing"
+	"testing/iotest"
+	"time"
+)
+
+func journalBytes(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// Appended files are stored whole, at every size around the journal's
+// buffer and direct I/O boundaries, and found again by a journal opened
+// on the same directory (a restarted node).
+func TestJournalAppendStoresBytes(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir, "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := []int{0, 1, directAlign - 1, directAlign, directAlign + 1, journalBuffer - 1, journalBuffer, journalBuffer + 1, 3*journalBuffer + 12345}
+	want := map[string][]byte{}
+	for i, size := range sizes {
+		p := fmt.Sprintf("/lake/a/f%d", i)
+		data := journalBytes(size, uint64(i))
+		// Small reads, as a gRPC stream gives them, must not matter.
+		e, err := j.Append(p, iotest.HalfReader(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatalf("append %d bytes: %v", size, err)
+		}
+		if e.Size != int64(size) || e.CRC32C != crc32.Checksum(data, castagnoli) {
+			t.Fatalf("append %d bytes: entry size %d CRC-32C %08x", size, e.Size, e.CRC32C)
+		}
+		want[p] = data
+	}
+	again, err := OpenJournal(dir, "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(again.All()); got != len(sizes) {
+		t.Fatalf("reopened journal has %d entries, want %d", got, len(sizes))
+	}
+	for _, e := range again.All() {
+		f, err := again.OpenData(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, want[e.Path]) {
+			t.Fatalf("%s: read %d bytes back (%v), want the %d written", e.Path, len(got), err, len(want[e.Path]))
+		}
+	}
+}
+
+// An input that breaks off leaves nothing in the journal, whether it
+// fails with an error or with io.ErrUnexpectedEOF (a truncated body, not
+// a short last piece).
+func TestJournalAppendFailedInputLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir, "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cause := range []error{errors.New("stream cancelled"), io.ErrUnexpectedEOF} {
+		in := io.MultiReader(bytes.NewReader(journalBytes(journalBuffer+5, 1)), iotest.ErrReader(cause))
+		if _, err := j.Append("/lake/a/broken", in); !errors.Is(err, cause) {
+			t.Fatalf("append from an input failing with %q: err %v", cause, err)
+		}
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 0 {
+		t.Fatalf("failed appends left %d files in the journal: %v", len(names), names)
+	}
+	if _, ok := j.Pending("/lake/a/broken"); ok {
+		t.Fatal("a failed append is pending")
+	}
+}
+
+// BenchmarkJournalAppend appends 256 MiB files: bytes written, then
+// synced, as a write-back checkpoint is before its acknowledgement.
+//
+//	go test ./cachenode -run '^$' -bench JournalAppend -benchtime 5x
+func BenchmarkJournalAppend(b *testing.B) {
+	const size = 256 << 20
+	data := journalBytes(1<<20, 1)
+	j, err := OpenJournal(b.TempDir(), "n1", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(size)
+	cpu := cpuTime()
+	for b.Loop() {
+		e, err := j.Append("/lake/a/ckpt", &repeatReader{b: data, left: size})
+		if err != nil {
+			b.Fatal(err)
+		}
+		j.mu.Lock()
+		j.drop(j.byID[e.ID])
+		j.mu.Unlock()
+	}
+	b.ReportMetric((cpuTime()-cpu).Seconds()/float64(b.N)*(1<<30)/size, "cpu-s/GiB")
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// repeatReader reads b again and again, left bytes in all, in pieces of
+// at most 1 MiB (a write stream's messages).
+type repeatReader struct {
+	b    []byte
+	left int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.left)], r.b)
+	r.left -= n
+	return n, nil
+}
