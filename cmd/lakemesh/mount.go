@@ -54,7 +54,8 @@ serve EIO (logged), --timeout passed ETIMEDOUT.
 
 Memory is bounded whatever the number of open files: requests in flight
 (64 MiB of them), the region client's page buffers (a fixed number), at most
-8 uploads of 1 MiB buffers, and --memory-limit for the Go heap; 1,000 files
+8 uploads of 1 MiB buffers (one streamed as it is written also holds 8 MiB
+of its latest appends), and --memory-limit for the Go heap; 1,000 files
 open and read at once stay under 512 MiB of RSS.
 
 SIGINT or SIGTERM unmounts and exits 0; while files are open under the

@@ -59,7 +59,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	n.setPending(name, true)
 	cn.fillEntryOut(p, out)
-	return ch, w, 0, 0
+	return ch, w, n.fsys.writeOpenFlags.Load(), 0
 }
 
 // Mkdir makes a directory in the lake.

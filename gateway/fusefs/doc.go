@@ -10,8 +10,8 @@
 // Where things are: node.go (lookup, attributes), dir.go (listing),
 // open.go (open, truncate), change.go (create, mkdir, unlink, rmdir,
 // rename), handle.go (read and write handles), upload.go (streaming
-// upload), spool.go, errno.go, mount.go (mount, unmount, stale and busy
-// mount points).
+// upload and its write-behind window), spool.go, direct_*.go (direct
+// I/O), errno.go, mount.go (mount, unmount, stale and busy mount points).
 //
 // # Metadata
 //
@@ -78,10 +78,29 @@
 //
 // A file written in order (appends only, as a checkpoint is) is uploaded
 // while it is written: once it passes 8 MiB its Put starts and follows
-// the spool, so close waits for the last bytes, not the whole file
-// (upload.go). A write or truncate that changes bytes that upload may
-// have sent aborts it (a failed Put leaves the lake's old content), and
-// the file is uploaded whole at flush.
+// the appends, so close waits for the last bytes, not the whole file
+// (upload.go). A write or truncate that is not an append (it changes
+// bytes that upload may have sent, or leaves a hole) aborts it (a failed
+// Put leaves the lake's old content), and the file is uploaded whole at
+// flush; so does a Put that fails, from the spool.
+//
+// The appends of a streamed file go through the upload's write-behind
+// window (8 MiB in 2 MiB pieces) rather than straight to the spool: the
+// Put takes them from memory, and each piece is written to the spool in
+// the background with direct I/O where the spool's filesystem allows it,
+// so the spool never goes through the kernel's page cache and is never
+// read back while the Put keeps up. An append waits while the window is
+// full, which paces the writer to the upload; if the Put takes nothing
+// for a second, the window lets pieces go once on the spool and the Put
+// reads them from there. A spool write that fails in the background
+// (ENOSPC) is returned by the next write, read, flush or fsync of the
+// handle, and by every one after: the spool no longer holds the file.
+// Close waits for the window to reach the spool.
+//
+// A handle open for writing bypasses the kernel's page cache
+// (FOPEN_DIRECT_IO): its bytes are in the spool or the window, and caching
+// them only cost the writing process a copy into fresh page cache pages
+// per write. It can still be mmapped (CAP_DIRECT_IO_ALLOW_MMAP).
 //
 // Concurrent writers of one file each have their own spool; the last
 // flush wins. A file created here is listed and looked up at once by this
@@ -92,11 +111,12 @@
 //
 // # Memory
 //
-// No file bytes are kept by this package: a read handle holds a router
-// Reader (the router bounds its own page buffers and readahead), a write
-// handle holds a spool file. Uploads and copy-ins, each with a 1 MiB
-// buffer, are limited to Config.MaxUploads at once whatever the number of
-// open files. Kernel requests are at most 1 MiB, at most 64 background
+// No file bytes are kept by this package beyond the write-behind windows:
+// a read handle holds a router Reader (the router bounds its own page
+// buffers and readahead), a write handle holds a spool file. Uploads and
+// copy-ins, each with a 1 MiB buffer (a streaming upload also with its 8
+// MiB window), are limited to Config.MaxUploads at once whatever the
+// number of open files. Kernel requests are at most 1 MiB, at most 64 background
 // requests are in flight, and the requests served at once hold at most
 // MountOptions.MaxInflight bytes of input buffers (go-fuse waits past it),
 // so request memory is bounded by the same number for the answers. The
@@ -132,8 +152,8 @@
 //
 // writeHandle.mu is taken before node.mu and upload.mu. node.mu and
 // upload.mu are leaves: no call to the namespace, to go-fuse or to another
-// lock is made while holding either. go-fuse's tree locks (Inode.Parent,
-// GetChild) may be taken under writeHandle.mu, never under node.mu. A
-// flush waits for its streaming upload's Put under writeHandle.mu; that
-// Put's goroutine takes upload.mu only.
+// lock, and no file I/O, is made while holding either. go-fuse's tree
+// locks (Inode.Parent, GetChild) may be taken under writeHandle.mu, never
+// under node.mu. A flush waits for its streaming upload's Put and window
+// writers under writeHandle.mu; those goroutines take upload.mu only.
 package fusefs

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -75,7 +77,13 @@ type FS struct {
 	log      *slog.Logger
 	spoolDir string        // this mount's private spool directory
 	uploads  chan struct{} // one slot per upload or copy-in in flight
-	started  time.Time     // the time of entries that have no mtime
+	// windowBuffers keeps the buffers of streams' write-behind windows
+	// (upload.go) for the next stream.
+	windowBuffers sync.Pool
+	// writeOpenFlags are the open flags of handles open for writing,
+	// set by Mount (see there).
+	writeOpenFlags atomic.Uint32
+	started        time.Time // the time of entries that have no mtime
 
 	ctx    context.Context // cancelled by Close: stops every call
 	cancel context.CancelFunc

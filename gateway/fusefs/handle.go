@@ -73,6 +73,7 @@ type writeHandle struct {
 	dirty    bool       // the spool has changes the lake does not
 	stream   *upload    // the upload following the appends, if any
 	noStream bool       // bytes were rewritten since the last flush: upload at flush only
+	spoolErr error      // a write the spool lost in the background: every later call fails
 
 	size  atomic.Int64 // the content's size, once loaded
 	local atomic.Bool  // mirrors dirty for node.attrs, which reads it without mu
@@ -171,33 +172,58 @@ func (w *writeHandle) copyIn(n int64) syscall.Errno {
 func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.spoolErr != nil {
+		return 0, spoolErrno(w.spoolErr)
+	}
 	if errno := w.load(-1); errno != 0 {
 		return 0, errno
 	}
 	old := w.size.Load()
-	if off < old {
-		w.stopStream() // rewrites what the upload may have sent
+	if w.stream != nil && off == old {
+		// An append to a streamed file: through the upload's window.
+		err := w.stream.append(data)
+		if err == nil {
+			w.grew(off + int64(len(data)))
+			return uint32(len(data)), 0
+		}
+		// The spool lost bytes, or the Put failed: go on without it
+		// (appends the window took are on the spool once it stopped).
+		w.stopStream()
+		if w.spoolErr != nil {
+			return 0, spoolErrno(w.spoolErr)
+		}
+	}
+	if w.stream != nil {
+		// Rewrites what the upload may have sent, or leaves a hole.
+		w.stopStream()
+		if w.spoolErr != nil {
+			return 0, spoolErrno(w.spoolErr)
+		}
 	}
 	k, err := w.spool.WriteAt(data, off)
 	if err != nil {
 		return uint32(k), spoolErrno(err)
 	}
+	if off < old {
+		w.noStream = true
+	}
 	size := max(old, off+int64(k))
-	w.size.Store(size)
-	w.mtime.Store(time.Now().UnixNano())
-	w.setDirty(true)
+	w.grew(size)
 	w.followAppends(size)
 	return uint32(k), 0
 }
 
-// followAppends hands the spool's first size bytes to the streaming
-// upload, starting one once a file written in order is large enough.
+// grew records a write that left the content size bytes long.
+func (w *writeHandle) grew(size int64) {
+	w.size.Store(size)
+	w.mtime.Store(time.Now().UnixNano())
+	w.setDirty(true)
+}
+
+// followAppends starts an upload that follows the appends once a file
+// written in order is large enough; the spool holds its first size bytes.
 func (w *writeHandle) followAppends(size int64) {
-	if w.stream != nil {
-		w.stream.grow(size)
-		return
-	}
-	if w.noStream || size < streamAfter {
+	if w.stream != nil || w.noStream || size < streamAfter {
 		return
 	}
 	p, ok := w.n.path()
@@ -211,14 +237,24 @@ func (w *writeHandle) followAppends(size int64) {
 	w.stream = w.n.fsys.startUpload(p, w.spool, size, release)
 }
 
-// stopStream aborts the streaming upload, if any, and uploads at flush
-// only until then.
+// stopStream aborts the streaming upload, if any, once its window is on
+// the spool, and uploads at flush only until then.
 func (w *writeHandle) stopStream() {
-	if w.stream != nil {
-		w.stream.abort()
+	if u := w.stream; u != nil {
 		w.stream = nil
+		u.abort()
+		w.keepSpoolErr(u)
 	}
 	w.noStream = true
+}
+
+// keepSpoolErr records a write the spool lost behind a finished stream.
+func (w *writeHandle) keepSpoolErr(u *upload) {
+	if err := u.spoolErr(); err != nil && w.spoolErr == nil {
+		p, _ := w.n.path()
+		w.n.fsys.log.Error("spool write failed: the file's changes are lost", "path", p, "err", err)
+		w.spoolErr = err
+	}
 }
 
 // spoolErrno passes the spool disk's own errors (ENOSPC, EDQUOT) through.
@@ -245,11 +281,21 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 		}
 		return fuse.ReadResultData(dest[:k]), 0
 	}
+	if w.spoolErr != nil {
+		return nil, spoolErrno(w.spoolErr)
+	}
 	size := w.size.Load()
 	if w.spool == nil || off >= size {
 		return fuse.ReadResultData(nil), 0
 	}
-	k, err := w.spool.ReadAt(dest[:min(int64(len(dest)), size-off)], off)
+	dest = dest[:min(int64(len(dest)), size-off)]
+	var k int
+	var err error
+	if w.stream != nil {
+		k, err = w.stream.readAt(dest, off) // the window may hold the bytes
+	} else {
+		k, err = w.spool.ReadAt(dest, off)
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, spoolErrno(err)
 	}
@@ -263,8 +309,11 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 	if size == 0 && !w.loaded {
 		w.loaded = true
 	}
-	if size < w.size.Load() || !w.loaded {
+	if w.stream != nil || size < w.size.Load() || !w.loaded {
 		w.stopStream()
+	}
+	if w.spoolErr != nil {
+		return spoolErrno(w.spoolErr)
 	}
 	if size == 0 {
 		w.noStream = false // empty again: appends may stream anew
@@ -297,12 +346,12 @@ func (w *writeHandle) flushLocked() syscall.Errno {
 		return 0
 	}
 	if w.n.dropped() {
-		if w.stream != nil {
-			w.stream.abort()
-			w.stream = nil
-		}
+		w.stopStream()
 		w.setDirty(false) // unlinked or replaced while open: nowhere to write
 		return 0
+	}
+	if w.spoolErr != nil {
+		return spoolErrno(w.spoolErr)
 	}
 	p, ok := w.n.path()
 	if !ok {
@@ -314,11 +363,15 @@ func (w *writeHandle) flushLocked() syscall.Errno {
 	if u := w.stream; u != nil {
 		w.stream = nil
 		e, err := u.finish(size, fsys.cfg.OpTimeout+time.Duration(size/fsys.cfg.WriteRate)*time.Second)
+		w.keepSpoolErr(u)
 		if err == nil {
 			fsys.log.Debug("file written while it was written", "path", p, "bytes", size, "version", e.Version)
 			w.setDirty(false)
 			w.n.wrote(e)
 			return 0
+		}
+		if w.spoolErr != nil {
+			return fsys.errno(nil, "flush", p, err) // the spool cannot be uploaded instead
 		}
 		fsys.log.Warn("streaming upload failed; uploading the spool whole", "path", p, "err", err)
 	}
@@ -353,6 +406,10 @@ func (w *writeHandle) release() {
 	if errno := w.flushLocked(); errno != 0 {
 		p, _ := w.n.path()
 		w.n.fsys.log.Error("writes lost: the file could not be written to the lake when it was closed", "path", p, "errno", errno.Error())
+	}
+	if w.stream != nil {
+		w.stream.abort() // left by a flush that had nowhere to write
+		w.stream = nil
 	}
 	dropSpool(w.spool)
 	w.spool = nil

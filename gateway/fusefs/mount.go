@@ -121,8 +121,9 @@ func (f *FS) Mount(dir string, o MountOptions) (*Mount, error) {
 			DisableSplice: true,
 			// O_TRUNC comes with OPEN, so the open handle starts empty;
 			// without it the kernel sends a SETATTR of size 0 that names
-			// no handle.
-			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
+			// no handle. Files open with FOPEN_DIRECT_IO (being written,
+			// or read while another version is open) can be mmapped.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 			// The kernel checks permissions from the modes, so
 			// --allow-other does not let others write.
 			Options: []string{"default_permissions"},
@@ -141,6 +142,15 @@ func (f *FS) Mount(dir string, o MountOptions) (*Mount, error) {
 	}
 	m := &Mount{fsys: f, server: server, dir: dir}
 	m.setReadahead()
+	// Handles open for writing bypass the kernel's page cache
+	// (FOPEN_DIRECT_IO): their bytes are in the spool or the upload's
+	// window, and caching them too only cost the writing process a copy
+	// into fresh page cache pages per write (with it the kernel hands the
+	// writer's own pages over), pages dropped when the file is next
+	// opened anyway. Only where such a handle can still be mmapped.
+	if server.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
+		f.writeOpenFlags.Store(fuse.FOPEN_DIRECT_IO)
+	}
 	return m, nil
 }
 

@@ -34,10 +34,12 @@ type mountOptions struct {
 	pageSize  int
 	readOnly  bool
 	opTimeout time.Duration
+	// wrap, if set, wraps the counting namespace the mount uses.
+	wrap func(router.Namespace) router.Namespace
 }
 
 // needFUSE skips (or fails, in CI) when the test cannot mount.
-func needFUSE(t *testing.T) {
+func needFUSE(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Unavailable(t, "FUSE mount tests run as root (mount(2) of /dev/fuse)")
@@ -47,7 +49,7 @@ func needFUSE(t *testing.T) {
 	}
 }
 
-func mountLakes(t *testing.T, o mountOptions) *testMount {
+func mountLakes(t testing.TB, o mountOptions) *testMount {
 	t.Helper()
 	needFUSE(t)
 	if o.ttl == 0 {
@@ -59,8 +61,12 @@ func mountLakes(t *testing.T, o mountOptions) *testMount {
 	lakes := routertest.New(t, "/lake/a")
 	topo := &federation.Topology{Mounts: []federation.Mount{{Path: "/lake/a", UFS: "file://" + lakes.Dir("/lake/a"), Region: "r1", MetadataTTL: o.ttl}}}
 	tm := &testMount{dir: t.TempDir(), lake: lakes.Dir("/lake/a"), ns: &countingNS{Namespace: lakes}}
+	var ns router.Namespace = tm.ns
+	if o.wrap != nil {
+		ns = o.wrap(ns)
+	}
 	fsys, err := New(Config{
-		Namespace:    tm.ns,
+		Namespace:    ns,
 		Topology:     topo,
 		SpoolDir:     t.TempDir(),
 		ReadOnly:     o.readOnly,

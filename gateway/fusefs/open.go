@@ -103,7 +103,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	if write {
 		w, errno := n.openWriter(p, e, flags&syscall.O_TRUNC != 0)
-		return w, 0, errno
+		return w, n.fsys.writeOpenFlags.Load(), errno
 	}
 	return n.openReader(p, e)
 }
