@@ -20,6 +20,12 @@
 # Sizes: LAKEMESH_BENCH_FUSE_SEQ_MIB (each sequential file, default 256;
 # random files are twice that), LAKEMESH_BENCH_CKPT_MIB (checkpoint write,
 # default 2048). A full run takes about 15-20 minutes on 2 cores.
+# LAKEMESH_BENCH_FUSE_ONLY runs only some steps (comma-separated: warm,
+# cold, rand, small, smallcold, randcold, ckpt, rss) and uploads only
+# their data sets, e.g. the checkpoint rows alone in a few minutes:
+#   LAKEMESH_BENCH_FUSE_ONLY=ckpt LAKEMESH_BENCH_CKPT_MIB=512 bench/fuse.sh
+# The checkpoint is written twice: in the default write mode (through)
+# and under a write_mode: back policy (the mode made for checkpoints).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
