@@ -18,15 +18,21 @@ import (
 // mount's metadata TTL. It is bounded (least recently used entries go
 // first) and singleflights concurrent misses of the same key, so a burst
 // of stats of one path asks the lake once. Not-found answers are cached
-// too (negative entries), for the same TTL.
+// too (negative entries), for the same TTL. Stat misses in one directory
+// may be answered by one listing of it instead (metadir.go).
 type metaCache struct {
 	max   int
 	group singleflight.Group
 	now   func() time.Time
 
-	mu      sync.Mutex // guards entries, lru
+	mu      sync.Mutex // guards everything below
 	entries map[string]*list.Element
 	lru     *list.List // of *metaEntry, most recent at front
+
+	dirs        map[string]*dirState // by namespace directory, bounded by dirLRU
+	dirLRU      *list.List           // of *dirState, most recent at front
+	listings    map[string]*dirListing
+	unversioned map[string]bool // mounts whose listings lack versions
 }
 
 type metaEntry struct {
@@ -35,19 +41,39 @@ type metaEntry struct {
 	expires time.Time
 	info    ufs.FileInfo
 	page    ufs.ListPage
-	err     error // ufs.ErrNotFound for negative entries; no other errors are cached
+	err     error     // ufs.ErrNotFound for negative entries; no other errors are cached
+	dir     *dirState // the directory whose listing filled the entry, if one did
 }
 
 func newMetaCache(max int) *metaCache {
 	if max <= 0 {
 		max = 1 << 20
 	}
-	return &metaCache{max: max, now: time.Now, entries: map[string]*list.Element{}, lru: list.New()}
+	return &metaCache{
+		max: max, now: time.Now, entries: map[string]*list.Element{}, lru: list.New(),
+		dirs: map[string]*dirState{}, dirLRU: list.New(), listings: map[string]*dirListing{}, unversioned: map[string]bool{},
+	}
 }
 
 // stat returns the cached FileInfo of path or asks load.
 func (m *metaCache) stat(ctx context.Context, path string, ttl time.Duration, load func(context.Context) (ufs.FileInfo, error)) (ufs.FileInfo, error) {
-	e, err := m.get(ctx, "s\x00"+path, path, ttl, func(ctx context.Context) (*metaEntry, error) {
+	return m.statIn(ctx, path, ttl, load, nil)
+}
+
+// statIn is stat where a miss may be answered by a listing of path's
+// directory, which dir lists (metadir.go); dir may be nil.
+func (m *metaCache) statIn(ctx context.Context, path string, ttl time.Duration, load func(context.Context) (ufs.FileInfo, error), dir *dirLister) (ufs.FileInfo, error) {
+	key := "s\x00" + path
+	if dir != nil && ttl > 0 {
+		e, ok, err := m.statFromListing(ctx, key, path, ttl, dir)
+		if err != nil {
+			return ufs.FileInfo{}, err
+		}
+		if ok {
+			return e.info, e.err
+		}
+	}
+	e, err := m.get(ctx, key, path, ttl, func(ctx context.Context) (*metaEntry, error) {
 		fi, err := load(ctx)
 		return &metaEntry{info: fi}, err
 	})
@@ -72,15 +98,9 @@ func (m *metaCache) list(ctx context.Context, dir, token string, limit int, ttl 
 
 func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration, load func(context.Context) (*metaEntry, error)) (*metaEntry, error) {
 	m.mu.Lock()
-	if el, ok := m.entries[key]; ok {
-		e := el.Value.(*metaEntry)
-		if m.now().Before(e.expires) {
-			m.lru.MoveToFront(el)
-			m.mu.Unlock()
-			return e, nil
-		}
-		m.lru.Remove(el)
-		delete(m.entries, key)
+	if e := m.fresh(key); e != nil {
+		m.mu.Unlock()
+		return e, nil
 	}
 	m.mu.Unlock()
 
@@ -108,9 +128,35 @@ func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration
 	return v.(*metaEntry), nil
 }
 
+// fresh returns the unexpired entry of key, or nil; it drops an expired
+// one. m.mu is held.
+func (m *metaCache) fresh(key string) *metaEntry {
+	el, ok := m.entries[key]
+	if !ok {
+		return nil
+	}
+	e := el.Value.(*metaEntry)
+	if !m.now().Before(e.expires) {
+		m.lru.Remove(el)
+		delete(m.entries, key)
+		return nil
+	}
+	m.lru.MoveToFront(el)
+	if e.dir != nil {
+		e.dir.served++
+	}
+	return e
+}
+
 func (m *metaCache) put(e *metaEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.putLocked(e)
+}
+
+// putLocked caches e, evicting the least recently used entries beyond the
+// bound. m.mu is held.
+func (m *metaCache) putLocked(e *metaEntry) {
 	if el, ok := m.entries[e.key]; ok {
 		m.lru.Remove(el)
 	}
@@ -132,6 +178,7 @@ func (m *metaCache) invalidate(path string) int {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.invalidateListings(path)
 	n := 0
 	for key, el := range m.entries {
 		e := el.Value.(*metaEntry)

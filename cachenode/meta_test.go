@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"path"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/ufs"
 )
 
@@ -124,5 +130,377 @@ func TestErrorsCrossTheWire(t *testing.T) {
 	}
 	if err := FromStatus(ToStatus(errors.New("boom"))); errors.Is(err, ufs.ErrNotFound) {
 		t.Error("an unknown error became ErrNotFound")
+	}
+}
+
+// countingLake is an in-memory lake of files in directories that counts
+// Stat and List calls. A listing page is read from the lake before the
+// gate (if set) holds it, as a slow LIST that raced a write would be.
+type countingLake struct {
+	mu    sync.Mutex
+	files map[string]ufs.FileInfo // rel path -> info
+	dirs  map[string][]string     // rel dir -> sorted child names
+
+	stats, lists atomic.Int64
+	listEntered  chan struct{} // if set, gets a value each time a List is read
+	gate         chan struct{} // if set, every List waits for it to close
+	noVersions   bool          // List leaves versions out
+}
+
+func newCountingLake() *countingLake {
+	return &countingLake{files: map[string]ufs.FileInfo{}, dirs: map[string][]string{}}
+}
+
+// put creates or replaces a file with a version of its own.
+func (l *countingLake) put(rel string, size int64, version string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dir, name := "", rel
+	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
+		dir, name = rel[:i], rel[i+1:]
+	}
+	if _, ok := l.files[rel]; !ok {
+		names := l.dirs[dir]
+		i, _ := slices.BinarySearch(names, name)
+		l.dirs[dir] = slices.Insert(names, i, name)
+	}
+	l.files[rel] = ufs.FileInfo{Path: rel, Size: size, ModTime: time.Unix(size, 0), Version: version}
+}
+
+func (l *countingLake) remove(rel string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.files, rel)
+	dir, name := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	names := l.dirs[dir]
+	if i, ok := slices.BinarySearch(names, name); ok {
+		l.dirs[dir] = slices.Delete(names, i, i+1)
+	}
+}
+
+func (l *countingLake) Stat(ctx context.Context, p string) (ufs.FileInfo, error) {
+	l.stats.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fi, ok := l.files[p]; ok {
+		return fi, nil
+	}
+	if _, ok := l.dirs[p]; ok {
+		return ufs.FileInfo{Path: p, IsDir: true}, nil
+	}
+	return ufs.FileInfo{}, fmt.Errorf("fake stat %s: %w", p, ufs.ErrNotFound)
+}
+
+func (l *countingLake) List(ctx context.Context, dir, token string, limit int) (ufs.ListPage, error) {
+	l.lists.Add(1)
+	if limit <= 0 {
+		limit = ufs.DefaultListLimit
+	}
+	l.mu.Lock()
+	names, ok := l.dirs[dir]
+	if !ok {
+		l.mu.Unlock()
+		return ufs.ListPage{}, fmt.Errorf("fake list %s: %w", dir, ufs.ErrNotFound)
+	}
+	i := 0
+	if token != "" {
+		i = sort.SearchStrings(names, token+"\x00")
+	}
+	var page ufs.ListPage
+	for ; i < len(names) && len(page.Entries) < limit; i++ {
+		fi := l.files[path.Join(dir, names[i])]
+		if l.noVersions {
+			fi.Version = ""
+		}
+		page.Entries = append(page.Entries, fi)
+	}
+	if i < len(names) {
+		page.Next = names[i-1]
+	}
+	l.mu.Unlock()
+	if l.listEntered != nil {
+		l.listEntered <- struct{}{}
+	}
+	if l.gate != nil {
+		<-l.gate
+	}
+	return page, nil
+}
+
+func (l *countingLake) ReadRange(context.Context, string, string, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("fake lake: no reads")
+}
+func (l *countingLake) Create(context.Context, string, io.Reader) (ufs.FileInfo, error) {
+	return ufs.FileInfo{}, errors.New("fake lake: read-only")
+}
+func (l *countingLake) Mkdir(context.Context, string) error {
+	return errors.New("fake lake: read-only")
+}
+func (l *countingLake) Delete(context.Context, string) error {
+	return errors.New("fake lake: read-only")
+}
+func (l *countingLake) Rename(context.Context, string, string) error {
+	return errors.New("fake lake: read-only")
+}
+func (l *countingLake) String() string { return "fake://lake" }
+func (l *countingLake) Close() error   { return nil }
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+const testTTL = 30 * time.Second
+
+// newMetaNode returns a node serving one lake mounted at /lake/t, with its
+// metadata cache on a clock the test moves.
+func newMetaNode(t *testing.T, lake ufs.FS, entries int) (*Node, *testClock) {
+	t.Helper()
+	n := NewNode(NodeConfig{
+		Lakes:           NewLakes([]Lake{{Path: "/lake/t", FS: lake, MetadataTTL: testTTL}}),
+		MetadataEntries: entries,
+	})
+	clock := &testClock{now: time.Unix(1_000_000, 0)}
+	n.meta.now = clock.Now
+	return n, clock
+}
+
+// statOf asks the node for p and checks the answer against want (nil
+// for not found).
+func statOf(n *Node, p string, want *ufs.FileInfo) error {
+	r, err := n.Stat(context.Background(), &nodepb.StatRequest{Path: p})
+	if want == nil {
+		if err == nil {
+			return fmt.Errorf("stat %s = %+v, want not found", p, r.GetEntry())
+		}
+		if !errors.Is(FromStatus(err), ufs.ErrNotFound) {
+			return fmt.Errorf("stat %s: %v, want not found", p, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %v", p, err)
+	}
+	e := r.GetEntry()
+	if e.GetPath() != p || e.GetSize() != want.Size || e.GetVersion() != want.Version || e.GetMtimeUnixNano() != want.ModTime.UnixNano() || e.GetDir() != want.IsDir {
+		return fmt.Errorf("stat %s = %+v, want %+v", p, e, *want)
+	}
+	return nil
+}
+
+// statAll stats the files of names from workers goroutines, each a
+// strided share, and checks every answer against the lake's current one.
+func statAll(t *testing.T, n *Node, lake *countingLake, names []string, workers int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(names))
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(names); i += workers {
+				lake.mu.Lock()
+				fi, ok := lake.files[names[i]]
+				lake.mu.Unlock()
+				var want *ufs.FileInfo
+				if ok {
+					want = &fi
+				}
+				if err := statOf(n, "/lake/t/"+names[i], want); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// 1,000 files of one directory stat'ed once per epoch, epochs longer than
+// the TTL: past the TTL the directory is revalidated by one listing, not
+// one lake stat per file, and the answers are the lake's new ones.
+func TestStatsPastTTLRevalidateTheDirectoryByOneListing(t *testing.T) {
+	lake := newCountingLake()
+	var names []string
+	for i := range 1000 {
+		names = append(names, fmt.Sprintf("d/f%04d", i))
+		lake.put(names[i], int64(100+i), fmt.Sprintf("v1-%d", i))
+	}
+	n, clock := newMetaNode(t, lake, 0)
+
+	statAll(t, n, lake, names, 1)
+	t.Logf("first pass: %d lake stats, %d list pages", lake.stats.Load(), lake.lists.Load())
+	if s := lake.stats.Load() + lake.lists.Load(); s > 1000 {
+		t.Fatalf("first pass asked the lake %d times for 1000 files", s)
+	}
+
+	// Past the TTL, with a tenth of the files changed in the lake and one
+	// gone.
+	clock.Advance(testTTL + time.Second)
+	for i := 0; i < 1000; i += 10 {
+		lake.put(names[i], int64(5000+i), fmt.Sprintf("v2-%d", i))
+	}
+	lake.remove(names[999])
+	lake.stats.Store(0)
+	lake.lists.Store(0)
+	statAll(t, n, lake, append(names, "d/never-there"), 16)
+	stats, lists := lake.stats.Load(), lake.lists.Load()
+	t.Logf("second pass past the TTL, 16 goroutines: %d lake stats, %d list pages", stats, lists)
+	if lists > 2 || stats > listTrigger {
+		t.Fatalf("second pass: %d lake stats and %d list pages for 1000 files of one directory; want at most 2 pages and %d stats", stats, lists, listTrigger)
+	}
+
+	// Within the TTL again: everything from the cache.
+	lake.stats.Store(0)
+	lake.lists.Store(0)
+	statAll(t, n, lake, names, 4)
+	if s, l := lake.stats.Load(), lake.lists.Load(); s+l != 0 {
+		t.Fatalf("within the TTL: %d lake stats and %d list pages, want none", s, l)
+	}
+}
+
+// A directory far larger than a listing may be: one stat past the TTL
+// lists nothing, and a burst of misses lists at most maxListPages pages
+// once, then asks the lake file by file.
+func TestStatInAHugeDirectoryListsBoundedPages(t *testing.T) {
+	lake := newCountingLake()
+	const files = 40 * ufs.DefaultListLimit
+	var names []string
+	for i := range files {
+		names = append(names, fmt.Sprintf("huge/f%06d", i))
+		lake.put(names[i], int64(i), fmt.Sprintf("v%d", i))
+	}
+	n, clock := newMetaNode(t, lake, 0)
+	clock.Advance(time.Hour)
+
+	if err := statOf(n, "/lake/t/"+names[777], ptr(lake.files[names[777]])); err != nil {
+		t.Fatal(err)
+	}
+	if l := lake.lists.Load(); l != 0 {
+		t.Fatalf("one stat in a directory of %d files listed %d pages", files, l)
+	}
+	statAll(t, n, lake, names[:500], 16)
+	clock.Advance(testTTL + time.Second)
+	statAll(t, n, lake, names[:500], 16)
+	t.Logf("1000 stats of a %d-file directory: %d lake stats, %d list pages", files, lake.stats.Load(), lake.lists.Load())
+	if l := lake.lists.Load(); l > maxListPages {
+		t.Fatalf("listed %d pages of a huge directory, bound is %d", l, maxListPages)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// A listing in flight when paths of its directory are changed and
+// invalidated must not put back its older answers for them, nor a
+// not-found for a file created meanwhile.
+func TestListingRacingInvalidationKeepsTheNewerAnswer(t *testing.T) {
+	lake := newCountingLake()
+	var names []string
+	for i := range 10 {
+		names = append(names, fmt.Sprintf("d/a%d", i))
+		lake.put(names[i], 10, "v1")
+	}
+	n, clock := newMetaNode(t, lake, 0)
+	statAll(t, n, lake, names, 1) // the directory is listed and its listing used
+	if lake.lists.Load() == 0 {
+		t.Fatal("the first pass never listed the directory")
+	}
+
+	clock.Advance(testTTL + time.Second)
+	lake.listEntered = make(chan struct{}, 1)
+	lake.gate = make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- statOf(n, "/lake/t/d/a0", &ufs.FileInfo{Size: 10, ModTime: time.Unix(10, 0), Version: "v1"})
+	}()
+	<-lake.listEntered // the listing has read the directory, and waits
+
+	// A waiter for a file the listing does not show.
+	created := make(chan error, 1)
+	go func() {
+		created <- statOf(n, "/lake/t/d/new", &ufs.FileInfo{Size: 3, ModTime: time.Unix(3, 0), Version: "n1"})
+	}()
+	eventually(t, "the second stat to wait for the listing", func() bool {
+		n.meta.mu.Lock()
+		defer n.meta.mu.Unlock()
+		l := n.meta.listings["/lake/t/d"]
+		return l != nil && len(l.wanted) == 2
+	})
+	// Writes that the listing did not see, each invalidated as the node's
+	// Write and Delete do.
+	lake.put("d/a3", 20, "v2")
+	n.meta.invalidate("/lake/t/d/a3")
+	lake.remove("d/a5")
+	n.meta.invalidate("/lake/t/d/a5")
+	lake.put("d/new", 3, "n1")
+	n.meta.invalidate("/lake/t/d/new")
+	close(lake.gate)
+
+	if err := <-first; err != nil {
+		t.Error(err)
+	}
+	if err := <-created; err != nil {
+		t.Errorf("a file created during the listing: %v", err)
+	}
+	if err := statOf(n, "/lake/t/d/a3", ptr(lake.files["d/a3"])); err != nil {
+		t.Errorf("a file replaced during the listing: %v", err)
+	}
+	if err := statOf(n, "/lake/t/d/a5", nil); err != nil {
+		t.Errorf("a file deleted during the listing: %v", err)
+	}
+	for _, p := range []string{"d/a1", "d/a9"} {
+		if err := statOf(n, "/lake/t/"+p, ptr(lake.files[p])); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// A lake whose listings carry no versions is never used to answer stats:
+// its one listing is dropped and every stat asks the lake.
+func TestListingWithoutVersionsIsNotUsedForStats(t *testing.T) {
+	lake := newCountingLake()
+	lake.noVersions = true
+	var names []string
+	for i := range 100 {
+		names = append(names, fmt.Sprintf("d/f%03d", i))
+		lake.put(names[i], int64(i), fmt.Sprintf("v%d", i))
+	}
+	n, clock := newMetaNode(t, lake, 0)
+	statAll(t, n, lake, names, 4)
+	clock.Advance(testTTL + time.Second)
+	statAll(t, n, lake, names, 4)
+	if l, s := lake.lists.Load(), lake.stats.Load(); l > 1 || s != 200 {
+		t.Fatalf("%d list pages and %d lake stats for 200 stats; want at most one listing and 200 stats", l, s)
+	}
+}
+
+// A write-back file that its lake does not have yet is answered from the
+// pending overlay, whatever a listing of its directory said.
+func TestListingNeverHidesAPendingWrite(t *testing.T) {
+	lake := newCountingLake()
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("d/f%02d", i))
+		lake.put(names[i], 1, "v1")
+	}
+	n, clock := newMetaNode(t, lake, 0)
+	statAll(t, n, lake, names, 1)
+	pending := &nodepb.Entry{Path: "/lake/t/d/pending", Size: 42, Version: "wb:node:1"}
+	n.overlay("/lake/t/d", []*nodepb.Entry{pending}, nil)
+	clock.Advance(testTTL + time.Second)
+	statAll(t, n, lake, names, 4) // listed again; the listing lacks the pending file
+	r, err := n.Stat(context.Background(), &nodepb.StatRequest{Path: pending.Path})
+	if err != nil || r.GetEntry().GetVersion() != pending.Version {
+		t.Fatalf("stat of a pending write-back file = %v, %v; want the pending entry", r.GetEntry(), err)
 	}
 }

@@ -320,9 +320,9 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 	if e := n.pendingIn(path.Dir(p))[p]; e != nil {
 		return &nodepb.StatReply{Entry: e}, nil
 	}
-	fi, err := n.meta.stat(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
+	fi, err := n.meta.statIn(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
 		return lake.FS.Stat(ctx, rel)
-	})
+	}, newDirLister(lake, p, rel))
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("stat %s: %w", p, err))
 	}
