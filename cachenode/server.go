@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
@@ -86,6 +87,8 @@ type Node struct {
 
 	pendMu  sync.Mutex                          // guards pending
 	pending map[string]map[string]*nodepb.Entry // dir -> path -> write-back file not in its lake yet
+
+	seedBuf *semaphore.Weighted // bytes write-throughs keep for seeding (seed.go)
 }
 
 // NewNode returns the data server of a node.
@@ -99,7 +102,8 @@ func NewNode(cfg NodeConfig) *Node {
 	if cfg.Members == nil {
 		cfg.Members = func() []*nodepb.Member { return nil }
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries), pending: map[string]map[string]*nodepb.Entry{}}
+	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries), pending: map[string]map[string]*nodepb.Entry{},
+		seedBuf: semaphore.NewWeighted(seedBufferBytes)}
 	n.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
 	return n
 }
@@ -465,7 +469,7 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	if n.cfg.Journal != nil {
 		n.cfg.Journal.Forget(p) // a write-through replaces a pending write-back
 	}
-	fi, err := lake.FS.Create(stream.Context(), rel, r)
+	fi, err := n.writeThrough(stream.Context(), lake, rel, r)
 	n.meta.invalidate(p)
 	if err != nil {
 		return ToStatus(fmt.Errorf("write %s: %w", p, err))

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"time"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // Writes. A write to a lake homed in this region in write-through mode
@@ -25,6 +27,12 @@ import (
 // answers the journal's entry, whose version "wb:<node>:<id>" routes its
 // pages to this node, and the directory's owner is told (Announce) so
 // listings show it.
+//
+// Once the lake has it, the file's pages are seeded under the lake's new
+// version on their owners in this region, from the journal's data file
+// before the entry is retired (a write-through to a lake homed here seeds
+// from the bytes it kept on their way): the region wrote those bytes and
+// does not fetch them again. See seed.go.
 
 // writeJournaled writes a file through the journal and, for write-through,
 // waits for its upload.
@@ -90,6 +98,9 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	if err != nil {
 		return nil, fmt.Errorf("upload %s to its lake: %w", e.Path, err)
 	}
+	// The region has the new version's bytes: seed its pages while the
+	// journal still holds them (Done lets the data file go).
+	n.seedJournaled(ctx, lake, rel, e, entry)
 	if err := n.cfg.Journal.Done(e); err != nil {
 		n.log.Warn("write-back journal: could not retire an uploaded file; it will be uploaded again", "path", e.Path, "err", err)
 	}
@@ -97,6 +108,29 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	n.announce(ctx, e, true)
 	n.log.Info("file uploaded to its lake", "path", e.Path, "bytes", e.Size, "class", class, "version", entry.GetVersion(), "took", time.Since(start))
 	return entry, nil
+}
+
+// writeThrough writes a file straight to a lake homed in this region and
+// seeds the new version's pages in the region from the bytes it kept on
+// the way.
+func (n *Node) writeThrough(ctx context.Context, lake Lake, rel string, r io.Reader) (ufs.FileInfo, error) {
+	if n.cfg.Store == nil {
+		return lake.FS.Create(ctx, rel, r)
+	}
+	tee := n.newSeedTee(r)
+	defer tee.release()
+	fi, err := lake.FS.Create(ctx, rel, tee)
+	if err != nil {
+		return fi, err
+	}
+	if fi.Size != tee.total {
+		n.log.Warn("file not seeded in the region: the lake's size after the write is not what was written",
+			"path", lake.Path+"/"+rel, "size", fi.Size, "written", tee.total)
+		return fi, nil
+	}
+	ref := FileRef{Mount: lake.Path, Path: rel, Version: fi.Version, Size: fi.Size}
+	n.seed(ctx, ref, tee, tee.kept())
+	return fi, nil
 }
 
 // uploadLocal writes a journal entry to its lake from this node.

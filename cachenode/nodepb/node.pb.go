@@ -1964,6 +1964,134 @@ func (x *UploadRequest) GetClass() string {
 	return ""
 }
 
+type SeedChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`      // first message only: path, lake version, size
+	Page          int64                  `protobuf:"varint,2,opt,name=page,proto3" json:"page,omitempty"`     // page index
+	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"` // of data in the page; a page's pieces come in order
+	Data          []byte                 `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	Crc32C        uint32                 `protobuf:"varint,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"` // CRC-32C (Castagnoli) of the whole page, with its first piece
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedChunk) Reset() {
+	*x = SeedChunk{}
+	mi := &file_node_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedChunk) ProtoMessage() {}
+
+func (x *SeedChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedChunk.ProtoReflect.Descriptor instead.
+func (*SeedChunk) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SeedChunk) GetFile() *FileRef {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *SeedChunk) GetPage() int64 {
+	if x != nil {
+		return x.Page
+	}
+	return 0
+}
+
+func (x *SeedChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SeedChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SeedChunk) GetCrc32C() uint32 {
+	if x != nil {
+		return x.Crc32C
+	}
+	return 0
+}
+
+type SeedReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stored        int64                  `protobuf:"varint,1,opt,name=stored,proto3" json:"stored,omitempty"`   // pages the node keeps
+	Skipped       int64                  `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"` // pages refused: damaged, beyond the cache's room, or not storable
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeedReply) Reset() {
+	*x = SeedReply{}
+	mi := &file_node_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeedReply) ProtoMessage() {}
+
+func (x *SeedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeedReply.ProtoReflect.Descriptor instead.
+func (*SeedReply) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SeedReply) GetStored() int64 {
+	if x != nil {
+		return x.Stored
+	}
+	return 0
+}
+
+func (x *SeedReply) GetSkipped() int64 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -2119,7 +2247,16 @@ const file_node_proto_rawDesc = "" +
 	"\vfrom_region\x18\x02 \x01(\tR\n" +
 	"fromRegion\x12\x1b\n" +
 	"\tfrom_node\x18\x03 \x01(\tR\bfromNode\x12\x14\n" +
-	"\x05class\x18\x04 \x01(\tR\x05class2\xb7\a\n" +
+	"\x05class\x18\x04 \x01(\tR\x05class\"\x92\x01\n" +
+	"\tSeedChunk\x12-\n" +
+	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x12\n" +
+	"\x04page\x18\x02 \x01(\x03R\x04page\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x16\n" +
+	"\x06crc32c\x18\x05 \x01(\rR\x06crc32c\"=\n" +
+	"\tSeedReply\x12\x16\n" +
+	"\x06stored\x18\x01 \x01(\x03R\x06stored\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\x03R\askipped2\xfb\a\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
@@ -2131,7 +2268,8 @@ const file_node_proto_rawDesc = "" +
 	"\x05Mkdir\x12\x1e.lakemesh.node.v1.MkdirRequest\x1a\x1c.lakemesh.node.v1.MkdirReply\x12H\n" +
 	"\x06Rename\x12\x1f.lakemesh.node.v1.RenameRequest\x1a\x1d.lakemesh.node.v1.RenameReply\x12K\n" +
 	"\aPending\x12 .lakemesh.node.v1.PendingRequest\x1a\x1e.lakemesh.node.v1.PendingReply\x12G\n" +
-	"\x06Upload\x12\x1f.lakemesh.node.v1.UploadRequest\x1a\x1c.lakemesh.node.v1.WriteReply\x12T\n" +
+	"\x06Upload\x12\x1f.lakemesh.node.v1.UploadRequest\x1a\x1c.lakemesh.node.v1.WriteReply\x12B\n" +
+	"\x04Seed\x12\x1b.lakemesh.node.v1.SeedChunk\x1a\x1b.lakemesh.node.v1.SeedReply(\x01\x12T\n" +
 	"\n" +
 	"Invalidate\x12#.lakemesh.node.v1.InvalidateRequest\x1a!.lakemesh.node.v1.InvalidateReply\x12B\n" +
 	"\x04Info\x12\x1d.lakemesh.node.v1.InfoRequest\x1a\x1b.lakemesh.node.v1.InfoReplyB/Z-github.com/lakemesh/lakemesh/cachenode/nodepbb\x06proto3"
@@ -2148,7 +2286,7 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_node_proto_goTypes = []any{
 	(*FileRef)(nil),           // 0: lakemesh.node.v1.FileRef
 	(*ReadRequest)(nil),       // 1: lakemesh.node.v1.ReadRequest
@@ -2181,6 +2319,8 @@ var file_node_proto_goTypes = []any{
 	(*PendingRequest)(nil),    // 28: lakemesh.node.v1.PendingRequest
 	(*PendingReply)(nil),      // 29: lakemesh.node.v1.PendingReply
 	(*UploadRequest)(nil),     // 30: lakemesh.node.v1.UploadRequest
+	(*SeedChunk)(nil),         // 31: lakemesh.node.v1.SeedChunk
+	(*SeedReply)(nil),         // 32: lakemesh.node.v1.SeedReply
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
@@ -2196,37 +2336,40 @@ var file_node_proto_depIdxs = []int32{
 	24, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
 	8,  // 11: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
 	0,  // 12: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
-	1,  // 13: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	6,  // 14: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	2,  // 15: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
-	9,  // 16: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	11, // 17: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	13, // 18: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	15, // 19: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	17, // 20: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	19, // 21: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	28, // 22: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
-	30, // 23: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
-	21, // 24: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	23, // 25: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 26: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 27: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 28: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 29: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 30: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 31: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 32: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 33: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 34: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	29, // 35: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
-	14, // 36: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
-	22, // 37: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	26, // 38: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	26, // [26:39] is the sub-list for method output_type
-	13, // [13:26] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 13: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
+	1,  // 14: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 15: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 16: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 17: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	11, // 18: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	13, // 19: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	15, // 20: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	17, // 21: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	19, // 22: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	28, // 23: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
+	30, // 24: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
+	31, // 25: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
+	21, // 26: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	23, // 27: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 28: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 29: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 30: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 31: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 32: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 33: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 34: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 35: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 36: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	29, // 37: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	14, // 38: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	32, // 39: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
+	22, // 40: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	26, // 41: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	28, // [28:42] is the sub-list for method output_type
+	14, // [14:28] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -2240,7 +2383,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	Node_Rename_FullMethodName     = "/lakemesh.node.v1.Node/Rename"
 	Node_Pending_FullMethodName    = "/lakemesh.node.v1.Node/Pending"
 	Node_Upload_FullMethodName     = "/lakemesh.node.v1.Node/Upload"
+	Node_Seed_FullMethodName       = "/lakemesh.node.v1.Node/Seed"
 	Node_Invalidate_FullMethodName = "/lakemesh.node.v1.Node/Invalidate"
 	Node_Info_FullMethodName       = "/lakemesh.node.v1.Node/Info"
 )
@@ -73,6 +74,13 @@ type NodeClient interface {
 	// from a node of another region (over the line, within its budget) and
 	// write it to the lake.
 	Upload(ctx context.Context, in *UploadRequest, opts ...grpc.CallOption) (*WriteReply, error)
+	// Seed stores pages of a file version the node's own region wrote, so
+	// that readers there do not fetch again bytes the region had: after an
+	// upload, the node that journaled the file sends each page to the
+	// page's owner in the region. The first message names the file (its
+	// version from the lake); each page follows in pieces, in order. The
+	// node keeps the pages that pass their checksum and fit its cache.
+	Seed(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SeedChunk, SeedReply], error)
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateReply, error)
 	// Info describes the node: region, members it sees, topology, cache use.
@@ -209,6 +217,19 @@ func (c *nodeClient) Upload(ctx context.Context, in *UploadRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *nodeClient) Seed(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SeedChunk, SeedReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[2], Node_Seed_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SeedChunk, SeedReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_SeedClient = grpc.ClientStreamingClient[SeedChunk, SeedReply]
+
 func (c *nodeClient) Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InvalidateReply)
@@ -261,6 +282,13 @@ type NodeServer interface {
 	// from a node of another region (over the line, within its budget) and
 	// write it to the lake.
 	Upload(context.Context, *UploadRequest) (*WriteReply, error)
+	// Seed stores pages of a file version the node's own region wrote, so
+	// that readers there do not fetch again bytes the region had: after an
+	// upload, the node that journaled the file sends each page to the
+	// page's owner in the region. The first message names the file (its
+	// version from the lake); each page follows in pieces, in order. The
+	// node keeps the pages that pass their checksum and fit its cache.
+	Seed(grpc.ClientStreamingServer[SeedChunk, SeedReply]) error
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error)
 	// Info describes the node: region, members it sees, topology, cache use.
@@ -307,6 +335,9 @@ func (UnimplementedNodeServer) Pending(context.Context, *PendingRequest) (*Pendi
 }
 func (UnimplementedNodeServer) Upload(context.Context, *UploadRequest) (*WriteReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedNodeServer) Seed(grpc.ClientStreamingServer[SeedChunk, SeedReply]) error {
+	return status.Error(codes.Unimplemented, "method Seed not implemented")
 }
 func (UnimplementedNodeServer) Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Invalidate not implemented")
@@ -515,6 +546,13 @@ func _Node_Upload_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Seed_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServer).Seed(&grpc.GenericServerStream[SeedChunk, SeedReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_SeedServer = grpc.ClientStreamingServer[SeedChunk, SeedReply]
+
 func _Node_Invalidate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InvalidateRequest)
 	if err := dec(in); err != nil {
@@ -612,6 +650,11 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Write",
 			Handler:       _Node_Write_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Seed",
+			Handler:       _Node_Seed_Handler,
 			ClientStreams: true,
 		},
 	},
