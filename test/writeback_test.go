@@ -147,6 +147,8 @@ func TestWriteFromRemoteRegion(t *testing.T) {
 	if got := readAll(t, ca, "/lake/s3/through/x.bin", MiB); got != sha256.Sum256(data) {
 		t.Fatal("read from a after the write-through: SHA-256 differs")
 	}
+	// c wrote those bytes: its read of the new version crosses no line.
+	readWithoutLine(t, m, cc, "/lake/s3/through/x.bin", data, "write-through from c")
 
 	data = patternAt(42, 0, size)
 	e, err := cc.Put(ctx, "/lake/s3/wb/y.bin", bytes.NewReader(data))
@@ -170,11 +172,69 @@ func TestWriteFromRemoteRegion(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Once the journal has retired it, c stats the lake's version; c
+	// wrote those bytes, so reading that version crosses no line.
+	waitLakeVersion(t, cc, "/lake/s3/wb/y.bin", 30*time.Second)
+	readWithoutLine(t, m, cc, "/lake/s3/wb/y.bin", data, "write-back from c")
 	if _, _, err := ca.Sync(ctx, "/lake/s3/wb"); err != nil {
 		t.Logf("sync: %v", err)
 	}
 	if got := readAll(t, ca, "/lake/s3/wb/y.bin", MiB); got != sha256.Sum256(data) {
 		t.Fatal("read from a after the upload: SHA-256 differs")
+	}
+
+	// A write-through in the lake's home region: a reads what it wrote
+	// without reading it back from the lake.
+	data = patternAt(43, 0, size)
+	if _, err := ca.Put(ctx, "/lake/s3/through/z.bin", bytes.NewReader(data)); err != nil {
+		t.Fatalf("write-through from a: %v", err)
+	}
+	m.resetLines()
+	if got := readAll(t, ca, "/lake/s3/through/z.bin", MiB); got != sha256.Sum256(data) {
+		t.Fatal("read from a after its write-through: SHA-256 differs")
+	}
+	fromLake := m.lake.BytesFromTarget()
+	t.Logf("read of %d bytes in a right after a's write-through: %d bytes from the lake", size, fromLake)
+	if fromLake > seedSlack {
+		t.Errorf("read of %d bytes in a right after a's write-through: %d bytes came from the lake, want about 0 (under %d)", size, fromLake, seedSlack)
+	}
+}
+
+// seedSlack is what a read of a file its region wrote may still move on a
+// line or from the lake (metadata, not pages): well under one page.
+const seedSlack = 64 << 10
+
+// waitLakeVersion waits until c stats p at a version from its lake, not
+// a write-back journal's.
+func waitLakeVersion(t *testing.T, c *router.Client, p string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		e, err := c.Stat(context.Background(), p)
+		if err == nil {
+			if _, journal := cachenode.JournalNode(e.Version); !journal && e.Version != "" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the region still stats a write-back version %d s after the lake had it (%+v, %v)", p, int(d.Seconds()), e, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// readWithoutLine reads p in c's region and checks that its content is
+// want and that no page of it crossed the line a-c or came from the lake.
+func readWithoutLine(t *testing.T, m *fedMesh, cc *router.Client, p string, want []byte, what string) {
+	t.Helper()
+	m.resetLines()
+	if got := readAll(t, cc, p, MiB); got != sha256.Sum256(want) {
+		t.Fatalf("%s: read back in c after the upload: SHA-256 differs", what)
+	}
+	crossed := m.intoRegion("c")
+	t.Logf("%s: read of %d bytes in c after the upload: %d bytes crossed into c, %d from the lake", what, len(want), crossed, m.lake.BytesFromTarget())
+	if crossed > seedSlack {
+		t.Errorf("%s: read of %d bytes in c after the upload: %d bytes crossed into c over lines, want about 0 (under %d)", what, len(want), crossed, seedSlack)
 	}
 }
 
