@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
-	"github.com/lakemesh/lakemesh/region"
 )
 
 // Seeding. Once a write reaches its lake, the file's version is the
@@ -133,19 +132,23 @@ func (n *Node) seed(ctx context.Context, ref FileRef, src io.ReaderAt, avail int
 	defer cancel()
 
 	// Each page to its owner, as readers place it.
-	var members []region.Member
-	for _, m := range n.cfg.Members() {
-		members = append(members, region.Member{ID: m.GetId(), Addr: m.GetAddr()})
-	}
-	placement := region.NewPlacement(members)
-	byOwner := map[region.Member][]int64{}
 	id := ref.ID()
+	keys := make([]string, seeded)
 	for i := range seeded {
-		owner, ok := placement.Owner(PageID{File: id, Index: i}.Key())
-		if !ok {
-			owner = region.Member{ID: n.cfg.ID} // no membership: this node serves every page
+		keys[i] = PageID{File: id, Index: i}.Key()
+	}
+	var owners []*nodepb.Member
+	if n.cfg.PageOwners != nil {
+		owners = n.cfg.PageOwners(keys)
+	}
+	type owner struct{ id, addr string }
+	byOwner := map[owner][]int64{}
+	for i := range seeded {
+		o := owner{id: n.cfg.ID} // no membership: this node serves every page
+		if int(i) < len(owners) && owners[i] != nil {
+			o = owner{id: owners[i].GetId(), addr: owners[i].GetAddr()}
 		}
-		byOwner[owner] = append(byOwner[owner], i)
+		byOwner[o] = append(byOwner[o], i)
 	}
 
 	var mu sync.Mutex
@@ -159,10 +162,10 @@ func (n *Node) seed(ctx context.Context, ref FileRef, src io.ReaderAt, avail int
 			defer func() { <-slots; wg.Done() }()
 			var k int64
 			var err error
-			if owner.ID == n.cfg.ID {
+			if owner.id == n.cfg.ID {
 				k, err = n.seedLocal(ref, src, idx)
 			} else {
-				k, err = n.seedRemote(ctx, owner.Addr, ref, src, idx)
+				k, err = n.seedRemote(ctx, owner.addr, ref, src, idx)
 			}
 			mu.Lock()
 			stored += k
@@ -172,7 +175,7 @@ func (n *Node) seed(ctx context.Context, ref FileRef, src io.ReaderAt, avail int
 			mu.Unlock()
 			if err != nil {
 				n.log.Warn("pages not seeded on their owner; reads there fill them as usual",
-					"path", p, "version", ref.Version, "owner", owner.ID, "pages", len(idx), "err", err)
+					"path", p, "version", ref.Version, "owner", owner.id, "pages", len(idx), "err", err)
 			}
 		}()
 	}

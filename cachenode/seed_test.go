@@ -56,7 +56,7 @@ func newSeedRegion(t *testing.T, n int, memory int64, journal *Journal, log *slo
 			t.Fatal(err)
 		}
 		cfg := NodeConfig{ID: id, Region: "r", Addr: lis.Addr().String(), Lakes: lakes, Store: store,
-			Cache: newTestCache(t, store, lakes, CacheConfig{}), Members: r.memberList, Logger: log}
+			Cache: newTestCache(t, store, lakes, CacheConfig{}), Members: r.memberList, PageOwners: r.pageOwners, Logger: log}
 		if i == 0 {
 			cfg.Journal = journal
 		}
@@ -75,6 +75,22 @@ func (r *seedRegion) memberList() []*nodepb.Member {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]*nodepb.Member(nil), r.members...)
+}
+
+// pageOwners places keys on the members as the node process does.
+func (r *seedRegion) pageOwners(keys []string) []*nodepb.Member {
+	var ms []region.Member
+	for _, m := range r.memberList() {
+		ms = append(ms, region.Member{ID: m.GetId(), Addr: m.GetAddr()})
+	}
+	placement := region.NewPlacement(ms)
+	owners := make([]*nodepb.Member, len(keys))
+	for i, k := range keys {
+		if m, ok := placement.Owner(k); ok {
+			owners[i] = &nodepb.Member{Id: m.ID, Addr: m.Addr}
+		}
+	}
+	return owners
 }
 
 // owner is the node that owns page i of ref; nil for a member that is

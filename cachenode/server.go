@@ -41,6 +41,11 @@ type NodeConfig struct {
 	// Members returns the region's members as this node sees them (for
 	// clients that bootstrap from one node).
 	Members func() []*nodepb.Member
+	// PageOwners, when set, returns the owner in the region of each page
+	// key (PageID.Key), as readers place pages (region's rendezvous
+	// hashing), or nil for a key with no owner. Seeding a written file's
+	// pages uses it; without it this node keeps every page itself.
+	PageOwners func(keys []string) []*nodepb.Member
 	// Topology is the topology.yaml text the node runs with, so clients can
 	// bootstrap from a node address alone.
 	Topology       []byte

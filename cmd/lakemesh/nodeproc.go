@@ -199,7 +199,17 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Store:   n.store,
 		Cache:   n.cache,
 		Members: func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
-		Events:  n.events,
+		PageOwners: func(keys []string) []*nodepb.Member {
+			placement := region.NewPlacement(n.membership.Members())
+			owners := make([]*nodepb.Member, len(keys))
+			for i, k := range keys {
+				if m, ok := placement.Owner(k); ok {
+					owners[i] = &nodepb.Member{Id: m.ID, Addr: m.Addr}
+				}
+			}
+			return owners
+		},
+		Events: n.events,
 		Residency: func(p, r string) error {
 			if eff := policies.For(p); !eff.MayEnter(r) {
 				return fmt.Errorf("%s may not leave for region %s (residency %v): %w", p, r, eff.Residency, cachenode.ErrResidency)
