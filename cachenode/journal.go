@@ -193,10 +193,14 @@ func (j *Journal) Append(path string, r io.Reader) (JournalEntry, error) {
 // page cache cost a node about 1.6 CPU seconds per GiB, more than the rest
 // of a write-back, once the page cache was full; written directly, the
 // bytes reach the disk while the stream goes on and the fsync that
-// acknowledges the file has little left to do.
+// acknowledges the file has little left to do. journalWriters pieces are
+// in the write at once: a direct write waits for the device, and this
+// machine's disk took 4 MiB writes at 400 MB/s one at a time, 600 MB/s
+// two at a time.
 const (
 	journalBuffer  = 4 << 20
-	journalBuffers = 3
+	journalBuffers = 4
+	journalWriters = 2
 )
 
 func (j *Journal) write(e *JournalEntry, fileID string, r io.Reader) error {
@@ -241,19 +245,25 @@ func writeData(name string, r io.Reader) (int64, uint32, error) {
 	}
 	full := make(chan piece, journalBuffers)
 	failed := make(chan struct{}) // closed when a write fails
-	var werr error                // the failed write's error, once failed is closed
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for p := range full {
-			if werr == nil {
-				if werr = w.WriteAt(p.b, p.off); werr != nil {
-					close(failed)
+	var (
+		failOnce sync.Once
+		werr     error // the failed write's error, once failed is closed
+		written  sync.WaitGroup
+	)
+	for range journalWriters {
+		written.Go(func() {
+			for p := range full {
+				select {
+				case <-failed:
+				default:
+					if err := w.WriteAt(p.b, p.off); err != nil {
+						failOnce.Do(func() { werr = err; close(failed) })
+					}
 				}
+				free <- p.b[:cap(p.b)]
 			}
-			free <- p.b[:cap(p.b)]
-		}
-	}()
+		})
+	}
 	var n int64
 	var sum uint32
 	var rerr error
@@ -274,7 +284,7 @@ func writeData(name string, r io.Reader) (int64, uint32, error) {
 		}
 	}
 	close(full)
-	<-written
+	written.Wait()
 	if rerr == io.EOF || rerr == errJournalWrite {
 		rerr = nil
 	}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -15,11 +17,14 @@ import (
 // took 1.4 CPU seconds, direct writes 0.04 s). Pieces that are not aligned
 // (the end of a file's last page) and filesystems that refuse direct I/O
 // go through the page cache. Reads of the disk tier always go through the
-// page cache; Linux keeps the two coherent.
+// page cache; Linux keeps the two coherent. WriteAt may be called from
+// several goroutines at once (the journal keeps two writes in flight).
 type pageWriter struct {
 	path     string
-	direct   *os.File // nil when not writing directly
-	buffered *os.File // opened when first needed
+	direct   *os.File    // nil when not writing directly
+	refused  atomic.Bool // the device refused a direct write: no more of them
+	mu       sync.Mutex  // guards buffered's opening
+	buffered *os.File    // opened when first needed
 }
 
 // openPageWriter opens (creating it) the data file at path, for direct
@@ -46,6 +51,8 @@ func openPageWriter(path string, direct bool) (*pageWriter, error) {
 }
 
 func (w *pageWriter) openBuffered() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.buffered != nil {
 		return nil
 	}
@@ -60,16 +67,16 @@ func (w *pageWriter) openBuffered() error {
 // WriteAt writes p at off: its aligned head directly when it can, the
 // rest through the page cache.
 func (w *pageWriter) WriteAt(p []byte, off int64) error {
-	if w.direct != nil && directAligned(p, off) {
+	if w.direct != nil && !w.refused.Load() && directAligned(p, off) {
 		n := len(p) &^ (directAlign - 1)
 		_, err := w.direct.WriteAt(p[:n], off)
 		switch {
 		case err == nil:
 			p, off = p[n:], off+int64(n)
 		case errors.Is(err, syscall.EINVAL):
-			// The device wants a larger alignment: stop trying.
-			w.direct.Close()
-			w.direct = nil
+			// The device wants a larger alignment: stop trying (the
+			// descriptor is closed by Close, once no write uses it).
+			w.refused.Store(true)
 		default:
 			return err
 		}
@@ -80,7 +87,10 @@ func (w *pageWriter) WriteAt(p []byte, off int64) error {
 	if err := w.openBuffered(); err != nil {
 		return err
 	}
-	_, err := w.buffered.WriteAt(p, off)
+	w.mu.Lock()
+	f := w.buffered
+	w.mu.Unlock()
+	_, err := f.WriteAt(p, off)
 	return err
 }
 
