@@ -85,6 +85,30 @@
 // and leftover temporary files are removed. The sidecar format is described
 // in index.go.
 //
+// # Short-circuit reads
+//
+// A client on the node's host may read the disk tier's pages itself, as
+// HDFS clients do over a domain socket (shortcircuit.go, Linux only). The
+// node serves a second Unix socket next to its gRPC one (node.sock ->
+// node.fd.sock, ShortCircuitSocket; clients derive the name, so nothing
+// more is advertised). Asked for one page of one file version (namespace
+// path, version, size, page size, page index, as a gRPC Read names it),
+// it answers with a read-only (O_RDONLY) descriptor of the page's data
+// file, passed with SCM_RIGHTS, and the blocks the disk tier holds in it
+// with their CRC-32Cs (OpenDiskPage); or "not on disk", and the client
+// reads over gRPC, which fills the page as before. Blocks held only in
+// memory are never granted. The client verifies every block it reads
+// against the grant's checksum. This is safe because a block of a data
+// file is written once and never rewritten with other bytes, and a
+// dropped page's file is unlinked, not truncated: a descriptor keeps the
+// old inode and its blocks. A grant touches the page's access stamp.
+//
+// Trust: only the store's own page files are handed out, and only over
+// the Unix socket, created 0660 like node.sock. Any local process that can
+// connect to it can read every cached page, which is the same trust as
+// being able to read the cache directory. Grants are counted
+// (ShortCircuitStats; the node exports them on /metrics).
+//
 // # Fill coordination
 //
 // Cache.ReadAt first asks the store. For each page that misses, it plans

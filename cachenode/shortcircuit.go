@@ -1,0 +1,327 @@
+package cachenode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Short-circuit local reads (like HDFS's over a domain socket): a client
+// on the node's host asks the node, over a second Unix socket next to the
+// gRPC one, for a page it wants to read; the node answers with a read-only
+// file descriptor of the page's data file (SCM_RIGHTS) and the blocks the
+// disk tier holds in it with their CRC-32Cs. The client then reads those
+// blocks itself with pread, verifying each block's checksum as it reads,
+// and pays no gRPC round trip and no copy through the node. Linux only
+// (shortcircuit_linux.go); other platforms build without it and clients
+// there read over gRPC.
+//
+// Why a handed-out descriptor stays right: a block of a page's data file
+// is written once and never rewritten with other bytes (a page is one
+// version of one file; a dropped block is written again only with the
+// same bytes), and a dropped page's file is unlinked, which leaves the
+// inode, and its blocks, to descriptors still open on it. A block torn by
+// a crash or corrupted on disk fails its checksum in the client, which
+// then reads over gRPC (the node's own read drops and refetches it).
+//
+// The wire format, little-endian, one request and one response at a time
+// on a connection, each framed by a uint32 length of what follows:
+//
+//	request:  magic "LMSC", format uint16 (1), op uint16 (1: open page),
+//	          page int64, file size int64, page size int64,
+//	          path, version: uint32 length + bytes each
+//	response: magic "LMSC", format uint16 (1), status uint16,
+//	          status 0 (granted, one descriptor attached): page length int64,
+//	            block size int64, blocks uint32, bitmap uint64 per 64
+//	            blocks (present in the file), CRC-32C uint32 per block
+//	          status 1: the disk tier does not hold the page
+//	          status 2: error message (uint32 length + bytes)
+//
+// Path and version name the page the way a gRPC Read names its file (the
+// namespace path and the version the client opened); the page size must be
+// the store's. Only the store's own page files are handed out, opened
+// O_RDONLY. Trust: any process that can connect to the socket can read the
+// cached pages of every file, the same as one that can read the cache
+// directory; the socket is created 0660 like node.sock.
+const (
+	scMagic     = "LMSC"
+	scFormat    = 1
+	scOpOpen    = 1
+	scGranted   = 0
+	scNotOnDisk = 1
+	scError     = 2
+	// scMaxFrame bounds a frame either way (a path is at most 64 KiB).
+	scMaxFrame = 1 << 20
+)
+
+// ShortCircuitSocket is the path of the short-circuit socket of a node
+// whose gRPC Unix socket is grpcSocket: "node.sock" -> "node.fd.sock".
+// Nodes serve it and clients find it by this name, so membership carries
+// only the gRPC socket.
+func ShortCircuitSocket(grpcSocket string) string {
+	if grpcSocket == "" {
+		return ""
+	}
+	return strings.TrimSuffix(grpcSocket, ".sock") + ".fd.sock"
+}
+
+// ShortCircuitRequest names the page a client wants to read itself.
+type ShortCircuitRequest struct {
+	Path     string // namespace path, as in a gRPC Read
+	Version  string // the version the client opened
+	Size     int64  // that version's size
+	PageSize int64  // the client's page size; must be the node's
+	Page     int64  // page index
+}
+
+// errShortCircuitRefused is a node's answer that is neither a grant nor
+// "not on disk".
+var errShortCircuitRefused = errors.New("short-circuit read refused by node")
+
+// ShortCircuitConfig is what a node's short-circuit server needs.
+type ShortCircuitConfig struct {
+	Lakes *Lakes
+	Store *Store
+	// MaxConns bounds the connections served at once (default 64); more
+	// wait in the listen backlog.
+	MaxConns int
+	Logger   *slog.Logger
+}
+
+// ShortCircuitStats counts a short-circuit server's answers.
+type ShortCircuitStats struct {
+	Grants    int64 // descriptors handed out
+	NotOnDisk int64 // requests for pages the disk tier does not hold
+	Errors    int64 // requests refused (bad request, unknown mount, I/O)
+}
+
+// ShortCircuitServer serves a node's short-circuit socket (Serve is
+// linux-only). Close stops it and closes its connections.
+type ShortCircuitServer struct {
+	cfg ShortCircuitConfig
+	log *slog.Logger
+	sem chan struct{}
+
+	grants, notOnDisk, errs atomic.Int64
+
+	mu     sync.Mutex // guards closed, lis, conns
+	closed bool
+	lis    interface{ Close() error }
+	conns  map[interface{ Close() error }]struct{}
+	wg     sync.WaitGroup // connection goroutines
+}
+
+// NewShortCircuitServer returns a server for cfg.
+func NewShortCircuitServer(cfg ShortCircuitConfig) *ShortCircuitServer {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &ShortCircuitServer{
+		cfg: cfg, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxConns),
+		conns: map[interface{ Close() error }]struct{}{},
+	}
+}
+
+// Stats returns the server's counters.
+func (s *ShortCircuitServer) Stats() ShortCircuitStats {
+	return ShortCircuitStats{Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(), Errors: s.errs.Load()}
+}
+
+// Close stops Serve, closes every connection and waits for their
+// goroutines.
+func (s *ShortCircuitServer) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var err error
+	if s.lis != nil {
+		err = s.lis.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// track registers a connection for Close; false when closed already.
+func (s *ShortCircuitServer) track(c interface{ Close() error }) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *ShortCircuitServer) untrack(c interface{ Close() error }) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// answer is a decoded request's outcome: a response body and, when
+// granted, the page file to attach (the caller closes it after sending).
+func (s *ShortCircuitServer) answer(body []byte) (resp []byte, file interface{ Close() error }, fd uintptr) {
+	req, err := decodeSCRequest(body)
+	if err != nil {
+		s.errs.Add(1)
+		return scResponse(scError, err.Error()), nil, 0
+	}
+	lake, rel, err := s.cfg.Lakes.Resolve(req.Path)
+	if err != nil {
+		s.errs.Add(1)
+		return scResponse(scError, err.Error()), nil, 0
+	}
+	if ps := s.cfg.Store.PageSize(); req.PageSize != ps {
+		s.errs.Add(1)
+		return scResponse(scError, fmt.Sprintf("page size %d, node uses %d", req.PageSize, ps)), nil, 0
+	}
+	ref := FileRef{Mount: lake.Path, Path: rel, Version: req.Version, Size: req.Size}
+	f, dp, err := s.cfg.Store.OpenDiskPage(ref, req.Page)
+	if errors.Is(err, ErrMissing) {
+		s.notOnDisk.Add(1)
+		return scResponse(scNotOnDisk, ""), nil, 0
+	}
+	if err != nil {
+		s.errs.Add(1)
+		s.log.Warn("short-circuit open failed", "file", ref, "page", req.Page, "err", err)
+		return scResponse(scError, err.Error()), nil, 0
+	}
+	s.grants.Add(1)
+	return encodeSCGrant(dp), f, f.Fd()
+}
+
+func encodeSCRequest(r ShortCircuitRequest) []byte {
+	le := binary.LittleEndian
+	b := make([]byte, 4, 4+4+4+24+8+len(r.Path)+len(r.Version))
+	b = append(b, scMagic...)
+	b = le.AppendUint16(b, scFormat)
+	b = le.AppendUint16(b, scOpOpen)
+	for _, v := range []int64{r.Page, r.Size, r.PageSize} {
+		b = le.AppendUint64(b, uint64(v))
+	}
+	for _, s := range []string{r.Path, r.Version} {
+		b = le.AppendUint32(b, uint32(len(s)))
+		b = append(b, s...)
+	}
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+var errBadSCFrame = errors.New("malformed short-circuit frame")
+
+// scHeader checks a frame body's magic and format and returns the reader
+// positioned after them.
+func scHeader(body []byte) (*sidecarReader, error) {
+	if len(body) < 6 || string(body[:4]) != scMagic {
+		return nil, errBadSCFrame
+	}
+	r := &sidecarReader{b: body[4:]}
+	if f := r.u16(); f != scFormat {
+		return nil, fmt.Errorf("%w: format %d", errBadSCFrame, f)
+	}
+	return r, nil
+}
+
+func decodeSCRequest(body []byte) (ShortCircuitRequest, error) {
+	var q ShortCircuitRequest
+	r, err := scHeader(body)
+	if err != nil {
+		return q, err
+	}
+	if op := r.u16(); op != scOpOpen {
+		return q, fmt.Errorf("%w: op %d", errBadSCFrame, op)
+	}
+	q.Page, q.Size, q.PageSize = r.i64(), r.i64(), r.i64()
+	q.Path, q.Version = r.str(), r.str()
+	if r.err != nil || len(r.b) != 0 {
+		return q, errBadSCFrame
+	}
+	return q, nil
+}
+
+func scResponse(status uint16, msg string) []byte {
+	le := binary.LittleEndian
+	b := make([]byte, 4, 4+8+4+len(msg))
+	b = append(b, scMagic...)
+	b = le.AppendUint16(b, scFormat)
+	b = le.AppendUint16(b, status)
+	if status == scError {
+		b = le.AppendUint32(b, uint32(len(msg)))
+		b = append(b, msg...)
+	}
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+func encodeSCGrant(dp DiskPage) []byte {
+	le := binary.LittleEndian
+	b := scResponse(scGranted, "")
+	b = le.AppendUint64(b, uint64(dp.Length))
+	b = le.AppendUint64(b, uint64(dp.BlockSize))
+	b = le.AppendUint32(b, uint32(len(dp.Present)))
+	bm := newBitmap(len(dp.Present))
+	for i, p := range dp.Present {
+		if p {
+			bm.set(i)
+		}
+	}
+	for _, w := range bm {
+		b = le.AppendUint64(b, w)
+	}
+	for _, c := range dp.CRCs {
+		b = le.AppendUint32(b, c)
+	}
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+// decodeSCResponse decodes a response body: the grant, or an error
+// wrapping ErrMissing (not on disk) or errShortCircuitRefused.
+func decodeSCResponse(body []byte) (DiskPage, error) {
+	var dp DiskPage
+	r, err := scHeader(body)
+	if err != nil {
+		return dp, err
+	}
+	switch st := r.u16(); st {
+	case scGranted:
+	case scNotOnDisk:
+		return dp, fmt.Errorf("short-circuit: %w", ErrMissing)
+	case scError:
+		return dp, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
+	default:
+		return dp, fmt.Errorf("%w: status %d", errBadSCFrame, st)
+	}
+	dp.Length, dp.BlockSize = r.i64(), r.i64()
+	n := int(r.u32())
+	if r.err != nil || n > 1<<20 || dp.BlockSize <= 0 || int64(n) != (dp.Length+dp.BlockSize-1)/dp.BlockSize {
+		return dp, errBadSCFrame
+	}
+	bm := newBitmap(n)
+	for i := range bm {
+		bm[i] = uint64(r.i64())
+	}
+	dp.Present, dp.CRCs = make([]bool, n), make([]uint32, n)
+	for i := range n {
+		dp.Present[i] = bm.has(i)
+		dp.CRCs[i] = r.u32()
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return dp, errBadSCFrame
+	}
+	return dp, nil
+}
+
+// BlockCRC is the CRC-32C of a block, as the store records it; a client
+// reading blocks of a short-circuit grant verifies each with it.
+func BlockCRC(b []byte) uint32 { return blockCRC(b) }

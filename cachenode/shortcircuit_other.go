@@ -1,0 +1,27 @@
+//go:build !linux
+
+package cachenode
+
+import (
+	"errors"
+	"net"
+	"os"
+	"time"
+)
+
+// ShortCircuitSupported says whether this platform passes page file
+// descriptors; only Linux does here, others read over gRPC.
+const ShortCircuitSupported = false
+
+var errNoShortCircuit = errors.New("short-circuit reads are linux-only")
+
+// Serve fails: short-circuit reads are linux-only.
+func (s *ShortCircuitServer) Serve(lis net.Listener) error {
+	lis.Close()
+	return errNoShortCircuit
+}
+
+// OpenShortCircuit fails: short-circuit reads are linux-only.
+func OpenShortCircuit(c *net.UnixConn, req ShortCircuitRequest, deadline time.Time) (*os.File, DiskPage, error) {
+	return nil, DiskPage{}, errNoShortCircuit
+}
