@@ -63,6 +63,10 @@ type Config struct {
 	// back to its TCP address when the socket cannot be dialled. ""
 	// means region.LocalHost(); tests set another to force TCP.
 	Host string
+	// DisableShortCircuit makes the client read pages of members on its
+	// host over gRPC only, never through page file descriptors the node
+	// hands out (see shortcircuit.go).
+	DisableShortCircuit bool
 	// DialOptions are added to every gRPC connection.
 	DialOptions    []grpc.DialOption
 	TracerProvider trace.TracerProvider
@@ -92,6 +96,10 @@ type Client struct {
 	// in DATA frames read into its buffers and are copied out by the raw
 	// codec, so it need not zero them (see cachenode.RawBufferPool).
 	frameBufs *cachenode.RawBufferPool
+
+	// sc reads pages of members on this host through descriptors of
+	// their page files; nil when disabled.
+	sc *shortCircuit
 
 	bg     sync.WaitGroup // readahead calls in flight
 	bgSem  chan struct{}  // bounds them
@@ -123,7 +131,12 @@ func New(cfg Config) (*Client, error) {
 		cfg.Host = region.LocalHost()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	var sc *shortCircuit
+	if !cfg.DisableShortCircuit && cachenode.ShortCircuitSupported {
+		sc = newShortCircuit(cfg.Host, cfg.DownFor, cfg.Logger)
+	}
 	return &Client{
+		sc:        sc,
 		cfg:       cfg,
 		policies:  policy.NewSet(cfg.Topology.Policies),
 		tracer:    cfg.TracerProvider.Tracer("github.com/lakemesh/lakemesh/router"),
@@ -152,6 +165,9 @@ func (c *Client) Members() []region.Member { return c.cfg.Members.Members() }
 func (c *Client) Close() error {
 	c.cancel()
 	c.bg.Wait()
+	if c.sc != nil {
+		c.sc.close()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error

@@ -36,6 +36,20 @@
 // of a page not buffered goes straight into the caller's buffer: a small
 // file read in one call needs no page buffer at all.
 //
+// Short-circuit reads (shortcircuit.go, Linux only): when the member a
+// page is read from is on this client's host (Member.Host) and serves a
+// short-circuit socket next to its gRPC socket, the client asks it for a
+// descriptor of the page's data file and reads the blocks the grant lists
+// with pread, verifying each block's CRC-32C, with no gRPC call. Grants
+// are per (node, file version, page): another version never uses one. At
+// most 256 are kept (least recently used closed first, all on Close), each
+// used for 10 s before it is asked for again, so a page the node dropped
+// is let go of. A read that touches a block the grant does not list, a
+// checksum that fails (the descriptor is dropped) or a socket that cannot
+// be dialled reads over gRPC as before; a page without a usable grant is
+// asked for again at most once a second. Config.DisableShortCircuit turns
+// it off.
+//
 // Metadata (stat, list) is placed by the path's key and cached on its
 // owner for the mount's metadata TTL; writes go to the path's owner, which
 // writes through to the lake and drops its cached entries, and the client
@@ -44,8 +58,8 @@
 //
 // Tracing: every File.ReadAt is a "lakemesh.read" span with a
 // "page.fetch" child per page, saying which node served it and where the
-// bytes came from (memory, disk, lake, wait, direct).
+// bytes came from (memory, disk, lake, wait, direct, short-circuit).
 //
-// Lock order: Client.mu and File.mu are leaves; no call is made while
-// holding either.
+// Lock order: Client.mu, File.mu and shortCircuit.mu are leaves; no call
+// is made while holding any of them.
 package router

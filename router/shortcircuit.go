@@ -1,0 +1,425 @@
+package router
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/region"
+)
+
+// Short-circuit local reads (see cachenode/shortcircuit.go): when the
+// member that serves a page is on this client's host, the client asks the
+// node's short-circuit socket (cachenode.ShortCircuitSocket of the
+// member's Socket) for a read-only descriptor of the page's data file and
+// the checksums of the blocks in it, and reads those blocks itself with
+// pread, verifying each block's CRC-32C. Anything else (a block the grant
+// does not list, a checksum that fails, a socket that cannot be dialled,
+// another platform than Linux) reads over gRPC as before, silently.
+const (
+	// scMaxGrants bounds the pages (and so the descriptors) the client
+	// keeps grants for; the least recently used is closed first.
+	scMaxGrants = 256
+	// scAskEvery is how often the client asks again for a page whose grant
+	// is missing blocks a read needs, or that was not on disk: a gRPC read
+	// may have filled it since, but asking on every read would cost more
+	// than it saves.
+	scAskEvery = time.Second
+	// scGrantTTL is how long a grant is used before it is asked for again.
+	// Asking touches the page on the node (its eviction order), and after
+	// the node dropped the page the client lets go of the descriptor, so
+	// the unlinked file's blocks are freed on disk.
+	scGrantTTL = 10 * time.Second
+	// scIdleConns bounds the idle connections kept per socket.
+	scIdleConns = 4
+	// scConnIdle: an idle connection older than this is closed, not used
+	// (the node closes idle connections after a while).
+	scConnIdle = 30 * time.Second
+	// scTimeout bounds one ask.
+	scTimeout = 2 * time.Second
+)
+
+// errBlockCRC: a block read through a descriptor failed its checksum.
+var errBlockCRC = errors.New("short-circuit block failed its checksum")
+
+// shortCircuit is a client's short-circuit state. Its mutex is a leaf:
+// no I/O under it.
+type shortCircuit struct {
+	host    string
+	downFor time.Duration
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	grants map[scKey]*list.Element // of *scGrant
+	lru    *list.List              // front: most recently used
+	idle   map[string][]scConn     // socket -> idle connections
+	down   map[string]time.Time    // socket -> not dialled again until
+
+	reads     atomic.Int64 // page pieces served by short-circuit
+	asks      atomic.Int64 // grants asked for
+	corrupt   atomic.Int64 // blocks that failed their checksum
+	fallbacks atomic.Int64 // reads that wanted a grant and went over gRPC
+}
+
+// scKey names a grant: one page of one file version on one node. The
+// FileID digests mount, path and version, so a grant never serves another
+// version.
+type scKey struct {
+	node string
+	file cachenode.FileID
+	page int64
+}
+
+// scGrant is what the client holds for one page. Fields are guarded by
+// shortCircuit.mu; the file is read without it.
+type scGrant struct {
+	key     scKey
+	file    *os.File // nil: not granted (not on disk, dropped, failed)
+	page    cachenode.DiskPage
+	askedAt time.Time
+	asking  chan struct{} // non-nil while an ask is in flight; closed when it ends
+	gone    bool          // evicted from the LRU or the client closed
+}
+
+type scConn struct {
+	c    *net.UnixConn
+	used time.Time
+}
+
+func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shortCircuit {
+	return &shortCircuit{
+		host: host, downFor: downFor, log: log,
+		grants: map[scKey]*list.Element{}, lru: list.New(),
+		idle: map[string][]scConn{}, down: map[string]time.Time{},
+	}
+}
+
+// read fills buf with the bytes at file offset off of page, all inside
+// the page, through a short-circuit grant from member m. It reports false,
+// having read nothing the caller may use, when the page must be read over
+// gRPC instead.
+func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte) bool {
+	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
+		return false
+	}
+	ps := f.c.cfg.PageSize
+	pageLen := min(ps, f.entry.Size-page*ps)
+	pageOff := off - page*ps
+	end := pageOff + int64(len(buf))
+	key := scKey{node: m.Addr, file: f.id, page: page}
+	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
+	if !ok {
+		sc.fallbacks.Add(1)
+		return false
+	}
+	err := readGranted(file, dp, pageOff, buf)
+	if err != nil {
+		if errors.Is(err, errBlockCRC) {
+			sc.corrupt.Add(1)
+		}
+		sc.log.Debug("short-circuit read failed, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+		sc.drop(key, file)
+		sc.fallbacks.Add(1)
+		return false
+	}
+	sc.reads.Add(1)
+	return true
+}
+
+// covers says whether a grant of a page of pageLen bytes lists every
+// block that bytes [off, end) of the page touch.
+func covers(dp cachenode.DiskPage, pageLen, off, end int64) bool {
+	if dp.Length != pageLen || dp.BlockSize <= 0 {
+		return false
+	}
+	for b := off / dp.BlockSize; b*dp.BlockSize < end; b++ {
+		if b >= int64(len(dp.Present)) || !dp.Present[b] {
+			return false
+		}
+	}
+	return true
+}
+
+// grant returns the descriptor and grant to read bytes [off, end) of a
+// page with, asking the node when the client holds none that covers them
+// and has not asked lately.
+func (sc *shortCircuit) grant(ctx context.Context, key scKey, f *File, m region.Member, page, pageLen, off, end int64) (*os.File, cachenode.DiskPage, bool) {
+	for {
+		sc.mu.Lock()
+		if sc.closed {
+			sc.mu.Unlock()
+			return nil, cachenode.DiskPage{}, false
+		}
+		var g *scGrant
+		if el, ok := sc.grants[key]; ok {
+			sc.lru.MoveToFront(el)
+			g = el.Value.(*scGrant)
+		}
+		now := time.Now()
+		if g != nil {
+			usable := g.file != nil && covers(g.page, pageLen, off, end)
+			if usable && (now.Sub(g.askedAt) < scGrantTTL || g.asking != nil) {
+				file, dp := g.file, g.page
+				sc.mu.Unlock()
+				return file, dp, true
+			}
+			if wait := g.asking; wait != nil {
+				// Another read is asking for this page: its answer is
+				// this read's too.
+				sc.mu.Unlock()
+				select {
+				case <-wait:
+					continue
+				case <-ctx.Done():
+					return nil, cachenode.DiskPage{}, false
+				}
+			}
+			if !usable && now.Sub(g.askedAt) < scAskEvery {
+				sc.mu.Unlock()
+				return nil, cachenode.DiskPage{}, false
+			}
+		}
+		var evicted []*os.File
+		if g == nil {
+			g = &scGrant{key: key}
+			sc.grants[key] = sc.lru.PushFront(g)
+			evicted = sc.evictLocked()
+		}
+		done := make(chan struct{})
+		g.asking = done
+		sc.mu.Unlock()
+		for _, f := range evicted {
+			f.Close()
+		}
+
+		file, dp, err := sc.ask(ctx, m, cachenode.ShortCircuitRequest{
+			Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size, PageSize: f.c.cfg.PageSize, Page: page,
+		})
+		if err != nil && !errors.Is(err, cachenode.ErrMissing) {
+			sc.log.Debug("short-circuit grant failed, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+		}
+		if file != nil && dp.Length != pageLen {
+			// Another geometry than the client's: never use it.
+			file.Close()
+			file = nil
+		}
+
+		sc.mu.Lock()
+		old, gone := g.file, g.gone
+		g.file, g.page, g.askedAt, g.asking = file, dp, time.Now(), nil
+		if gone {
+			g.file = nil
+		}
+		sc.mu.Unlock()
+		close(done)
+		if old != nil {
+			// A read still using it fails and reads over gRPC.
+			old.Close()
+		}
+		if gone && file != nil {
+			file.Close()
+			file = nil
+		}
+		if file == nil || !covers(dp, pageLen, off, end) {
+			return nil, cachenode.DiskPage{}, false
+		}
+		return file, dp, true
+	}
+}
+
+// evictLocked removes the least recently used grants past the bound and
+// returns their files for the caller to close after unlocking.
+func (sc *shortCircuit) evictLocked() []*os.File {
+	var files []*os.File
+	for sc.lru.Len() > scMaxGrants {
+		el := sc.lru.Back()
+		g := el.Value.(*scGrant)
+		sc.lru.Remove(el)
+		delete(sc.grants, g.key)
+		g.gone = true
+		if g.file != nil {
+			files = append(files, g.file)
+			g.file = nil
+		}
+	}
+	return files
+}
+
+// drop lets go of a grant's descriptor after a read through it failed;
+// the page is asked for again no sooner than scAskEvery.
+func (sc *shortCircuit) drop(key scKey, file *os.File) {
+	sc.mu.Lock()
+	if el, ok := sc.grants[key]; ok {
+		if g := el.Value.(*scGrant); g.file == file {
+			g.file, g.askedAt = nil, time.Now()
+		}
+	}
+	sc.mu.Unlock()
+	file.Close()
+}
+
+// ask asks member m's short-circuit socket for a grant.
+func (sc *shortCircuit) ask(ctx context.Context, m region.Member, req cachenode.ShortCircuitRequest) (*os.File, cachenode.DiskPage, error) {
+	socket := cachenode.ShortCircuitSocket(m.Socket)
+	conn, err := sc.conn(socket)
+	if err != nil {
+		return nil, cachenode.DiskPage{}, err
+	}
+	sc.asks.Add(1)
+	deadline := time.Now().Add(scTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	file, dp, err := cachenode.OpenShortCircuit(conn, req, deadline)
+	if err == nil || errors.Is(err, cachenode.ErrMissing) {
+		sc.putConn(socket, conn)
+	} else {
+		conn.Close()
+	}
+	return file, dp, err
+}
+
+// conn returns an idle connection to socket or dials one.
+func (sc *shortCircuit) conn(socket string) (*net.UnixConn, error) {
+	sc.mu.Lock()
+	if until, ok := sc.down[socket]; ok && time.Now().Before(until) {
+		sc.mu.Unlock()
+		return nil, fmt.Errorf("short-circuit socket %s failed lately", socket)
+	}
+	var stale []scConn
+	var c *net.UnixConn
+	for idle := sc.idle[socket]; len(idle) > 0 && c == nil; {
+		last := idle[len(idle)-1]
+		idle = idle[:len(idle)-1]
+		sc.idle[socket] = idle
+		if time.Since(last.used) < scConnIdle {
+			c = last.c
+		} else {
+			stale = append(stale, last)
+		}
+	}
+	sc.mu.Unlock()
+	for _, s := range stale {
+		s.c.Close()
+	}
+	if c != nil {
+		return c, nil
+	}
+	nc, err := net.DialTimeout("unix", socket, scTimeout)
+	if err != nil {
+		sc.mu.Lock()
+		sc.down[socket] = time.Now().Add(sc.downFor)
+		sc.mu.Unlock()
+		sc.log.Debug("short-circuit socket cannot be dialled, reading over gRPC", "socket", socket, "err", err)
+		return nil, err
+	}
+	return nc.(*net.UnixConn), nil
+}
+
+func (sc *shortCircuit) putConn(socket string, c *net.UnixConn) {
+	sc.mu.Lock()
+	if !sc.closed && len(sc.idle[socket]) < scIdleConns {
+		sc.idle[socket] = append(sc.idle[socket], scConn{c: c, used: time.Now()})
+		c = nil
+	}
+	sc.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// close closes every descriptor and connection; reads after it use gRPC.
+func (sc *shortCircuit) close() {
+	sc.mu.Lock()
+	sc.closed = true
+	var files []*os.File
+	for _, el := range sc.grants {
+		g := el.Value.(*scGrant)
+		g.gone = true
+		if g.file != nil {
+			files = append(files, g.file)
+			g.file = nil
+		}
+	}
+	sc.grants, sc.lru = map[scKey]*list.Element{}, list.New()
+	idle := sc.idle
+	sc.idle = map[string][]scConn{}
+	sc.mu.Unlock()
+	for _, f := range files {
+		f.Close()
+	}
+	for _, cs := range idle {
+		for _, c := range cs {
+			c.c.Close()
+		}
+	}
+}
+
+// scScratch holds one block for reads that take part of a block.
+var scScratch sync.Pool
+
+// readGranted reads bytes [off, off+len(buf)) of a page from its data
+// file, verifying every block it touches against the grant's checksum
+// before any of its bytes are used. Blocks wholly inside the range are
+// read straight into buf, a run at a time; a block the range takes part
+// of is read whole into a scratch buffer.
+func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) error {
+	bs := dp.BlockSize
+	end := off + int64(len(buf))
+	inside := func(b int64) bool {
+		start := b * bs
+		return start >= off && min(start+bs, dp.Length) <= end
+	}
+	for b := off / bs; b*bs < end; {
+		start := b * bs
+		if inside(b) {
+			j := b + 1
+			for j*bs < end && inside(j) {
+				j++
+			}
+			runEnd := min(j*bs, dp.Length)
+			dst := buf[start-off : runEnd-off]
+			if _, err := file.ReadAt(dst, start); err != nil {
+				return err // io.EOF: the file is shorter than the grant
+			}
+			for k := b; k < j; k++ {
+				lo := (k - b) * bs
+				if cachenode.BlockCRC(dst[lo:min(lo+bs, int64(len(dst)))]) != dp.CRCs[k] {
+					return fmt.Errorf("block %d: %w", k, errBlockCRC)
+				}
+			}
+			b = j
+			continue
+		}
+		blen := min(bs, dp.Length-start)
+		bp, _ := scScratch.Get().(*[]byte)
+		if bp == nil || int64(cap(*bp)) < blen {
+			s := make([]byte, bs)
+			bp = &s
+		}
+		blk := (*bp)[:blen]
+		_, err := file.ReadAt(blk, start)
+		if err == nil && cachenode.BlockCRC(blk) != dp.CRCs[b] {
+			err = fmt.Errorf("block %d: %w", b, errBlockCRC)
+		}
+		if err == nil {
+			lo, hi := max(off, start), min(end, start+blen)
+			copy(buf[lo-off:hi-off], blk[lo-start:hi-start])
+		}
+		scScratch.Put(bp)
+		if err != nil {
+			return err
+		}
+		b++
+	}
+	return nil
+}

@@ -1,0 +1,372 @@
+//go:build linux
+
+package router
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// scNode is one in-process cache node with a disk tier, serving gRPC on
+// loopback TCP and a Unix socket and short-circuit grants on the socket
+// next to it, over a file:// lake holding /lake/a/f.
+type scNode struct {
+	lakeDir, cacheDir string
+	store             *cachenode.Store
+	sc                *cachenode.ShortCircuitServer
+	member            region.Member
+	topo              *federation.Topology
+	data              []byte
+	pageSize          int64
+	readRPCs          atomic.Int64 // gRPC Read streams the node served
+}
+
+// startSCNode starts a node of testPageSize pages over a file of size
+// random bytes; memory sizes its memory tier (0: disk tier only).
+func startSCNode(t testing.TB, size int, memory int64) *scNode {
+	return startSCNodePages(t, size, memory, testPageSize)
+}
+
+func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
+	t.Helper()
+	n := &scNode{lakeDir: t.TempDir(), data: randomBytes(size, 1), pageSize: pageSize}
+	if err := os.WriteFile(filepath.Join(n.lakeDir, "f"), n.data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Unix socket paths are short (108 bytes): not under t.TempDir().
+	sockDir, err := os.MkdirTemp("", "lmsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	n.cacheDir = filepath.Join(sockDir, "cache")
+	topo, err := federation.Parse("test topology", fmt.Appendf(nil,
+		"mesh: t\nregions:\n  - name: r\nmounts:\n  - path: /lake/a\n    ufs: file://%s\n    region: r\n    metadata_ttl: 1h\n",
+		filepath.ToSlash(n.lakeDir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.topo = topo
+	log := slog.New(slog.DiscardHandler)
+	fs, err := ufs.Open(context.Background(), "file://"+filepath.ToSlash(n.lakeDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lakes := cachenode.NewLakes([]cachenode.Lake{{Path: "/lake/a", FS: fs, MetadataTTL: topo.Mounts[0].MetadataTTL, Region: "r"}})
+	n.store, err = cachenode.OpenStore(cachenode.StoreConfig{
+		Dir: n.cacheDir, DiskBytes: 1 << 30, MemoryBytes: memory, PageSize: pageSize, BlockSize: min(pageSize, 32<<10), Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := cachenode.NewCache(n.store, lakes, cachenode.CacheConfig{Logger: log})
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir, "node.sock")
+	unix, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdLis, err := net.Listen("unix", cachenode.ShortCircuitSocket(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.member = region.Member{ID: "n1", Region: "r", Addr: tcp.Addr().String(), Host: "this-host", Socket: sock}
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if info.FullMethod == nodepb.Node_Read_FullMethodName {
+			n.readRPCs.Add(1)
+		}
+		return h(srv, ss)
+	}))
+	nodepb.RegisterNodeServer(srv, cachenode.NewNode(cachenode.NodeConfig{
+		ID: "n1", Region: "r", Addr: n.member.Addr, Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
+	}))
+	n.sc = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Logger: log})
+	go srv.Serve(tcp)
+	go srv.Serve(unix)
+	go n.sc.Serve(fdLis)
+	t.Cleanup(func() { n.sc.Close(); srv.Stop(); cache.Close(); n.store.Close(); fs.Close() })
+	return n
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		v := r.Uint64()
+		for k := range 8 {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
+}
+
+// client returns a client on the node's host; sc false reads over gRPC
+// only.
+func (n *scNode) client(t testing.TB, sc bool) *Client {
+	t.Helper()
+	c, err := New(Config{
+		Topology: n.topo, Region: "r", Members: region.NewStatic(n.member), PageSize: n.pageSize,
+		Host: "this-host", DisableShortCircuit: !sc, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// warm reads the whole file over gRPC, so the node holds every page.
+func (n *scNode) warm(t testing.TB) {
+	t.Helper()
+	if err := readFile(context.Background(), n.client(t, false), "/lake/a/f", make([]byte, 1<<20), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// check reads the whole file through c, sequentially and in random
+// pieces (some across pages), and compares the bytes with want.
+func check(t *testing.T, c *Client, want []byte) {
+	t.Helper()
+	ctx := context.Background()
+	var got bytes.Buffer
+	if err := readFile(ctx, c, "/lake/a/f", make([]byte, 1<<20), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("sequential read: %d bytes that differ from the file's %d", got.Len(), len(want))
+	}
+	f, err := c.Open(ctx, "/lake/a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range 200 {
+		size := 4 << 10
+		if i%4 == 0 {
+			size = 300 << 10
+		}
+		off := r.Int64N(int64(len(want)))
+		buf := make([]byte, size)
+		k, err := f.ReadAt(ctx, buf, off)
+		if err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf[:k], want[off:off+int64(k)]) {
+			t.Fatalf("read of %d bytes at %d: bytes differ", size, off)
+		}
+	}
+}
+
+func TestShortCircuitReadsWarmPages(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		memory int64
+	}{{"memory and disk", 1 << 30}, {"disk only", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startSCNode(t, 3*testPageSize+100<<10, tc.memory)
+			n.warm(t)
+			rpcs := n.readRPCs.Load()
+			c := n.client(t, true)
+			check(t, c, n.data)
+			if got := n.readRPCs.Load() - rpcs; got != 0 {
+				t.Errorf("%d gRPC Read calls for warm pages; want none", got)
+			}
+			if g := n.sc.Stats().Grants; g != 4 {
+				t.Errorf("node granted %d page descriptors; want one per page (4)", g)
+			}
+			if r := c.sc.reads.Load(); r == 0 {
+				t.Errorf("no read was short-circuited")
+			}
+		})
+	}
+}
+
+// A client whose socket is gone, or on another host, reads over gRPC.
+func TestShortCircuitFallsBackWithoutSocket(t *testing.T) {
+	n := startSCNode(t, 2*testPageSize, 0)
+	n.warm(t)
+	os.Remove(cachenode.ShortCircuitSocket(n.member.Socket))
+	rpcs := n.readRPCs.Load()
+	c := n.client(t, true)
+	check(t, c, n.data)
+	if n.readRPCs.Load() == rpcs || c.sc.reads.Load() != 0 {
+		t.Fatalf("socket removed: %d gRPC reads, %d short-circuited; want some and none", n.readRPCs.Load()-rpcs, c.sc.reads.Load())
+	}
+}
+
+// A byte flipped in a page file on disk: the client's checksum catches
+// it, the read goes over gRPC and returns the file's bytes.
+func TestShortCircuitCorruptBlockFallsBack(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		memory int64
+	}{{"memory and disk", 1 << 30}, {"disk only", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startSCNode(t, 3*testPageSize, tc.memory)
+			n.warm(t)
+			pages, _ := filepath.Glob(filepath.Join(n.cacheDir, "pages", "*", "*-1.page"))
+			if len(pages) != 1 {
+				t.Fatalf("page files of page 1: %v", pages)
+			}
+			pf, err := os.OpenFile(pages[0], os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			const at = 100000 // block 3 of the page
+			pf.ReadAt(b, at)
+			b[0] ^= 0xff
+			if _, err := pf.WriteAt(b, at); err != nil {
+				t.Fatal(err)
+			}
+			pf.Close()
+
+			c := n.client(t, true)
+			check(t, c, n.data)
+			if c.sc.corrupt.Load() == 0 {
+				t.Errorf("the client found no corrupt block")
+			}
+			if tc.memory == 0 && n.store.Stats().CorruptBlocks == 0 {
+				t.Errorf("the node's read did not drop the corrupt block")
+			}
+			if c.sc.reads.Load() == 0 {
+				t.Errorf("no read was short-circuited")
+			}
+		})
+	}
+}
+
+// Pages the node evicts after granting them: the client's descriptors
+// still read the right bytes (or it falls back), and a new version of
+// the file is never read through the old version's descriptors.
+func TestShortCircuitEvictedPagesAndNewVersion(t *testing.T) {
+	n := startSCNode(t, 3*testPageSize, 1<<30)
+	n.warm(t)
+	c := n.client(t, true)
+	check(t, c, n.data)
+	reads := c.sc.reads.Load()
+	if p, _ := n.store.Evict(func(cachenode.PageInfo) bool { return true }); p != 3 {
+		t.Fatalf("evicted %d pages; want 3", p)
+	}
+	check(t, c, n.data)
+	if c.sc.reads.Load() == reads {
+		t.Errorf("no read of evicted pages went through the descriptors held")
+	}
+
+	// A new version of the same size: other bytes, same page lengths.
+	next := randomBytes(len(n.data), 2)
+	tmp := filepath.Join(n.lakeDir, "f.new")
+	if err := os.WriteFile(tmp, next, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(n.lakeDir, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Sync(context.Background(), "/lake/a/f"); err != nil {
+		t.Fatal(err)
+	}
+	check(t, c, next)
+	n.warm(t) // the new version's pages, on disk now
+	check(t, n.client(t, true), next)
+}
+
+// The client keeps at most scMaxGrants page descriptors open, and closes
+// them all on Close.
+func TestShortCircuitBoundsDescriptors(t *testing.T) {
+	const pageSize, pages = 32 << 10, scMaxGrants + 64
+	n := startSCNodePages(t, pages*pageSize, 0, pageSize)
+	n.warm(t)
+	fds := func() int {
+		des, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd:", err)
+		}
+		return len(des)
+	}
+	before := fds()
+	c := n.client(t, true)
+	check(t, c, n.data)
+	if g := n.sc.Stats().Grants; g < pages {
+		t.Fatalf("node granted %d descriptors for %d pages", g, pages)
+	}
+	// Both ends of every connection are in this process.
+	const conns = 16
+	if open := fds() - before; open > scMaxGrants+conns {
+		t.Fatalf("%d descriptors open after reading %d pages; want at most %d grants (and a few connections)", open, pages, scMaxGrants)
+	}
+	c.Close()
+	if open := fds() - before; open > conns {
+		t.Fatalf("%d descriptors open after Close", open)
+	}
+}
+
+// BenchmarkWarmReadShortCircuit reads a warm 64 MiB file from a node with
+// memory and disk tiers on the client's host, through short-circuit page
+// descriptors and through gRPC over the node's Unix socket: sequentially
+// in 1 MiB reads, and in random 4 KiB reads.
+//
+//	go test ./router -run '^$' -bench BenchmarkWarmReadShortCircuit
+func BenchmarkWarmReadShortCircuit(b *testing.B) {
+	const size = 64 << 20
+	n := startSCNode(b, size, 1<<30)
+	n.warm(b)
+	ctx := context.Background()
+	for _, path := range []struct {
+		name string
+		sc   bool
+	}{{"short-circuit", true}, {"grpc-socket", false}} {
+		c := n.client(b, path.sc)
+		buf := make([]byte, 1<<20)
+		if err := readFile(ctx, c, "/lake/a/f", buf, io.Discard); err != nil { // warm the client side too
+			b.Fatal(err)
+		}
+		b.Run("seq/"+path.name, func(b *testing.B) {
+			b.SetBytes(size)
+			for b.Loop() {
+				if err := readFile(ctx, c, "/lake/a/f", buf, io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("rand4k/"+path.name, func(b *testing.B) {
+			f, err := c.Open(ctx, "/lake/a/f")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			r := rand.New(rand.NewPCG(1, 2))
+			p := make([]byte, 4<<10)
+			b.SetBytes(int64(len(p)))
+			for b.Loop() {
+				off := r.Int64N(size/int64(len(p))) * int64(len(p))
+				if _, err := f.ReadAt(ctx, p, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		if path.sc && c.sc.reads.Load() == 0 {
+			b.Fatal("no read was short-circuited")
+		}
+	}
+}
