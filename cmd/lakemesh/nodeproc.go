@@ -92,6 +92,11 @@ type runningNode struct {
 	journal    *cachenode.Journal
 	stopUpload context.CancelFunc
 	uploads    sync.WaitGroup
+
+	registry *prometheus.Registry // the node's /metrics
+	// shortCircuit serves page file descriptors to clients on this host
+	// (shortcircuit.go); nil when not served.
+	shortCircuit *cachenode.ShortCircuitServer
 }
 
 // startNode opens the node's lakes and cache, starts its gRPC server and
@@ -254,6 +259,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		// GracefulStop closes it, and a closed UnixListener unlinks its
 		// file; a killed node's file is removed by the next start.
 		go func() { n.served <- n.srv.Serve(ulis) }()
+		n.serveShortCircuit(lakeSet)
 	}
 	go func() { n.served <- n.srv.Serve(lis) }()
 	uctx, stop := context.WithCancel(context.Background())
@@ -296,6 +302,9 @@ func (n *runningNode) close() error {
 			n.srv.Stop()
 			<-done
 		}
+	}
+	if n.shortCircuit != nil {
+		n.shortCircuit.Close()
 	}
 	if n.stopUpload != nil {
 		n.stopUpload() // what is not uploaded stays in the journal for the next start
@@ -385,6 +394,7 @@ func portOf(addr string) string {
 func (n *runningNode) startFederation(ctx context.Context, lakeSet *cachenode.Lakes) error {
 	o := n.opts
 	reg := prometheus.NewRegistry()
+	n.registry = reg
 	n.account = transfer.NewAccount(o.topology, reg)
 	var err error
 	if n.peers, err = transfer.NewPeers(o.lineProxies); err != nil {

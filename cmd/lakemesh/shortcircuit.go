@@ -1,0 +1,50 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+)
+
+// serveShortCircuit serves the node's short-circuit socket next to its
+// gRPC socket (cachenode.ShortCircuitSocket: <cache-dir>/node.fd.sock by
+// default), through which clients on this host read the disk tier's pages
+// themselves. Clients find it by that name, so nothing more is advertised.
+// It is a shortcut: when it cannot be served the node runs without it, and
+// clients read over gRPC.
+func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
+	o := n.opts
+	if o.socket == "" || !cachenode.ShortCircuitSupported {
+		return
+	}
+	path := cachenode.ShortCircuitSocket(o.socket)
+	if len(path) > maxSocketPath {
+		o.log.Warn("short-circuit socket path is too long for a Unix socket; clients on this host read over gRPC", "socket", path)
+		return
+	}
+	lis, err := listenSocket(path)
+	if err != nil {
+		o.log.Warn("short-circuit socket not served; clients on this host read over gRPC", "socket", path, "err", err)
+		return
+	}
+	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Logger: o.log})
+	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
+	if n.registry != nil {
+		sc := n.shortCircuit
+		for _, c := range []struct {
+			name, help string
+			value      func(cachenode.ShortCircuitStats) int64
+		}{
+			{"lakemesh_shortcircuit_grants_total", "Page file descriptors handed to clients on this host for short-circuit reads.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Grants }},
+			{"lakemesh_shortcircuit_not_on_disk_total", "Short-circuit requests for pages the disk tier did not hold.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.NotOnDisk }},
+			{"lakemesh_shortcircuit_errors_total", "Short-circuit requests refused.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Errors }},
+		} {
+			n.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
+				func() float64 { return float64(c.value(sc.Stats())) }))
+		}
+	}
+	o.log.Info("short-circuit socket serving", "socket", path)
+}
