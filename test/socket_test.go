@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/region"
 	"github.com/lakemesh/lakemesh/router"
 )
@@ -31,6 +32,12 @@ func TestNodeServesUnixSocket(t *testing.T) {
 	if fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
 		t.Fatalf("%s: mode %v, want a socket with 0660", sock, fi.Mode())
 	}
+	// The short-circuit socket next to it hands out page descriptors: the
+	// same trust as node.sock.
+	fdSock := cachenode.ShortCircuitSocket(sock)
+	if fi, err := os.Lstat(fdSock); err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("short-circuit socket %s: %v, %v; want a socket with 0660", fdSock, fi, err)
+	}
 	ms := m.membership().Members()
 	if len(ms) != 1 || ms[0].Socket != sock || ms[0].Host != region.LocalHost() {
 		t.Fatalf("members = %+v, want one with socket %s on host %s", ms, sock, region.LocalHost())
@@ -44,6 +51,12 @@ func TestNodeServesUnixSocket(t *testing.T) {
 	k := connectedTo(t, sock)
 	if k == 0 {
 		t.Fatalf("no connection on %s after a read by a client on the node's host", sock)
+	}
+	if got := readAll(t, c, "/lake/s3/socket/a.bin", 1<<20); got != want {
+		t.Fatal("a warm read (short-circuit) returned other bytes than the lake's")
+	}
+	if connectedTo(t, fdSock) == 0 {
+		t.Fatalf("no connection on %s after reads by a client on the node's host", fdSock)
 	}
 	// A client bootstrapped from the node's address (--node, as the CLI,
 	// the mount and the S3 gateway are) learns the socket from the node.
@@ -73,9 +86,18 @@ func TestNodeServesUnixSocket(t *testing.T) {
 		}
 		return err == nil
 	})
+	waitFor(t, "the restarted node serves its short-circuit socket again", func() bool {
+		cn, err := net.DialTimeout("unix", fdSock, time.Second)
+		if err == nil {
+			cn.Close()
+		}
+		return err == nil
+	})
 	m.stop(n, syscall.SIGTERM)
-	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
-		t.Fatalf("a stopped node leaves %s behind: %v", sock, err)
+	for _, p := range []string{sock, fdSock} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Fatalf("a stopped node leaves %s behind: %v", p, err)
+		}
 	}
 }
 
