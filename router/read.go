@@ -29,6 +29,10 @@ var readStreamDesc = &grpc.StreamDesc{StreamName: "Read", ServerStreams: true}
 // parallelPages bounds how many pages one ReadAt fetches at once.
 const parallelPages = 4
 
+// reorderSlack is how far from a sequential run's frontier a read may
+// start and still continue the run (ReadAt).
+const reorderSlack = 8 << 20
+
 // File is one version of a file, open for reading. Every read of a File
 // returns bytes of the version it was opened at, or fails with an error
 // wrapping ufs.ErrVersionChanged; it never mixes versions.
@@ -41,9 +45,11 @@ type File struct {
 	readahead int64
 	limit     atomic.Int64 // readahead stops here (Limit); the size by default
 
-	mu      sync.Mutex // guards lastEnd, ahead
-	lastEnd int64      // end of the previous read: sequential detection
-	ahead   int64      // pages below this index have been prefetched
+	mu       sync.Mutex // guards lastEnd, frontier, inRun, ahead
+	lastEnd  int64      // end of the previous read: sequential detection
+	frontier int64      // the furthest end of the current sequential run
+	inRun    bool       // the previous read was sequential
+	ahead    int64      // pages below this index have been prefetched
 
 	// page holds the last whole page a sequential reader fetched, so a
 	// stream of small reads (8 KiB from io.Copy, 128 KiB from a kernel)
@@ -139,10 +145,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	end := min(off+int64(len(p)), f.entry.Size)
 
-	f.mu.Lock()
-	sequential := off == f.lastEnd
-	f.lastEnd = end
-	f.mu.Unlock()
+	sequential := f.sequential(off, end)
 
 	ctx, span := f.c.tracer.Start(ctx, "lakemesh.read", trace.WithAttributes(
 		attribute.String("lakemesh.path", f.entry.Path),
@@ -194,6 +197,27 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// sequential records a read of [off, end) and says whether it continues a
+// sequential run: it starts where the last read ended or, while a run goes
+// on, near the run's frontier. A FUSE mount's kernel sends its readahead
+// requests concurrently, so they arrive slightly out of order (1 MiB
+// requests swapped in pairs); a random reader's two consecutive reads are
+// almost never both near, so it does not start readahead by chance.
+func (f *File) sequential(off, end int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seq := off == f.lastEnd ||
+		f.inRun && off >= f.frontier-reorderSlack && off <= f.frontier+reorderSlack
+	if seq {
+		f.frontier = max(f.frontier, end)
+	} else {
+		f.frontier = end
+	}
+	f.inRun = seq
+	f.lastEnd = end
+	return seq
 }
 
 // readBuffered serves a small sequential read from the file's buffered
