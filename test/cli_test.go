@@ -150,8 +150,11 @@ func TestDemoAndClientCommands(t *testing.T) {
 	if !regexp.MustCompile(`idc-bj->gpu-wlcb\s+\S+ \S+/s\s+6Gbps\s+\d+%\s+16\.0 MiB\s+0\.0002`).MatchString(status) || !strings.Contains(status, "interactive") {
 		t.Fatalf("status does not show the line's use against its budget:\n%s", status)
 	}
-	if !strings.Contains(trace2, "memory") || strings.Contains(trace2, " lake ") {
-		t.Fatalf("warm trace should be served from memory:\n%s", trace2)
+	// Warm: from this region's cache, which on the nodes' own host the
+	// client reads from their page files (short-circuit), else from
+	// their memory; nothing from the lake or over the line.
+	if !regexp.MustCompile(`page 0 +(memory|short-circuit) `).MatchString(trace2) || strings.Contains(trace2, " lake ") || strings.Contains(trace2, " remote ") {
+		t.Fatalf("warm trace should be served from this region's cache:\n%s", trace2)
 	}
 	stat := lm("stat", "/lake/s3-use1/train/part-0001")
 	if !strings.Contains(stat, "size:     16777216") || !strings.Contains(stat, "version:") {

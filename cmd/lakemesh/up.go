@@ -343,7 +343,7 @@ Try, from another terminal (client commands talk to %s, region %s):
   lakemesh ls -l %s/train
   lakemesh cat %s/README.txt
   lakemesh cat --trace %s/train/part-0000 > /dev/null     # cold: from the lake's region, over a line
-  lakemesh cat --trace %s/train/part-0000 > /dev/null     # warm: from this region's memory
+  lakemesh cat --trace %s/train/part-0000 > /dev/null     # warm: from this region's cache
   lakemesh status                                              # nodes, cache use, each line's use vs budget
   echo hello | lakemesh put - %s/notes/hello.txt
   lakemesh --help
