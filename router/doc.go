@@ -50,6 +50,12 @@
 // asked for again at most once a second. Config.DisableShortCircuit turns
 // it off.
 //
+// Zero-copy sections (zerocopy.go, Linux only): File.Section verifies the
+// blocks of a range inside one short-circuited page from a read-only
+// mapping of the page file (no copy) and returns a descriptor of its own,
+// opened again through /proc/self/fd and positioned at the range, which a
+// front end sends with sendfile; false means read the range with ReadAt.
+//
 // Metadata (stat, list) is placed by the path's key and cached on its
 // owner for the mount's metadata TTL; writes go to the path's owner, which
 // writes through to the lake and drops its cached entries, and the client

@@ -295,15 +295,10 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	))
 	defer span.End()
 
-	key := cachenode.PageID{File: f.id, Index: page}.Key()
 	got := 0 // bytes already in buf: a failover resumes after them
 	var served region.Member
 	var fetch *nodepb.PageFetch
-	members := f.c.candidates(key)
-	if holder, ok := cachenode.JournalNode(f.entry.Version); ok {
-		// A file still in a node's write-back journal: that node has it.
-		members = preferring(members, holder)
-	}
+	members := f.pageMembers(page)
 	if len(members) > 0 && f.c.sc.read(ctx, f, members[0], page, off, buf) {
 		// The page's member is on this host and its disk tier holds the
 		// blocks: read from its page file, each block verified.
@@ -394,6 +389,17 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 		return fmt.Errorf("read %s page %d: %w", f.entry.Path, page, err)
 	}
 	return nil
+}
+
+// pageMembers returns the members to read page from, in the order to try
+// them.
+func (f *File) pageMembers(page int64) []region.Member {
+	members := f.c.candidates(cachenode.PageID{File: f.id, Index: page}.Key())
+	if holder, ok := cachenode.JournalNode(f.entry.Version); ok {
+		// A file still in a node's write-back journal: that node has it.
+		members = preferring(members, holder)
+	}
+	return members
 }
 
 // readAhead asks the owners of the pages after end to fill them, so a

@@ -65,6 +65,7 @@ type shortCircuit struct {
 	down   map[string]time.Time    // socket -> not dialled again until
 
 	reads     atomic.Int64 // page pieces served by short-circuit
+	sections  atomic.Int64 // verified sections handed out (zerocopy.go)
 	asks      atomic.Int64 // grants asked for
 	corrupt   atomic.Int64 // blocks that failed their checksum
 	fallbacks atomic.Int64 // reads that wanted a grant and went over gRPC

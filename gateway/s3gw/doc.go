@@ -112,7 +112,10 @@
 // completions) take one of Config.MaxTransfers slots; a GET holds at
 // most readAheadChunks pooled chunks (a page each, at most 8 MiB), other
 // transfers a few 1 MiB buffers, so memory stays bounded whatever the
-// number of requests.
+// number of requests. A chunk whose pages a node on this host holds on
+// disk (router.File.Section) is verified in place and sent from the page
+// files with sendfile, through no chunk and no copy in the gateway
+// (Config.DisableZeroCopy turns this off).
 // Past a queue of 4*MaxTransfers, or 30 s of waiting, a request gets 503
 // SlowDown. XML request bodies are read with size limits.
 //

@@ -190,7 +190,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 	// The range's end goes all the way down: readahead never fetches a
 	// page past it, so a ranged GET costs the pages it covers.
 	rd.Limit(end)
-	if err := stream(ctx, w, status, rd, start, end); err != nil {
+	if err := s.stream(ctx, w, status, rd, start, end); err != nil {
 		if errors.Is(err, errClientGone) {
 			return err
 		}
@@ -202,12 +202,33 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 // errClientGone is a reply the client stopped reading: nothing to answer.
 var errClientGone = errors.New("client went away")
 
-// pendingChunk is one chunk of a GET, read while earlier ones are sent.
+// pendingChunk is one chunk of a GET, read while earlier ones are sent:
+// either bytes in buf, or sections of page files to send with sendfile.
 type pendingChunk struct {
-	buf  *[]byte
-	n    int
-	err  error
-	done chan struct{} // closed once buf, n and err are set
+	buf      *[]byte // nil when sections hold the chunk
+	n        int
+	sections []router.Section
+	err      error
+	done     chan struct{} // closed once buf, n, sections and err are set
+}
+
+// release gives back what the chunk holds.
+func (c *pendingChunk) release() {
+	if c.buf != nil {
+		putChunk(c.buf)
+		c.buf = nil
+	}
+	for _, sec := range c.sections {
+		sec.File.Close()
+	}
+	c.sections = nil
+}
+
+// zeroCopyReader is a Reader that hands out verified ranges of the page
+// files of nodes on this host, to send with sendfile (router.File does).
+type zeroCopyReader interface {
+	pagedReader
+	Section(ctx context.Context, off, n int64) (router.Section, bool)
 }
 
 // stream sends bytes [start, end) of rd. Chunks end at multiples of the
@@ -218,9 +239,21 @@ type pendingChunk struct {
 // reads in flight and the buffers. The pages of a file are on different
 // nodes, which send them in parallel. The status goes out with the first
 // chunk, so a failure before any byte is read is still a proper S3 error.
-func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
+//
+// A chunk whose pages are all short-circuited (router.File.Section) is
+// not read at all: its blocks are verified where they lie in the page
+// cache and the verified ranges go from the page files to the socket with
+// sendfile, so the gateway copies none of its bytes. A chunk is verified
+// whole before any of its bytes is sent, so a block that fails its
+// checksum makes the chunk be read the usual way, never a wrong byte sent.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	size := int64(chunkSizeFor(rd))
+	zc, _ := rd.(zeroCopyReader)
+	rf, _ := w.(io.ReaderFrom)
+	if rf == nil || s.cfg.DisableZeroCopy {
+		zc = nil
+	}
 	slots := make(chan struct{}, readAheadChunks) // one per chunk read or queued
 	queue := make(chan *pendingChunk, readAheadChunks)
 	var wg sync.WaitGroup
@@ -235,12 +268,18 @@ func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Re
 				return
 			}
 			n := min(size-pos%size, end-pos)
-			c := &pendingChunk{buf: getChunk(int(size)), done: make(chan struct{})}
+			c := &pendingChunk{done: make(chan struct{})}
 			queue <- c // never blocks: queued chunks hold slots
 			wg.Add(1)
 			go func(at int64) {
 				defer wg.Done()
 				defer close(c.done)
+				if zc != nil {
+					if c.sections = pageSections(ctx, zc, at, n); c.sections != nil {
+						return
+					}
+				}
+				c.buf = getChunk(int(size))
 				c.n, c.err = readFull(ctx, rd, (*c.buf)[:n], at)
 			}(pos)
 			pos += n
@@ -250,7 +289,7 @@ func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Re
 		cancel()
 		for c := range queue {
 			<-c.done
-			putChunk(c.buf)
+			c.release()
 		}
 		wg.Wait()
 	}()
@@ -258,18 +297,62 @@ func stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Re
 	for c := range queue {
 		<-c.done
 		if c.err != nil {
-			putChunk(c.buf)
+			c.release()
 			return c.err
 		}
 		if first {
 			w.WriteHeader(status)
 			first = false
 		}
-		_, err := w.Write((*c.buf)[:c.n])
-		putChunk(c.buf)
+		var err error
+		if c.sections != nil {
+			err = sendSections(rf, c.sections)
+			s.zeroCopyChunks.Add(1)
+		} else {
+			_, err = w.Write((*c.buf)[:c.n])
+		}
+		c.release()
 		<-slots
 		if err != nil {
 			return fmt.Errorf("%w: %v", errClientGone, err)
+		}
+	}
+	return nil
+}
+
+// pageSections returns bytes [off, off+n) of rd as verified sections, one
+// per page they touch, or nil when any page's cannot be had.
+func pageSections(ctx context.Context, rd zeroCopyReader, off, n int64) []router.Section {
+	ps := rd.PageSize()
+	var secs []router.Section
+	for end := off + n; off < end; {
+		k := min(end, (off/ps+1)*ps) - off
+		sec, ok := rd.Section(ctx, off, k)
+		if !ok {
+			for _, s := range secs {
+				s.File.Close()
+			}
+			return nil
+		}
+		secs = append(secs, sec)
+		off += k
+	}
+	return secs
+}
+
+// sendSections sends verified sections through w's ReadFrom, which, for
+// the *io.LimitedReader over an *os.File that a section reads as, is
+// sendfile from the page file to the connection (net/http's response and
+// net.TCPConn). A failure after the first byte cuts the response short,
+// which the client sees; it never sends a byte it did not verify.
+func sendSections(w io.ReaderFrom, secs []router.Section) error {
+	for _, sec := range secs {
+		n, err := w.ReadFrom(sec.Reader())
+		if err == nil && n != sec.Length {
+			err = fmt.Errorf("sent %d of a section's %d bytes", n, sec.Length)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

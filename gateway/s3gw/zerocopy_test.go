@@ -1,0 +1,143 @@
+package s3gw
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/lakemesh/lakemesh/router"
+)
+
+// sectionLakes hands out readers with pages of sectionPage bytes whose
+// Section opens the object's file in the lake, as router.File hands out
+// page files of nodes on its host; page bad has no section (a block
+// that failed its checksum), so their chunks are read with ReadAt.
+type sectionLakes struct {
+	router.Namespace
+	dir      string       // the directory of mount /lake/a
+	bad      atomic.Int64 // a page with no section; -1 for none
+	sections atomic.Int64 // handed out
+	reads    atomic.Int64 // ReadAt calls
+}
+
+const sectionPage = 64 << 10
+
+type sectionFileReader struct {
+	router.Reader
+	l *sectionLakes
+}
+
+func (l *sectionLakes) OpenReader(e router.Entry) (router.Reader, error) {
+	r, err := l.Namespace.OpenReader(e)
+	if err != nil {
+		return nil, err
+	}
+	return &sectionFileReader{Reader: r, l: l}, nil
+}
+
+func (r *sectionFileReader) PageSize() int64 { return sectionPage }
+
+func (r *sectionFileReader) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	r.l.reads.Add(1)
+	return r.Reader.ReadAt(ctx, p, off)
+}
+
+func (r *sectionFileReader) Section(_ context.Context, off, n int64) (router.Section, bool) {
+	if n <= 0 || off/sectionPage != (off+n-1)/sectionPage {
+		panic(fmt.Sprintf("section [%d, %d) is not inside one page", off, off+n))
+	}
+	if r.l.bad.Load() == off/sectionPage {
+		return router.Section{}, false
+	}
+	rel := strings.TrimPrefix(r.Entry().Path, "/lake/a/")
+	f, err := os.Open(filepath.Join(r.l.dir, filepath.FromSlash(rel)))
+	if err != nil {
+		return router.Section{}, false
+	}
+	if _, err := f.Seek(off, 0); err != nil {
+		f.Close()
+		return router.Section{}, false
+	}
+	r.l.sections.Add(1)
+	return router.Section{File: f, Length: n}, true
+}
+
+// GETs whose pages all have sections go out with sendfile, whole and
+// ranged (across page and chunk boundaries, the last short page); a
+// chunk with a page that has none is read, never sent in part.
+func TestGetSendsSections(t *testing.T) {
+	sl := &sectionLakes{}
+	sl.bad.Store(-1)
+	g := newTestGateway(t, withNamespace(func(ns router.Namespace) router.Namespace { sl.Namespace = ns; return sl }))
+	sl.dir = g.lakes.Dir("/lake/a")
+	const size = 3<<20 + 5*sectionPage + 1234 // 4 chunks of 1 MiB, the last short
+	body := randomBytes(size, 11)
+	g.put("zc", body)
+	ranges := []struct{ first, last int64 }{
+		{0, size - 1},
+		{1, 2},
+		{sectionPage - 3, sectionPage + 2},
+		{1<<20 - 7, 2<<20 + 7},
+		{size - 1234 - 10, size - 1},
+		{size - 1, size - 1},
+		{5, size - 1},
+	}
+	check := func() {
+		t.Helper()
+		for _, r := range ranges {
+			got, _, err := g.get("a", "zc", func(in *s3.GetObjectInput) {
+				in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", r.first, r.last))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, body[r.first:r.last+1]) {
+				t.Fatalf("range %d-%d: %d bytes that differ from the object's", r.first, r.last, len(got))
+			}
+		}
+	}
+	check()
+	if sl.reads.Load() != 0 || g.srv.zeroCopyChunks.Load() == 0 {
+		t.Fatalf("%d ReadAt calls and %d chunks sent with sendfile; want none and some", sl.reads.Load(), g.srv.zeroCopyChunks.Load())
+	}
+
+	sl.bad.Store(17) // in the second chunk
+	chunks := g.srv.zeroCopyChunks.Load()
+	check()
+	if sl.reads.Load() == 0 {
+		t.Error("no chunk was read after a page had no section")
+	}
+	if g.srv.zeroCopyChunks.Load() == chunks {
+		t.Error("no chunk went with sendfile after one page had no section")
+	}
+}
+
+// DisableZeroCopy reads every chunk.
+func TestGetWithoutZeroCopy(t *testing.T) {
+	sl := &sectionLakes{}
+	sl.bad.Store(-1)
+	g := newTestGateway(t,
+		withNamespace(func(ns router.Namespace) router.Namespace { sl.Namespace = ns; return sl }),
+		func(c *Config, _ *testGateway) { c.DisableZeroCopy = true })
+	sl.dir = g.lakes.Dir("/lake/a")
+	body := randomBytes(2<<20+100, 12)
+	g.put("zc", body)
+	got, _, err := g.get("a", "zc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatal("wrong bytes")
+	}
+	if sl.sections.Load() != 0 || g.srv.zeroCopyChunks.Load() != 0 {
+		t.Fatalf("%d sections asked for with zero-copy disabled", sl.sections.Load())
+	}
+}

@@ -1,0 +1,20 @@
+//go:build !linux
+
+package router
+
+import (
+	"errors"
+	"os"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+)
+
+// Zero-copy sections need short-circuit grants, which only Linux has.
+
+func reopen(*os.File) (*os.File, error) {
+	return nil, errors.New("zero-copy sections are linux-only")
+}
+
+func verifyMapped(*os.File, cachenode.DiskPage, int64, int64) error {
+	return errors.New("zero-copy sections are linux-only")
+}
