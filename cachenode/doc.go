@@ -119,7 +119,12 @@
 // flight before releasing the lock. A fetch leaves the in-flight table only
 // after its bytes are in the store, so a block is always stored, in flight,
 // or neither, and concurrent readers of a cold block share one fetch
-// (singleflight per block). Fetches run with the caller's context values
+// (singleflight per block). Its waiters are woken as soon as its bytes
+// have arrived, before they are stored: they copy from the fetch, so a cold
+// read does not wait for a page's files to be created and written on the
+// disk tier (0.7 ms of CPU per page in the small-file benchmark); a read
+// planned while the fetch is being stored waits on it and finds it done,
+// and is reported as served from memory. Fetches run with the caller's context values
 // but not its cancellation: they are cancelled by Close, or when every
 // caller waiting for them has gone. At most MaxConcurrentFetches fetches
 // run at once (a semaphore taken before a fetch goroutine starts); Prefetch

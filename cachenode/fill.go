@@ -27,6 +27,9 @@ type pageRead struct {
 
 	owned  []*fetch // fetches this read started, this attempt
 	waited []*fetch // other callers' fetches it waits for, this attempt
+	// waitedLive: one of waited was still fetching when planned (the
+	// others had their bytes already and were being stored).
+	waitedLive bool
 
 	tier    Tier
 	fetched int64
@@ -112,7 +115,7 @@ func (c *Cache) plan(ctx context.Context, ref FileRef, pending []*pageRead, sequ
 	bs := c.store.BlockSize()
 	id := ref.ID()
 	for _, r := range pending {
-		r.owned, r.waited = nil, nil
+		r.owned, r.waited, r.waitedLive = nil, nil, false
 		length := c.store.PageLen(ref, r.index)
 		fillOff, fillEnd := r.start/bs*bs, r.end
 		if sequential {
@@ -127,7 +130,10 @@ func (c *Cache) plan(ctx context.Context, ref FileRef, pending []*pageRead, sequ
 					if f := active[i]; !slices.Contains(r.waited, f) {
 						f.refs++
 						r.waited = append(r.waited, f)
-						c.waits.Add(1)
+						if !f.finished {
+							r.waitedLive = true
+							c.waits.Add(1)
+						}
 					}
 					cur = nil
 					continue
@@ -234,10 +240,28 @@ func (c *Cache) run(f *fetch) {
 	if err == nil {
 		data, err = readExactly(rc, f.n)
 	}
+	var origin *Origin
 	if err == nil {
 		c.fetchedBytes.Add(f.n)
-		// Stored before the fetch leaves inflight: a planner never sees
-		// these blocks as neither stored nor in flight.
+		if or, ok := rc.(OriginReader); ok {
+			o := or.Origin()
+			origin = &o
+		}
+	} else {
+		c.fetchErrors.Add(1)
+		err = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
+	}
+	// The waiters copy from the fetch itself, so they are woken before
+	// the bytes are stored: a cold read does not wait for the page's
+	// files to be created and written. The fetch stays in inflight until
+	// Put returns, so a planner meanwhile waits on it (done at once)
+	// instead of fetching again: a block is still always stored, in
+	// flight, or neither.
+	c.mu.Lock()
+	f.data, f.err, f.origin, f.finished = data, err, origin, true
+	close(f.done)
+	c.mu.Unlock()
+	if err == nil {
 		perr := c.store.Put(f.ref, f.index, f.off, data)
 		if perr != nil {
 			c.storeErrors.Add(1)
@@ -246,22 +270,12 @@ func (c *Cache) run(f *fetch) {
 		if cm, ok := rc.(Committer); ok {
 			cm.Commit(perr == nil)
 		}
-	} else {
-		c.fetchErrors.Add(1)
-		err = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
 	}
-	var origin *Origin
 	if rc != nil {
-		if or, ok := rc.(OriginReader); ok && err == nil {
-			o := or.Origin()
-			origin = &o
-		}
 		rc.Close()
 	}
 	c.mu.Lock()
 	c.detachLocked(f)
-	f.data, f.err, f.origin, f.finished = data, err, origin, true
-	close(f.done)
 	c.mu.Unlock()
 	f.stop()
 	f.cancel()
@@ -338,8 +352,12 @@ func (c *Cache) assemble(ref FileRef, r *pageRead) (again bool, err error) {
 		r.tier = TierRemote
 	case len(r.owned) > 0:
 		r.tier = TierLake
-	case len(r.waited) > 0:
+	case r.waitedLive:
 		r.tier = TierWait
+	case len(r.waited) > 0:
+		// Bytes fetched already, on their way into the store: as good
+		// as held in memory (the memory tier keeps the fetch's buffer).
+		r.tier = TierMemory
 	}
 	if r.dst == nil {
 		r.doneAt = time.Now()
