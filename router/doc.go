@@ -55,6 +55,9 @@
 // mapping of the page file (no copy) and returns a descriptor of its own,
 // opened again through /proc/self/fd and positioned at the range, which a
 // front end sends with sendfile; false means read the range with ReadAt.
+// A page whose blocks are all on disk is mapped whole once per grant and
+// kept mapped (pageMaps, as bounded as the grants: 256, 10 s), so a page
+// sent again costs its checksums only, not an mmap and munmap.
 //
 // Metadata (stat, list) is placed by the path's key and cached on its
 // owner for the mount's metadata TTL; writes go to the path's owner, which
@@ -66,6 +69,6 @@
 // "page.fetch" child per page, saying which node served it and where the
 // bytes came from (memory, disk, lake, wait, direct, short-circuit).
 //
-// Lock order: Client.mu, File.mu and shortCircuit.mu are leaves; no call
-// is made while holding any of them.
+// Lock order: Client.mu, File.mu, shortCircuit.mu and pageMaps.mu are
+// leaves; no call is made while holding any of them.
 package router

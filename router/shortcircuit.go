@@ -63,6 +63,7 @@ type shortCircuit struct {
 	lru    *list.List              // front: most recently used
 	idle   map[string][]scConn     // socket -> idle connections
 	down   map[string]time.Time    // socket -> not dialled again until
+	maps   *pageMaps               // page files mapped for sections (zerocopy.go); own lock
 
 	reads     atomic.Int64 // page pieces served by short-circuit
 	sections  atomic.Int64 // verified sections handed out (zerocopy.go)
@@ -101,6 +102,7 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 		host: host, downFor: downFor, log: log,
 		grants: map[scKey]*list.Element{}, lru: list.New(),
 		idle: map[string][]scConn{}, down: map[string]time.Time{},
+		maps: newPageMaps(),
 	}
 }
 
@@ -358,6 +360,7 @@ func (sc *shortCircuit) close() {
 	for _, f := range files {
 		f.Close()
 	}
+	sc.maps.close()
 	for _, cs := range idle {
 		for _, c := range cs {
 			c.c.Close()

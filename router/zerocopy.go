@@ -100,7 +100,7 @@ func (sc *shortCircuit) section(ctx context.Context, f *File, m region.Member, p
 		sc.log.Debug("short-circuit section: page file not reopened", "path", f.entry.Path, "page", page, "err", err)
 		return nil, false
 	}
-	err = verifyMapped(own, dp, pageOff, end)
+	err = sc.verify(key, file, own, dp, pageOff, end)
 	if err == nil {
 		_, err = own.Seek(pageOff, io.SeekStart)
 	}

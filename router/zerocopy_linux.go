@@ -32,52 +32,47 @@ func reopen(file *os.File) (*os.File, error) {
 	return own, oerr
 }
 
-// verifyMapped checks, from a read-only mapping, the checksum of every
-// block of a page's data file that bytes [off, end) of the page touch.
-// Only those blocks are mapped (the grant says they are on disk, so fully
-// written), after fstat says the file holds them all; the mapping is
-// gone when it returns. A fault in the mapping all the same (a file
-// shortened behind the store's back) is an error, not a crash.
-func verifyMapped(file *os.File, dp cachenode.DiskPage, off, end int64) (err error) {
+// verify checks, from a read-only mapping of the page's data file, the
+// checksum of every block that bytes [off, end) of the page touch. A page
+// whose blocks are all on disk is mapped whole, once per grant (pageMaps);
+// another page has just the blocks the range touches mapped, which the
+// grant says are on disk, so fully written, and unmapped after.
+func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.DiskPage, off, end int64) error {
+	if dp.Blocks() == len(dp.Present) {
+		p, err := sc.maps.acquire(key, grant, own, dp.Length)
+		if err != nil {
+			return err
+		}
+		defer sc.maps.release(p)
+		return verifyBlocks(p.mem, 0, dp, off, end)
+	}
 	bs := dp.BlockSize
-	first := off / bs
 	mapEnd := min((end+bs-1)/bs*bs, dp.Length) // end of the last block touched
 	pageSize := int64(os.Getpagesize())
-	mapAt := first * bs / pageSize * pageSize
-	rc, err := file.SyscallConn()
+	mapAt := off / bs * bs / pageSize * pageSize
+	mem, err := mapFile(own, mapAt, mapEnd)
 	if err != nil {
 		return err
 	}
-	var mem []byte
-	var merr error
-	err = rc.Control(func(fd uintptr) {
-		var st syscall.Stat_t
-		if merr = syscall.Fstat(int(fd), &st); merr != nil {
-			return
-		}
-		if st.Size < mapEnd {
-			merr = fmt.Errorf("page file holds %d bytes, the grant's blocks end at %d", st.Size, mapEnd)
-			return
-		}
-		// MAP_POPULATE maps every page at once: no fault per page.
-		mem, merr = syscall.Mmap(int(fd), mapAt, int(mapEnd-mapAt), syscall.PROT_READ, syscall.MAP_SHARED|syscall.MAP_POPULATE)
-	})
-	if err == nil {
-		err = merr
-	}
-	if err != nil {
-		return fmt.Errorf("map page file: %w", err)
-	}
 	defer syscall.Munmap(mem)
+	return verifyBlocks(mem, mapAt, dp, off, end)
+}
+
+// verifyBlocks checks the checksum of every block that bytes [off, end)
+// of a page touch, in mem, a mapping of the page's data file from file
+// offset memAt. A fault in the mapping all the same (a file shortened
+// behind the store's back) is an error, not a crash.
+func verifyBlocks(mem []byte, memAt int64, dp cachenode.DiskPage, off, end int64) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("page file mapping faulted: %v", r)
 		}
 	}()
-	for b := first; b*bs < mapEnd; b++ {
-		lo := b*bs - mapAt
-		hi := min(b*bs+bs, dp.Length) - mapAt
+	bs := dp.BlockSize
+	for b := off / bs; b*bs < end; b++ {
+		lo := b*bs - memAt
+		hi := min(b*bs+bs, dp.Length) - memAt
 		if cachenode.BlockCRC(mem[lo:hi]) != dp.CRCs[b] {
 			return fmt.Errorf("block %d: %w", b, errBlockCRC)
 		}

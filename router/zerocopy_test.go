@@ -170,3 +170,42 @@ func TestSectionCorruptBlock(t *testing.T) {
 		t.Fatal("wrong bytes")
 	}
 }
+
+// Sections of a page whose blocks are all on disk are verified from one
+// mapping of it per grant, which no verifier holds between sections and
+// which the client's close unmaps.
+func TestSectionMapsAPageOnce(t *testing.T) {
+	n := startSCNode(t, 2*testPageSize, 0)
+	n.warm(t)
+	// Page 1 whole on disk before this test's client asks for it.
+	wf, err := n.client(t, true).Open(context.Background(), "/lake/a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sectionOf(t, wf, testPageSize, testPageSize).File.Close()
+	c := n.client(t, true)
+	f, err := c.Open(context.Background(), "/lake/a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(4) {
+		off := testPageSize + i*70000
+		if got := readSection(t, sectionOf(t, f, off, 5000)); !bytes.Equal(got, n.data[off:off+5000]) {
+			t.Fatalf("section at %d: wrong bytes", off)
+		}
+	}
+	pm := c.sc.maps
+	pm.mu.Lock()
+	var maps []*pageMap
+	for _, el := range pm.maps {
+		maps = append(maps, el.Value.(*pageMap))
+	}
+	pm.mu.Unlock()
+	if len(maps) != 1 || maps[0].refs != 0 || int64(len(maps[0].mem)) != testPageSize {
+		t.Fatalf("%d mappings after sections of one page; want one of the whole page, unused", len(maps))
+	}
+	c.sc.close()
+	if len(pm.maps) != 0 || !maps[0].gone {
+		t.Fatal("a mapping left after close")
+	}
+}
