@@ -225,22 +225,7 @@ func TestShortCircuitCorruptBlockFallsBack(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			n := startSCNode(t, 3*testPageSize, tc.memory)
 			n.warm(t)
-			pages, _ := filepath.Glob(filepath.Join(n.cacheDir, "pages", "*", "*-1.page"))
-			if len(pages) != 1 {
-				t.Fatalf("page files of page 1: %v", pages)
-			}
-			pf, err := os.OpenFile(pages[0], os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := make([]byte, 1)
-			const at = 100000 // block 3 of the page
-			pf.ReadAt(b, at)
-			b[0] ^= 0xff
-			if _, err := pf.WriteAt(b, at); err != nil {
-				t.Fatal(err)
-			}
-			pf.Close()
+			n.corruptPage1(t)
 
 			c := n.client(t, true)
 			check(t, c, n.data)
@@ -368,5 +353,26 @@ func BenchmarkWarmReadShortCircuit(b *testing.B) {
 		if path.sc && c.sc.reads.Load() == 0 {
 			b.Fatal("no read was short-circuited")
 		}
+	}
+}
+
+// corruptPage1 flips a byte of block 3 of page 1's file on the node's disk.
+func (n *scNode) corruptPage1(t *testing.T) {
+	t.Helper()
+	pages, _ := filepath.Glob(filepath.Join(n.cacheDir, "pages", "*", "*-1.page"))
+	if len(pages) != 1 {
+		t.Fatalf("page files of page 1: %v", pages)
+	}
+	pf, err := os.OpenFile(pages[0], os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	b := make([]byte, 1)
+	const at = 100000 // block 3 of the page
+	pf.ReadAt(b, at)
+	b[0] ^= 0xff
+	if _, err := pf.WriteAt(b, at); err != nil {
+		t.Fatal(err)
 	}
 }

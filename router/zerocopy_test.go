@@ -6,8 +6,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 )
@@ -126,22 +124,7 @@ func TestSectionCorruptBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	sectionOf(t, wf, testPageSize, testPageSize).File.Close()
-	pages, _ := filepath.Glob(filepath.Join(n.cacheDir, "pages", "*", "*-1.page"))
-	if len(pages) != 1 {
-		t.Fatalf("page files of page 1: %v", pages)
-	}
-	pf, err := os.OpenFile(pages[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, 1)
-	const at = 100000 // block 3 of the page
-	pf.ReadAt(b, at)
-	b[0] ^= 0xff
-	if _, err := pf.WriteAt(b, at); err != nil {
-		t.Fatal(err)
-	}
-	pf.Close()
+	n.corruptPage1(t)
 
 	c := n.client(t, true)
 	ctx := context.Background()

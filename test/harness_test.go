@@ -107,28 +107,7 @@ mounts:
 	if err := os.WriteFile(m.topology, []byte(topo), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < o.nodes; i++ {
-		n := &nodeProc{
-			id:       fmt.Sprintf("r1-node%d", i+1),
-			addr:     testenv.FreeAddr(t),
-			cacheDir: filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
-		}
-		n.logPath = n.cacheDir + ".log"
-		m.nodes = append(m.nodes, n)
-		m.start(n)
-	}
-	m.waitMembers(o.nodes)
-	t.Cleanup(func() {
-		for _, n := range m.nodes {
-			m.stop(n, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			for _, n := range m.nodes {
-				b, _ := os.ReadFile(n.logPath)
-				t.Logf("log of %s:\n%s", n.id, tail(string(b), 30))
-			}
-		}
-	})
+	m.startNodes(t, o.nodes)
 	return m
 }
 
@@ -330,6 +309,34 @@ func readInto(t testing.TB, c *router.Client, path string, bufSize int, w io.Wri
 	if _, err := io.CopyBuffer(struct{ io.Writer }{w}, f.Reader(ctx), make([]byte, bufSize)); err != nil {
 		t.Fatalf("read %s: %v", path, err)
 	}
+}
+
+// startNodes starts count node processes of region r1, waits until Consul
+// lists them all, and kills them when the test ends (printing their logs'
+// tails if it failed).
+func (m *mesh) startNodes(t testing.TB, count int) {
+	for i := 0; i < count; i++ {
+		n := &nodeProc{
+			id:       fmt.Sprintf("r1-node%d", i+1),
+			addr:     testenv.FreeAddr(t),
+			cacheDir: filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
+		}
+		n.logPath = n.cacheDir + ".log"
+		m.nodes = append(m.nodes, n)
+		m.start(n)
+	}
+	m.waitMembers(count)
+	t.Cleanup(func() {
+		for _, n := range m.nodes {
+			m.stop(n, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			for _, n := range m.nodes {
+				b, _ := os.ReadFile(n.logPath)
+				t.Logf("log of %s:\n%s", n.id, tail(string(b), 30))
+			}
+		}
+	})
 }
 
 // lakeBytes is what MinIO sent through the proxy since the last reset.

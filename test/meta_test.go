@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -89,28 +88,7 @@ mounts:
 	if err := os.WriteFile(m.topology, []byte(topo), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for i := range o.nodes {
-		n := &nodeProc{
-			id:       fmt.Sprintf("r1-node%d", i+1),
-			addr:     testenv.FreeAddr(t),
-			cacheDir: filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
-		}
-		n.logPath = n.cacheDir + ".log"
-		m.nodes = append(m.nodes, n)
-		m.start(n)
-	}
-	m.waitMembers(o.nodes)
-	t.Cleanup(func() {
-		for _, n := range m.nodes {
-			m.stop(n, syscall.SIGKILL)
-		}
-		if t.Failed() {
-			for _, n := range m.nodes {
-				b, _ := os.ReadFile(n.logPath)
-				t.Logf("log of %s:\n%s", n.id, tail(string(b), 30))
-			}
-		}
-	})
+	m.startNodes(t, o.nodes)
 	return m, reqs
 }
 
