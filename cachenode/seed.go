@@ -222,11 +222,21 @@ func readPage(src io.ReaderAt, buf []byte, off int64) error {
 
 // seedRemote sends pages of ref read from src to the node at addr.
 func (n *Node) seedRemote(ctx context.Context, addr string, ref FileRef, src io.ReaderAt, pages []int64) (int64, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return 0, err
+	var cc grpc.ClientConnInterface
+	if n.cfg.PeerConn != nil {
+		c, err := n.cfg.PeerConn(addr)
+		if err != nil {
+			return 0, err
+		}
+		cc = c
+	} else {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		cc = c
 	}
-	defer cc.Close()
 	// Cancelling the stream, never closing it, abandons a seeding the node
 	// should not keep.
 	ctx, cancel := context.WithCancel(ctx)

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"golang.org/x/sync/semaphore"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
@@ -46,6 +47,10 @@ type NodeConfig struct {
 	// hashing), or nil for a key with no owner. Seeding a written file's
 	// pages uses it; without it this node keeps every page itself.
 	PageOwners func(keys []string) []*nodepb.Member
+	// PeerConn, when set, returns the node process's connection to
+	// another member of the region (kept for the process's life); without
+	// it a seeding dials the member and closes the connection after.
+	PeerConn func(addr string) (grpc.ClientConnInterface, error)
 	// Topology is the topology.yaml text the node runs with, so clients can
 	// bootstrap from a node address alone.
 	Topology       []byte

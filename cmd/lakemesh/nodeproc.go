@@ -204,6 +204,9 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Store:   n.store,
 		Cache:   n.cache,
 		Members: func() []*nodepb.Member { return memberProtos(n.membership.Members()) },
+		PeerConn: func(addr string) (grpc.ClientConnInterface, error) {
+			return n.peers.Conn(o.region, addr)
+		},
 		PageOwners: func(keys []string) []*nodepb.Member {
 			placement := region.NewPlacement(n.membership.Members())
 			owners := make([]*nodepb.Member, len(keys))
