@@ -119,11 +119,7 @@ func TestSectionCorruptBlock(t *testing.T) {
 	n := startSCNode(t, 3*testPageSize, 0)
 	n.warm(t)
 	// Page 1 whole on disk before its byte is flipped.
-	wf, err := n.client(t, true).Open(context.Background(), "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sectionOf(t, wf, testPageSize, testPageSize).File.Close()
+	n.page1OnDisk(t)
 	n.corruptPage1(t)
 
 	c := n.client(t, true)
@@ -161,11 +157,7 @@ func TestSectionMapsAPageOnce(t *testing.T) {
 	n := startSCNode(t, 2*testPageSize, 0)
 	n.warm(t)
 	// Page 1 whole on disk before this test's client asks for it.
-	wf, err := n.client(t, true).Open(context.Background(), "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sectionOf(t, wf, testPageSize, testPageSize).File.Close()
+	n.page1OnDisk(t)
 	c := n.client(t, true)
 	f, err := c.Open(context.Background(), "/lake/a/f")
 	if err != nil {
@@ -191,4 +183,15 @@ func TestSectionMapsAPageOnce(t *testing.T) {
 	if len(pm.maps) != 0 || !maps[0].gone {
 		t.Fatal("a mapping left after close")
 	}
+}
+
+// page1OnDisk has page 1 of /lake/a/f whole on the node's disk, through a
+// client of its own.
+func (n *scNode) page1OnDisk(t *testing.T) {
+	t.Helper()
+	f, err := n.client(t, true).Open(context.Background(), "/lake/a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sectionOf(t, f, testPageSize, testPageSize).File.Close()
 }
