@@ -66,6 +66,10 @@ type meshOptions struct {
 	memorySize  string // node --memory-size
 	metadataTTL string
 	policies    string // policies: YAML list items
+	// directMount adds /lake/direct: the same bucket with no proxy in
+	// between, for throughput figures that must not pay for the counting
+	// proxy's copy (the peer's direct GETs do not).
+	directMount bool
 }
 
 // nodeProc is one `lakemesh node` process.
@@ -101,6 +105,13 @@ mounts:
     region: r1
     metadata_ttl: %s
 `, bucket, m.proxy.Addr(), o.metadataTTL)
+	if o.directMount {
+		topo += fmt.Sprintf(`  - path: /lake/direct
+    ufs: s3://%s/?endpoint=http://%s&region=us-east-1
+    region: r1
+    metadata_ttl: %s
+`, bucket, m.minio.Addr, o.metadataTTL)
+	}
 	if o.policies != "" {
 		topo += "policies:\n" + o.policies
 	}

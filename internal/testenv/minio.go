@@ -31,6 +31,8 @@ type MinIOServer struct {
 	SecretKey string
 	// Region is what clients should sign for; MinIO accepts any.
 	Region string
+	// Pid is the server process's, for benchmarks that weigh its CPU time.
+	Pid int
 
 	clientOnce sync.Once
 	client     *s3.Client
@@ -91,6 +93,7 @@ func (m *MinIOServer) start(t testing.TB, bin string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("run %s: %w", bin, err)
 	}
+	m.Pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	stop := func() {
