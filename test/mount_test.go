@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -668,6 +669,9 @@ type benchFS struct {
 	root  string                 // the bucket's key k is root/k
 	pid   int                    // the daemon, for its RSS; 0 for the local directory
 	proxy *testenv.CountingProxy // counts its lake bytes; nil for the local directory
+	// cpu is the CPU seconds its processes have used so far (the mount
+	// and the cache nodes for lakemesh); nil for the local directory.
+	cpu func() float64
 }
 
 // startDaemonMount runs a FUSE daemon in the foreground and waits until
@@ -1102,11 +1106,13 @@ func TestMountBenchmarks(t *testing.T) {
 	os.WriteFile(passwd, []byte(m.minio.AccessKey+":"+m.minio.SecretKey+"\n"), 0o600)
 	s3Cmd := exec.Command(s3fs, bucket, s3Dir, "-f", "-o", "passwd_file="+passwd+",url=http://"+s3Proxy.Addr()+",use_path_request_style,endpoint="+m.minio.Region)
 	s3Pid := startDaemonMount(t, "s3fs", s3Dir, s3Cmd)
+	cpuOf := func(pid int) func() float64 { return func() float64 { return testenv.CPUSeconds(pid) } }
+	lmCPU := func() float64 { return testenv.CPUSeconds(lm.cmd.Process.Pid) + m.cpu().nodes }
 	fss := []benchFS{
-		{name: "lakemesh", root: filepath.Join(lmDir, "lake", "s3"), pid: lm.cmd.Process.Pid, proxy: m.proxy},
+		{name: "lakemesh", root: filepath.Join(lmDir, "lake", "s3"), pid: lm.cmd.Process.Pid, proxy: m.proxy, cpu: lmCPU},
 		{name: "local dir", root: local},
-		{name: "rclone", root: rcDir, pid: rcPid, proxy: rcProxy},
-		{name: "s3fs", root: s3Dir, pid: s3Pid, proxy: s3Proxy},
+		{name: "rclone", root: rcDir, pid: rcPid, proxy: rcProxy, cpu: cpuOf(rcPid)},
+		{name: "s3fs", root: s3Dir, pid: s3Pid, proxy: s3Proxy, cpu: cpuOf(s3Pid)},
 	}
 	remote := []benchFS{fss[0], fss[2], fss[3]}
 	var rows []fuseRow
@@ -1161,6 +1167,18 @@ func TestMountBenchmarks(t *testing.T) {
 
 	var v map[string]float64
 	var samples map[string][]float64
+	// costs are the CPU each remote file system and MinIO spent on the
+	// cold figures, which are bound by this machine's cores: per figure,
+	// per file system, one sample per run.
+	var costs []cpuCost
+	costed := func(fs benchFS, units float64, pass func() float64) (float64, cpuSample) {
+		if fs.cpu == nil {
+			return pass(), cpuSample{}
+		}
+		fs0, minio0 := fs.cpu(), testenv.CPUSeconds(m.minio.Pid)
+		x := pass()
+		return x, cpuSample{fs: (fs.cpu() - fs0) / units, minio: (testenv.CPUSeconds(m.minio.Pid) - minio0) / units}
+	}
 	// 1. Warm sequential read, 2 jobs (one file each). The warm-up read
 	// fills the page cache and each file system's own cache.
 	if want["warm"] {
@@ -1177,11 +1195,16 @@ func TestMountBenchmarks(t *testing.T) {
 	// once by each file system.
 	if want["cold"] {
 		samples = map[string][]float64{}
+		cost := cpuCost{figure: "cold sequential read", unit: "CPU-s per GiB", samples: map[string][]cpuSample{}}
+		gib := float64(len(coldKeys[0])) * float64(seqMiB) / 1024
 		for r := 0; r < runs; r++ {
 			for _, fs := range fss {
-				samples[fs.name] = append(samples[fs.name], seqJob(fs, pageCacheDropped, coldKeys[r]...))
+				x, c := costed(fs, gib, func() float64 { return seqJob(fs, pageCacheDropped, coldKeys[r]...) })
+				samples[fs.name] = append(samples[fs.name], x)
+				cost.samples[fs.name] = append(cost.samples[fs.name], c)
 			}
 		}
+		costs = append(costs, cost)
 		v = medians(samples)
 		add(fuseRow{name: "cold sequential read, 2 jobs", unit: "MB/s", values: v, goal: ">= 1.2x rclone and s3fs", met: fmt.Sprintf("%.2fx rclone, %.2fx s3fs", ratio(v, "rclone"), ratio(v, "s3fs"))})
 	}
@@ -1244,11 +1267,15 @@ func TestMountBenchmarks(t *testing.T) {
 	// 5. Small files, cold, 16 readers: a fresh directory every run.
 	if want["smallcold"] {
 		samples = map[string][]float64{}
+		cost := cpuCost{figure: "small files (100 KiB), cold", unit: "CPU-ms per file", samples: map[string][]cpuSample{}}
 		for r := 0; r < runs; r++ {
 			for _, fs := range fss {
-				samples[fs.name] = append(samples[fs.name], filesPerSec(t, pageCacheDropped, paths(fs, smallCold[r])))
+				x, c := costed(fs, float64(len(smallCold[r]))/1000, func() float64 { return filesPerSec(t, pageCacheDropped, paths(fs, smallCold[r])) })
+				samples[fs.name] = append(samples[fs.name], x)
+				cost.samples[fs.name] = append(cost.samples[fs.name], c)
 			}
 		}
+		costs = append(costs, cost)
 		v = medians(samples)
 		add(fuseRow{name: "small files (100 KiB), cold, 16 readers", unit: "files/s", values: v, goal: ">= 2x rclone", met: fmt.Sprintf("%.2fx rclone", ratio(v, "rclone"))})
 	}
@@ -1344,4 +1371,39 @@ func TestMountBenchmarks(t *testing.T) {
 		fmt.Println("| " + strings.Join(cells, " | ") + " |")
 	}
 	fmt.Println()
+	if len(costs) > 0 {
+		// The cold figures are bound by CPU: what each file system and
+		// MinIO spent on them, with the machine's cores, says by how much.
+		fmt.Printf("CPU the cold figures cost (medians; the file system's processes, lakemesh's mount and %d nodes together, and MinIO; %d cores on this machine):\n\n", len(m.nodes), runtime.NumCPU())
+		fmt.Println("| figure | lakemesh | rclone mount | s3fs |")
+		fmt.Println("|---|---|---|---|")
+		for _, c := range costs {
+			cells := []string{c.figure + " (" + c.unit + ", file system + MinIO)"}
+			for _, name := range []string{"lakemesh", "rclone", "s3fs"} {
+				med := c.median(name)
+				cells = append(cells, fmt.Sprintf("%.2f + %.2f", med.fs, med.minio))
+			}
+			fmt.Println("| " + strings.Join(cells, " | ") + " |")
+		}
+		fmt.Println()
+	}
+}
+
+// cpuCost is the CPU one benchmark figure cost each file system and
+// MinIO, one sample per run.
+type cpuCost struct {
+	figure, unit string
+	samples      map[string][]cpuSample
+}
+
+type cpuSample struct{ fs, minio float64 }
+
+// median is the run whose file system cost is the median.
+func (c cpuCost) median(name string) cpuSample {
+	s := append([]cpuSample(nil), c.samples[name]...)
+	if len(s) == 0 {
+		return cpuSample{}
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].fs < s[j].fs })
+	return s[len(s)/2]
 }

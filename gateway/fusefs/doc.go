@@ -45,9 +45,9 @@
 // (Namespace.OpenReader); every read of the handle is of that version.
 // The router reads ahead on sequential access and fetches exact ranges
 // otherwise. The mount asks for 1 MiB requests (max_read, MaxWrite,
-// max_pages) and widens the kernel's readahead window to 1 MiB through
+// max_pages) and widens the kernel's readahead window to 8 MiB through
 // /sys/class/bdi (the FUSE handshake cannot raise it past 128 KiB), so a
-// sequential reader is sent 1 MiB reads. The kernel keeps its page cache
+// sequential reader is sent 1 MiB reads, several in flight. The kernel keeps its page cache
 // across opens of an unchanged version (FOPEN_KEEP_CACHE) and drops it
 // when the version changed; while handles of two versions are open, the
 // newer one bypasses the page cache (FOPEN_DIRECT_IO), so no reader sees

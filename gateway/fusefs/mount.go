@@ -21,8 +21,11 @@ const (
 	// MaxWrite, and max_pages derived from it): 1 MiB.
 	MaxRequest = 1 << 20
 	// ReadAheadKB is the kernel readahead window set on the mount's
-	// backing device, so a sequential reader is sent 1 MiB requests.
-	ReadAheadKB = MaxRequest >> 10
+	// backing device: 8 MiB, so a sequential reader is sent 1 MiB
+	// requests, several at once. With a 1 MiB window the kernel kept about
+	// one request ahead of the reader, and a reader of warm pages with the
+	// page cache dropped got 690-870 MB/s; with 8 MiB, 900-1,030.
+	ReadAheadKB = 8 * MaxRequest >> 10
 	// maxBackground is how many asynchronous requests (readahead) the
 	// kernel keeps in flight.
 	maxBackground = 64

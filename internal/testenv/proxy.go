@@ -152,7 +152,10 @@ type direction struct {
 }
 
 func (d *direction) pump(dst, src net.Conn) {
-	pump(dst, src, 32<<10, func(n int) error {
+	// 256 KiB pieces: with 32 KiB ones a reader behind the proxy got the
+	// stream in small reads; cache nodes filling cold pages through it
+	// spent 2.3 CPU-s per GiB, against 1.0-1.8 with 256 KiB pieces.
+	pump(dst, src, 256<<10, func(n int) error {
 		for d.held.Load() {
 			time.Sleep(10 * time.Millisecond)
 		}
