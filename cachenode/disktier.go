@@ -11,8 +11,12 @@ import (
 
 // On-disk layout of the disk tier (see doc.go):
 //
-//	Dir/pages/<first 2 hex of FileID>/<FileID>-<index>.page   block data at block offsets (sparse)
-//	Dir/pages/<first 2 hex of FileID>/<FileID>-<index>.meta   sidecar (index.go), replaced atomically
+//	Dir/pages/<first 2 hex of FileID>/<FileID>-<index>.page   block data at block offsets (sparse),
+//	                                                          then the page record (index.go) at the page size
+//
+// Before format 2 the record was a sidecar file next to the data
+// (<FileID>-<index>.meta, replaced through a temporary file); opening a
+// store removes such leftovers.
 const (
 	pagesDir   = "pages"
 	dataSuffix = ".page"
@@ -25,7 +29,6 @@ func (s *Store) pageBase(id PageID) string {
 }
 
 func (s *Store) dataPath(id PageID) string { return s.pageBase(id) + dataSuffix }
-func (s *Store) metaPath(id PageID) string { return s.pageBase(id) + metaSuffix }
 
 // makeDirs creates the 256 fan-out directories once, so fills never stat
 // or create directories.
@@ -40,7 +43,8 @@ func (s *Store) makeDirs() error {
 }
 
 // putDisk writes blocks [b0, b0+len(crcs)) of data that the disk tier does
-// not hold yet to the page's data file, then records them in the sidecar.
+// not hold yet to the page's data file, then records them in the page's
+// record, through the same descriptor: a cold fill creates one file.
 // It reports whether the disk tier holds all of them afterwards. inMemory
 // says the memory tier holds them too: then they bypass the page cache
 // (see pagewriter.go); otherwise the page cache is the only copy in RAM.
@@ -90,6 +94,22 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 		}
 		i = j
 	}
+	// The record lists the blocks just written; e lists them only once
+	// the file is closed (diskMu keeps other writers of the record out).
+	e.mu.RLock()
+	meta := snapshotMetaLocked(e)
+	e.mu.RUnlock()
+	for i := range crcs {
+		if todo[i] {
+			meta.disk.set(b0 + i)
+			meta.crc[b0+i] = crcs[i]
+		}
+	}
+	if err := s.writeRecord(f, meta); err != nil {
+		// The blocks are on disk and will be indexed in memory; only a
+		// restart would forget them.
+		s.log.Warn("page record not written", "page", e.id, "err", err)
+	}
 	if err := f.Close(); err != nil {
 		s.disk.release(need)
 		return false, fmt.Errorf("close %s: %w", path, err)
@@ -102,13 +122,7 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 		}
 	}
 	e.diskBytes += need
-	meta := snapshotMetaLocked(e)
 	e.mu.Unlock()
-	if err := s.writeMeta(e.id, meta); err != nil {
-		// The blocks are on disk and indexed in memory; only a restart
-		// would forget them.
-		s.log.Warn("page sidecar not written", "page", e.id, "err", err)
-	}
 	return true, nil
 }
 
@@ -135,13 +149,10 @@ func (s *Store) dropDiskLocked(e *entry) int64 {
 	return freed
 }
 
-// removePageFiles removes a page's sidecar, then its data; the caller
-// holds the entry's diskMu. Sidecar first: a crash in between leaves data
-// without a sidecar, which the next open removes.
+// removePageFiles removes a page's data file, record and all; the caller
+// holds the entry's diskMu.
 func (s *Store) removePageFiles(id PageID) {
-	for _, p := range []string{s.metaPath(id), s.dataPath(id)} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			s.log.Warn("remove page file", "page", id, "path", p, "err", err)
-		}
+	if err := os.Remove(s.dataPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("remove page file", "page", id, "path", s.dataPath(id), "err", err)
 	}
 }

@@ -37,7 +37,7 @@
 // Every block has a CRC-32C (hash/crc32 Castagnoli, computed by the CPU's
 // CRC instructions) taken when it is first stored. Every read verifies every
 // block it touches, in either tier, before copying any of it out. A block
-// that fails is dropped from both tiers (and its sidecar rewritten), logged
+// that fails is dropped from both tiers (and its record rewritten), logged
 // as "corrupt block dropped" with page, block and tier, and counted in
 // StoreStats.CorruptBlocks; Read then reports ErrMissing, and the fill layer
 // fetches the block again and serves the right bytes.
@@ -66,23 +66,25 @@
 //
 // # On-disk layout and restart
 //
-//	Dir/pages/<2 hex>/<FileID>-<index>.page   block data at block offsets (sparse file)
-//	Dir/pages/<2 hex>/<FileID>-<index>.meta   sidecar: FileRef, page index, block
+//	Dir/pages/<2 hex>/<FileID>-<index>.page   block data at block offsets (sparse file),
+//	                                          then, at offset page size, the page
+//	                                          record: FileRef, page index, block
 //	                                          bitmap, per-block CRCs, pin, expiry,
 //	                                          geometry, and its own CRC
 //
-// A fill writes its blocks into the data file, then replaces the sidecar
-// (temporary file + rename). When the memory tier holds the page too,
-// block data is written with direct I/O where the filesystem allows it
-// (pagewriter.go): a second copy in the kernel's page cache cost more CPU
-// than the rest of a cold fill. Reads of the disk tier go through the page
-// cache. Nothing is fsynced: a block the sidecar lists
-// but a crash lost or tore fails its checksum on first read and is
-// refetched. Eviction removes the sidecar first, then the data. On open the
-// store scans Dir and rebuilds its index from the sidecars, so a restarted
-// node serves its disk pages without refetching. Sidecars that do not decode
-// or whose identity or geometry do not match, data files without a sidecar,
-// and leftover temporary files are removed. The sidecar format is described
+// A fill writes its blocks into the data file, then the record, through
+// one descriptor: a cold page costs one file. When the memory tier holds
+// the page too, block data is written with direct I/O where the filesystem
+// allows it (pagewriter.go): a second copy in the kernel's page cache cost
+// more CPU than the rest of a cold fill. Reads of the disk tier go through
+// the page cache. Nothing is fsynced: a block the record lists but a crash
+// lost or tore fails its checksum on first read and is refetched, and a
+// torn record drops its page on the next open. Eviction removes the data
+// file. On open the store scans Dir and rebuilds its index from the
+// records, so a restarted node serves its disk pages without refetching.
+// Data files whose record does not decode or whose identity or geometry do
+// not match, and anything else under Dir/pages (format 1 sidecars,
+// leftover temporary files), are removed. The record's format is described
 // in index.go.
 //
 // # Short-circuit reads
@@ -139,13 +141,13 @@
 // Outer to inner; a goroutine holding one lock takes only locks below it:
 //
 //  1. Cache.mu (in-flight fetches; plan calls Store.Missing under it)
-//  2. entry.diskMu (one page's data file and sidecar: writes, removal)
+//  2. entry.diskMu (one page's data file and record: writes, removal)
 //  3. Store.mu (the page index map)
 //  4. entry.mu (one page's blocks, bitmap, CRCs, pin, expiry)
 //  5. tier.mu (a tier's byte accounting), evictor.mu
 //
 // No file I/O happens under Store.mu or entry.mu: writes and removals of a
-// page's files happen under its entry.diskMu alone (sidecar contents are
+// page's files happen under its entry.diskMu alone (record contents are
 // snapshotted under entry.mu and written after), reads of page data take
 // no lock at all (a block is checked against the checksum snapshotted with
 // its presence, and a file removed under a reader reads as missing). Memory

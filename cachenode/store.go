@@ -64,7 +64,7 @@ type StoreStats struct {
 	PinnedPages      int   // of which pinned
 	MemoryBytes      int64 // bytes of blocks in the memory tier
 	MemoryLimit      int64
-	DiskBytes        int64 // bytes of blocks in the disk tier (data only, not sidecars)
+	DiskBytes        int64 // bytes of blocks in the disk tier (data only, not records)
 	DiskLimit        int64
 	MemoryHits       int64 // Reads served from memory only
 	DiskHits         int64 // Reads that needed the disk tier
@@ -113,7 +113,7 @@ type entry struct {
 
 	lastUse atomic.Int64 // access stamp (Store.tick), for LRU order
 
-	// diskMu serializes writes of this page's data file and sidecar, and
+	// diskMu serializes writes of this page's data file and record, and
 	// their removal. Taken before Store.mu and entry.mu.
 	diskMu sync.Mutex
 
@@ -190,7 +190,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 }
 
 // Close stops the eviction goroutine. Every disk page is already complete
-// on disk (sidecars are written with each fill), so nothing is flushed.
+// on disk (records are written with each fill), so nothing is flushed.
 // Calls after Close fail with ErrStoreClosed.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {

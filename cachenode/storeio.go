@@ -237,7 +237,7 @@ func (s *Store) dropCorrupt(e *entry, b int, from Tier, c uint32) {
 		e.mu.RUnlock()
 		if !dead && left > 0 {
 			if err := s.writeMeta(e.id, meta); err != nil {
-				s.log.Warn("page sidecar not written", "page", e.id, "err", err)
+				s.log.Warn("page record not written", "page", e.id, "err", err)
 			}
 		} else if !dead {
 			s.removePageFiles(e.id)
