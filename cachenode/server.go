@@ -462,7 +462,8 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	if err != nil {
 		return ToStatus(err)
 	}
-	r := &writeStreamReader{stream: stream, pending: first.GetData()}
+	r := newWriteStreamReader(stream, first)
+	defer r.close()
 	start := time.Now()
 	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(p)
 	remote := lake.Region != "" && lake.Region != n.cfg.Region
@@ -489,19 +490,44 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 }
 
 // writeStreamReader reads the data of a Write stream as one io.Reader.
+// On a raw call (RawCodecName) each message's bytes are received straight
+// into the buffer given to Read, the journal's or the lake upload's, so
+// they are copied once on the node and no message is allocated; on a
+// protobuf call they are copied out of each decoded message.
 type writeStreamReader struct {
-	stream  nodepb.Node_WriteServer
-	pending []byte
-	n       int64
-	done    bool
+	stream nodepb.Node_WriteServer
+	raw    bool
+	sink   writeSink // bytes received and not read yet
+	n      int64
+	done   bool
+}
+
+func newWriteStreamReader(stream nodepb.Node_WriteServer, first *nodepb.WriteChunk) *writeStreamReader {
+	r := &writeStreamReader{stream: stream, raw: rawCall(stream.Context())}
+	r.sink.hold(first.GetData())
+	return r
 }
 
 func (w *writeStreamReader) Read(p []byte) (int, error) {
-	for len(w.pending) == 0 {
+	for len(p) > 0 {
+		if k := w.sink.drain(p); k > 0 {
+			w.n += int64(k)
+			return k, nil
+		}
 		if w.done {
 			return 0, io.EOF
 		}
-		msg, err := w.stream.Recv()
+		var err error
+		if w.raw {
+			w.sink.dst = p
+			err = w.stream.RecvMsg(&w.sink)
+			w.sink.dst = nil
+		} else {
+			var msg *nodepb.WriteChunk
+			if msg, err = w.stream.Recv(); err == nil {
+				w.sink.hold(msg.GetData())
+			}
+		}
 		if errors.Is(err, io.EOF) {
 			w.done = true
 			continue
@@ -509,13 +535,18 @@ func (w *writeStreamReader) Read(p []byte) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		w.pending = msg.GetData()
+		if k := w.sink.n; k > 0 {
+			w.sink.n = 0
+			w.n += int64(k)
+			return k, nil
+		}
 	}
-	k := copy(p, w.pending)
-	w.pending = w.pending[k:]
-	w.n += int64(k)
-	return k, nil
+	return 0, nil
 }
+
+// close gives back the transport's buffers the reader still holds (a
+// write that failed before reading everything).
+func (w *writeStreamReader) close() { w.sink.free() }
 
 // Delete removes a file or an empty directory from its lake.
 func (n *Node) Delete(ctx context.Context, req *nodepb.DeleteRequest) (*nodepb.DeleteReply, error) {

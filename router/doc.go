@@ -63,7 +63,11 @@
 // owner for the mount's metadata TTL; writes go to the path's owner, which
 // writes through to the lake and drops its cached entries, and the client
 // drops the parent directory's listing at its owner. Sync drops entries
-// under a path on every node of the region.
+// under a path on every node of the region. A write's bytes go as raw
+// chunks (cachenode.RawCodecName), sent from the input's own buffers when
+// it lends them (ChunkReader, as the FUSE mount's window does), else from
+// pooled buffers they are read into; the node receives them straight
+// into its journal's or its lake upload's buffers.
 //
 // Tracing: every File.ReadAt is a "lakemesh.read" span with a
 // "page.fetch" child per page, saying which node served it and where the

@@ -1,12 +1,17 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"path"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
+
+	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/region"
 )
@@ -14,43 +19,77 @@ import (
 // writeChunk is the payload of one streamed write message.
 const writeChunk = 1 << 20
 
+// writeStreamDesc describes the node's Write stream for calls made
+// without the generated stub (raw chunks need their own message type).
+var writeStreamDesc = &grpc.StreamDesc{StreamName: "Write", ClientStreams: true}
+
+// ChunkReader is an input that lends Put its bytes instead of having
+// them copied into Put's buffers (the FUSE mount's write-behind window
+// does). Put reads an input that implements it with NextChunk only.
+type ChunkReader interface {
+	// NextChunk returns the input's next bytes, at most max of them,
+	// and an error as io.Reader's Read does: io.EOF at the input's
+	// clean end, any other error fails the Put (after the bytes
+	// returned with it are sent). The bytes must stay as they are until
+	// release is called (never nil with bytes; with none it may be nil):
+	// the transport calls it once they are on the wire, possibly after
+	// Put has returned and from another goroutine. A release may never
+	// come (a transport that dropped the bytes leaves them to the
+	// garbage collector), so the input must not wait for it to go on.
+	NextChunk(max int) (b []byte, release func(), err error)
+}
+
 // Put writes a whole file from r (write-through: it returns once the lake
 // has the file). Readers see the old content or the new, never a mix.
 //
 // A Put is sent to one node and is not retried on another if that node
 // fails mid-stream, since r has been partly consumed; the caller retries.
+//
+// The bytes go as raw chunks (cachenode.RawCodecName): the transport
+// sends them from the input's own buffers if it is a ChunkReader, else
+// from pooled buffers they are read into, and marshals nothing.
 func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) {
 	p, err := CleanNamespacePath(p)
 	if err != nil {
 		return Entry{}, err
 	}
+	chunks, ok := r.(ChunkReader)
+	if !ok {
+		chunks = &pooledChunks{r: r, pool: c.frameBufs}
+	}
 	var e Entry
 	started := false
-	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
+	err = c.onCandidates(ctx, metaKey(p), func(_ nodepb.NodeClient, m region.Member) error {
 		if started {
 			return fmt.Errorf("put %s: the node failed mid-write; nothing was acknowledged, retry the write", p)
+		}
+		cc, err := c.conn(m.Addr)
+		if err != nil {
+			return err
 		}
 		// Cancelling the stream, never closing it, is how a write is
 		// abandoned: the node commits only on a clean end of the stream.
 		sctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		stream, err := nc.Write(sctx)
+		cs, err := cc.NewStream(sctx, writeStreamDesc, nodepb.Node_Write_FullMethodName, grpc.CallContentSubtype(cachenode.RawCodecName))
 		if err != nil {
 			return err
 		}
+		stream := &grpc.GenericClientStream[nodepb.WriteChunk, nodepb.WriteReply]{ClientStream: cs}
 		if err := stream.Send(&nodepb.WriteChunk{Path: p}); err != nil {
 			_, err = stream.CloseAndRecv()
 			return err
 		}
 		started = true
-		buf := make([]byte, writeChunk)
 		for {
-			n, rerr := fill(r, buf)
-			if n > 0 {
-				if err := stream.Send(&nodepb.WriteChunk{Data: buf[:n]}); err != nil {
+			b, release, rerr := chunks.NextChunk(writeChunk)
+			if len(b) > 0 {
+				if err := cs.SendMsg(&cachenode.RawWrite{Data: mem.BufferSlice{lent(b, release)}}); err != nil {
 					_, err = stream.CloseAndRecv()
 					return err
 				}
+			} else if release != nil {
+				release()
 			}
 			if rerr == io.EOF {
 				break
@@ -71,6 +110,39 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 	}
 	c.invalidateOwner(ctx, path.Dir(p))
 	return e, nil
+}
+
+// lent makes bytes lent by a ChunkReader a transport buffer whose free
+// releases them.
+func lent(b []byte, release func()) mem.Buffer {
+	if mem.IsBelowBufferPoolingThreshold(cap(b)) {
+		// The transport never frees so small a buffer: it gets a copy.
+		b = bytes.Clone(b)
+		release()
+		return mem.SliceBuffer(b)
+	}
+	return mem.NewBuffer(&b, releasePool(release))
+}
+
+// releasePool is the buffer pool of one lent buffer: the transport puts
+// the buffer back once it has sent it, which releases it.
+type releasePool func()
+
+func (f releasePool) Get(n int) *[]byte { b := make([]byte, n); return &b }
+func (f releasePool) Put(*[]byte)       { f() }
+
+// pooledChunks makes a plain io.Reader a ChunkReader: each chunk is read
+// into a buffer of pool, the one copy of its bytes on their way to the
+// socket, and goes back to the pool once sent.
+type pooledChunks struct {
+	r    io.Reader
+	pool *cachenode.RawBufferPool
+}
+
+func (p *pooledChunks) NextChunk(max int) ([]byte, func(), error) {
+	bp := p.pool.Get(max)
+	n, err := fill(p.r, *bp)
+	return (*bp)[:n], func() { p.pool.Put(bp) }, err
 }
 
 // fill reads from r until buf is full or r fails. It returns io.EOF only

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -245,6 +246,10 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		grpc.InitialConnWindowSize(16 << 20),
 		grpc.WriteBufferSize(1 << 20),
 		grpc.ReadBufferSize(1 << 20),
+		// Write streams' DATA frames are read into buffers that are not
+		// zeroed first (see cachenode.RawBufferPool): gRPC's default
+		// pool zeroed every byte a client wrote.
+		experimental.BufferPool(cachenode.NewRawBufferPool()),
 	}
 	if _, off := o.tp.(noop.TracerProvider); !off {
 		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(o.tp))))

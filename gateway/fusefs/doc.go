@@ -86,16 +86,18 @@
 //
 // The appends of a streamed file go through the upload's write-behind
 // window (8 MiB in 2 MiB pieces) rather than straight to the spool: the
-// Put takes them from memory, and each piece is written to the spool in
-// the background with direct I/O where the spool's filesystem allows it,
-// so the spool never goes through the kernel's page cache and is never
-// read back while the Put keeps up. An append waits while the window is
-// full, which paces the writer to the upload; if the Put takes nothing
-// for a second, the window lets pieces go once on the spool and the Put
-// reads them from there. A spool write that fails in the background
-// (ENOSPC) is returned by the next write, read, flush or fsync of the
-// handle, and by every one after: the spool no longer holds the file.
-// Close waits for the window to reach the spool.
+// Put sends them from the window's buffers without a copy (a piece that
+// leaves the window while the transport still sends from it keeps its
+// buffer until the transport gives it back), and each piece is written
+// to the spool in the background with direct I/O where the spool's
+// filesystem allows it, so the spool never goes through the kernel's
+// page cache and is never read back while the Put keeps up. An append
+// waits while the window is full, which paces the writer to the upload;
+// if the Put takes nothing for a second, the window lets pieces go once
+// on the spool and the Put reads them from there. A spool write that
+// fails in the background (ENOSPC) is returned by the next write, read,
+// flush or fsync of the handle, and by every one after: the spool no
+// longer holds the file. Close waits for the window to reach the spool.
 //
 // A handle open for writing bypasses the kernel's page cache
 // (FOPEN_DIRECT_IO): its bytes are in the spool or the window, and caching
@@ -114,10 +116,11 @@
 // No file bytes are kept by this package beyond the write-behind windows:
 // a read handle holds a router Reader (the router bounds its own page
 // buffers and readahead), a write handle holds a spool file. Uploads and
-// copy-ins, each with a 1 MiB buffer (a streaming upload also with its 8
-// MiB window), are limited to Config.MaxUploads at once whatever the
-// number of open files. Kernel requests are at most 1 MiB, at most 64 background
-// requests are in flight, and the requests served at once hold at most
+// copy-ins, each with a 1 MiB buffer or two on their way to the node (a
+// streaming upload also with its 8 MiB window), are limited to
+// Config.MaxUploads at once whatever the number of open files. Kernel
+// requests are at most 1 MiB, at most 64 background requests are in
+// flight, and the requests served at once hold at most
 // MountOptions.MaxInflight bytes of input buffers (go-fuse waits past it),
 // so request memory is bounded by the same number for the answers. The
 // garbage of those buffers is what makes a Go process grow past its live
@@ -155,5 +158,6 @@
 // lock, and no file I/O, is made while holding either. go-fuse's tree
 // locks (Inode.Parent, GetChild) may be taken under writeHandle.mu, never
 // under node.mu. A flush waits for its streaming upload's Put and window
-// writers under writeHandle.mu; those goroutines take upload.mu only.
+// writers under writeHandle.mu; those goroutines take upload.mu only, and
+// so does the Put's transport, giving back the chunks the window lent it.
 package fusefs

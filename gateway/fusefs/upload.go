@@ -27,9 +27,12 @@ const streamAfter = 8 << 20
 // and sent. So the appends of a streamed file cost one copy in this
 // process, not a write through the page cache (which cost the mount more
 // CPU than all the rest of a checkpoint write on the project's virtual
-// machine: 1.6 s per GiB) and a read back for the upload. Each stream
-// holds at most windowBuffers*windowBuffer bytes (DefaultMaxUploads
-// streams at once).
+// machine: 1.6 s per GiB) and a read back for the upload; the upload
+// sends the window's bytes from the window itself (NextChunk). Each
+// stream's window holds at most windowBuffers*windowBuffer bytes
+// (DefaultMaxUploads streams at once), and the transport a piece or two
+// more: a piece that leaves the window while the transport still sends
+// from it keeps its buffer until the transport is done.
 const (
 	windowBuffer  = 2 << 20
 	windowBuffers = 4
@@ -91,6 +94,12 @@ type piece struct {
 	start, end int
 	onSpool    bool
 	writing    bool
+	// lent counts the chunks of buf the Put's transport may still be
+	// sending (NextChunk); while any is, buf is not reused, and a piece
+	// dropped from the window (dropped) gives its buffer back with the
+	// last of them.
+	lent    int
+	dropped bool
 }
 
 func (p *piece) from() int64 { return p.base + int64(p.start) }
@@ -204,9 +213,23 @@ func (u *upload) trim() {
 
 // drop drops the window's first piece. u.mu is held.
 func (u *upload) drop() {
-	u.buffers.Put(&u.window[0].buf)
+	if p := u.window[0]; p.lent == 0 {
+		u.buffers.Put(&p.buf)
+	} else {
+		p.dropped = true
+	}
 	u.window[0] = nil
 	u.window = u.window[1:]
+}
+
+// giveBack is the release of a chunk of p lent to the Put's transport.
+func (u *upload) giveBack(p *piece) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	p.lent--
+	if p.lent == 0 && p.dropped {
+		u.buffers.Put(&p.buf)
+	}
 }
 
 func (u *upload) getBuffer() []byte {
@@ -314,6 +337,59 @@ func (u *upload) Read(p []byte) (int, error) {
 	u.cond.Broadcast()
 	u.mu.Unlock()
 	return k, err
+}
+
+// NextChunk is what Put reads instead (router.ChunkReader): the file's
+// next bytes, at most max, lent from the window without a copy. Like a
+// Put reading into a buffer of max bytes, it waits for max bytes, or as
+// many as are left of the piece's buffer, unless the upload is sealed.
+// Bytes below the window are read from the spool into a buffer of their
+// own.
+func (u *upload) NextChunk(max int) ([]byte, func(), error) {
+	if b, release, err := u.lend(max); b != nil || err != nil {
+		return b, release, err
+	}
+	buf := u.getBuffer()
+	k, err := u.Read(buf[:min(max, len(buf))])
+	return buf[:k], func() { u.buffers.Put(&buf) }, err
+}
+
+// An upload lends Put its window; were NextChunk to drift from the
+// interface, Put would copy every byte again without a word.
+var _ router.ChunkReader = (*upload)(nil)
+
+// lend returns the file's next bytes from the window, or nothing when
+// they are below the window.
+func (u *upload) lend(max int) ([]byte, func(), error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for {
+		// The end of the windowBuffer-aligned range of the next byte:
+		// a chunk does not cross a piece.
+		pieceEnd := u.pos&^(windowBuffer-1) + windowBuffer
+		if u.avail >= min(u.pos+int64(max), pieceEnd) || u.sealed || u.aborted {
+			break
+		}
+		u.cond.Wait()
+	}
+	if u.aborted {
+		return nil, nil, errUploadAborted
+	}
+	if u.pos >= u.avail {
+		return nil, nil, io.EOF
+	}
+	for _, p := range u.window {
+		if u.pos >= p.from() && u.pos < p.to() {
+			at := int(u.pos - p.base)
+			b := p.buf[at:min(at+max, p.end)]
+			p.lent++
+			u.pos += int64(len(b))
+			u.trim()
+			u.cond.Broadcast()
+			return b, func() { u.giveBack(p) }, nil
+		}
+	}
+	return nil, nil, nil
 }
 
 // readAt reads the file's bytes at off, which are below the append end:

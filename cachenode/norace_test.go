@@ -1,0 +1,5 @@
+//go:build !race
+
+package cachenode
+
+const raceEnabled = false
