@@ -10,8 +10,8 @@
 // Where things are: node.go (lookup, attributes), dir.go (listing),
 // open.go (open, truncate), change.go (create, mkdir, unlink, rmdir,
 // rename), handle.go (read and write handles), upload.go (streaming
-// upload and its write-behind window), spool.go, direct_*.go (direct
-// I/O), errno.go, mount.go (mount, unmount, stale and busy mount points).
+// upload and its write-behind window), spool.go, errno.go, mount.go
+// (mount, unmount, stale and busy mount points).
 //
 // # Metadata
 //
@@ -89,9 +89,11 @@
 // Put sends them from the window's buffers without a copy (a piece that
 // leaves the window while the transport still sends from it keeps its
 // buffer until the transport gives it back), and each piece is written
-// to the spool in the background with direct I/O where the spool's
-// filesystem allows it, so the spool never goes through the kernel's
-// page cache and is never read back while the Put keeps up. An append
+// to the spool in the background, through the page cache: the spool is
+// removed once the file is in the region, usually before the kernel
+// writes those pages, so a checkpoint's bytes reach the disk once (in the
+// node's journal, for write-back), and the spool is never read back while
+// the Put keeps up. An append
 // waits while the window is full, which paces the writer to the upload;
 // if the Put takes nothing for a second, the window lets pieces go once
 // on the spool and the Put reads them from there. A spool write that
