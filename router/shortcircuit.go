@@ -371,11 +371,20 @@ func (sc *shortCircuit) close() {
 // scScratch holds one block for reads that take part of a block.
 var scScratch sync.Pool
 
+// scCheckRun is how many bytes of a run of whole blocks readGranted reads
+// with one pread before checking their CRC-32Cs: the check then reads
+// them from the CPU's cache (half a typical L2). Checking a whole 4 MiB
+// run after one pread read it from memory a second time: with 8 warm
+// streams on two cores, memory bandwidth was the limit (8 streams of 64
+// MiB files: 2.6-4.1 GB/s checking whole runs, 3.0-5.8 GB/s in 256 KiB
+// pieces).
+const scCheckRun = 256 << 10
+
 // readGranted reads bytes [off, off+len(buf)) of a page from its data
 // file, verifying every block it touches against the grant's checksum
 // before any of its bytes are used. Blocks wholly inside the range are
-// read straight into buf, a run at a time; a block the range takes part
-// of is read whole into a scratch buffer.
+// read straight into buf, scCheckRun bytes at a time; a block the range
+// takes part of is read whole into a scratch buffer.
 func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) error {
 	bs := dp.BlockSize
 	end := off + int64(len(buf))
@@ -390,15 +399,18 @@ func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) er
 			for j*bs < end && inside(j) {
 				j++
 			}
-			runEnd := min(j*bs, dp.Length)
-			dst := buf[start-off : runEnd-off]
-			if _, err := file.ReadAt(dst, start); err != nil {
-				return err // io.EOF: the file is shorter than the grant
-			}
-			for k := b; k < j; k++ {
-				lo := (k - b) * bs
-				if cachenode.BlockCRC(dst[lo:min(lo+bs, int64(len(dst)))]) != dp.CRCs[k] {
-					return fmt.Errorf("block %d: %w", k, errBlockCRC)
+			step := max(1, scCheckRun/bs)
+			for k := b; k < j; k += step {
+				hi := min(k+step, j)
+				dst := buf[k*bs-off : min(hi*bs, dp.Length)-off]
+				if _, err := file.ReadAt(dst, k*bs); err != nil {
+					return err // io.EOF: the file is shorter than the grant
+				}
+				for c := k; c < hi; c++ {
+					lo := (c - k) * bs
+					if cachenode.BlockCRC(dst[lo:min(lo+bs, int64(len(dst)))]) != dp.CRCs[c] {
+						return fmt.Errorf("block %d: %w", c, errBlockCRC)
+					}
 				}
 			}
 			b = j

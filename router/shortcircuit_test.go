@@ -5,6 +5,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -374,5 +376,47 @@ func (n *scNode) corruptPage1(t *testing.T) {
 	b[0] ^= 0xff
 	if _, err := pf.WriteAt(b, at); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReadGrantedChecksEveryBlock reads a page file in the pieces
+// readGranted checks at a time: a block flipped on disk past the first
+// piece fails the read that covers it, by number, and reads that do not
+// cover it return the right bytes.
+func TestReadGrantedChecksEveryBlock(t *testing.T) {
+	const bs = 64 << 10
+	data := make([]byte, 4<<20+1000) // the last block is short
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	nb := (int64(len(data)) + bs - 1) / bs
+	dp := cachenode.DiskPage{Length: int64(len(data)), BlockSize: bs, Present: make([]bool, nb), CRCs: make([]uint32, nb)}
+	for b := int64(0); b < nb; b++ {
+		dp.Present[b] = true
+		dp.CRCs[b] = cachenode.BlockCRC(data[b*bs : min((b+1)*bs, int64(len(data)))])
+	}
+	const bad = scCheckRun/bs + 3 // in the second piece
+	onDisk := bytes.Clone(data)
+	onDisk[bad*bs+17] ^= 1
+	path := filepath.Join(t.TempDir(), "page")
+	if err := os.WriteFile(path, onDisk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	buf := make([]byte, len(data))
+	err = readGranted(f, dp, 0, buf)
+	if !errors.Is(err, errBlockCRC) || !strings.Contains(err.Error(), fmt.Sprintf("block %d:", bad)) {
+		t.Fatalf("whole page read = %v, want block %d's checksum error", err, bad)
+	}
+	for _, r := range [][2]int64{{0, bad * bs}, {(bad + 1) * bs, int64(len(data))}, {100, bad*bs - 100}, {(bad+1)*bs + 5, int64(len(data)) - 3}} {
+		got := make([]byte, r[1]-r[0])
+		if err := readGranted(f, dp, r[0], got); err != nil || !bytes.Equal(got, data[r[0]:r[1]]) {
+			t.Fatalf("read [%d,%d) = %v, equal %v", r[0], r[1], err, bytes.Equal(got, data[r[0]:r[1]]))
+		}
 	}
 }
