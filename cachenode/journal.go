@@ -244,7 +244,7 @@ func writeData(name string, r io.Reader) (int64, uint32, error) {
 	}
 	free := make(chan []byte, journalBuffers)
 	for range journalBuffers {
-		free <- AlignedBuffer(journalBuffer)
+		free <- make([]byte, journalBuffer)
 	}
 	full := make(chan piece, journalBuffers)
 	failed := make(chan struct{}) // closed when a write fails

@@ -18,7 +18,7 @@ import (
 // (the end of a file's last page) and filesystems that refuse direct I/O
 // go through the page cache. Reads of the disk tier always go through the
 // page cache; Linux keeps the two coherent. WriteAt may be called from
-// several goroutines at once (the journal keeps two writes in flight).
+// several goroutines at once.
 type pageWriter struct {
 	path     string
 	direct   *os.File    // nil when not writing directly

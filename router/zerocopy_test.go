@@ -48,10 +48,7 @@ func TestSectionServesVerifiedRanges(t *testing.T) {
 	n.warm(t)
 	c := n.client(t, true)
 	ctx := context.Background()
-	f, err := c.Open(ctx, "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openFile(t, c)
 	size := int64(len(n.data))
 	ranges := []struct{ off, n int64 }{
 		{0, ps},                   // a whole page
@@ -92,11 +89,7 @@ func TestSectionOutlivesItsGrant(t *testing.T) {
 	n := startSCNode(t, 2*testPageSize, 0)
 	n.warm(t)
 	c := n.client(t, true)
-	ctx := context.Background()
-	f, err := c.Open(ctx, "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openFile(t, c)
 	a := sectionOf(t, f, 1000, 5000)
 	b := sectionOf(t, f, 100000, 5000)
 	c.sc.close()
@@ -124,10 +117,7 @@ func TestSectionCorruptBlock(t *testing.T) {
 
 	c := n.client(t, true)
 	ctx := context.Background()
-	f, err := c.Open(ctx, "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openFile(t, c)
 	const off, k = testPageSize + 90000, 20000 // blocks 2 and 3 of page 1
 	if sec, ok := f.Section(ctx, off, k); ok {
 		got := readSection(t, sec)
@@ -159,10 +149,7 @@ func TestSectionMapsAPageOnce(t *testing.T) {
 	// Page 1 whole on disk before this test's client asks for it.
 	n.page1OnDisk(t)
 	c := n.client(t, true)
-	f, err := c.Open(context.Background(), "/lake/a/f")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openFile(t, c)
 	for i := range int64(4) {
 		off := testPageSize + i*70000
 		if got := readSection(t, sectionOf(t, f, off, 5000)); !bytes.Equal(got, n.data[off:off+5000]) {
@@ -189,9 +176,16 @@ func TestSectionMapsAPageOnce(t *testing.T) {
 // client of its own.
 func (n *scNode) page1OnDisk(t *testing.T) {
 	t.Helper()
-	f, err := n.client(t, true).Open(context.Background(), "/lake/a/f")
+	f := openFile(t, n.client(t, true))
+	sectionOf(t, f, testPageSize, testPageSize).File.Close()
+}
+
+// openFile opens the scNode's file through c.
+func openFile(t *testing.T, c *Client) *File {
+	t.Helper()
+	f, err := c.Open(context.Background(), "/lake/a/f")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sectionOf(t, f, testPageSize, testPageSize).File.Close()
+	return f
 }
