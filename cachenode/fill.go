@@ -238,7 +238,7 @@ func (c *Cache) run(f *fetch) {
 	rc, err := c.src.Fetch(f.ctx, f.ref, abs, f.n)
 	var data []byte
 	if err == nil {
-		data, err = readExactly(rc, f.n)
+		data, err = readExactly(rc, c.store.bufs.get(f.n))
 	}
 	var origin *Origin
 	if err == nil {
@@ -281,10 +281,9 @@ func (c *Cache) run(f *fetch) {
 	f.cancel()
 }
 
-// readExactly reads exactly n bytes from rc; anything else is an error.
-func readExactly(rc io.Reader, n int64) ([]byte, error) {
-	buf := make([]byte, n)
-	adviseHugePages(buf) // the memory tier keeps it: see adviseHugePages
+// readExactly fills buf from rc; anything short is an error.
+func readExactly(rc io.Reader, buf []byte) ([]byte, error) {
+	n := len(buf)
 	k, err := io.ReadFull(rc, buf)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):

@@ -195,8 +195,7 @@ func (n *Node) seedLocal(ref FileRef, src io.ReaderAt, pages []int64) (int64, er
 			stored++ // a reader was faster
 			continue
 		}
-		buf := make([]byte, length) // the store keeps it
-		adviseHugePages(buf)
+		buf := store.bufs.get(length) // the store keeps it
 		if err := readPage(src, buf, i*ps); err != nil {
 			return stored, fmt.Errorf("read page %d: %w", i, err)
 		}
@@ -314,8 +313,7 @@ func (n *Node) Seed(stream nodepb.Node_SeedServer) error {
 				page = nil
 				if length <= room {
 					room -= length
-					page = make([]byte, length) // the store keeps it
-					adviseHugePages(page)
+					page = store.bufs.get(length) // the store keeps it
 				} else {
 					reply.Skipped++
 				}

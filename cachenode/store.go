@@ -51,6 +51,11 @@ type StoreConfig struct {
 	// 0.95 and 0.85): a tier that grows past HighWater is evicted down to
 	// LowWater in the background.
 	HighWater, LowWater float64
+	// PretouchMemory has the store fault in the memory tier's page buffers
+	// in the background as soon as it opens, so that the first fills of a
+	// new node do not pay for fresh memory (see pageBuffers). The node
+	// then holds MemoryBytes of memory from the start.
+	PretouchMemory bool
 	// Classify is called when a page is first stored (nil: no pin, no TTL).
 	// It must not call the store.
 	Classify func(FileRef) Class
@@ -88,6 +93,13 @@ type Store struct {
 
 	mem  *tier // nil without a memory tier
 	disk *tier // nil without a disk tier
+
+	// bufs recycles the page buffers of fills and promotions; nil
+	// without a memory tier. pretouched is closed when its pretouch is
+	// done (at once without one); stopPretouch ends it early.
+	bufs         *pageBuffers
+	pretouched   chan struct{}
+	stopPretouch chan struct{}
 
 	// mu guards pages. An entry is in pages exactly while it is not dead.
 	mu    sync.RWMutex
@@ -173,8 +185,13 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if s.classify == nil {
 		s.classify = func(FileRef) Class { return Class{} }
 	}
+	s.pretouched, s.stopPretouch = make(chan struct{}), make(chan struct{})
 	if cfg.MemoryBytes > 0 {
 		s.mem = newTier(TierMemory, cfg.MemoryBytes, cfg.HighWater, cfg.LowWater)
+		// The tier's pages, and as many again in flight: fills, and
+		// evicted pages whose readers are not done yet.
+		pages := int((cfg.MemoryBytes + cfg.PageSize - 1) / cfg.PageSize)
+		s.bufs = newPageBuffers(cfg.PageSize, pages+min(pages, 64))
 	}
 	if cfg.Dir != "" {
 		s.disk = newTier(TierDisk, cfg.DiskBytes, cfg.HighWater, cfg.LowWater)
@@ -183,6 +200,16 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		}
 	}
 	s.ev.start(s)
+	if s.bufs != nil && cfg.PretouchMemory {
+		pages := int(cfg.MemoryBytes / cfg.PageSize)
+		go func() {
+			defer close(s.pretouched)
+			n, took := s.bufs.pretouch(pages, s.stopPretouch)
+			s.log.Info("memory tier pretouched", "bytes", n, "took", took.Round(time.Millisecond))
+		}()
+	} else {
+		close(s.pretouched)
+	}
 	if s.disk != nil && s.disk.usedBytes() > s.disk.high {
 		s.ev.wake() // loaded more than the (maybe lowered) limit allows
 	}
@@ -197,6 +224,8 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.ev.stop()
+	close(s.stopPretouch)
+	<-s.pretouched
 	return nil
 }
 

@@ -147,8 +147,7 @@ func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []b
 	runLen := min(int64(b1)*bs, e.length) - runOff
 	var buf []byte
 	if s.mem != nil {
-		buf = make([]byte, runLen) // kept as memory blocks when promoted
-		adviseHugePages(buf)
+		buf = s.bufs.get(runLen) // kept as memory blocks when promoted
 	} else {
 		bp, pool := s.scratch(runLen)
 		defer pool.Put(bp)

@@ -34,7 +34,7 @@ func TestMeshBenchmarks(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("LAKEMESH_BENCH_RUNS")); err == nil && v > 0 {
 		runs = v
 	}
-	m := newMesh(t, meshOptions{memorySize: "1GiB", directMount: true})
+	m := newMesh(t, meshOptions{memorySize: "1GiB", directMount: true, pretouch: true})
 	const size = 512 * MiB
 	ctx := context.Background()
 	s3c := m.minio.Client()

@@ -70,6 +70,10 @@ type meshOptions struct {
 	// between, for throughput figures that must not pay for the counting
 	// proxy's copy (the peer's direct GETs do not).
 	directMount bool
+	// pretouch: nodes fault their memory tier in at start, the node's
+	// default. Off in tests, where it would only spend the machine's
+	// memory and CPU; on in benchmarks, which measure the default.
+	pretouch bool
 }
 
 // nodeProc is one `lakemesh node` process.
@@ -141,7 +145,7 @@ func (m *mesh) start(n *nodeProc) {
 		"--topology", m.topology, "--region", m.region, "--id", n.id,
 		"--listen", n.addr, "--consul", m.consul.HTTPAddr,
 		"--cache-dir", n.cacheDir, "--cache-size", "4GiB", "--memory-size", m.opts.memorySize,
-		"--log-level", "info")
+		"--memory-pretouch="+strconv.FormatBool(m.opts.pretouch), "--log-level", "info")
 	cmd.Env = append(os.Environ(), m.minio.Env()...)
 	if base := os.Getenv("LAKEMESH_BENCH_PPROF"); base != "" {
 		// Profiling a benchmark: node i serves pprof on port base+i.

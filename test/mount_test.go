@@ -1031,7 +1031,7 @@ func TestMountBenchmarks(t *testing.T) {
 
 	// Checkpoints under fb/ckpt-back are written in write-back mode (the
 	// mode made for them); the rest of the lake is written through.
-	m := newMesh(t, meshOptions{memorySize: "1GiB", policies: "  - path: /lake/s3/" + ckptBackDir + "\n    write_mode: back\n"})
+	m := newMesh(t, meshOptions{memorySize: "1GiB", pretouch: true, policies: "  - path: /lake/s3/" + ckptBackDir + "\n    write_mode: back\n"})
 	base := t.TempDir()
 	local := filepath.Join(base, "local")
 	os.Mkdir(local, 0o755)

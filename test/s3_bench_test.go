@@ -37,7 +37,7 @@ func BenchmarkS3GatewayWarmGet(b *testing.B) {
 		objects = 4
 		size    = 64 << 20
 	)
-	m := newMesh(b, meshOptions{memorySize: "512MiB"})
+	m := newMesh(b, meshOptions{memorySize: "512MiB", pretouch: true})
 	gw := startS3Gateway(b, m)
 	// The same client settings on both sides: no checksum work on either.
 	newClient := func(endpoint, keyID, secret string) *s3.Client {

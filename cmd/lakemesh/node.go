@@ -21,7 +21,7 @@ func nodeCmd() *cobra.Command {
 		cacheDir, diskSize, memSize, pageSize, blockSize        string
 		logLevel, natsURL, natsCreds, metricsListen, socket     string
 		lineProxies                                             map[string]string
-		singleDC                                                bool
+		singleDC, pretouch                                      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "node [flags]",
@@ -132,6 +132,7 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 				cacheDir:    filepath.Clean(cacheDir),
 				diskBytes:   disk,
 				memoryBytes: mem,
+				pretouch:    pretouch,
 				pageSize:    page,
 				blockSize:   block,
 				log:         log,
@@ -165,6 +166,7 @@ line's egress). Line use, budget waits and cost are served at --metrics.`,
 	f.StringVar(&socket, "socket", "", `Unix socket to also serve gRPC on, for clients on this machine (default <cache-dir>/node.sock; "" or none: TCP only)`)
 	f.StringVar(&diskSize, "cache-size", "10GiB", "disk tier size")
 	f.StringVar(&memSize, "memory-size", "1GiB", "memory tier size (0 disables it)")
+	f.BoolVar(&pretouch, "memory-pretouch", true, "fault the memory tier in at start, in the background, as a JVM's AlwaysPreTouch does, so the first fills do not pay for fresh memory; the node holds --memory-size from the start (false: grow as pages arrive)")
 	f.StringVar(&pageSize, "page-size", "4MiB", "page size; every node of a region must use the same")
 	f.StringVar(&blockSize, "block-size", "32KiB", "fill unit of random reads; divides the page size")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")

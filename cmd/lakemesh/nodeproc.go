@@ -63,6 +63,7 @@ type nodeOptions struct {
 	cacheDir      string
 	diskBytes     int64
 	memoryBytes   int64
+	pretouch      bool // StoreConfig.PretouchMemory
 	pageSize      int64
 	blockSize     int64
 	log           *slog.Logger
@@ -126,11 +127,12 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 
 	policies := policy.NewSet(o.topology.Policies)
 	n.store, err = cachenode.OpenStore(cachenode.StoreConfig{
-		Dir:         o.cacheDir,
-		MemoryBytes: o.memoryBytes,
-		DiskBytes:   o.diskBytes,
-		PageSize:    o.pageSize,
-		BlockSize:   o.blockSize,
+		Dir:            o.cacheDir,
+		MemoryBytes:    o.memoryBytes,
+		PretouchMemory: o.pretouch,
+		DiskBytes:      o.diskBytes,
+		PageSize:       o.pageSize,
+		BlockSize:      o.blockSize,
 		Classify: func(ref cachenode.FileRef) cachenode.Class {
 			p := policies.For(ref.Mount + "/" + ref.Path)
 			return cachenode.Class{Pin: p.Pin, TTL: p.TTL}

@@ -1,0 +1,104 @@
+//go:build linux
+
+package cachenode
+
+import (
+	"os"
+	"runtime"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// missingPages is how many of b's memory pages are not resident.
+func missingPages(t *testing.T, b []byte) int {
+	t.Helper()
+	ps := uintptr(os.Getpagesize())
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo := start &^ (ps - 1)
+	span := start + uintptr(len(b)) - lo
+	vec := make([]byte, (span+ps-1)/ps)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, lo, span, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	missing := 0
+	for _, v := range vec {
+		if v&1 == 0 {
+			missing++
+		}
+	}
+	return missing
+}
+
+// A pretouched store has its memory tier's buffers resident before any
+// fill; fills take them, and an evicted page's buffer comes back once no
+// slice of it is left, to be handed out again.
+func TestStorePretouchedBuffersServeFillsAndComeBack(t *testing.T) {
+	s := openTestStore(t, StoreConfig{MemoryBytes: 16 * mib, PretouchMemory: true})
+	<-s.pretouched
+	if got := s.bufs.idle(); got != 4 {
+		t.Fatalf("%d buffers idle after pretouch, want the tier's 4 pages", got)
+	}
+	for i, b := range s.bufs.free {
+		if n := missingPages(t, b); n > 0 {
+			t.Fatalf("pretouched buffer %d has %d pages not resident", i, n)
+		}
+	}
+
+	src := newFakeSource()
+	data := randomBytes(3, 8*mib)
+	ref := src.add("f", "1", data)
+	c := newTestCache(t, s, src, CacheConfig{})
+	readAll(t, c, ref, data, mib, true)
+	if got := s.bufs.idle(); got != 2 {
+		t.Fatalf("%d buffers idle after filling 2 pages, want 2", got)
+	}
+	var kept []uintptr
+	for _, p := range s.Pages(func(PageInfo) bool { return true }) {
+		e := s.lookup(p.ID)
+		kept = append(kept, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
+	}
+	if pages, _ := s.Evict(func(PageInfo) bool { return true }); pages != 2 {
+		t.Fatalf("evicted %d pages, want 2", pages)
+	}
+	eventually(t, "evicted buffers back on the free list", func() bool {
+		runtime.GC()
+		return s.bufs.idle() == 4
+	})
+	// The next fills read into those same buffers, not fresh memory.
+	readAll(t, c, ref, data, mib, true)
+	for _, p := range s.Pages(func(PageInfo) bool { return true }) {
+		first := uintptr(unsafe.Pointer(unsafe.SliceData(s.lookup(p.ID).mem[0])))
+		if first != kept[0] && first != kept[1] {
+			t.Fatalf("page %v filled into a new buffer, not a recycled one", p.ID)
+		}
+	}
+	if s.bufs.reused.Load() < 2 {
+		t.Fatalf("%d buffers reused, want 2", s.bufs.reused.Load())
+	}
+}
+
+// Buffers of other sizes are plain allocations, and the pool never owns
+// more than its limit.
+func TestPageBuffersBounded(t *testing.T) {
+	p := newPageBuffers(mib, 2)
+	if b := p.get(mib / 2); len(b) != mib/2 {
+		t.Fatalf("get(%d) gave %d bytes", mib/2, len(b))
+	}
+	var held [][]byte
+	for range 3 {
+		held = append(held, p.get(mib))
+	}
+	if p.owned != 2 {
+		t.Fatalf("pool owns %d buffers, want its limit 2", p.owned)
+	}
+	held = nil
+	eventually(t, "owned buffers back", func() bool {
+		runtime.GC()
+		return p.idle() == 2
+	})
+	if n, _ := p.pretouch(5, make(chan struct{})); n != 0 {
+		t.Fatalf("pretouch past the limit touched %d bytes", n)
+	}
+}
