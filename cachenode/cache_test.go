@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/lakemesh/lakemesh/ufs"
@@ -595,5 +596,34 @@ func TestCacheReadDoesNotWaitForStore(t *testing.T) {
 	})
 	if fs := read(); fs[0].Tier != TierMemory {
 		t.Fatalf("read after the store: tier %s, want %s", fs[0].Tier, TierMemory)
+	}
+}
+
+// readChecked sums each block as it arrives, whatever sizes the reads
+// return, and a short source is an error.
+func TestReadCheckedSumsEveryBlock(t *testing.T) {
+	data := randomBytes(5, 300*kib+77)
+	const bs = 32 * kib
+	for name, r := range map[string]io.Reader{
+		"one read":   bytes.NewReader(data),
+		"byte-wise":  iotest.OneByteReader(bytes.NewReader(data)),
+		"half reads": iotest.HalfReader(bytes.NewReader(data)),
+		"data, EOF":  iotest.DataErrReader(bytes.NewReader(data)),
+	} {
+		got, crcs, err := readChecked(r, make([]byte, len(data)), bs)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s: %v, bytes equal %v", name, err, bytes.Equal(got, data))
+		}
+		if len(crcs) != 10 {
+			t.Fatalf("%s: %d checksums for 10 blocks", name, len(crcs))
+		}
+		for i, c := range crcs {
+			if want := blockCRC(data[i*bs : min((i+1)*bs, len(data))]); c != want {
+				t.Fatalf("%s: block %d checksum %08x, want %08x", name, i, c, want)
+			}
+		}
+	}
+	if _, _, err := readChecked(bytes.NewReader(data[:100]), make([]byte, len(data)), bs); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("short source: %v, want ErrUnexpectedEOF", err)
 	}
 }

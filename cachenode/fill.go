@@ -237,8 +237,9 @@ func (c *Cache) run(f *fetch) {
 	abs := f.index*c.store.PageSize() + f.off
 	rc, err := c.src.Fetch(f.ctx, f.ref, abs, f.n)
 	var data []byte
+	var crcs []uint32
 	if err == nil {
-		data, err = readExactly(rc, c.store.bufs.get(f.n))
+		data, crcs, err = readChecked(rc, c.store.bufs.get(f.n), c.store.BlockSize())
 	}
 	var origin *Origin
 	if err == nil {
@@ -262,7 +263,7 @@ func (c *Cache) run(f *fetch) {
 	close(f.done)
 	c.mu.Unlock()
 	if err == nil {
-		perr := c.store.Put(f.ref, f.index, f.off, data)
+		perr := c.store.putChecked(f.ref, f.index, f.off, data, crcs)
 		if perr != nil {
 			c.storeErrors.Add(1)
 			c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
@@ -281,18 +282,37 @@ func (c *Cache) run(f *fetch) {
 	f.cancel()
 }
 
-// readExactly fills buf from rc; anything short is an error.
-func readExactly(rc io.Reader, buf []byte) ([]byte, error) {
+// readChecked fills buf from rc (anything short is an error) and returns
+// the checksum of each block of it, bs bytes from the start of buf. A
+// block is checksummed as soon as it has arrived, while its bytes are
+// still in the CPU's cache: reads are asked for at most checkRun bytes.
+func readChecked(rc io.Reader, buf []byte, bs int64) ([]byte, []uint32, error) {
 	n := len(buf)
-	k, err := io.ReadFull(rc, buf)
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, fmt.Errorf("short fetch: %d of %d bytes: %w", k, n, io.ErrUnexpectedEOF)
-	case err != nil:
-		return nil, fmt.Errorf("fetch failed after %d of %d bytes: %w", k, n, err)
+	crcs := make([]uint32, (int64(n)+bs-1)/bs)
+	k, summed := 0, int64(0)
+	for k < n {
+		m, err := rc.Read(buf[k:min(k+checkRun, n)])
+		k += m
+		for ; summed < int64(len(crcs)); summed++ {
+			end := min((summed+1)*bs, int64(n))
+			if end > int64(k) {
+				break
+			}
+			crcs[summed] = blockCRC(buf[summed*bs : end])
+		}
+		switch {
+		case k == n:
+		case errors.Is(err, io.EOF):
+			return nil, nil, fmt.Errorf("short fetch: %d of %d bytes: %w", k, n, io.ErrUnexpectedEOF)
+		case err != nil:
+			return nil, nil, fmt.Errorf("fetch failed after %d of %d bytes: %w", k, n, err)
+		}
 	}
-	return buf, nil
+	return buf, crcs, nil
 }
+
+// checkRun is the most readChecked asks of a read at once.
+const checkRun = 256 << 10
 
 // detachLocked removes f from inflight if it is still there; c.mu is held.
 func (c *Cache) detachLocked(f *fetch) {

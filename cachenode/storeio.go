@@ -299,13 +299,25 @@ func held(e *entry, b int) bool {
 // cannot make room even after eviction is skipped; Put fails with
 // ErrStoreFull only when no tier took the data.
 func (s *Store) Put(ref FileRef, index, off int64, data []byte) error {
+	bs := s.geo.blockSize
+	crcs := make([]uint32, (int64(len(data))+bs-1)/bs)
+	for i := range crcs {
+		lo := int64(i) * bs
+		crcs[i] = blockCRC(data[lo:min(lo+bs, int64(len(data)))])
+	}
+	return s.putChecked(ref, index, off, data, crcs)
+}
+
+// putChecked is Put of data whose blocks' checksums the caller computed
+// (crcs[i] is the checksum of data's block i) as the bytes arrived.
+func (s *Store) putChecked(ref FileRef, index, off int64, data []byte, crcs []uint32) error {
 	if s.closed.Load() {
 		return ErrStoreClosed
 	}
 	length := s.geo.pageLen(ref.Size, index)
 	bs := s.geo.blockSize
 	n := int64(len(data))
-	if length == 0 || off < 0 || off%bs != 0 || off+n > length || (n%bs != 0 && off+n != length) {
+	if length == 0 || off < 0 || off%bs != 0 || off+n > length || (n%bs != 0 && off+n != length) || int64(len(crcs)) != (n+bs-1)/bs {
 		return fmt.Errorf("put %s page %d bytes [%d,%d) (page length %d, block size %d): %w",
 			ref, index, off, off+n, length, bs, errPageRange)
 	}
@@ -313,11 +325,6 @@ func (s *Store) Put(ref FileRef, index, off int64, data []byte) error {
 		return nil
 	}
 	b0 := int(off / bs)
-	crcs := make([]uint32, (n+bs-1)/bs)
-	for i := range crcs {
-		lo := int64(i) * bs
-		crcs[i] = blockCRC(data[lo:min(lo+bs, n)])
-	}
 	e := s.acquire(ref, index, length)
 	defer s.wakeIfHigh() // after release: the pass may evict this page
 	defer s.release(e)
