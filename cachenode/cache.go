@@ -284,13 +284,40 @@ func (c *Cache) Holds(ref FileRef, off, n int64) bool {
 // bound on background fills is reached (the request is dropped, never
 // queued), when the page lies outside the file, or after Close.
 func (c *Cache) Prefetch(ref FileRef, index int64) bool {
-	length := c.store.PageLen(ref, index)
-	if length == 0 {
-		return false
+	return c.PrefetchPages(ref, []int64{index}) == 1 && c.store.PageLen(ref, index) > 0
+}
+
+// PrefetchPages fills the given pages of ref in the background, as
+// Prefetch does one. Consecutive pages, up to ExtentPages of them, fill
+// as one background fill (one Source fetch where the Source serves spans).
+// It returns how many of pages, in order, it took: those after are
+// dropped because the bound on background fills was reached or the cache
+// is closed. Pages outside the file are taken and skipped.
+func (c *Cache) PrefetchPages(ref FileRef, pages []int64) int {
+	taken := 0
+	for taken < len(pages) {
+		n := 1
+		for taken+n < len(pages) && n < ExtentPages && pages[taken+n] == pages[taken+n-1]+1 {
+			n++
+		}
+		var reads []*pageRead
+		for _, index := range pages[taken : taken+n] {
+			length := c.store.PageLen(ref, index)
+			if length > 0 && len(c.store.Missing(ref, index, 0, length)) > 0 {
+				reads = append(reads, &pageRead{index: index, start: 0, end: length}) // no dst: fill only
+			}
+		}
+		if len(reads) > 0 && !c.prefetch(ref, reads) {
+			return taken
+		}
+		taken += n
 	}
-	if len(c.store.Missing(ref, index, 0, length)) == 0 {
-		return true
-	}
+	return taken
+}
+
+// prefetch fills reads in the background, taking a background fill slot;
+// it reports false when none is free or the cache is closed.
+func (c *Cache) prefetch(ref FileRef, reads []*pageRead) bool {
 	select {
 	case c.prefetchSlots <- struct{}{}:
 	default:
@@ -309,9 +336,8 @@ func (c *Cache) Prefetch(ref FileRef, index int64) bool {
 	go func() {
 		defer c.wg.Done()
 		defer func() { <-c.prefetchSlots }()
-		r := &pageRead{index: index, start: 0, end: length} // no dst: fill only
-		if err := c.fill(c.ctx, ref, []*pageRead{r}, true); err != nil && c.ctx.Err() == nil {
-			c.log.Debug("prefetch failed", "file", ref, "page", index, "err", err)
+		if err := c.fill(c.ctx, ref, reads, true); err != nil && c.ctx.Err() == nil {
+			c.log.Debug("prefetch failed", "file", ref, "pages", len(reads), "first", reads[0].index, "err", err)
 		}
 	}()
 	return true

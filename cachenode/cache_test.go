@@ -627,3 +627,64 @@ func TestReadCheckedSumsEveryBlock(t *testing.T) {
 		t.Fatalf("short source: %v, want ErrUnexpectedEOF", err)
 	}
 }
+
+// spanSource is a fakeSource that serves ranges across pages.
+type spanSource struct{ *fakeSource }
+
+func (spanSource) Spans(context.Context, FileRef) bool { return true }
+
+// Readahead of consecutive pages fills each run of up to ExtentPages pages
+// with one fetch from a Source that serves spans, and page by page from
+// one that does not.
+func TestCachePrefetchRunIsOneFetch(t *testing.T) {
+	data := randomBytes(8, 6*4*mib+100)
+	pages := []int64{0, 1, 2, 3, 4, 5, 6}
+	for _, tc := range []struct {
+		name string
+		span bool
+		want []Span
+	}{
+		{"spans", true, []Span{{0, 16 * mib}, {16 * mib, 8*mib + 100}}},
+		{"page by page", false, []Span{{0, 4 * mib}, {4 * mib, 4 * mib}, {8 * mib, 4 * mib}, {12 * mib, 4 * mib}, {16 * mib, 4 * mib}, {20 * mib, 4 * mib}, {24 * mib, 100}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := newFakeSource()
+			ref := fake.add("f", "1", data)
+			var src Source = fake
+			if tc.span {
+				src = spanSource{fake}
+			}
+			c := defaultCache(t, src)
+			if got := c.PrefetchPages(ref, pages); got != len(pages) {
+				t.Fatalf("PrefetchPages took %d of %d pages", got, len(pages))
+			}
+			eventually(t, "prefetches done", func() bool { return c.Holds(ref, 0, ref.Size) })
+			if got := fake.fetchRanges(0); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("fetched %v, want %v", got, tc.want)
+			}
+			readAll(t, c, ref, data, mib, true)
+			if fake.bytes.Load() != ref.Size {
+				t.Fatalf("source sent %d bytes for a %d-byte file", fake.bytes.Load(), ref.Size)
+			}
+		})
+	}
+}
+
+// A run cut short stores the pages that arrived whole and fails the rest,
+// which the next read fetches again.
+func TestCacheRunCutShort(t *testing.T) {
+	fake := newFakeSource()
+	data := randomBytes(9, 16*mib)
+	ref := fake.add("f", "1", data)
+	c := defaultCache(t, spanSource{fake})
+	fake.setShort(6 * mib)
+	if got := c.PrefetchPages(ref, []int64{0, 1, 2, 3}); got != 4 {
+		t.Fatalf("PrefetchPages took %d of 4 pages", got)
+	}
+	eventually(t, "the run's fill to end", func() bool { return c.Stats().FetchErrors == 1 && c.Holds(ref, 0, 4*mib) })
+	if c.Holds(ref, 4*mib, 4*mib) || c.Holds(ref, 8*mib, 8*mib) {
+		t.Fatal("pages after the cut are held")
+	}
+	fake.setShort(0)
+	readAll(t, c, ref, data, mib, true)
+}

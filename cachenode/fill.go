@@ -78,7 +78,7 @@ func (c *Cache) fill(ctx context.Context, ref FileRef, pending []*pageRead, sequ
 		if err := c.plan(ctx, ref, pending, sequential); err != nil {
 			return err
 		}
-		if err := c.startAndWait(ctx, pending); err != nil {
+		if err := c.startAndWait(ctx, pending, sequential && c.spans(ctx, ref)); err != nil {
 			c.releaseAll(pending)
 			return fmt.Errorf("read %s: %w", ref, err)
 		}
@@ -170,33 +170,46 @@ func (c *Cache) newFetch(ctx context.Context, ref FileRef, id PageID, b int) *fe
 // startAndWait starts the reads' own fetches, each taking a fetch slot
 // (the bound on concurrent Source fetches), and waits until every fetch
 // the reads depend on is done. A read never waits on anything while it
-// holds unstarted fetches, so waits cannot form a cycle.
-func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead) error {
+// holds unstarted fetches, so waits cannot form a cycle. With chain, a
+// fetch that takes up where the one before ends (the rest of a page, then
+// the next page from its start) runs in one Source fetch with it, up to
+// ExtentPages pages.
+func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead, chain bool) error {
+	var runs [][]*fetch
 	for _, r := range pending {
 		for _, f := range r.owned {
-			var err error
-			select {
-			case c.fetchSlots <- struct{}{}:
-				c.mu.Lock()
-				if c.closed.Load() {
-					err = ErrStoreClosed
-					<-c.fetchSlots
-				} else {
-					f.started = true
-					c.wg.Add(1)
-				}
-				c.mu.Unlock()
-			case <-ctx.Done():
-				err = ctx.Err()
-			case <-c.ctx.Done():
-				err = ErrStoreClosed
+			if k := len(runs); chain && k > 0 && len(runs[k-1]) < ExtentPages && c.follows(runs[k-1][len(runs[k-1])-1], f) {
+				runs[k-1] = append(runs[k-1], f)
+				continue
 			}
-			if err != nil {
-				c.abandon(pending)
-				return err
-			}
-			go c.run(f)
+			runs = append(runs, []*fetch{f})
 		}
+	}
+	for _, run := range runs {
+		var err error
+		select {
+		case c.fetchSlots <- struct{}{}:
+			c.mu.Lock()
+			if c.closed.Load() {
+				err = ErrStoreClosed
+				<-c.fetchSlots
+			} else {
+				for _, f := range run {
+					f.started = true
+				}
+				c.wg.Add(1)
+			}
+			c.mu.Unlock()
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-c.ctx.Done():
+			err = ErrStoreClosed
+		}
+		if err != nil {
+			c.abandon(pending)
+			return err
+		}
+		go c.run(run)
 	}
 	for _, r := range pending {
 		for _, f := range slices.Concat(r.owned, r.waited) {
@@ -208,6 +221,20 @@ func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead) error {
 		}
 	}
 	return nil
+}
+
+// follows reports whether fetch b starts where fetch a ends: a runs to the
+// end of its page and b starts the next page.
+func (c *Cache) follows(a, b *fetch) bool {
+	return a.id.File == b.id.File && b.index == a.index+1 && b.off == 0 &&
+		a.off+a.n == c.store.PageLen(a.ref, a.index)
+}
+
+// spans reports whether the Source may be asked for ranges across pages
+// of ref.
+func (c *Cache) spans(ctx context.Context, ref FileRef) bool {
+	s, ok := c.src.(SpanSource)
+	return ok && s.Spans(ctx, ref)
 }
 
 // abandon completes the reads' own fetches that never started, so their
@@ -229,57 +256,82 @@ func (c *Cache) abandon(pending []*pageRead) {
 	}
 }
 
-// run performs one fetch, stores what it got, and wakes its waiters.
-func (c *Cache) run(f *fetch) {
+// run performs a run of fetches of consecutive bytes of one file (most
+// often one fetch) with one Source fetch. As each fetch's bytes arrive, it
+// wakes that fetch's waiters and stores the bytes.
+func (c *Cache) run(run []*fetch) {
 	defer c.wg.Done()
 	defer func() { <-c.fetchSlots }()
+	first := run[0]
+	ctx := first.ctx
+	if len(run) > 1 {
+		// The waiters of one fetch leaving must not cut the bytes of the
+		// fetches after it: the run's own context ends with Close.
+		rctx, cancel := context.WithCancel(context.WithoutCancel(first.ctx))
+		defer cancel()
+		defer context.AfterFunc(c.ctx, cancel)()
+		ctx = rctx
+	}
+	var total int64
+	for _, f := range run {
+		total += f.n
+	}
 	c.fetches.Add(1)
-	abs := f.index*c.store.PageSize() + f.off
-	rc, err := c.src.Fetch(f.ctx, f.ref, abs, f.n)
-	var data []byte
-	var crcs []uint32
-	if err == nil {
-		data, crcs, err = readChecked(rc, c.store.bufs.get(f.n), c.store.BlockSize())
-	}
-	var origin *Origin
-	if err == nil {
-		c.fetchedBytes.Add(f.n)
-		if or, ok := rc.(OriginReader); ok {
-			o := or.Origin()
-			origin = &o
+	rc, err := c.src.Fetch(ctx, first.ref, first.index*c.store.PageSize()+first.off, total)
+	stored := true
+	for _, f := range run {
+		var data []byte
+		var crcs []uint32
+		if err == nil {
+			data, crcs, err = readChecked(rc, c.store.bufs.get(f.n), c.store.BlockSize())
+			if err != nil {
+				c.fetchErrors.Add(1)
+			}
+		} else if f == first {
+			c.fetchErrors.Add(1)
 		}
-	} else {
-		c.fetchErrors.Add(1)
-		err = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
-	}
-	// The waiters copy from the fetch itself, so they are woken before
-	// the bytes are stored: a cold read does not wait for the page's
-	// files to be created and written. The fetch stays in inflight until
-	// Put returns, so a planner meanwhile waits on it (done at once)
-	// instead of fetching again: a block is still always stored, in
-	// flight, or neither.
-	c.mu.Lock()
-	f.data, f.err, f.origin, f.finished = data, err, origin, true
-	close(f.done)
-	c.mu.Unlock()
-	if err == nil {
-		perr := c.store.putChecked(f.ref, f.index, f.off, data, crcs)
-		if perr != nil {
-			c.storeErrors.Add(1)
-			c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
+		var origin *Origin
+		ferr := err
+		if err == nil {
+			c.fetchedBytes.Add(f.n)
+			if or, ok := rc.(OriginReader); ok {
+				o := or.Origin()
+				origin = &o
+			}
+		} else {
+			ferr = fmt.Errorf("fill %s page %d bytes [%d,%d): %w", f.ref, f.index, f.off, f.off+f.n, err)
 		}
-		if cm, ok := rc.(Committer); ok {
-			cm.Commit(perr == nil)
+		// The waiters copy from the fetch itself, so they are woken
+		// before the bytes are stored: a cold read does not wait for the
+		// page's files to be created and written. The fetch stays in
+		// inflight until Put returns, so a planner meanwhile waits on it
+		// (done at once) instead of fetching again: a block is still
+		// always stored, in flight, or neither.
+		c.mu.Lock()
+		f.data, f.err, f.origin, f.finished = data, ferr, origin, true
+		close(f.done)
+		c.mu.Unlock()
+		if err == nil {
+			if perr := c.store.putChecked(f.ref, f.index, f.off, data, crcs); perr != nil {
+				stored = false
+				c.storeErrors.Add(1)
+				c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
+			}
 		}
+		if f == run[len(run)-1] {
+			if cm, ok := rc.(Committer); ok && err == nil {
+				cm.Commit(stored)
+			}
+			if rc != nil {
+				rc.Close()
+			}
+		}
+		c.mu.Lock()
+		c.detachLocked(f)
+		c.mu.Unlock()
+		f.stop()
+		f.cancel()
 	}
-	if rc != nil {
-		rc.Close()
-	}
-	c.mu.Lock()
-	c.detachLocked(f)
-	c.mu.Unlock()
-	f.stop()
-	f.cancel()
 }
 
 // readChecked fills buf from rc (anything short is an error) and returns

@@ -545,6 +545,16 @@ type journalSource struct {
 	next Source
 }
 
+// Spans implements SpanSource: a journaled file is read from one file;
+// other files as the next Source says.
+func (s *journalSource) Spans(ctx context.Context, ref FileRef) bool {
+	if strings.HasPrefix(ref.Version, journalVersionPrefix) {
+		return true
+	}
+	next, ok := s.next.(SpanSource)
+	return ok && next.Spans(ctx, ref)
+}
+
 func (s *journalSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
 	rest, ok := strings.CutPrefix(ref.Version, journalVersionPrefix)
 	if !ok {

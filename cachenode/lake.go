@@ -72,6 +72,9 @@ func (l *Lakes) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCl
 	return nil, fmt.Errorf("fetch %s: %w", ref, ErrNoMount)
 }
 
+// Spans implements SpanSource: a lake serves any range of a file.
+func (l *Lakes) Spans(context.Context, FileRef) bool { return true }
+
 // LakeBytes is the number of bytes this node has read from lakes.
 func (l *Lakes) LakeBytes() int64 { return l.lakeBytes.Load() }
 

@@ -52,9 +52,16 @@ type PageID struct {
 
 func (p PageID) String() string { return fmt.Sprintf("%s/%d", p.File, p.Index) }
 
+// ExtentPages is how many consecutive pages of a file are placed together:
+// one node owns each extent, so a sequential fill of an extent's pages is
+// one lake read (16 MiB with 4 MiB pages) instead of one per page. MinIO
+// spent 0.74 CPU-s per GiB serving 4 MiB ranged GETs, 3 at a time, and
+// 0.54 serving 16 MiB ones.
+const ExtentPages = 4
+
 // Key is the page's placement key for rendezvous hashing: every node and
-// client computes the same owner from it.
-func (p PageID) Key() string { return fmt.Sprintf("page/%s/%d", p.File, p.Index) }
+// client computes the same owner from it. It names the page's extent.
+func (p PageID) Key() string { return fmt.Sprintf("extent/%s/%d", p.File, p.Index/ExtentPages) }
 
 // Source fetches bytes of a file from the place the cache fills from: the
 // lake itself or, in a federated mesh, another region. A Source reads
@@ -63,6 +70,15 @@ func (p PageID) Key() string { return fmt.Sprintf("page/%s/%d", p.File, p.Index)
 // another version than ref.Version.
 type Source interface {
 	Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error)
+}
+
+// SpanSource is a Source that may be asked, for ref, for a range that
+// spans several pages: the cache then fills consecutive pages of a
+// sequential run with one fetch. A Source that is not one is asked for
+// one page's bytes at a time.
+type SpanSource interface {
+	Source
+	Spans(ctx context.Context, ref FileRef) bool
 }
 
 // Origin says where the bytes of one Source fetch came from when the

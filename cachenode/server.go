@@ -291,13 +291,7 @@ func (n *Node) Prefetch(ctx context.Context, req *nodepb.PrefetchRequest) (*node
 	// Pages are taken in order until the bound on background fills drops
 	// one: the reply says how many were taken, so the client asks again
 	// for the rest later instead of believing them on their way.
-	accepted := 0
-	for _, p := range req.Pages {
-		if !n.cfg.Cache.Prefetch(ref, p) && n.cfg.Store.PageLen(ref, p) > 0 {
-			break
-		}
-		accepted++
-	}
+	accepted := n.cfg.Cache.PrefetchPages(ref, req.Pages)
 	return &nodepb.PrefetchReply{Accepted: int32(accepted)}, nil
 }
 

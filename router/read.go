@@ -414,7 +414,11 @@ func (f *File) readAhead(end int64) {
 	}
 	ps := f.c.cfg.PageSize
 	first := (end + ps - 1) / ps
+	limitPage := (f.limit.Load() - 1) / ps
 	last := (min(end+f.readahead, f.limit.Load()) - 1) / ps
+	// Whole extents: their owner fills an extent's pages with one lake
+	// read when it is asked for them together.
+	last = min(last/cachenode.ExtentPages*cachenode.ExtentPages+cachenode.ExtentPages-1, limitPage)
 	f.mu.Lock()
 	first = max(first, f.ahead)
 	if first > last {

@@ -103,6 +103,21 @@ func NewSource(cfg SourceConfig) *Source {
 	return &Source{cfg: cfg, log: cfg.Logger, policies: cfg.Topology.PolicySet(), static: map[Direction]*rate.Limiter{}, windows: map[slotKey]*lineWindow{}, pageSlots: map[slotKey][2]*semaphore.Weighted{}}
 }
 
+// Spans implements cachenode.SpanSource: a fill this node reads from its
+// own region's lake may span pages; one that crosses a line is asked page
+// by page, as claims and line grants are.
+func (s *Source) Spans(ctx context.Context, ref cachenode.FileRef) bool {
+	m, ok := s.cfg.Topology.Mount(ref.Mount)
+	if !ok || m.Region != s.cfg.Region {
+		return false
+	}
+	if fill, _ := cachenode.FillFrom(ctx); len(fill.Route) >= 2 {
+		return false
+	}
+	lake, ok := s.cfg.Lake.(cachenode.SpanSource)
+	return ok && lake.Spans(ctx, ref)
+}
+
 // Fetch implements cachenode.Source.
 func (s *Source) Fetch(ctx context.Context, ref cachenode.FileRef, off, n int64) (io.ReadCloser, error) {
 	m, ok := s.cfg.Topology.Mount(ref.Mount)
