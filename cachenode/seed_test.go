@@ -251,9 +251,14 @@ func TestUploadSucceedsWhenSeedingFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newSeedRegion(t, 1, 64<<20, j, log)
-	r.members = append(r.members, &nodepb.Member{Id: "gone", Region: "r", Addr: "127.0.0.1:1"})
+	// Three members that do not answer and 9 extents: the chance that
+	// the uploading node owns every page, and no seeding fails, is 4^-9.
+	for _, id := range []string{"gone-1", "gone-2", "gone-3"} {
+		r.members = append(r.members, &nodepb.Member{Id: id, Region: "r", Addr: "127.0.0.1:1"})
+	}
 	n := r.nodes[0]
-	data := randomBytes(5, 8*seedPage+77)
+	const pages = 9 * ExtentPages
+	data := randomBytes(5, (pages-1)*seedPage+77)
 	e, err := j.Append("/lake/a/ckpt.bin", bytes.NewReader(data))
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +287,7 @@ func TestUploadSucceedsWhenSeedingFails(t *testing.T) {
 	}
 	ref := FileRef{Mount: "/lake/a", Path: "ckpt.bin", Version: entry.GetVersion(), Size: int64(len(data))}
 	var mine int
-	for i := int64(0); i < 9; i++ {
+	for i := int64(0); i < pages; i++ {
 		if r.owner(t, ref, i) == n {
 			mine++
 			if !holdsPage(n.store, ref, i, data) {
@@ -290,7 +295,7 @@ func TestUploadSucceedsWhenSeedingFails(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d of 9 pages owned by the uploading node", mine)
+	t.Logf("%d of %d pages owned by the uploading node", mine, pages)
 
 	// No version in the lake's answer: nothing is seeded.
 	e2, err := j.Append("/lake/a/other.bin", bytes.NewReader(data))
