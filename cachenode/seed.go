@@ -24,7 +24,7 @@ import (
 // fetch the whole file again, over the line from the lake's home region
 // or from the lake. So the node that wrote the file stores the new
 // version's pages on their owners in its region, placed the way readers
-// place them (rendezvous over the page key of (path, version, page)), on
+// place them (rendezvous over the page key: (path, version, extent)), on
 // itself directly and on the other members through the Seed call. The
 // bytes come from the journal's data file (before Journal.Done retires
 // it), or, for a write-through to a lake homed in this region, from the

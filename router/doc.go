@@ -6,7 +6,9 @@
 // topology's mounts), Stat names the file's version, and the file is read
 // page by page. Each page (a PageSize-aligned range of one file version)
 // has an owner among the region's healthy members, chosen by rendezvous
-// hashing of the page's key: every client computes the same owner, so
+// hashing of the page's key, which names its extent of
+// cachenode.ExtentPages pages (a sequential fill of an extent is one lake
+// read at its owner): every client computes the same owner, so
 // every reader of a page meets at one node, and that node singleflights
 // the lake read. A file is opened at a version and every page read names
 // it, so a reader never mixes two versions: when the lake changes under
