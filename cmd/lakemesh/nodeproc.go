@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -126,6 +128,13 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	lakeSet := cachenode.NewLakes(lakes)
 
 	policies := policy.NewSet(o.topology.Policies)
+	if avail, ok := availableMemory(); o.pretouch && ok && o.memoryBytes > avail {
+		// Faulting in more than the machine has free would push it
+		// into swap or the OOM killer at start; grow as pages arrive.
+		o.log.Warn("memory tier larger than the memory available: not pretouched, it grows as pages arrive",
+			"memory_bytes", o.memoryBytes, "available_bytes", avail)
+		o.pretouch = false
+	}
 	n.store, err = cachenode.OpenStore(cachenode.StoreConfig{
 		Dir:            o.cacheDir,
 		MemoryBytes:    o.memoryBytes,
@@ -540,4 +549,24 @@ func (n *runningNode) announce(ctx context.Context, req *nodepb.PendingRequest) 
 	}
 	_, err = nodepb.NewNodeClient(cc).Pending(ctx, req)
 	return err
+}
+
+// availableMemory is the memory the kernel says new work can use without
+// swapping (MemAvailable in /proc/meminfo); false where it is not known.
+func availableMemory() (int64, bool) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			f := strings.Fields(rest)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, false
+			}
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
 }
