@@ -280,7 +280,10 @@ func (n *Node) Upload(ctx context.Context, req *nodepb.UploadRequest) (*nodepb.W
 	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: f.GetVersion(), Size: f.GetSize()}
 	r := n.cfg.Pull(ctx, req.GetFromRegion(), req.GetFromNode(), ref, req.GetClass())
-	fi, err := lake.FS.Create(ctx, rel, r)
+	// As a write-through here does: the new version's pages are seeded
+	// in this region from the bytes that pass, so its readers do not
+	// read the file back from the lake.
+	fi, err := n.writeThrough(ctx, lake, rel, r)
 	r.Close()
 	n.meta.invalidate(f.GetPath())
 	n.meta.invalidate(path.Dir(f.GetPath()))

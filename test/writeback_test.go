@@ -179,8 +179,14 @@ func TestWriteFromRemoteRegion(t *testing.T) {
 	if _, _, err := ca.Sync(ctx, "/lake/s3/wb"); err != nil {
 		t.Logf("sync: %v", err)
 	}
+	// a's node that pulled the file seeded a with it, as c's write-back
+	// was retired only after that (waitLakeVersion above).
+	m.resetLines()
 	if got := readAll(t, ca, "/lake/s3/wb/y.bin", MiB); got != sha256.Sum256(data) {
 		t.Fatal("read from a after the upload: SHA-256 differs")
+	}
+	if fromLake := m.lake.BytesFromTarget(); fromLake > seedSlack {
+		t.Errorf("read of %d bytes in a right after c's write-back reached it: %d bytes came from the lake, want about 0 (under %d)", size, fromLake, seedSlack)
 	}
 
 	// A write-through in the lake's home region: a reads what it wrote
