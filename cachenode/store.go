@@ -188,8 +188,8 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.pretouched, s.stopPretouch = make(chan struct{}), make(chan struct{})
 	if cfg.MemoryBytes > 0 {
 		s.mem = newTier(TierMemory, cfg.MemoryBytes, cfg.HighWater, cfg.LowWater)
-		// The tier's pages, and as many again in flight: fills, and
-		// evicted pages whose readers are not done yet.
+		// The tier's pages, and up to 64 more in flight: fills, and
+		// evicted pages the garbage collector has not given back yet.
 		pages := int((cfg.MemoryBytes + cfg.PageSize - 1) / cfg.PageSize)
 		s.bufs = newPageBuffers(cfg.PageSize, pages+min(pages, 64))
 	}
