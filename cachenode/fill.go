@@ -337,13 +337,13 @@ func (c *Cache) run(run []*fetch) {
 // readChecked fills buf from rc (anything short is an error) and returns
 // the checksum of each block of it, bs bytes from the start of buf. A
 // block is checksummed as soon as it has arrived, while its bytes are
-// still in the CPU's cache: reads are asked for at most checkRun bytes.
+// still in the CPU's cache: reads are asked for at most CheckRun bytes.
 func readChecked(rc io.Reader, buf []byte, bs int64) ([]byte, []uint32, error) {
 	n := len(buf)
 	crcs := make([]uint32, (int64(n)+bs-1)/bs)
 	k, summed := 0, int64(0)
 	for k < n {
-		m, err := rc.Read(buf[k:min(k+checkRun, n)])
+		m, err := rc.Read(buf[k:min(k+CheckRun, n)])
 		k += m
 		for ; summed < int64(len(crcs)); summed++ {
 			end := min((summed+1)*bs, int64(n))
@@ -363,8 +363,11 @@ func readChecked(rc io.Reader, buf []byte, bs int64) ([]byte, []uint32, error) {
 	return buf, crcs, nil
 }
 
-// checkRun is the most readChecked asks of a read at once.
-const checkRun = 256 << 10
+// CheckRun is how many bytes to read at a time before checksumming them,
+// so that the check reads them from the CPU's cache (half a typical L2)
+// rather than from memory a second time: fills here, and short-circuit
+// readers (router) of page files.
+const CheckRun = 256 << 10
 
 // detachLocked removes f from inflight if it is still there; c.mu is held.
 func (c *Cache) detachLocked(f *fetch) {

@@ -371,20 +371,13 @@ func (sc *shortCircuit) close() {
 // scScratch holds one block for reads that take part of a block.
 var scScratch sync.Pool
 
-// scCheckRun is how many bytes of a run of whole blocks readGranted reads
-// with one pread before checking their CRC-32Cs: the check then reads
-// them from the CPU's cache (half a typical L2). Checking a whole 4 MiB
-// run after one pread read it from memory a second time: with 8 warm
-// streams on two cores, memory bandwidth was the limit (8 streams of 64
-// MiB files: 2.6-4.1 GB/s checking whole runs, 3.0-5.8 GB/s in 256 KiB
-// pieces).
-const scCheckRun = 256 << 10
-
 // readGranted reads bytes [off, off+len(buf)) of a page from its data
 // file, verifying every block it touches against the grant's checksum
 // before any of its bytes are used. Blocks wholly inside the range are
-// read straight into buf, scCheckRun bytes at a time; a block the range
-// takes part of is read whole into a scratch buffer.
+// read straight into buf, cachenode.CheckRun bytes at a time (8 warm
+// streams of 64 MiB files, bound by memory bandwidth: 2.6-4.1 GB/s
+// checking whole 4 MiB runs after one pread, 3.0-5.8 GB/s in pieces); a
+// block the range takes part of is read whole into a scratch buffer.
 func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) error {
 	bs := dp.BlockSize
 	end := off + int64(len(buf))
@@ -399,7 +392,7 @@ func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) er
 			for j*bs < end && inside(j) {
 				j++
 			}
-			step := max(1, scCheckRun/bs)
+			step := max(1, cachenode.CheckRun/bs)
 			for k := b; k < j; k += step {
 				hi := min(k+step, j)
 				dst := buf[k*bs-off : min(hi*bs, dp.Length)-off]

@@ -395,7 +395,7 @@ func TestReadGrantedChecksEveryBlock(t *testing.T) {
 		dp.Present[b] = true
 		dp.CRCs[b] = cachenode.BlockCRC(data[b*bs : min((b+1)*bs, int64(len(data)))])
 	}
-	const bad = scCheckRun/bs + 3 // in the second piece
+	const bad = cachenode.CheckRun/bs + 3 // in the second piece
 	onDisk := bytes.Clone(data)
 	onDisk[bad*bs+17] ^= 1
 	path := filepath.Join(t.TempDir(), "page")
