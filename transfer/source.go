@@ -108,14 +108,24 @@ func NewSource(cfg SourceConfig) *Source {
 // by page, as claims and line grants are.
 func (s *Source) Spans(ctx context.Context, ref cachenode.FileRef) bool {
 	m, ok := s.cfg.Topology.Mount(ref.Mount)
-	if !ok || m.Region != s.cfg.Region {
+	if !ok {
 		return false
 	}
-	if fill, _ := cachenode.FillFrom(ctx); len(fill.Route) >= 2 {
+	fill, _ := cachenode.FillFrom(ctx)
+	if s.givenRoute(fill) != nil || m.Region != s.cfg.Region {
 		return false
 	}
 	lake, ok := s.cfg.Lake.(cachenode.SpanSource)
 	return ok && lake.Spans(ctx, ref)
+}
+
+// givenRoute is the route a requesting region chose for this fill, ending
+// at this region; nil when the fill names none.
+func (s *Source) givenRoute(fill cachenode.Fill) []string {
+	if len(fill.Route) >= 2 && fill.Route[len(fill.Route)-1] == s.cfg.Region {
+		return fill.Route
+	}
+	return nil
 }
 
 // Fetch implements cachenode.Source.
@@ -138,10 +148,8 @@ func (s *Source) Fetch(ctx context.Context, ref cachenode.FileRef, off, n int64)
 		}
 		class = c
 	}
-	var given []string // a route the requesting region chose, ending here
-	if len(fill.Route) >= 2 && fill.Route[len(fill.Route)-1] == s.cfg.Region {
-		given = fill.Route
-	} else if m.Region == s.cfg.Region {
+	given := s.givenRoute(fill)
+	if given == nil && m.Region == s.cfg.Region {
 		return s.cfg.Lake.Fetch(ctx, ref, off, n)
 	}
 	return s.claimed(ctx, ref, off, n, func() (*fetched, error) {
