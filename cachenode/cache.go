@@ -59,6 +59,7 @@ type Cache struct {
 
 	fetchSlots    chan struct{} // semaphore: Source fetches in flight
 	prefetchSlots chan struct{} // semaphore: background fills in flight
+	idleFillers   chan []*fetch // a run for a filler waiting for one (see fill.go)
 
 	ctx    context.Context // cancelled by Close; bounds every fetch
 	cancel context.CancelFunc
@@ -92,6 +93,7 @@ func NewCache(store *Store, src Source, cfg CacheConfig) *Cache {
 		log:           cfg.Logger,
 		fetchSlots:    make(chan struct{}, cfg.MaxConcurrentFetches),
 		prefetchSlots: make(chan struct{}, cfg.MaxPrefetches),
+		idleFillers:   make(chan []*fetch),
 		ctx:           ctx,
 		cancel:        cancel,
 		inflight:      make(map[PageID][]*fetch),

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -687,4 +690,48 @@ func TestCacheRunCutShort(t *testing.T) {
 	}
 	fake.setShort(0)
 	readAll(t, c, ref, data, mib, true)
+}
+
+// goroutineSource records the goroutine each Fetch runs on.
+type goroutineSource struct {
+	*fakeSource
+	mu  sync.Mutex
+	ids []string
+}
+
+func (s *goroutineSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
+	buf := make([]byte, 64)
+	id := strings.Fields(string(buf[:runtime.Stack(buf, false)]))[1] // "goroutine N [running]:"
+	s.mu.Lock()
+	s.ids = append(s.ids, id)
+	s.mu.Unlock()
+	return s.fakeSource.Fetch(ctx, ref, off, n)
+}
+
+// Fills one after another are fetched by the same filler goroutine, whose
+// stack has grown already, rather than each by a new one; Close ends the
+// fillers.
+func TestCacheFillsReuseTheirGoroutine(t *testing.T) {
+	src := &goroutineSource{fakeSource: newFakeSource()}
+	data := randomBytes(12, 3*4*mib)
+	ref := src.add("f", "1", data)
+	s := openTestStore(t, StoreConfig{MemoryBytes: 256 * mib})
+	c := NewCache(s, src, CacheConfig{Logger: quietLogger()})
+	before := runtime.NumGoroutine()
+	for page := int64(0); page < 3; page++ {
+		buf := make([]byte, 1000)
+		if _, _, err := c.ReadAt(context.Background(), ref, buf, page*4*mib, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.mu.Lock()
+	ids := slices.Clone(src.ids)
+	src.mu.Unlock()
+	if len(ids) != 3 || ids[0] != ids[1] || ids[1] != ids[2] {
+		t.Fatalf("three fills one after another fetched on goroutines %v; want one filler", ids)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the filler gone after Close", func() bool { return runtime.NumGoroutine() <= before })
 }

@@ -209,7 +209,7 @@ func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead, chain boo
 			c.abandon(pending)
 			return err
 		}
-		go c.run(run)
+		c.dispatch(run)
 	}
 	for _, r := range pending {
 		for _, f := range slices.Concat(r.owned, r.waited) {
@@ -221,6 +221,43 @@ func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead, chain boo
 		}
 	}
 	return nil
+}
+
+// Fillers: a run is fetched by a goroutine that stays for the next run
+// for fillerIdle, rather than one started for it. A fetch through the S3
+// SDK runs hundreds of frames deep; a new goroutine's stack grew by
+// copying three or four times on every fill, which cost a tenth of a
+// node's CPU on cold small files. A waiting filler's stack keeps its size
+// (halved at most by each GC). There are never more fillers than fetch
+// slots plus the ones about to leave.
+const fillerIdle = 10 * time.Second
+
+// dispatch hands run, which holds a fetch slot, to a waiting filler, or
+// starts one.
+func (c *Cache) dispatch(run []*fetch) {
+	select {
+	case c.idleFillers <- run:
+	default:
+		go c.filler(run)
+	}
+}
+
+// filler fetches run, then each run handed to it, until none came for
+// fillerIdle or the cache is closed.
+func (c *Cache) filler(run []*fetch) {
+	idle := time.NewTimer(fillerIdle)
+	defer idle.Stop()
+	for {
+		c.run(run)
+		idle.Reset(fillerIdle)
+		select {
+		case run = <-c.idleFillers:
+		case <-idle.C:
+			return
+		case <-c.ctx.Done():
+			return
+		}
+	}
 }
 
 // follows reports whether fetch b starts where fetch a ends: a runs to the
