@@ -251,6 +251,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Logger:         o.log,
 		Tracer:         tracer,
 	})
+	const streamWorkers = 64
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 20),
 		grpc.InitialWindowSize(4 << 20),
@@ -261,6 +262,10 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		// zeroed first (see cachenode.RawBufferPool): gRPC's default
 		// pool zeroed every byte a client wrote.
 		experimental.BufferPool(cachenode.NewRawBufferPool()),
+		// Long-lived goroutines serve the streams (more than these
+		// get one each, as without the option): a new goroutine per
+		// RPC grew its stack by copying on every Read a fill serves.
+		grpc.NumStreamWorkers(streamWorkers),
 	}
 	if _, off := o.tp.(noop.TracerProvider); !off {
 		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(o.tp))))
