@@ -163,6 +163,19 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		f.readAhead(end)
 	}
 	ps := f.c.cfg.PageSize
+	if sequential && end-off < ps && end-off >= directReadMin && off/ps == (end-1)/ps &&
+		f.readShortCircuited(ctx, f.pageMembers(off/ps), off/ps, off, p[:end-off]) {
+		// The page's owner is on this host and has the blocks on disk:
+		// they go from its page file straight into p, with no copy
+		// through the file's page buffer and without waiting for the
+		// file's other reads (a FUSE mount's kernel sends a sequential
+		// reader's readahead as several concurrent 1 MiB reads).
+		n := int(end - off)
+		if n < len(p) {
+			return n, io.EOF
+		}
+		return n, nil
+	}
 	if sequential && end-off < ps {
 		err := f.readBuffered(ctx, p[:end-off], off)
 		if err != nil {
@@ -198,6 +211,12 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
+
+// directReadMin is the smallest sequential read that a short-circuited
+// page serves straight into the caller's buffer; smaller ones (io.Copy's
+// 32 KiB) are served from the file's page buffer, filled with one read
+// per page, where a pread each would cost more than the copy it saves.
+const directReadMin = cachenode.CheckRun
 
 // sequential records a read of [off, end) and says whether it continues a
 // sequential run: it starts where the last read ended or, while a run goes
@@ -283,10 +302,37 @@ func (f *File) bufferPage(ctx context.Context, page, start, n int64) (bool, erro
 	return true, nil
 }
 
+// readShortCircuited fills buf with the bytes at off, all inside page,
+// from the page file of members[0] (the page's owner) when it is on this
+// host and its disk tier holds the blocks, each block verified as it is
+// read; the read is traced as a page fetch from "short-circuit". It
+// reports false, having read nothing the caller may use, otherwise.
+func (f *File) readShortCircuited(ctx context.Context, members []region.Member, page, off int64, buf []byte) bool {
+	start := time.Now()
+	if len(members) == 0 || !f.c.sc.read(ctx, f, members[0], page, off, buf) {
+		return false
+	}
+	_, span := f.c.tracer.Start(ctx, "page.fetch", trace.WithTimestamp(start), trace.WithAttributes(
+		attribute.Int64("lakemesh.page", page),
+		attribute.Int64("lakemesh.offset", off),
+		attribute.Int64("lakemesh.bytes", int64(len(buf))),
+		attribute.String("lakemesh.source", "short-circuit"),
+		attribute.String("lakemesh.node", members[0].ID),
+		attribute.String("lakemesh.node_addr", members[0].Addr),
+		attribute.Int64("lakemesh.duration_us", time.Since(start).Microseconds()),
+	))
+	span.End()
+	return true
+}
+
 // readPiece fills buf with the bytes at off, all inside one page, from the
 // page's owner, failing over to the next candidates, and finally to the
 // lake itself when that is allowed.
 func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, sequential bool) error {
+	members := f.pageMembers(page)
+	if f.readShortCircuited(ctx, members, page, off, buf) {
+		return nil
+	}
 	start := time.Now()
 	ctx, span := f.c.tracer.Start(ctx, "page.fetch", trace.WithAttributes(
 		attribute.Int64("lakemesh.page", page),
@@ -298,18 +344,6 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	got := 0 // bytes already in buf: a failover resumes after them
 	var served region.Member
 	var fetch *nodepb.PageFetch
-	members := f.pageMembers(page)
-	if len(members) > 0 && f.c.sc.read(ctx, f, members[0], page, off, buf) {
-		// The page's member is on this host and its disk tier holds the
-		// blocks: read from its page file, each block verified.
-		span.SetAttributes(
-			attribute.String("lakemesh.source", "short-circuit"),
-			attribute.String("lakemesh.node", members[0].ID),
-			attribute.String("lakemesh.node_addr", members[0].Addr),
-			attribute.Int64("lakemesh.duration_us", time.Since(start).Microseconds()),
-		)
-		return nil
-	}
 	err := f.c.onMembers(ctx, members, func(_ nodepb.NodeClient, m region.Member) error {
 		served = m
 		cc, err := f.c.conn(m.Addr)

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -201,6 +202,61 @@ func TestShortCircuitReadsWarmPages(t *testing.T) {
 				t.Errorf("no read was short-circuited")
 			}
 		})
+	}
+}
+
+// Sequential reads smaller than a page, of pages a node on this host has
+// on disk, go from the page file straight into the caller's buffer: the
+// file takes no page buffer (one copy, not two), and they do not wait for
+// the file's buffered reads (a FUSE mount's kernel sends a sequential
+// reader's readahead as several concurrent reads of one file).
+func TestShortCircuitSequentialReadsSkipThePageBuffer(t *testing.T) {
+	n := startSCNode(t, 2*testPageSize, 0)
+	n.warm(t)
+	c := n.client(t, true)
+	f := openFile(t, c)
+	defer f.Close()
+	ctx := context.Background()
+	const piece = 1 << 20
+	reads := 0
+	for off := int64(0); off < 2*testPageSize; off += piece {
+		buf := make([]byte, piece)
+		if _, err := f.ReadAt(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, n.data[off:off+piece]) {
+			t.Fatalf("read at %d: bytes differ", off)
+		}
+		reads++
+	}
+	if f.pageBuf != nil {
+		t.Errorf("sequential reads of short-circuited pages took a page buffer")
+	}
+	if got := c.sc.reads.Load(); got != int64(reads) {
+		t.Errorf("%d short-circuit reads for %d sequential reads; want one each, into the caller's buffer", got, reads)
+	}
+
+	// One more sequential read while another holds the file's page
+	// buffer: it does not wait.
+	f.pageMu.Lock()
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, piece)
+		_, err := f.ReadAt(ctx, buf, testPageSize-piece)
+		if err == nil && !bytes.Equal(buf, n.data[testPageSize-piece:testPageSize]) {
+			err = errors.New("bytes differ")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		f.pageMu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		f.pageMu.Unlock()
+		t.Fatal("a short-circuited sequential read waited for the file's page buffer")
 	}
 }
 
