@@ -708,17 +708,20 @@ func (s *goroutineSource) Fetch(ctx context.Context, ref FileRef, off, n int64) 
 	return s.fakeSource.Fetch(ctx, ref, off, n)
 }
 
-// Fills one after another are fetched by the same filler goroutine, whose
-// stack has grown already, rather than each by a new one; Close ends the
-// fillers.
-func TestCacheFillsReuseTheirGoroutine(t *testing.T) {
+// Fills one after another are fetched by fillers that stay for the next
+// fill, whose stacks have grown already, rather than each by a goroutine
+// of its own (a filler still storing the page it fetched, after waking its
+// reader, leaves the next fill to another one: a few take turns). Close
+// ends the fillers.
+func TestCacheFillsReuseTheirGoroutines(t *testing.T) {
 	src := &goroutineSource{fakeSource: newFakeSource()}
-	data := randomBytes(12, 3*4*mib)
+	const pages = 12
+	data := randomBytes(12, pages*4*mib)
 	ref := src.add("f", "1", data)
 	s := openTestStore(t, StoreConfig{MemoryBytes: 256 * mib})
 	c := NewCache(s, src, CacheConfig{Logger: quietLogger()})
 	before := runtime.NumGoroutine()
-	for page := int64(0); page < 3; page++ {
+	for page := int64(0); page < pages; page++ {
 		buf := make([]byte, 1000)
 		if _, _, err := c.ReadAt(context.Background(), ref, buf, page*4*mib, false); err != nil {
 			t.Fatal(err)
@@ -727,11 +730,15 @@ func TestCacheFillsReuseTheirGoroutine(t *testing.T) {
 	src.mu.Lock()
 	ids := slices.Clone(src.ids)
 	src.mu.Unlock()
-	if len(ids) != 3 || ids[0] != ids[1] || ids[1] != ids[2] {
-		t.Fatalf("three fills one after another fetched on goroutines %v; want one filler", ids)
+	distinct := map[string]bool{}
+	for _, id := range ids {
+		distinct[id] = true
+	}
+	if len(ids) != pages || len(distinct) > 3 {
+		t.Fatalf("%d fills one after another fetched on %d goroutines (%v); want a few fillers taking turns", len(ids), len(distinct), ids)
 	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the filler gone after Close", func() bool { return runtime.NumGoroutine() <= before })
+	eventually(t, "the fillers gone after Close", func() bool { return runtime.NumGoroutine() <= before })
 }
