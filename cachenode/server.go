@@ -81,7 +81,9 @@ type NodeConfig struct {
 	// Pull reads a journaled file from the node at addr of region from,
 	// over the line into this region (for Upload).
 	Pull func(ctx context.Context, from, addr string, ref FileRef, class string) io.ReadCloser
-	// Announce tells the node that lists req.Dir about pending files.
+	// Announce tells the region's other nodes about pending files (see
+	// writeback.go): the node that lists req.Dir shows them, and any node
+	// that answers a stat of one answers the journal's version.
 	Announce func(ctx context.Context, req *nodepb.PendingRequest) error
 	Logger   *slog.Logger
 	Tracer   trace.Tracer
@@ -325,8 +327,10 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 			return &nodepb.StatReply{Entry: n.journalEntry(e)}, nil
 		}
 	}
-	if e := n.pendingIn(path.Dir(p))[p]; e != nil {
-		return &nodepb.StatReply{Entry: e}, nil
+	if e := n.pendingIn(path.Dir(p))[p]; e != nil && !journalOnly(ctx) {
+		if e, ok := n.checkPending(ctx, e); ok {
+			return &nodepb.StatReply{Entry: e}, nil
+		}
 	}
 	fi, err := n.meta.statIn(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
 		return lake.FS.Stat(ctx, rel)

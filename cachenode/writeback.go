@@ -8,6 +8,8 @@ import (
 	"path"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/ufs"
 )
@@ -25,8 +27,16 @@ import (
 // Until its upload, a journaled file is served by the node that holds it:
 // Stat (this node owns the path's metadata, since writes go to that owner)
 // answers the journal's entry, whose version "wb:<node>:<id>" routes its
-// pages to this node, and the directory's owner is told (Announce) so
-// listings show it.
+// pages to this node. Every other node of the region is told (Announce,
+// and again when members join, since a new one never heard of it), so
+// the directory's owner lists it, and a stat that lands elsewhere (the
+// path's next node while this one is down, or a node that joined and now
+// owns the path) answers the journal's version too, never the lake's
+// older one. A node that answers one of these entries while the journal's
+// node is up asks that node first (checkPending): an entry whose upload
+// it missed hearing about is dropped there. While the journal's node is
+// down, its entries are answered as they are, so readers of those files
+// get an error naming the node instead of the previous version.
 //
 // Once the lake has it, the file's pages are seeded under the lake's new
 // version on their owners in this region, from the journal's data file
@@ -162,9 +172,7 @@ func (n *Node) RunUploads(ctx context.Context) {
 	if n.cfg.Journal == nil {
 		return
 	}
-	for _, e := range n.cfg.Journal.All() {
-		n.announce(ctx, e, false) // after a restart, listings learn them again
-	}
+	n.AnnouncePending(ctx) // after a restart, the region learns them again
 	backoff := time.Second
 	for {
 		e, err := n.cfg.Journal.Next(ctx)
@@ -210,8 +218,79 @@ func (n *Node) announce(ctx context.Context, e JournalEntry, done bool) {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := n.cfg.Announce(actx, req); err != nil {
-		n.log.Warn("could not tell the directory's node about a write-back file; it lists it once uploaded", "path", e.Path, "err", err)
+		n.log.Warn("could not tell every node of the region about a write-back file", "path", e.Path, "done", done, "err", err)
 	}
+}
+
+// AnnouncePending tells the region's other nodes about every file in this
+// node's journal: after a restart, and when nodes join.
+func (n *Node) AnnouncePending(ctx context.Context) {
+	if n.cfg.Journal == nil {
+		return
+	}
+	for _, e := range n.cfg.Journal.All() {
+		n.announce(ctx, e, false)
+	}
+}
+
+// checkPending decides whether a stat may answer e, a pending entry
+// another node announced. While e's journal node is a member, that node
+// says: an entry it no longer has (its upload's news never came here) is
+// dropped and ok is false, so the stat asks the lake. While it is not
+// (down), e is answered as it is. Without a way to reach it, e is trusted.
+func (n *Node) checkPending(ctx context.Context, e *nodepb.Entry) (*nodepb.Entry, bool) {
+	holder, ok := JournalNode(e.GetVersion())
+	if !ok || holder == n.cfg.ID || n.cfg.Members == nil || n.cfg.PeerConn == nil {
+		return e, true
+	}
+	var addr string
+	for _, m := range n.cfg.Members() {
+		if m.GetId() == holder {
+			addr = m.GetAddr()
+		}
+	}
+	if addr == "" {
+		return e, true // its node is down: its readers get an error, not the older file
+	}
+	cc, err := n.cfg.PeerConn(addr)
+	if err != nil {
+		return e, true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// The holder answers from its journal and its lake, not from entries
+	// others announced to it: two nodes never ask each other in turn.
+	ctx = metadata.AppendToOutgoingContext(ctx, journalOnlyHeader, "1")
+	reply, err := nodepb.NewNodeClient(cc).Stat(ctx, &nodepb.StatRequest{Path: e.GetPath()})
+	switch {
+	case err != nil && !errors.Is(FromStatus(err), ufs.ErrNotFound):
+		return e, true // cannot tell: the announced entry stands
+	case err == nil && reply.GetEntry().GetVersion() == e.GetVersion():
+		return e, true
+	case err == nil && journalHolder(reply.GetEntry().GetVersion()) == holder:
+		// Written again there since: its newer entry.
+		n.overlay(path.Dir(e.GetPath()), []*nodepb.Entry{reply.GetEntry()}, nil)
+		return reply.GetEntry(), true
+	}
+	// Uploaded (or deleted) since: the news never came here.
+	n.overlay(path.Dir(e.GetPath()), nil, []string{e.GetPath()})
+	return nil, false
+}
+
+// journalOnlyHeader, on a Stat, asks the node not to answer from pending
+// entries other nodes announced (checkPending's question to a holder).
+const journalOnlyHeader = "lakemesh-journal-only"
+
+// journalHolder is the node of a journal version, or "".
+func journalHolder(version string) string {
+	holder, _ := JournalNode(version)
+	return holder
+}
+
+// journalOnly reports whether a Stat came from checkPending.
+func journalOnly(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(journalOnlyHeader)) > 0
 }
 
 // Pending records write-back files another node of the region holds, so

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -330,6 +331,12 @@ func (f *File) readShortCircuited(ctx context.Context, members []region.Member, 
 // lake itself when that is allowed.
 func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, sequential bool) error {
 	members := f.pageMembers(page)
+	if holder, ok := cachenode.JournalNode(f.entry.Version); ok && !slices.ContainsFunc(members, func(m region.Member) bool { return m.ID == holder }) {
+		// Only the journal has this version until its lake does; no
+		// other node can serve it, and the lake's is an older one.
+		return fmt.Errorf("read %s: this version is in the write-back journal of node %s until its lake has it, and %s is not up in region %s; it can be read once that node is back: %w",
+			f.entry.Path, holder, holder, f.c.cfg.Region, ErrNoNode)
+	}
 	if f.readShortCircuited(ctx, members, page, off, buf) {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"testing/iotest"
@@ -15,9 +16,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/internal/testenv"
+	"github.com/lakemesh/lakemesh/region"
 	"github.com/lakemesh/lakemesh/router"
 )
 
@@ -115,6 +120,140 @@ func TestWriteBackSurvivesKill(t *testing.T) {
 				t.Fatalf("put %s failed with %q, yet the lake changed: %d bytes (err %v) before, %d bytes (err %v) after", p, cause, len(before), beforeErr, len(after), afterErr)
 			}
 		}
+	}
+}
+
+// TestWriteBackWhileItsNodeIsDown: a write-back file not in its lake yet
+// whose node is killed -9. The region never answers the lake's previous
+// version for it: a stat on the nodes left answers the journal's version
+// (every node was told of it), and a read fails naming the node, until
+// the node is back; then the new bytes, which reach the lake.
+func TestWriteBackWhileItsNodeIsDown(t *testing.T) {
+	m := newMesh(t, meshOptions{policies: "  - path: /lake/s3/ckpt\n    write_mode: back\n"})
+	ctx := context.Background()
+	c := m.client()
+	// A path whose next node (its stats' node while its owner, the
+	// journal's node, is down) is not its directory's node, which was
+	// told of write-back files before every node was.
+	members := c.Members()
+	dirNode, _ := region.Owner("meta:/lake/s3/ckpt", members)
+	var p string
+	for i := 0; p == ""; i++ {
+		q := fmt.Sprintf("/lake/s3/ckpt/model-%d.pt", i)
+		if region.Rank("meta:"+q, members)[1].ID != dirNode.ID {
+			p = q
+		}
+	}
+	oldSum := m.upload(lakeKey(p), 3*MiB, 700)
+	// Every node may have the previous version cached (metadata, pages).
+	for range m.nodes {
+		if got := readAll(t, c, p, MiB); got != oldSum {
+			t.Fatal("the previous version read back wrong")
+		}
+	}
+
+	// A node away while the file is written is told of it when it is
+	// back.
+	owner := region.Rank("meta:"+p, members)[0].ID
+	var away *nodeProc
+	for _, n := range m.nodes {
+		if n.id != owner {
+			away = n
+			break
+		}
+	}
+	m.stop(away, syscall.SIGTERM)
+	m.waitMembers(len(m.nodes) - 1)
+	for deadline := time.Now().Add(30 * time.Second); len(c.Members()) != len(m.nodes)-1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client still sees %d members", len(c.Members()))
+		}
+	}
+
+	m.proxy.Hold()             // the new version stays in the journal
+	t.Cleanup(m.proxy.Release) // before the mesh stops, should this test fail
+	newData := patternAt(701, 0, 5*MiB)
+	e, err := putWithin(ctx, c, p, newData, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, ok := cachenode.JournalNode(e.Version)
+	if !ok || holder != owner {
+		t.Fatalf("put answered version %q, want a journal version of %s", e.Version, owner)
+	}
+	m.start(away)
+	m.waitMembers(len(m.nodes))
+	cc, err := grpc.NewClient(away.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		reply, err := nodepb.NewNodeClient(cc).Stat(sctx, &nodepb.StatRequest{Path: p})
+		cancel()
+		if err == nil && reply.GetEntry().GetVersion() == e.Version {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s, back after the write, answers a stat of %s with %v, %v; want the journal's version %s", away.id, p, reply.GetEntry(), err, e.Version)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var down *nodeProc
+	for _, n := range m.nodes {
+		if n.id == holder {
+			down = n
+		}
+	}
+	if down == nil {
+		t.Fatalf("no node %q in the mesh", holder)
+	}
+	time.Sleep(time.Second) // the announcement is on its way to every node
+	m.stop(down, syscall.SIGKILL)
+	m.waitMembers(len(m.nodes) - 1)
+
+	c2 := m.client() // a reader that never saw the write
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	st, err := c2.Stat(sctx, p) // the lake still hangs: only the region can answer
+	cancel()
+	if err != nil || st.Version != e.Version || st.Size != int64(len(newData)) {
+		t.Fatalf("stat %s while its journal's node %s is down: %+v, %v; want the journal's version %s (size %d), not the lake's previous one", p, holder, st, err, e.Version, len(newData))
+	}
+	f, err := c2.Open(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	got, err := io.ReadAll(f.Reader(rctx))
+	cancel()
+	f.Close()
+	if err == nil {
+		t.Fatalf("read %s while its journal's node is down returned %d bytes (the previous version: %v); want an error", p, len(got), sha256.Sum256(got) == oldSum)
+	}
+	if !errors.Is(err, router.ErrNoNode) || !strings.Contains(err.Error(), holder) {
+		t.Fatalf("read while %s is down: %v; want router.ErrNoNode, naming the node", holder, err)
+	}
+	t.Logf("read while %s is down: %v", holder, err)
+
+	m.start(down)
+	m.waitMembers(len(m.nodes))
+	m.waitViews(len(m.nodes))
+	m.proxy.Release()
+	want := sha256.Sum256(newData)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		lake, err := getDirect(ctx, m.minio, p)
+		if err == nil && sha256.Sum256(lake) == want {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not reach the lake after its node came back (err %v)", p, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := readAll(t, m.client(), p, MiB); got != want {
+		t.Fatal("after the upload the region reads other bytes than those written")
 	}
 }
 

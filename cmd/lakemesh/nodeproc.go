@@ -290,6 +290,8 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	n.stopUpload = stop
 	n.uploads.Add(1)
 	go func() { defer n.uploads.Done(); node.RunUploads(uctx) }()
+	n.uploads.Add(1)
+	go func() { defer n.uploads.Done(); n.announceToJoiners(uctx, node) }()
 
 	if r, ok := n.membership.(region.Registrar); ok && n.ownsMember {
 		self := region.Member{ID: o.id, Region: o.region, Addr: n.addr, Capacity: o.diskBytes}
@@ -541,19 +543,65 @@ func (n *runningNode) uploadToHome(ctx context.Context, e cachenode.JournalEntry
 	return reply.GetEntry(), nil
 }
 
-// announce tells the node of this region that lists req.Dir about
-// write-back files (cachenode.NodeConfig.Announce).
+// announce tells every other node of the region about write-back files
+// (cachenode.NodeConfig.Announce): the node that lists their directory
+// shows them, and a node that answers a stat of one (the path's next node
+// while this one is down, or one that joined and owns the path now)
+// answers the journal's version, not the lake's older one.
 func (n *runningNode) announce(ctx context.Context, req *nodepb.PendingRequest) error {
-	owner, ok := region.Owner("meta:"+req.GetDir(), n.membership.Members())
-	if !ok || owner.ID == n.opts.id {
-		return nil
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, m := range n.membership.Members() {
+		if m.ID == n.opts.id {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cc, err := n.peers.Conn(n.opts.region, m.Addr)
+			if err == nil {
+				_, err = nodepb.NewNodeClient(cc).Pending(ctx, req)
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("node %s: %w", m.ID, err))
+				mu.Unlock()
+			}
+		}()
 	}
-	cc, err := n.peers.Conn(n.opts.region, owner.Addr)
-	if err != nil {
-		return err
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// announceToJoiners tells nodes that join the region about the files in
+// this node's journal, which they never heard of, until ctx ends.
+func (n *runningNode) announceToJoiners(ctx context.Context, node *cachenode.Node) {
+	changed := n.membership.Changed() // before the set it changes from
+	known := map[string]bool{}
+	for _, m := range n.membership.Members() {
+		known[m.ID] = true
 	}
-	_, err = nodepb.NewNodeClient(cc).Pending(ctx, req)
-	return err
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		changed = n.membership.Changed()
+		joined := false
+		now := map[string]bool{}
+		for _, m := range n.membership.Members() {
+			now[m.ID] = true
+			joined = joined || !known[m.ID]
+		}
+		known = now
+		if joined {
+			node.AnnouncePending(ctx)
+		}
+	}
 }
 
 // availableMemory is the memory the kernel says new work can use without
