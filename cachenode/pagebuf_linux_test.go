@@ -54,11 +54,21 @@ func TestStorePretouchedBuffersServeFillsAndComeBack(t *testing.T) {
 	if got := s.bufs.idle(); got != 2 {
 		t.Fatalf("%d buffers idle after filling 2 pages, want 2", got)
 	}
-	var kept []uintptr
-	for _, p := range s.Pages(func(PageInfo) bool { return true }) {
-		e := s.lookup(p.ID)
-		kept = append(kept, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
+	// A reader is woken before its fill is stored: wait for the store.
+	firstBlocks := func() []uintptr {
+		var firsts []uintptr
+		for _, p := range s.Pages(func(PageInfo) bool { return true }) {
+			e := s.lookup(p.ID)
+			e.mu.RLock()
+			if len(e.mem) > 0 && e.mem[0] != nil {
+				firsts = append(firsts, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
+			}
+			e.mu.RUnlock()
+		}
+		return firsts
 	}
+	var kept []uintptr
+	eventually(t, "both pages stored in memory", func() bool { kept = firstBlocks(); return len(kept) == 2 })
 	if pages, _ := s.Evict(func(PageInfo) bool { return true }); pages != 2 {
 		t.Fatalf("evicted %d pages, want 2", pages)
 	}
@@ -68,10 +78,11 @@ func TestStorePretouchedBuffersServeFillsAndComeBack(t *testing.T) {
 	})
 	// The next fills read into those same buffers, not fresh memory.
 	readAll(t, c, ref, data, mib, true)
-	for _, p := range s.Pages(func(PageInfo) bool { return true }) {
-		first := uintptr(unsafe.Pointer(unsafe.SliceData(s.lookup(p.ID).mem[0])))
+	var again []uintptr
+	eventually(t, "both pages stored in memory again", func() bool { again = firstBlocks(); return len(again) == 2 })
+	for _, first := range again {
 		if first != kept[0] && first != kept[1] {
-			t.Fatalf("page %v filled into a new buffer, not a recycled one", p.ID)
+			t.Fatalf("a page filled into a new buffer, not a recycled one")
 		}
 	}
 	if s.bufs.reused.Load() < 2 {
