@@ -294,7 +294,8 @@ func journalOnly(ctx context.Context) bool {
 }
 
 // Pending records write-back files another node of the region holds, so
-// this node's listings of their directory show them.
+// this node's listings of their directory show them and its stats of
+// them answer the journal's version (see checkPending).
 func (n *Node) Pending(ctx context.Context, req *nodepb.PendingRequest) (*nodepb.PendingReply, error) {
 	n.overlay(req.GetDir(), req.GetAdd(), req.GetRemove())
 	return &nodepb.PendingReply{}, nil
