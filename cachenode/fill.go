@@ -228,8 +228,9 @@ func (c *Cache) startAndWait(ctx context.Context, pending []*pageRead, chain boo
 // SDK runs hundreds of frames deep; a new goroutine's stack grew by
 // copying three or four times on every fill, which cost a tenth of a
 // node's CPU on cold small files. A waiting filler's stack keeps its size
-// (halved at most by each GC). There are never more fillers than fetch
-// slots plus the ones about to leave.
+// (halved at most by each GC). A filler is started only when none is
+// waiting, so there are about as many as runs ever ran at once (each holds
+// a fetch slot), plus those between two runs when the next one came.
 const fillerIdle = 10 * time.Second
 
 // dispatch hands run, which holds a fetch slot, to a waiting filler, or

@@ -45,7 +45,7 @@ func TestStatChecksAnnouncedPendingFiles(t *testing.T) {
 	if e := stat(); e.GetVersion() == announced.GetVersion() || e.GetSize() != int64(len("in the lake")) {
 		t.Fatalf("stat while the announcing node is up and no longer has it: %v; want the lake's file", e)
 	}
-	if b.pendingIn("/lake/a")[p] != nil {
+	if b.pendingEntry(p) != nil {
 		t.Errorf("the entry its node no longer has is still pending here")
 	}
 

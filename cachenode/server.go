@@ -327,7 +327,7 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 			return &nodepb.StatReply{Entry: n.journalEntry(e)}, nil
 		}
 	}
-	if e := n.pendingIn(path.Dir(p))[p]; e != nil && !journalOnly(ctx) {
+	if e := n.pendingEntry(p); e != nil && !journalOnly(ctx) {
 		if e, ok := n.checkPending(ctx, e); ok {
 			return &nodepb.StatReply{Entry: e}, nil
 		}

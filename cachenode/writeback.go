@@ -322,6 +322,14 @@ func (n *Node) overlay(dir string, add []*nodepb.Entry, remove []string) {
 	n.meta.invalidate(dir)
 }
 
+// pendingEntry returns the pending entry of path p known to this node, or
+// nil.
+func (n *Node) pendingEntry(p string) *nodepb.Entry {
+	n.pendMu.Lock()
+	defer n.pendMu.Unlock()
+	return n.pending[path.Dir(p)][p]
+}
+
 // pendingIn returns the pending entries of dir known to this node.
 func (n *Node) pendingIn(dir string) map[string]*nodepb.Entry {
 	n.pendMu.Lock()
