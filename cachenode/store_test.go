@@ -55,6 +55,18 @@ func TestGeometryAtFileEnd(t *testing.T) {
 	}
 }
 
+func TestColdBlockCRCIsBlockCRC(t *testing.T) {
+	data := randomBytes(5, 3*DefaultBlockSize)
+	for _, n := range []int{0, 1, 63, 64, 255, 256, 257, 4095, DefaultBlockSize - 1, DefaultBlockSize, 3 * DefaultBlockSize} {
+		for _, at := range []int{0, 1, 17} {
+			b := data[at : at+min(n, len(data)-at)]
+			if got, want := coldBlockCRC(b), blockCRC(b); got != want {
+				t.Errorf("%d bytes at %d: coldBlockCRC %08x, blockCRC %08x", len(b), at, got, want)
+			}
+		}
+	}
+}
+
 func TestOpenStoreRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []StoreConfig{
 		{},                 // no tier

@@ -86,7 +86,7 @@ func (s *Store) Read(ref FileRef, index, off int64, p []byte) (n int, tier Tier,
 	}()
 	for i := 0; i < len(mem); {
 		if m := mem[i]; m != nil {
-			if blockCRC(m) != crcs[i] {
+			if coldBlockCRC(m) != crcs[i] {
 				s.dropCorrupt(e, b0+i, TierMemory, crcs[i])
 				ok = false
 			} else {

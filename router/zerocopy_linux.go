@@ -73,7 +73,7 @@ func verifyBlocks(mem []byte, memAt int64, dp cachenode.DiskPage, off, end int64
 	for b := off / bs; b*bs < end; b++ {
 		lo := b*bs - memAt
 		hi := min(b*bs+bs, dp.Length) - memAt
-		if cachenode.BlockCRC(mem[lo:hi]) != dp.CRCs[b] {
+		if cachenode.ColdBlockCRC(mem[lo:hi]) != dp.CRCs[b] {
 			return fmt.Errorf("block %d: %w", b, errBlockCRC)
 		}
 	}
