@@ -98,8 +98,13 @@
 // it answers with a read-only (O_RDONLY) descriptor of the page's data
 // file, passed with SCM_RIGHTS, and the blocks the disk tier holds in it
 // with their CRC-32Cs (OpenDiskPage); or "not on disk", and the client
-// reads over gRPC, which fills the page as before. Blocks held only in
-// memory are never granted. The client verifies every block it reads
+// reads over gRPC, which fills the page as before. Asked for a byte range
+// of a page from memory (memgrant.go), it answers with where the memory
+// tier's blocks lie in the node's address space and their CRC-32Cs, and
+// holds the blocks until the client says it is done; the client copies
+// them itself with process_vm_readv(2), which needs the rights to ptrace
+// the node (a client without them reads page files). The client verifies
+// every block it reads
 // against the grant's checksum. This is safe because a block of a data
 // file is written once and never rewritten with other bytes, and a
 // dropped page's file is unlinked, not truncated: a descriptor keeps the

@@ -76,6 +76,9 @@ type ShortCircuitRequest struct {
 	Size     int64  // that version's size
 	PageSize int64  // the client's page size; must be the node's
 	Page     int64  // page index
+	// Off and End are the page offsets of the bytes a memory read
+	// (ReadShortCircuitMemory) asks for.
+	Off, End int64
 }
 
 // errShortCircuitRefused is a node's answer that is neither a grant nor
@@ -94,9 +97,11 @@ type ShortCircuitConfig struct {
 
 // ShortCircuitStats counts a short-circuit server's answers.
 type ShortCircuitStats struct {
-	Grants    int64 // descriptors handed out
-	NotOnDisk int64 // requests for pages the disk tier does not hold
-	Errors    int64 // requests refused (bad request, unknown mount, I/O)
+	Grants       int64 // descriptors handed out
+	NotOnDisk    int64 // requests for pages the disk tier does not hold
+	MemoryGrants int64 // memory reads answered with the blocks' addresses
+	NotInMemory  int64 // memory reads of blocks the memory tier does not hold
+	Errors       int64 // requests refused (bad request, unknown mount, I/O)
 }
 
 // ShortCircuitServer serves a node's short-circuit socket (Serve is
@@ -106,7 +111,7 @@ type ShortCircuitServer struct {
 	log *slog.Logger
 	sem chan struct{}
 
-	grants, notOnDisk, errs atomic.Int64
+	grants, notOnDisk, memGrants, notInMemory, errs atomic.Int64
 
 	mu     sync.Mutex // guards closed, lis, conns
 	closed bool
@@ -131,7 +136,11 @@ func NewShortCircuitServer(cfg ShortCircuitConfig) *ShortCircuitServer {
 
 // Stats returns the server's counters.
 func (s *ShortCircuitServer) Stats() ShortCircuitStats {
-	return ShortCircuitStats{Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(), Errors: s.errs.Load()}
+	return ShortCircuitStats{
+		Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(),
+		MemoryGrants: s.memGrants.Load(), NotInMemory: s.notInMemory.Load(),
+		Errors: s.errs.Load(),
+	}
 }
 
 // Close stops Serve, closes every connection and waits for their
@@ -168,50 +177,75 @@ func (s *ShortCircuitServer) untrack(c interface{ Close() error }) {
 	s.mu.Unlock()
 }
 
-// answer is a decoded request's outcome: a response body and, when
-// granted, the page file to attach (the caller closes it after sending).
-func (s *ShortCircuitServer) answer(body []byte) (resp []byte, file interface{ Close() error }, fd uintptr) {
-	req, err := decodeSCRequest(body)
+// scAnswer is a request's outcome: the response body (nil for a release),
+// the page file to attach when granted (the caller closes it after
+// sending), and the memory blocks the connection holds for the client
+// until its next request.
+type scAnswer struct {
+	resp []byte
+	file interface{ Close() error }
+	fd   uintptr
+	held [][]byte
+}
+
+// answer answers one request frame.
+func (s *ShortCircuitServer) answer(body []byte) scAnswer {
+	op, req, err := decodeSCRequest(body)
 	if err != nil {
 		s.errs.Add(1)
-		return scResponse(scError, err.Error()), nil, 0
+		return scAnswer{resp: scResponse(scError, err.Error())}
+	}
+	if op == scOpRelease {
+		return scAnswer{}
 	}
 	lake, rel, err := s.cfg.Lakes.Resolve(req.Path)
 	if err != nil {
 		s.errs.Add(1)
-		return scResponse(scError, err.Error()), nil, 0
+		return scAnswer{resp: scResponse(scError, err.Error())}
 	}
 	if ps := s.cfg.Store.PageSize(); req.PageSize != ps {
 		s.errs.Add(1)
-		return scResponse(scError, fmt.Sprintf("page size %d, node uses %d", req.PageSize, ps)), nil, 0
+		return scAnswer{resp: scResponse(scError, fmt.Sprintf("page size %d, node uses %d", req.PageSize, ps))}
 	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: req.Version, Size: req.Size}
+	if op == scOpMemory {
+		resp, held := s.answerMemory(ref, req)
+		return scAnswer{resp: resp, held: held}
+	}
 	f, dp, err := s.cfg.Store.OpenDiskPage(ref, req.Page)
 	if errors.Is(err, ErrMissing) {
 		s.notOnDisk.Add(1)
-		return scResponse(scNotOnDisk, ""), nil, 0
+		return scAnswer{resp: scResponse(scNotOnDisk, "")}
 	}
 	if err != nil {
 		s.errs.Add(1)
 		s.log.Warn("short-circuit open failed", "file", ref, "page", req.Page, "err", err)
-		return scResponse(scError, err.Error()), nil, 0
+		return scAnswer{resp: scResponse(scError, err.Error())}
 	}
 	s.grants.Add(1)
-	return encodeSCGrant(dp), f, f.Fd()
+	return scAnswer{resp: encodeSCGrant(dp), file: f, fd: f.Fd()}
 }
 
-func encodeSCRequest(r ShortCircuitRequest) []byte {
+// encodeSCRequest encodes a request of op (scOpOpen, scOpMemory or
+// scOpRelease, which carries no fields).
+func encodeSCRequest(op uint16, r ShortCircuitRequest) []byte {
 	le := binary.LittleEndian
-	b := make([]byte, 4, 4+4+4+24+8+len(r.Path)+len(r.Version))
+	b := make([]byte, 4, 4+4+4+40+8+len(r.Path)+len(r.Version))
 	b = append(b, scMagic...)
 	b = le.AppendUint16(b, scFormat)
-	b = le.AppendUint16(b, scOpOpen)
-	for _, v := range []int64{r.Page, r.Size, r.PageSize} {
-		b = le.AppendUint64(b, uint64(v))
+	b = le.AppendUint16(b, op)
+	if op != scOpRelease {
+		for _, v := range []int64{r.Page, r.Size, r.PageSize} {
+			b = le.AppendUint64(b, uint64(v))
+		}
+		for _, s := range []string{r.Path, r.Version} {
+			b = le.AppendUint32(b, uint32(len(s)))
+			b = append(b, s...)
+		}
 	}
-	for _, s := range []string{r.Path, r.Version} {
-		b = le.AppendUint32(b, uint32(len(s)))
-		b = append(b, s...)
+	if op == scOpMemory {
+		b = le.AppendUint64(b, uint64(r.Off))
+		b = le.AppendUint64(b, uint64(r.End))
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b
@@ -232,21 +266,28 @@ func scHeader(body []byte) (*sidecarReader, error) {
 	return r, nil
 }
 
-func decodeSCRequest(body []byte) (ShortCircuitRequest, error) {
+func decodeSCRequest(body []byte) (uint16, ShortCircuitRequest, error) {
 	var q ShortCircuitRequest
 	r, err := scHeader(body)
 	if err != nil {
-		return q, err
+		return 0, q, err
 	}
-	if op := r.u16(); op != scOpOpen {
-		return q, fmt.Errorf("%w: op %d", errBadSCFrame, op)
+	op := r.u16()
+	switch op {
+	case scOpOpen, scOpMemory:
+		q.Page, q.Size, q.PageSize = r.i64(), r.i64(), r.i64()
+		q.Path, q.Version = r.str(), r.str()
+		if op == scOpMemory {
+			q.Off, q.End = r.i64(), r.i64()
+		}
+	case scOpRelease:
+	default:
+		return 0, q, fmt.Errorf("%w: op %d", errBadSCFrame, op)
 	}
-	q.Page, q.Size, q.PageSize = r.i64(), r.i64(), r.i64()
-	q.Path, q.Version = r.str(), r.str()
 	if r.err != nil || len(r.b) != 0 {
-		return q, errBadSCFrame
+		return 0, q, errBadSCFrame
 	}
-	return q, nil
+	return op, q, nil
 }
 
 func scResponse(status uint16, msg string) []byte {
@@ -283,6 +324,26 @@ func encodeSCGrant(dp DiskPage) []byte {
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b
+}
+
+// decodeSCMemoryResponse decodes the response to a memory read: the
+// blocks' addresses, or an error wrapping ErrMissing (not all in memory)
+// or errShortCircuitRefused.
+func decodeSCMemoryResponse(body []byte) (MemoryGrant, error) {
+	r, err := scHeader(body)
+	if err != nil {
+		return MemoryGrant{}, err
+	}
+	switch st := r.u16(); st {
+	case scInMemory:
+		return decodeMemoryGrant(r)
+	case scNotOnDisk:
+		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w", ErrMissing)
+	case scError:
+		return MemoryGrant{}, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
+	default:
+		return MemoryGrant{}, fmt.Errorf("%w: status %d", errBadSCFrame, st)
+	}
 }
 
 // decodeSCResponse decodes a response body: the grant, or an error

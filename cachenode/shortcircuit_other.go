@@ -25,3 +25,15 @@ func (s *ShortCircuitServer) Serve(lis net.Listener) error {
 func OpenShortCircuit(c *net.UnixConn, req ShortCircuitRequest, deadline time.Time) (*os.File, DiskPage, error) {
 	return nil, DiskPage{}, errNoShortCircuit
 }
+
+// ErrMemoryReadDenied: memory short-circuit reads are linux-only.
+var ErrMemoryReadDenied = errNoShortCircuit
+
+// ErrShortCircuitChecksum is a block read through short-circuit that
+// failed its checksum.
+var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksum")
+
+// ReadShortCircuitMemory fails: short-circuit reads are linux-only.
+func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) error {
+	return errNoShortCircuit
+}

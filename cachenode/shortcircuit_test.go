@@ -3,10 +3,12 @@
 package cachenode
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -93,5 +95,117 @@ func TestShortCircuitGrantsDiskBlocks(t *testing.T) {
 	}
 	if st := srv.Stats(); st.Grants != 2 || st.NotOnDisk != 1 || st.Errors != 1 {
 		t.Fatalf("server stats %+v; want 2 grants, 1 not on disk, 1 error", st)
+	}
+}
+
+// A memory read through the short-circuit socket copies a page's blocks
+// out of the node's memory tier, whole or in part, verified; blocks not all
+// in memory are ErrMissing; and the blocks of an answer stay the page's
+// while the client copies, even if the node evicts the page and its
+// buffer would otherwise be reused for another page.
+func TestShortCircuitMemoryReads(t *testing.T) {
+	const pageSize, blockSize = 256 << 10, 32 << 10
+	s := openTestStore(t, StoreConfig{MemoryBytes: 16 << 20, PageSize: pageSize, BlockSize: blockSize})
+	data := randomBytes(3, 3*pageSize)
+	ref := FileRef{Mount: "/lake/test", Path: "d/f", Version: "v1", Size: int64(len(data))}
+	put := func(ref FileRef, page int, bytes []byte) {
+		t.Helper()
+		buf := s.bufs.get(pageSize) // a recycled page buffer, as fills use
+		copy(buf, bytes)
+		if err := s.Put(ref, int64(page), 0, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(ref, 0, data[:pageSize])
+	put(ref, 1, data[pageSize:2*pageSize])
+	// Page 2: the first block only.
+	if err := s.Put(ref, 2, 0, data[2*pageSize:2*pageSize+blockSize]); err != nil {
+		t.Fatal(err)
+	}
+
+	dir, err := os.MkdirTemp("", "lmsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := ShortCircuitSocket(filepath.Join(dir, "node.sock"))
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s})
+	go srv.Serve(lis)
+	defer srv.Close()
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := nc.(*net.UnixConn)
+	req := func(page, off, end int64) ShortCircuitRequest {
+		return ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: pageSize, Page: page, Off: off, End: end}
+	}
+	read := func(page, off, end int64) ([]byte, error) {
+		buf := make([]byte, end-off)
+		return buf, ReadShortCircuitMemory(c, req(page, off, end), buf, time.Now().Add(5*time.Second))
+	}
+
+	for _, r := range [][3]int64{{0, 0, pageSize}, {1, 100, 3*blockSize + 7}, {1, blockSize, 2 * blockSize}, {2, 5, blockSize}} {
+		got, err := read(r[0], r[1], r[2])
+		if err != nil {
+			t.Fatalf("page %d [%d,%d): %v", r[0], r[1], r[2], err)
+		}
+		at := r[0]*pageSize + r[1]
+		if !bytes.Equal(got, data[at:at+r[2]-r[1]]) {
+			t.Fatalf("page %d [%d,%d): bytes differ", r[0], r[1], r[2])
+		}
+	}
+	if _, err := read(2, 0, blockSize+1); !errors.Is(err, ErrMissing) {
+		t.Fatalf("a block not in memory: %v; want ErrMissing", err)
+	}
+	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 1 {
+		t.Fatalf("server stats %+v; want 4 memory grants, 1 not in memory", st)
+	}
+
+	// Ask for page 0, then evict it and give its buffer every chance to
+	// be reused by another page before copying.
+	if _, err := c.Write(encodeSCRequest(scOpMemory, req(0, 0, pageSize))); err != nil {
+		t.Fatal(err)
+	}
+	body, _, err := readSCFrame(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := decodeSCMemoryResponse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Evict(func(p PageInfo) bool { return p.ID.Index == 0 }); n != 1 {
+		t.Fatalf("evicted %d pages; want 1", n)
+	}
+	other := FileRef{Mount: "/lake/test", Path: "d/g", Version: "v1", Size: 8 * pageSize}
+	for i := range 8 {
+		runtime.GC()
+		runtime.GC()
+		put(other, i, bytes.Repeat([]byte{byte(i + 1)}, pageSize))
+	}
+	buf := make([]byte, pageSize)
+	if err := copyMemoryGrant(c, g, 0, buf); err != nil {
+		t.Fatalf("copying the blocks of an evicted page still held for the client: %v", err)
+	}
+	if !bytes.Equal(buf, data[:pageSize]) {
+		t.Fatal("an evicted page's blocks changed while the client held them")
+	}
+
+	// A memory block changed behind the store's back fails its checksum
+	// in the client, and the connection still serves.
+	e := s.lookup(PageID{File: ref.ID(), Index: 1})
+	e.mem[2][10] ^= 0xff
+	if _, err := read(1, blockSize, 3*blockSize); !errors.Is(err, ErrShortCircuitChecksum) {
+		t.Fatalf("a corrupt memory block: %v; want ErrShortCircuitChecksum", err)
+	}
+	e.mem[2][10] ^= 0xff
+	if got, err := read(1, 0, pageSize); err != nil || !bytes.Equal(got, data[pageSize:2*pageSize]) {
+		t.Fatalf("read after a failed checksum: %v", err)
 	}
 }

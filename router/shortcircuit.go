@@ -63,9 +63,11 @@ type shortCircuit struct {
 	lru    *list.List              // front: most recently used
 	idle   map[string][]scConn     // socket -> idle connections
 	down   map[string]time.Time    // socket -> not dialled again until
+	noMem  map[string]bool         // socket -> its node's memory cannot be read from here
 	maps   *pageMaps               // page files mapped for sections (zerocopy.go); own lock
 
 	reads     atomic.Int64 // page pieces served by short-circuit
+	memReads  atomic.Int64 // of those, copied from the node's memory tier
 	sections  atomic.Int64 // verified sections handed out (zerocopy.go)
 	asks      atomic.Int64 // grants asked for
 	corrupt   atomic.Int64 // blocks that failed their checksum
@@ -101,7 +103,7 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 	return &shortCircuit{
 		host: host, downFor: downFor, log: log,
 		grants: map[scKey]*list.Element{}, lru: list.New(),
-		idle: map[string][]scConn{}, down: map[string]time.Time{},
+		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{},
 		maps: newPageMaps(),
 	}
 }
@@ -119,6 +121,10 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	pageOff := off - page*ps
 	end := pageOff + int64(len(buf))
 	key := scKey{node: m.Addr, file: f.id, page: page}
+	if sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
+		sc.reads.Add(1)
+		return true
+	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
 		sc.fallbacks.Add(1)
@@ -136,6 +142,67 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	}
 	sc.reads.Add(1)
 	return true
+}
+
+// readMemory reads page bytes [off, off+len(buf)) from member m's memory
+// tier (cachenode.ReadShortCircuitMemory): a page a cold read's readahead
+// has just filled is there, and reading it back from the page file would
+// read from disk what the node only just wrote. It does not ask when the
+// client holds a grant of the page's file that covers the bytes (a pread
+// through it needs no round trip to the node), nor after this process was
+// refused reading m's memory. It reports false, having read nothing the
+// caller may use, when the bytes must be read otherwise.
+func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte) bool {
+	socket := cachenode.ShortCircuitSocket(m.Socket)
+	end := off + int64(len(buf))
+	sc.mu.Lock()
+	skip := sc.closed || sc.noMem[socket]
+	if el, ok := sc.grants[key]; ok && !skip {
+		g := el.Value.(*scGrant)
+		skip = g.file != nil && covers(g.page, pageLen, off, end) && time.Since(g.askedAt) < scGrantTTL
+	}
+	sc.mu.Unlock()
+	if skip {
+		return false
+	}
+	conn, err := sc.conn(socket)
+	if err != nil {
+		return false
+	}
+	deadline := time.Now().Add(scTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	err = cachenode.ReadShortCircuitMemory(conn, cachenode.ShortCircuitRequest{
+		Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size, PageSize: f.c.cfg.PageSize, Page: page,
+		Off: off, End: end,
+	}, buf, deadline)
+	switch {
+	case err == nil:
+		sc.putConn(socket, conn)
+		sc.memReads.Add(1)
+		return true
+	case errors.Is(err, cachenode.ErrMissing):
+		sc.putConn(socket, conn)
+	case errors.Is(err, cachenode.ErrMemoryReadDenied):
+		sc.putConn(socket, conn)
+		sc.mu.Lock()
+		first := !sc.noMem[socket]
+		sc.noMem[socket] = true
+		sc.mu.Unlock()
+		if first {
+			sc.log.Info("this process may not read the node's memory (another user, or Yama's ptrace_scope); short-circuit reads use its page files", "node", m.Addr, "err", err)
+		}
+	case errors.Is(err, cachenode.ErrShortCircuitChecksum):
+		// The node's own read verifies the block too, and drops it.
+		sc.putConn(socket, conn)
+		sc.corrupt.Add(1)
+		sc.log.Debug("short-circuit memory read failed its checksum, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+	default:
+		conn.Close()
+		sc.log.Debug("short-circuit memory read failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+	}
+	return false
 }
 
 // covers says whether a grant of a page of pageLen bytes lists every

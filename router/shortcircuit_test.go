@@ -195,14 +195,31 @@ func TestShortCircuitReadsWarmPages(t *testing.T) {
 			if got := n.readRPCs.Load() - rpcs; got != 0 {
 				t.Errorf("%d gRPC Read calls for warm pages; want none", got)
 			}
-			if g := n.sc.Stats().Grants; g != 4 {
-				t.Errorf("node granted %d page descriptors; want one per page (4)", g)
+			st := n.sc.Stats()
+			if tc.memory > 0 {
+				// Every page is in the node's memory: copied from there,
+				// no page file read.
+				if st.Grants != 0 || st.MemoryGrants == 0 || c.sc.memReads.Load() != c.sc.reads.Load() {
+					t.Errorf("%d descriptors and %d memory answers granted, %d of %d short-circuit reads from memory; want every read from memory",
+						st.Grants, st.MemoryGrants, c.sc.memReads.Load(), c.sc.reads.Load())
+				}
+			} else if st.Grants != 4 || c.sc.memReads.Load() != 0 {
+				t.Errorf("node granted %d page descriptors, %d reads from memory; want one descriptor per page (4), none", st.Grants, c.sc.memReads.Load())
 			}
 			if r := c.sc.reads.Load(); r == 0 {
 				t.Errorf("no read was short-circuited")
 			}
 		})
 	}
+}
+
+// readPageFiles has c's short-circuit reads of n's pages go through page
+// files even where n's memory tier holds the pages, as for a client that
+// may not read n's memory.
+func readPageFiles(c *Client, n *scNode) {
+	c.sc.mu.Lock()
+	c.sc.noMem[cachenode.ShortCircuitSocket(n.member.Socket)] = true
+	c.sc.mu.Unlock()
 }
 
 // Sequential reads smaller than a page, of pages a node on this host has
@@ -286,6 +303,7 @@ func TestShortCircuitCorruptBlockFallsBack(t *testing.T) {
 			n.corruptPage1(t)
 
 			c := n.client(t, true)
+			readPageFiles(c, n) // memory reads: TestShortCircuitMemoryReads
 			check(t, c, n.data)
 			if c.sc.corrupt.Load() == 0 {
 				t.Errorf("the client found no corrupt block")
@@ -307,6 +325,7 @@ func TestShortCircuitEvictedPagesAndNewVersion(t *testing.T) {
 	n := startSCNode(t, 3*testPageSize, 1<<30)
 	n.warm(t)
 	c := n.client(t, true)
+	readPageFiles(c, n)
 	check(t, c, n.data)
 	reads := c.sc.reads.Load()
 	if p, _ := n.store.Evict(func(cachenode.PageInfo) bool { return true }); p != 3 {

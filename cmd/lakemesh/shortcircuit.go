@@ -39,6 +39,10 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 				func(s cachenode.ShortCircuitStats) int64 { return s.Grants }},
 			{"lakemesh_shortcircuit_not_on_disk_total", "Short-circuit requests for pages the disk tier did not hold.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.NotOnDisk }},
+			{"lakemesh_shortcircuit_memory_grants_total", "Memory short-circuit reads answered with where the memory tier's blocks lie, for clients on this host to copy.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.MemoryGrants }},
+			{"lakemesh_shortcircuit_not_in_memory_total", "Memory short-circuit reads of blocks the memory tier did not hold.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.NotInMemory }},
 			{"lakemesh_shortcircuit_errors_total", "Short-circuit requests refused.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.Errors }},
 		} {

@@ -1,0 +1,149 @@
+package cachenode
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"unsafe"
+)
+
+// Memory short-circuit reads. A page a client on the node's host reads is
+// most often in the node's memory tier: just filled by a cold read's
+// readahead, or warm. Through a page file that client would read it back
+// from the disk the node only just wrote it to with direct I/O (a cold
+// sequential read moved as many bytes off the disk as onto it), and over
+// gRPC it costs both processes a copy through a socket and the HTTP/2
+// framing. So the short-circuit socket also answers "read bytes [off, end)
+// of this page from memory" (op 2) with where the memory tier's blocks lie
+// in the node's address space and their checksums; the client copies them
+// into its buffer itself with process_vm_readv(2), one copy, and verifies
+// every block it copied.
+//
+// Why the addresses stay right: a memory block is never written once
+// stored, and its buffer is reused for another page only when nothing in
+// the node refers to it any more (pageBuffers). The connection that
+// answered holds the blocks until the client says it is done (op 3, no
+// answer) or asks again or goes away, so an eviction meanwhile frees
+// nothing the client may still copy from. Copying from another process
+// needs the rights to ptrace it (the same user, with Yama's ptrace_scope
+// at most 0, or CAP_SYS_PTRACE); a client without them gets EPERM and
+// reads page files as before.
+//
+// The wire format extends shortcircuit.go's:
+//
+//	request op 2: op 1's fields, then off int64, end int64 (page offsets)
+//	request op 3: no fields, no response (release the blocks held)
+//	response status 3 (in memory): page length int64, block size int64,
+//	  first block uint32, blocks uint32, then per block: address uint64,
+//	  length uint32, CRC-32C uint32
+//	response status 1: the memory tier does not hold every block asked for
+const (
+	scOpMemory  = 2
+	scOpRelease = 3
+	scInMemory  = 3
+	// scMaxMemBlocks bounds the blocks of one memory answer.
+	scMaxMemBlocks = 1 << 16
+)
+
+// MemoryBlock is one memory-tier block of a memory grant: where it lies in
+// the node's address space, its length and its CRC-32C.
+type MemoryBlock struct {
+	Addr uintptr
+	Len  int
+	CRC  uint32
+}
+
+// MemoryGrant is a node's answer to a memory read: the blocks that the
+// bytes asked for touch, from block First on.
+type MemoryGrant struct {
+	Length    int64 // bytes of the page
+	BlockSize int64
+	First     int
+	Blocks    []MemoryBlock
+}
+
+// MemoryBlocks returns the memory tier's blocks that bytes [off, end) of
+// page index of ref touch, and the index of the first, for a reader on this
+// host that copies them out of this process (memory short-circuit reads).
+// The caller holds the slices for as long as that reader may copy from
+// them: a block's memory is reused only once nothing refers to it. It
+// returns an error wrapping ErrMissing when any of those blocks is not in
+// memory.
+func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blocks [][]byte, crcs []uint32, err error) {
+	if s.closed.Load() {
+		return 0, nil, nil, ErrStoreClosed
+	}
+	id := PageID{File: ref.ID(), Index: index}
+	length := s.geo.pageLen(ref.Size, index)
+	if length == 0 || off < 0 || end <= off || end > length {
+		return 0, nil, nil, fmt.Errorf("memory blocks of %s page %d [%d,%d) (page length %d): %w", ref, index, off, end, length, errPageRange)
+	}
+	e := s.lookup(id)
+	if e == nil || e.length != length {
+		return 0, nil, nil, fmt.Errorf("page %s is not in memory: %w", id, ErrMissing)
+	}
+	b0, b1 := s.geo.blockRange(off, end)
+	blocks, crcs = make([][]byte, 0, b1-b0), make([]uint32, 0, b1-b0)
+	e.mu.RLock()
+	for b := b0; b < b1 && e.mem != nil && e.mem[b] != nil; b++ {
+		blocks, crcs = append(blocks, e.mem[b]), append(crcs, e.crc[b])
+	}
+	e.mu.RUnlock()
+	if len(blocks) != b1-b0 {
+		return 0, nil, nil, fmt.Errorf("page %s blocks [%d,%d) are not all in memory: %w", id, b0, b1, ErrMissing)
+	}
+	e.lastUse.Store(s.tick())
+	s.memHits.Add(1)
+	return b0, blocks, crcs, nil
+}
+
+// answerMemory answers a memory read (op 2): the grant, and the blocks the
+// connection holds until the client is done with them.
+func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) ([]byte, [][]byte) {
+	first, blocks, crcs, err := s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
+	if errors.Is(err, ErrMissing) {
+		s.notInMemory.Add(1)
+		return scResponse(scNotOnDisk, ""), nil
+	}
+	if err != nil {
+		s.errs.Add(1)
+		return scResponse(scError, err.Error()), nil
+	}
+	s.memGrants.Add(1)
+	le := binary.LittleEndian
+	b := scResponse(scInMemory, "")
+	b = le.AppendUint64(b, uint64(s.cfg.Store.geo.pageLen(ref.Size, req.Page)))
+	b = le.AppendUint64(b, uint64(s.cfg.Store.geo.blockSize))
+	b = le.AppendUint32(b, uint32(first))
+	b = le.AppendUint32(b, uint32(len(blocks)))
+	for i, m := range blocks {
+		b = le.AppendUint64(b, uint64(uintptr(unsafe.Pointer(unsafe.SliceData(m)))))
+		b = le.AppendUint32(b, uint32(len(m)))
+		b = le.AppendUint32(b, crcs[i])
+	}
+	le.PutUint32(b, uint32(len(b)-4))
+	return b, blocks
+}
+
+// decodeMemoryGrant decodes the rest of a status 3 response.
+func decodeMemoryGrant(r *sidecarReader) (MemoryGrant, error) {
+	var g MemoryGrant
+	g.Length, g.BlockSize = r.i64(), r.i64()
+	g.First = int(r.u32())
+	n := int(r.u32())
+	if r.err != nil || n > scMaxMemBlocks || g.BlockSize <= 0 {
+		return g, errBadSCFrame
+	}
+	g.Blocks = make([]MemoryBlock, n)
+	for i := range g.Blocks {
+		g.Blocks[i] = MemoryBlock{Addr: uintptr(r.i64()), Len: int(r.u32()), CRC: r.u32()}
+		want := min(g.BlockSize, g.Length-int64(g.First+i)*g.BlockSize)
+		if int64(g.Blocks[i].Len) != want {
+			return g, fmt.Errorf("%w: block %d of %d bytes, want %d", errBadSCFrame, g.First+i, g.Blocks[i].Len, want)
+		}
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return g, errBadSCFrame
+	}
+	return g, nil
+}
