@@ -37,13 +37,20 @@ import (
 //	  first block uint32, blocks uint32, then per block: address uint64,
 //	  length uint32, CRC-32C uint32
 //	response status 1: the memory tier does not hold every block asked for
+//	response status 4: the node holds no block of the page at all
 const (
 	scOpMemory  = 2
 	scOpRelease = 3
 	scInMemory  = 3
+	scNotHeld   = 4
 	// scMaxMemBlocks bounds the blocks of one memory answer.
 	scMaxMemBlocks = 1 << 16
 )
+
+// ErrNotHeld is a memory short-circuit read's answer (with ErrMissing)
+// when the node holds no block of the page in either tier: asking for a
+// descriptor of its page file would be refused too.
+var ErrNotHeld = errors.New("the node holds no block of the page")
 
 // MemoryBlock is one memory-tier block of a memory grant: where it lies in
 // the node's address space, its length and its CRC-32C.
@@ -103,6 +110,11 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 	first, blocks, crcs, err := s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
 	if errors.Is(err, ErrMissing) {
 		s.notInMemory.Add(1)
+		if s.cfg.Store.lookup(PageID{File: ref.ID(), Index: req.Page}) == nil {
+			// Nothing to grant a descriptor of either: the client need
+			// not ask for one.
+			return scResponse(scNotHeld, ""), nil
+		}
 		return scResponse(scNotOnDisk, ""), nil
 	}
 	if err != nil {

@@ -339,6 +339,8 @@ func decodeSCMemoryResponse(body []byte) (MemoryGrant, error) {
 		return decodeMemoryGrant(r)
 	case scNotOnDisk:
 		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w", ErrMissing)
+	case scNotHeld:
+		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w: %w", ErrMissing, ErrNotHeld)
 	case scError:
 		return MemoryGrant{}, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
 	default:

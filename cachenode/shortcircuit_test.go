@@ -160,11 +160,16 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 			t.Fatalf("page %d [%d,%d): bytes differ", r[0], r[1], r[2])
 		}
 	}
-	if _, err := read(2, 0, blockSize+1); !errors.Is(err, ErrMissing) {
-		t.Fatalf("a block not in memory: %v; want ErrMissing", err)
+	if _, err := read(2, 0, blockSize+1); !errors.Is(err, ErrMissing) || errors.Is(err, ErrNotHeld) {
+		t.Fatalf("a block not in memory of a page held in part: %v; want ErrMissing, not ErrNotHeld", err)
 	}
-	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 1 {
-		t.Fatalf("server stats %+v; want 4 memory grants, 1 not in memory", st)
+	none := req(0, 0, blockSize)
+	none.Version = "v2"
+	if err := ReadShortCircuitMemory(c, none, make([]byte, blockSize), time.Now().Add(5*time.Second)); !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotHeld) {
+		t.Fatalf("a page the node does not hold: %v; want ErrMissing and ErrNotHeld", err)
+	}
+	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 2 {
+		t.Fatalf("server stats %+v; want 4 memory grants, 2 not in memory", st)
 	}
 
 	// Ask for page 0, then evict it and give its buffer every chance to

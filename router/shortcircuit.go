@@ -184,6 +184,11 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		return true
 	case errors.Is(err, cachenode.ErrMissing):
 		sc.putConn(socket, conn)
+		if errors.Is(err, cachenode.ErrNotHeld) {
+			// Not on disk either: no grant to ask for (a cold page; the
+			// read over gRPC fills it).
+			sc.notOnDisk(key)
+		}
 	case errors.Is(err, cachenode.ErrMemoryReadDenied):
 		sc.putConn(socket, conn)
 		sc.mu.Lock()
@@ -303,6 +308,31 @@ func (sc *shortCircuit) grant(ctx context.Context, key scKey, f *File, m region.
 			return nil, cachenode.DiskPage{}, false
 		}
 		return file, dp, true
+	}
+}
+
+// notOnDisk records that key's page is not on its node's disk, as a
+// grant asked for and refused just now would: grant does not ask for it
+// again for scAskEvery.
+func (sc *shortCircuit) notOnDisk(key scKey) {
+	sc.mu.Lock()
+	if sc.closed {
+		sc.mu.Unlock()
+		return
+	}
+	var evicted []*os.File
+	if el, ok := sc.grants[key]; ok {
+		sc.lru.MoveToFront(el)
+		if g := el.Value.(*scGrant); g.file == nil && g.asking == nil {
+			g.askedAt = time.Now()
+		}
+	} else {
+		sc.grants[key] = sc.lru.PushFront(&scGrant{key: key, askedAt: time.Now()})
+		evicted = sc.evictLocked()
+	}
+	sc.mu.Unlock()
+	for _, f := range evicted {
+		f.Close()
 	}
 }
 

@@ -213,6 +213,48 @@ func TestShortCircuitReadsWarmPages(t *testing.T) {
 	}
 }
 
+// A read of a page its node holds in neither tier asks the node once
+// (the memory read's answer says so) and reads over gRPC, which fills the
+// page; the client does not also ask for a descriptor of a page file that
+// does not exist. Later reads of the page copy it from the node's memory.
+func TestShortCircuitColdPageAsksOnce(t *testing.T) {
+	n := startSCNode(t, 2*testPageSize, 1<<30)
+	c := n.client(t, true)
+	f := openFile(t, c)
+	defer f.Close()
+	ctx := context.Background()
+	const piece = 512 << 10 // random reads: no readahead, no page buffer
+	for i, off := range []int64{piece, testPageSize + 2*piece, piece, testPageSize + 2*piece} {
+		if i == 2 {
+			// A fill's readers get its bytes before the store has
+			// them: wait for the store, then read the same bytes again.
+			for _, at := range []int64{piece, testPageSize + 2*piece} {
+				for deadline := time.Now().Add(5 * time.Second); len(n.store.Missing(f.ref, at/testPageSize, at%testPageSize, piece)) > 0; {
+					if time.Now().After(deadline) {
+						t.Fatalf("the node never stored the bytes at %d it read", at)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}
+		buf := make([]byte, piece)
+		if _, err := f.ReadAt(ctx, buf, off); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf, n.data[off:off+piece]) {
+			t.Fatalf("read at %d: bytes differ", off)
+		}
+	}
+	st := n.sc.Stats()
+	if st.NotOnDisk != 0 || st.Grants != 0 {
+		t.Errorf("the node was asked for %d page files it did not have and granted %d; want none", st.NotOnDisk, st.Grants)
+	}
+	if st.NotInMemory != 2 || n.readRPCs.Load() != 2 || c.sc.memReads.Load() != 2 {
+		t.Errorf("%d memory misses, %d gRPC reads, %d memory reads; want one miss and one gRPC read per cold page (2), then memory reads (2)",
+			st.NotInMemory, n.readRPCs.Load(), c.sc.memReads.Load())
+	}
+}
+
 // readPageFiles has c's short-circuit reads of n's pages go through page
 // files even where n's memory tier holds the pages, as for a client that
 // may not read n's memory.
