@@ -304,20 +304,26 @@ func (f *File) bufferPage(ctx context.Context, page, start, n int64) (bool, erro
 }
 
 // readShortCircuited fills buf with the bytes at off, all inside page,
-// from the page file of members[0] (the page's owner) when it is on this
-// host and its disk tier holds the blocks, each block verified as it is
-// read; the read is traced as a page fetch from "short-circuit". It
-// reports false, having read nothing the caller may use, otherwise.
+// from the memory or the page file of members[0] (the page's owner) when
+// it is on this host and holds the blocks, each block verified as it is
+// read; the read is traced as a page fetch from that tier, marked
+// lakemesh.short_circuit. It reports false, having read nothing the
+// caller may use, otherwise.
 func (f *File) readShortCircuited(ctx context.Context, members []region.Member, page, off int64, buf []byte) bool {
 	start := time.Now()
-	if len(members) == 0 || !f.c.sc.read(ctx, f, members[0], page, off, buf) {
+	if len(members) == 0 {
+		return false
+	}
+	tier, ok := f.c.sc.read(ctx, f, members[0], page, off, buf)
+	if !ok {
 		return false
 	}
 	_, span := f.c.tracer.Start(ctx, "page.fetch", trace.WithTimestamp(start), trace.WithAttributes(
 		attribute.Int64("lakemesh.page", page),
 		attribute.Int64("lakemesh.offset", off),
 		attribute.Int64("lakemesh.bytes", int64(len(buf))),
-		attribute.String("lakemesh.source", "short-circuit"),
+		attribute.String("lakemesh.source", tier),
+		attribute.Bool("lakemesh.short_circuit", true),
 		attribute.String("lakemesh.node", members[0].ID),
 		attribute.String("lakemesh.node_addr", members[0].Addr),
 		attribute.Int64("lakemesh.duration_us", time.Since(start).Microseconds()),

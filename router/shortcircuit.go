@@ -109,12 +109,13 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 }
 
 // read fills buf with the bytes at file offset off of page, all inside
-// the page, through a short-circuit grant from member m. It reports false,
-// having read nothing the caller may use, when the page must be read over
-// gRPC instead.
-func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte) bool {
+// the page, from member m's memory or through a short-circuit grant of its
+// page file, and says which ("memory" or "disk"). It reports false, having
+// read nothing the caller may use, when the page must be read over gRPC
+// instead.
+func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte) (string, bool) {
 	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
-		return false
+		return "", false
 	}
 	ps := f.c.cfg.PageSize
 	pageLen := min(ps, f.entry.Size-page*ps)
@@ -123,12 +124,12 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	key := scKey{node: m.Addr, file: f.id, page: page}
 	if sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
 		sc.reads.Add(1)
-		return true
+		return string(cachenode.TierMemory), true
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
 		sc.fallbacks.Add(1)
-		return false
+		return "", false
 	}
 	err := readGranted(file, dp, pageOff, buf)
 	if err != nil {
@@ -138,10 +139,10 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 		sc.log.Debug("short-circuit read failed, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 		sc.drop(key, file)
 		sc.fallbacks.Add(1)
-		return false
+		return "", false
 	}
 	sc.reads.Add(1)
-	return true
+	return string(cachenode.TierDisk), true
 }
 
 // readMemory reads page bytes [off, off+len(buf)) from member m's memory

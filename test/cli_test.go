@@ -151,9 +151,9 @@ func TestDemoAndClientCommands(t *testing.T) {
 		t.Fatalf("status does not show the line's use against its budget:\n%s", status)
 	}
 	// Warm: from this region's cache, which on the nodes' own host the
-	// client reads from their page files (short-circuit), else from
-	// their memory; nothing from the lake or over the line.
-	if !regexp.MustCompile(`page 0 +(memory|short-circuit) `).MatchString(trace2) || strings.Contains(trace2, " lake ") || strings.Contains(trace2, " remote ") {
+	// client reads from their memory or page files itself (short-circuit);
+	// nothing from the lake or over the line.
+	if !regexp.MustCompile(`page 0 +(memory|disk)( \(short-circuit\))? `).MatchString(trace2) || strings.Contains(trace2, " lake ") || strings.Contains(trace2, " remote ") {
 		t.Fatalf("warm trace should be served from this region's cache:\n%s", trace2)
 	}
 	stat := lm("stat", "/lake/s3-use1/train/part-0001")

@@ -129,7 +129,11 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 			case "lakemesh.node":
 				r.node = a.Value.AsString()
 			case "lakemesh.source":
-				r.source = a.Value.AsString()
+				r.source = a.Value.AsString() + r.source
+			case "lakemesh.short_circuit":
+				if a.Value.AsBool() {
+					r.source += " (short-circuit)"
+				}
 			case "lakemesh.bytes":
 				r.bytes = a.Value.AsInt64()
 			case "lakemesh.from_region":
