@@ -45,6 +45,11 @@ const (
 	scConnIdle = 30 * time.Second
 	// scTimeout bounds one ask.
 	scTimeout = 2 * time.Second
+	// scMemoryReadMin is the smallest read that asks for the node's
+	// memory before a page file. Each memory read is a round trip to the
+	// node, where a page file's grant, once held, serves reads with a
+	// pread alone: a random 4 KiB read would cost several times more.
+	scMemoryReadMin = 64 << 10
 )
 
 // errBlockCRC: a block read through a descriptor failed its checksum.
@@ -122,12 +127,17 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	pageOff := off - page*ps
 	end := pageOff + int64(len(buf))
 	key := scKey{node: m.Addr, file: f.id, page: page}
-	if sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
+	small := len(buf) < scMemoryReadMin
+	if !small && sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
 		sc.reads.Add(1)
 		return string(cachenode.TierMemory), true
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
+		if small && sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
+			sc.reads.Add(1)
+			return string(cachenode.TierMemory), true
+		}
 		sc.fallbacks.Add(1)
 		return "", false
 	}

@@ -197,10 +197,12 @@ func TestShortCircuitReadsWarmPages(t *testing.T) {
 			}
 			st := n.sc.Stats()
 			if tc.memory > 0 {
-				// Every page is in the node's memory: copied from there,
-				// no page file read.
-				if st.Grants != 0 || st.MemoryGrants == 0 || c.sc.memReads.Load() != c.sc.reads.Load() {
-					t.Errorf("%d descriptors and %d memory answers granted, %d of %d short-circuit reads from memory; want every read from memory",
+				// Every page is in the node's memory: large reads are
+				// copied from there; small ones (4 KiB) go through a
+				// descriptor of each page, which needs no round trip
+				// once held.
+				if st.Grants > 4 || st.MemoryGrants == 0 || c.sc.memReads.Load() == 0 || c.sc.memReads.Load() == c.sc.reads.Load() {
+					t.Errorf("%d descriptors and %d memory answers granted, %d of %d short-circuit reads from memory; want large reads from memory, small ones through at most one descriptor per page",
 						st.Grants, st.MemoryGrants, c.sc.memReads.Load(), c.sc.reads.Load())
 				}
 			} else if st.Grants != 4 || c.sc.memReads.Load() != 0 {
