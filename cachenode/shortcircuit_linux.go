@@ -279,7 +279,7 @@ func copyMemoryGrant(c *net.UnixConn, g MemoryGrant, off int64, buf []byte) erro
 			want += len(d)
 		}
 		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
-		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.ESRCH) {
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) {
 			return fmt.Errorf("%w: %v", ErrMemoryReadDenied, err)
 		}
 		if err != nil {
