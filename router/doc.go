@@ -42,11 +42,13 @@
 // page is read from is on this client's host (Member.Host) and serves a
 // short-circuit socket next to its gRPC socket, the client asks it for a
 // descriptor of the page's data file and reads the blocks the grant lists
-// with pread, verifying each block's CRC-32C, with no gRPC call. Unless it
-// holds a grant that covers the read, it first asks for the bytes from the
-// node's memory tier and copies them with process_vm_readv(2), verified
-// the same way: a page a cold read's readahead just filled is read from
-// the node's memory, not back from the disk it was just written to. Grants
+// with pread, verifying each block's CRC-32C, with no gRPC call. A read of
+// 64 KiB or more that no grant held covers first asks for the bytes from
+// the node's memory tier and copies them with process_vm_readv(2),
+// verified the same way: a page a cold read's readahead just filled is
+// read from the node's memory, not back from the disk it was just written
+// to. A smaller read asks for the grant first (once held, it costs no
+// round trip), and for the memory when the page file has none. Grants
 // are per (node, file version, page): another version never uses one. At
 // most 256 are kept (least recently used closed first, all on Close), each
 // used for 10 s before it is asked for again, so a page the node dropped
