@@ -13,6 +13,36 @@ import (
 	"time"
 )
 
+// serveShortCircuit serves s's short-circuit socket for the lake
+// /lake/test and returns the server and a connection to it; both close
+// when the test ends.
+func serveShortCircuit(t *testing.T, s *Store) (*ShortCircuitServer, *net.UnixConn) {
+	t.Helper()
+	// Unix socket paths are short (108 bytes): not under t.TempDir().
+	dir, err := os.MkdirTemp("", "lmsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := ShortCircuitSocket(filepath.Join(dir, "node.sock"))
+	if filepath.Base(sock) != "node.fd.sock" {
+		t.Fatalf("short-circuit socket of node.sock is %s", sock)
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s})
+	go srv.Serve(lis)
+	t.Cleanup(func() { srv.Close() })
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return srv, nc.(*net.UnixConn)
+}
+
 // The short-circuit socket hands out a read-only descriptor of a page's
 // data file with exactly the blocks the disk tier holds and their
 // checksums, says "not on disk" for pages it does not hold, and refuses
@@ -30,28 +60,7 @@ func TestShortCircuitGrantsDiskBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir, err := os.MkdirTemp("", "lmsc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := ShortCircuitSocket(filepath.Join(dir, "node.sock"))
-	if filepath.Base(sock) != "node.fd.sock" {
-		t.Fatalf("short-circuit socket of node.sock is %s", sock)
-	}
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s})
-	go srv.Serve(lis)
-	defer srv.Close()
-	nc, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := nc.(*net.UnixConn)
+	srv, c := serveShortCircuit(t, s)
 	ask := func(page, ps int64) (*os.File, DiskPage, error) {
 		return OpenShortCircuit(c, ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: ps, Page: page}, time.Now().Add(5*time.Second))
 	}
@@ -123,25 +132,7 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir, err := os.MkdirTemp("", "lmsc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := ShortCircuitSocket(filepath.Join(dir, "node.sock"))
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s})
-	go srv.Serve(lis)
-	defer srv.Close()
-	nc, err := net.Dial("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c := nc.(*net.UnixConn)
+	srv, c := serveShortCircuit(t, s)
 	req := func(page, off, end int64) ShortCircuitRequest {
 		return ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: pageSize, Page: page, Off: off, End: end}
 	}
