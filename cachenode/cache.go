@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,6 +262,42 @@ func (c *Cache) Fill(ctx context.Context, ref FileRef, off, n int64, sequential 
 		}
 	}
 	return fetches, nil
+}
+
+// AwaitFills waits, when every block of bytes [off, end) of page index of
+// ref that the store is missing is being fetched (a readahead's fill in
+// flight), until the store holds them, and reports whether it does. It
+// starts no fetch: a block nobody fetches makes it report false at once,
+// as does the end of ctx.
+func (c *Cache) AwaitFills(ctx context.Context, ref FileRef, index, off, end int64) bool {
+	pid := PageID{File: ref.ID(), Index: index}
+	bs := c.store.BlockSize()
+	for {
+		c.mu.Lock()
+		missing := c.store.Missing(ref, index, off, end-off)
+		if len(missing) == 0 {
+			c.mu.Unlock()
+			return true
+		}
+		var wait *fetch
+		active := c.inflight[pid]
+		for _, sp := range missing {
+			for b := int(sp.Off / bs); int64(b)*bs < sp.End(); b++ {
+				i := slices.IndexFunc(active, func(f *fetch) bool { return f.covers(b) })
+				if i < 0 {
+					c.mu.Unlock()
+					return false
+				}
+				wait = active[i]
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-wait.stored:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // Holds reports whether the page store holds every byte of [off, off+n)

@@ -742,3 +742,57 @@ func TestCacheFillsReuseTheirGoroutines(t *testing.T) {
 	}
 	eventually(t, "the fillers gone after Close", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// AwaitFills waits for a fill in flight (a prefetch's) to be stored and
+// then reports the bytes held; it starts no fetch of its own, returns false
+// at once for bytes nobody fetches, and gives up with its context. A fill
+// that fails ends the wait with false.
+func TestCacheAwaitFills(t *testing.T) {
+	src := newFakeSource()
+	src.gate = make(chan struct{})
+	data := randomBytes(31, 3*testPage)
+	ref := src.add("f", "1", data)
+	c := smallCache(t, src, CacheConfig{})
+	ctx := context.Background()
+
+	if c.AwaitFills(ctx, ref, 1, 0, testPage) || src.started.Load() != 0 {
+		t.Fatalf("bytes nobody fetches: waited, or started %d fetches", src.started.Load())
+	}
+	if !c.Prefetch(ref, 0) {
+		t.Fatal("prefetch not taken")
+	}
+	eventually(t, "the prefetch's fetch", func() bool { return src.started.Load() == 1 })
+	done := make(chan bool, 1)
+	go func() { done <- c.AwaitFills(ctx, ref, 0, 100, testPage-100) }()
+	select {
+	case got := <-done:
+		t.Fatalf("AwaitFills returned %v before the fill's bytes came", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	if c.AwaitFills(short, ref, 0, 0, testPage) {
+		t.Fatal("AwaitFills past its context's end reported the bytes held")
+	}
+	cancel()
+	close(src.gate)
+	select {
+	case got := <-done:
+		if !got || len(c.Store().Missing(ref, 0, 0, testPage)) != 0 {
+			t.Fatalf("after the fill: AwaitFills %v, missing %v", got, c.Store().Missing(ref, 0, 0, testPage))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("AwaitFills still waiting after the fill was stored")
+	}
+	if src.started.Load() != 1 {
+		t.Fatalf("%d fetches; AwaitFills started some", src.started.Load())
+	}
+
+	// A fill that fails.
+	src.setFail(errors.New("line down"))
+	if !c.Prefetch(ref, 2) {
+		t.Fatal("prefetch not taken")
+	}
+	if c.AwaitFills(ctx, ref, 2, 0, testPage) {
+		t.Fatal("AwaitFills reported the bytes of a failed fill held")
+	}
+}

@@ -54,6 +54,9 @@ type fetch struct {
 	cancel context.CancelFunc
 	stop   func() bool // detaches ctx from Cache.ctx
 	done   chan struct{}
+	// stored is closed once the fetch has left inflight: its bytes are in
+	// the store, or it failed or was abandoned (AwaitFills).
+	stored chan struct{}
 
 	// Guarded by Cache.mu until done is closed, read-only after.
 	refs     int  // callers waiting for it, owner included
@@ -163,7 +166,7 @@ func (c *Cache) newFetch(ctx context.Context, ref FileRef, id PageID, b int) *fe
 	return &fetch{
 		id: id, ref: ref, index: id.Index, b0: b, b1: b + 1,
 		ctx: fctx, cancel: cancel, stop: context.AfterFunc(c.ctx, cancel),
-		done: make(chan struct{}), refs: 1,
+		done: make(chan struct{}), stored: make(chan struct{}), refs: 1,
 	}
 }
 
@@ -288,6 +291,7 @@ func (c *Cache) abandon(pending []*pageRead) {
 			c.detachLocked(f)
 			f.err, f.finished = errAbandoned, true
 			close(f.done)
+			close(f.stored)
 			f.stop()
 			f.cancel()
 		}
@@ -367,6 +371,7 @@ func (c *Cache) run(run []*fetch) {
 		c.mu.Lock()
 		c.detachLocked(f)
 		c.mu.Unlock()
+		close(f.stored)
 		f.stop()
 		f.cancel()
 	}

@@ -1,9 +1,11 @@
 package cachenode
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 )
 
@@ -34,8 +36,9 @@ import (
 //	request op 2: op 1's fields, then off int64, end int64 (page offsets)
 //	request op 3: no fields, no response (release the blocks held)
 //	response status 3 (in memory): page length int64, block size int64,
-//	  first block uint32, blocks uint32, then per block: address uint64,
-//	  length uint32, CRC-32C uint32
+//	  first block uint32, blocks uint32, waited uint32 (1: the node waited
+//	  for a fill in flight), then per block: address uint64, length
+//	  uint32, CRC-32C uint32
 //	response status 1: the memory tier does not hold every block asked for
 //	response status 4: the node holds no block of the page at all
 const (
@@ -45,6 +48,9 @@ const (
 	scNotHeld   = 4
 	// scMaxMemBlocks bounds the blocks of one memory answer.
 	scMaxMemBlocks = 1 << 16
+	// scAwaitFill bounds how long a memory read waits for a fill in
+	// flight (clients give up on an answer after 2 s).
+	scAwaitFill = time.Second
 )
 
 // ErrNotHeld is a memory short-circuit read's answer (with ErrMissing)
@@ -67,6 +73,7 @@ type MemoryGrant struct {
 	BlockSize int64
 	First     int
 	Blocks    []MemoryBlock
+	Waited    bool // the node waited for a fill in flight of some of them
 }
 
 // MemoryBlocks returns the memory tier's blocks that bytes [off, end) of
@@ -108,6 +115,15 @@ func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blo
 // connection holds until the client is done with them.
 func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) ([]byte, [][]byte) {
 	first, blocks, crcs, err := s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
+	waited := false
+	if errors.Is(err, ErrMissing) && s.cfg.Cache != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
+		if s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End) {
+			waited = true
+			first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
+		}
+		cancel()
+	}
 	if errors.Is(err, ErrMissing) {
 		s.notInMemory.Add(1)
 		if s.cfg.Store.lookup(PageID{File: ref.ID(), Index: req.Page}) == nil {
@@ -128,6 +144,11 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 	b = le.AppendUint64(b, uint64(s.cfg.Store.geo.blockSize))
 	b = le.AppendUint32(b, uint32(first))
 	b = le.AppendUint32(b, uint32(len(blocks)))
+	if waited {
+		b = le.AppendUint32(b, 1)
+	} else {
+		b = le.AppendUint32(b, 0)
+	}
 	for i, m := range blocks {
 		b = le.AppendUint64(b, uint64(uintptr(unsafe.Pointer(unsafe.SliceData(m)))))
 		b = le.AppendUint32(b, uint32(len(m)))
@@ -143,6 +164,7 @@ func decodeMemoryGrant(r *sidecarReader) (MemoryGrant, error) {
 	g.Length, g.BlockSize = r.i64(), r.i64()
 	g.First = int(r.u32())
 	n := int(r.u32())
+	g.Waited = r.u32() == 1
 	if r.err != nil || n > scMaxMemBlocks || g.BlockSize <= 0 {
 		return g, errBadSCFrame
 	}

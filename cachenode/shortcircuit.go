@@ -89,6 +89,10 @@ var errShortCircuitRefused = errors.New("short-circuit read refused by node")
 type ShortCircuitConfig struct {
 	Lakes *Lakes
 	Store *Store
+	// Cache, when set, lets a memory read wait for the fill in flight of
+	// the blocks it asks for (a readahead's) instead of being answered
+	// "not in memory" and read over gRPC.
+	Cache *Cache
 	// MaxConns bounds the connections served at once (default 64); more
 	// wait in the listen backlog.
 	MaxConns int

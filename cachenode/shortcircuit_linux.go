@@ -204,33 +204,40 @@ var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksu
 // must be len(buf) bytes, from the memory tier of the node at the other
 // end of c (memgrant.go): it asks where the blocks lie, copies them with
 // process_vm_readv(2) and verifies every block's checksum before any of
-// its bytes is used. Errors wrapping ErrMissing (not all in memory),
-// ErrMemoryReadDenied and ErrShortCircuitChecksum leave c usable; any
-// other error leaves it unusable.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) error {
+// its bytes is used. It returns TierMemory, or TierWait when the node
+// waited for a fill in flight of some of them. Errors wrapping ErrMissing
+// (not all in memory), ErrMemoryReadDenied and ErrShortCircuitChecksum
+// leave c usable; any other error leaves it unusable.
+func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (Tier, error) {
 	if req.End-req.Off != int64(len(buf)) || len(buf) == 0 {
-		return fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
+		return "", fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
 	}
 	c.SetDeadline(deadline)
 	if _, err := c.Write(encodeSCRequest(scOpMemory, req)); err != nil {
-		return err
+		return "", err
 	}
 	body, fds, err := readSCFrame(c)
 	for _, fd := range fds {
 		syscall.Close(fd)
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	g, err := decodeSCMemoryResponse(body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	err = copyMemoryGrant(c, g, req.Off, buf)
 	// Done with the blocks: the node lets go of them. A failed write
 	// leaves c broken, which the next request finds.
 	c.Write(encodeSCRequest(scOpRelease, ShortCircuitRequest{}))
-	return err
+	if err != nil {
+		return "", err
+	}
+	if g.Waited {
+		return TierWait, nil
+	}
+	return TierMemory, nil
 }
 
 // copyMemoryGrant copies page bytes [off, off+len(buf)) from the node's

@@ -34,6 +34,6 @@ var ErrMemoryReadDenied = errNoShortCircuit
 var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksum")
 
 // ReadShortCircuitMemory fails: short-circuit reads are linux-only.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) error {
-	return errNoShortCircuit
+func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (Tier, error) {
+	return "", errNoShortCircuit
 }

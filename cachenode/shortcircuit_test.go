@@ -14,9 +14,10 @@ import (
 )
 
 // serveShortCircuit serves s's short-circuit socket for the lake
-// /lake/test and returns the server and a connection to it; both close
-// when the test ends.
-func serveShortCircuit(t *testing.T, s *Store) (*ShortCircuitServer, *net.UnixConn) {
+// /lake/test (with cache, if not nil, for memory reads to wait on) and
+// returns the server and a connection to it; both close when the test
+// ends.
+func serveShortCircuit(t *testing.T, s *Store, cache *Cache) (*ShortCircuitServer, *net.UnixConn) {
 	t.Helper()
 	// Unix socket paths are short (108 bytes): not under t.TempDir().
 	dir, err := os.MkdirTemp("", "lmsc")
@@ -32,7 +33,7 @@ func serveShortCircuit(t *testing.T, s *Store) (*ShortCircuitServer, *net.UnixCo
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s})
+	srv := NewShortCircuitServer(ShortCircuitConfig{Lakes: NewLakes([]Lake{{Path: "/lake/test"}}), Store: s, Cache: cache})
 	go srv.Serve(lis)
 	t.Cleanup(func() { srv.Close() })
 	nc, err := net.Dial("unix", sock)
@@ -60,7 +61,7 @@ func TestShortCircuitGrantsDiskBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, c := serveShortCircuit(t, s)
+	srv, c := serveShortCircuit(t, s, nil)
 	ask := func(page, ps int64) (*os.File, DiskPage, error) {
 		return OpenShortCircuit(c, ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: ps, Page: page}, time.Now().Add(5*time.Second))
 	}
@@ -132,13 +133,14 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, c := serveShortCircuit(t, s)
+	srv, c := serveShortCircuit(t, s, nil)
 	req := func(page, off, end int64) ShortCircuitRequest {
 		return ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: pageSize, Page: page, Off: off, End: end}
 	}
 	read := func(page, off, end int64) ([]byte, error) {
 		buf := make([]byte, end-off)
-		return buf, ReadShortCircuitMemory(c, req(page, off, end), buf, time.Now().Add(5*time.Second))
+		_, err := ReadShortCircuitMemory(c, req(page, off, end), buf, time.Now().Add(5*time.Second))
+		return buf, err
 	}
 
 	for _, r := range [][3]int64{{0, 0, pageSize}, {1, 100, 3*blockSize + 7}, {1, blockSize, 2 * blockSize}, {2, 5, blockSize}} {
@@ -156,7 +158,7 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	}
 	none := req(0, 0, blockSize)
 	none.Version = "v2"
-	if err := ReadShortCircuitMemory(c, none, make([]byte, blockSize), time.Now().Add(5*time.Second)); !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotHeld) {
+	if _, err := ReadShortCircuitMemory(c, none, make([]byte, blockSize), time.Now().Add(5*time.Second)); !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotHeld) {
 		t.Fatalf("a page the node does not hold: %v; want ErrMissing and ErrNotHeld", err)
 	}
 	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 2 {
@@ -203,5 +205,49 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	e.mem[2][10] ^= 0xff
 	if got, err := read(1, 0, pageSize); err != nil || !bytes.Equal(got, data[pageSize:2*pageSize]) {
 		t.Fatalf("read after a failed checksum: %v", err)
+	}
+}
+
+// A memory read of a page whose fill is in flight (a readahead's) waits
+// for it and copies the page from memory, saying it waited; a page nobody
+// fills is "not held" at once, and the read starts no fill.
+func TestShortCircuitMemoryReadWaitsForFill(t *testing.T) {
+	src := newFakeSource()
+	src.gate = make(chan struct{})
+	data := randomBytes(41, 2*testPage)
+	ref := src.add("f", "1", data)
+	cache := smallCache(t, src, CacheConfig{})
+	_, c := serveShortCircuit(t, cache.Store(), cache)
+	req := ShortCircuitRequest{Path: "/lake/test/f", Version: "1", Size: ref.Size, PageSize: testPage, Page: 0, Off: 0, End: testPage}
+	deadline := time.Now().Add(5 * time.Second)
+
+	buf := make([]byte, testPage)
+	if _, err := ReadShortCircuitMemory(c, req, buf, deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 0 {
+		t.Fatalf("a page nobody fills: %v, %d fetches started; want ErrNotHeld and none", err, src.started.Load())
+	}
+	if !cache.Prefetch(ref, 0) {
+		t.Fatal("prefetch not taken")
+	}
+	eventually(t, "the prefetch's fetch", func() bool { return src.started.Load() == 1 })
+	type result struct {
+		tier Tier
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		tier, err := ReadShortCircuitMemory(c, req, buf, deadline)
+		got <- result{tier, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // the read is at the node, waiting
+	close(src.gate)
+	r := <-got
+	if r.err != nil || r.tier != TierWait {
+		t.Fatalf("memory read of a page being filled: %s, %v; want it to wait", r.tier, r.err)
+	}
+	if !bytes.Equal(buf, data[:testPage]) {
+		t.Fatal("bytes differ")
+	}
+	if src.started.Load() != 1 {
+		t.Fatalf("%d fetches; the memory read started one", src.started.Load())
 	}
 }

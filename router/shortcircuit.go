@@ -128,15 +128,17 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	end := pageOff + int64(len(buf))
 	key := scKey{node: m.Addr, file: f.id, page: page}
 	small := len(buf) < scMemoryReadMin
-	if !small && sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
-		sc.reads.Add(1)
-		return string(cachenode.TierMemory), true
+	if !small {
+		if tier, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf); ok {
+			return tier, true
+		}
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
-		if small && sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf) {
-			sc.reads.Add(1)
-			return string(cachenode.TierMemory), true
+		if small {
+			if tier, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf); ok {
+				return tier, true
+			}
 		}
 		sc.fallbacks.Add(1)
 		return "", false
@@ -161,9 +163,10 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 // read from disk what the node only just wrote. It does not ask when the
 // client holds a grant of the page's file that covers the bytes (a pread
 // through it needs no round trip to the node), nor after this process was
-// refused reading m's memory. It reports false, having read nothing the
-// caller may use, when the bytes must be read otherwise.
-func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte) bool {
+// refused reading m's memory. It says where the bytes were (memory, or
+// wait: the node waited for the fill in flight), or reports false, having
+// read nothing the caller may use, when they must be read otherwise.
+func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte) (string, bool) {
 	socket := cachenode.ShortCircuitSocket(m.Socket)
 	end := off + int64(len(buf))
 	sc.mu.Lock()
@@ -174,25 +177,26 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 	}
 	sc.mu.Unlock()
 	if skip {
-		return false
+		return "", false
 	}
 	conn, err := sc.conn(socket)
 	if err != nil {
-		return false
+		return "", false
 	}
 	deadline := time.Now().Add(scTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	err = cachenode.ReadShortCircuitMemory(conn, cachenode.ShortCircuitRequest{
+	tier, err := cachenode.ReadShortCircuitMemory(conn, cachenode.ShortCircuitRequest{
 		Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size, PageSize: f.c.cfg.PageSize, Page: page,
 		Off: off, End: end,
 	}, buf, deadline)
 	switch {
 	case err == nil:
 		sc.putConn(socket, conn)
+		sc.reads.Add(1)
 		sc.memReads.Add(1)
-		return true
+		return string(tier), true
 	case errors.Is(err, cachenode.ErrMissing):
 		sc.putConn(socket, conn)
 		if errors.Is(err, cachenode.ErrNotHeld) {
@@ -218,7 +222,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		conn.Close()
 		sc.log.Debug("short-circuit memory read failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	}
-	return false
+	return "", false
 }
 
 // covers says whether a grant of a page of pageLen bytes lists every

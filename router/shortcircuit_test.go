@@ -103,7 +103,7 @@ func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
 	nodepb.RegisterNodeServer(srv, cachenode.NewNode(cachenode.NodeConfig{
 		ID: "n1", Region: "r", Addr: n.member.Addr, Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
 	}))
-	n.sc = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Logger: log})
+	n.sc = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: cache, Logger: log})
 	go srv.Serve(tcp)
 	go srv.Serve(unix)
 	go n.sc.Serve(fdLis)

@@ -8,10 +8,10 @@ import (
 
 // serveShortCircuit serves the node's short-circuit socket next to its
 // gRPC socket (cachenode.ShortCircuitSocket: <cache-dir>/node.fd.sock by
-// default), through which clients on this host read the disk tier's pages
-// themselves. Clients find it by that name, so nothing more is advertised.
-// It is a shortcut: when it cannot be served the node runs without it, and
-// clients read over gRPC.
+// default), through which clients on this host read cached pages
+// themselves, from the node's memory or its page files. Clients find it by
+// that name, so nothing more is advertised. It is a shortcut: when it
+// cannot be served the node runs without it, and clients read over gRPC.
 func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 	o := n.opts
 	if o.socket == "" || !cachenode.ShortCircuitSupported {
@@ -27,7 +27,7 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 		o.log.Warn("short-circuit socket not served; clients on this host read over gRPC", "socket", path, "err", err)
 		return
 	}
-	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Logger: o.log})
+	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: n.cache, Logger: o.log})
 	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
 	if n.registry != nil {
 		sc := n.shortCircuit
