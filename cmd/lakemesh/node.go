@@ -44,6 +44,11 @@ The node also serves gRPC on a Unix socket (--socket, by default
 machine's identity (/etc/machine-id, else hostname and boot id): clients on the
 same machine read through the socket instead of loopback TCP, and fall back to
 TCP when they cannot open it. A socket file left by a killed node is replaced.
+Next to it, node.fd.sock (mode 0660) lets those clients read cached pages
+themselves: out of the node's memory (process_vm_readv, which needs the right
+to ptrace the node: the same user with Yama's ptrace_scope 0, or root) or
+through read-only descriptors of its page files, every block checked against
+its CRC-32C.
 
 Across regions: a miss of a lake homed in another region crosses into this
 region once (a claim in the region's NATS JetStream), from the cheapest region
