@@ -278,7 +278,9 @@ func copyMemoryGrant(c *net.UnixConn, g MemoryGrant, off int64, buf []byte) erro
 				}
 			}
 			dsts = append(dsts, dst)
-			local = append(local, unix.Iovec{Base: unsafe.SliceData(dst), Len: uint64(len(dst))})
+			iov := unix.Iovec{Base: unsafe.SliceData(dst)}
+			iov.SetLen(len(dst))
+			local = append(local, iov)
 			remote = append(remote, unix.RemoteIovec{Base: m.Addr, Len: m.Len})
 		}
 		want := 0

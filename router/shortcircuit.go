@@ -52,8 +52,9 @@ const (
 	scMemoryReadMin = 64 << 10
 )
 
-// errBlockCRC: a block read through a descriptor failed its checksum.
-var errBlockCRC = errors.New("short-circuit block failed its checksum")
+// errBlockCRC: a block read through a descriptor or out of a node's
+// memory failed its checksum.
+var errBlockCRC = cachenode.ErrShortCircuitChecksum
 
 // shortCircuit is a client's short-circuit state. Its mutex is a leaf:
 // no I/O under it.
@@ -213,7 +214,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		if first {
 			sc.log.Info("this process may not read the node's memory (another user, or Yama's ptrace_scope); short-circuit reads use its page files", "node", m.Addr, "err", err)
 		}
-	case errors.Is(err, cachenode.ErrShortCircuitChecksum):
+	case errors.Is(err, errBlockCRC):
 		// The node's own read verifies the block too, and drops it.
 		sc.putConn(socket, conn)
 		sc.corrupt.Add(1)
