@@ -129,6 +129,7 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 			case "lakemesh.node":
 				r.node = a.Value.AsString()
 			case "lakemesh.source":
+				// Before any " (short-circuit)" already added.
 				r.source = a.Value.AsString() + r.source
 			case "lakemesh.short_circuit":
 				if a.Value.AsBool() {
