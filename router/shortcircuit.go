@@ -116,8 +116,8 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 
 // read fills buf with the bytes at file offset off of page, all inside
 // the page, from member m's memory or through a short-circuit grant of its
-// page file, and says where the bytes were ("memory", "wait": memory
-// once the node's fill in flight was done, or "disk"). It reports false, having
+// page file, and says where the bytes were ("memory"; "wait": memory, once
+// the node's fill in flight was done; or "disk"). It reports false, having
 // read nothing the caller may use, when the page must be read over gRPC
 // instead.
 func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte) (string, bool) {
