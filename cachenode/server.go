@@ -367,7 +367,7 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	// Write-back files of the directory that its lake does not have yet
 	// are all listed on the first page (in name order there) and left out
 	// of the lake's pages, so each path is listed once.
-	pending := n.pendingIn(p)
+	pending := n.checkedPending(ctx, p)
 	if n.cfg.Journal != nil {
 		for _, e := range n.cfg.Journal.PendingUnder(p) {
 			pending[e.Path] = n.journalEntry(e)

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
+	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/metadata"
@@ -275,6 +278,37 @@ func (n *Node) checkPending(ctx context.Context, e *nodepb.Entry) (*nodepb.Entry
 	// Uploaded (or deleted) since: the news never came here.
 	n.overlay(path.Dir(e.GetPath()), nil, []string{e.GetPath()})
 	return nil, false
+}
+
+// checkedPending returns the pending entries of dir known to this node,
+// each one another node announced checked as a stat checks it
+// (checkPending, at most 8 at once): a listing does not show an entry
+// whose upload this node never heard of.
+func (n *Node) checkedPending(ctx context.Context, dir string) map[string]*nodepb.Entry {
+	pending := n.pendingIn(dir)
+	if len(pending) == 0 {
+		return pending
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, e := range slices.Collect(maps.Values(pending)) {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			checked, ok := n.checkPending(ctx, e)
+			mu.Lock()
+			if ok {
+				pending[e.GetPath()] = checked
+			} else {
+				delete(pending, e.GetPath())
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return pending
 }
 
 // journalOnlyHeader, on a Stat, asks the node not to answer from pending
