@@ -53,9 +53,10 @@ const (
 	scAwaitFill = time.Second
 )
 
-// ErrNotHeld is a memory short-circuit read's answer (with ErrMissing)
-// when the node holds no block of the page in either tier: asking for a
-// descriptor of its page file would be refused too.
+// ErrNotHeld comes with ErrMissing when the node holds no block of the
+// page in either tier (Store.MemoryBlocks, and a memory short-circuit
+// read's answer): asking for a descriptor of its page file would be
+// refused too.
 var ErrNotHeld = errors.New("the node holds no block of the page")
 
 // MemoryBlock is one memory-tier block of a memory grant: where it lies in
@@ -82,7 +83,7 @@ type MemoryGrant struct {
 // The caller holds the slices for as long as that reader may copy from
 // them: a block's memory is reused only once nothing refers to it. It
 // returns an error wrapping ErrMissing when any of those blocks is not in
-// memory.
+// memory, and ErrNotHeld too when the store holds no block of the page.
 func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blocks [][]byte, crcs []uint32, err error) {
 	if s.closed.Load() {
 		return 0, nil, nil, ErrStoreClosed
@@ -93,7 +94,10 @@ func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blo
 		return 0, nil, nil, fmt.Errorf("memory blocks of %s page %d [%d,%d) (page length %d): %w", ref, index, off, end, length, errPageRange)
 	}
 	e := s.lookup(id)
-	if e == nil || e.length != length {
+	if e == nil {
+		return 0, nil, nil, fmt.Errorf("page %s: %w: %w", id, ErrMissing, ErrNotHeld)
+	}
+	if e.length != length {
 		return 0, nil, nil, fmt.Errorf("page %s is not in memory: %w", id, ErrMissing)
 	}
 	b0, b1 := s.geo.blockRange(off, end)
@@ -126,7 +130,7 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 	}
 	if errors.Is(err, ErrMissing) {
 		s.notInMemory.Add(1)
-		if s.cfg.Store.lookup(PageID{File: ref.ID(), Index: req.Page}) == nil {
+		if errors.Is(err, ErrNotHeld) {
 			// Nothing to grant a descriptor of either: the client need
 			// not ask for one.
 			return scResponse(scNotHeld, ""), nil

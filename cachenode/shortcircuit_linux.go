@@ -262,6 +262,7 @@ func copyMemoryGrant(c *net.UnixConn, g MemoryGrant, off int64, buf []byte) erro
 	for i := 0; i < len(g.Blocks); i += step {
 		blocks := g.Blocks[i:min(i+step, len(g.Blocks))]
 		local, remote, dsts = local[:0], remote[:0], dsts[:0]
+		want := 0
 		for k, m := range blocks {
 			start := int64(g.First+i+k) * bs
 			var dst []byte
@@ -278,14 +279,11 @@ func copyMemoryGrant(c *net.UnixConn, g MemoryGrant, off int64, buf []byte) erro
 				}
 			}
 			dsts = append(dsts, dst)
+			want += len(dst)
 			iov := unix.Iovec{Base: unsafe.SliceData(dst)}
 			iov.SetLen(len(dst))
 			local = append(local, iov)
 			remote = append(remote, unix.RemoteIovec{Base: m.Addr, Len: m.Len})
-		}
-		want := 0
-		for _, d := range dsts {
-			want += len(d)
 		}
 		n, err := unix.ProcessVMReadv(pid, local, remote, 0)
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOSYS) {

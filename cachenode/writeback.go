@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -290,24 +291,22 @@ func (n *Node) checkedPending(ctx context.Context, dir string) map[string]*nodep
 		return pending
 	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	var g errgroup.Group
+	g.SetLimit(8)
 	for _, e := range slices.Collect(maps.Values(pending)) {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		g.Go(func() error {
 			checked, ok := n.checkPending(ctx, e)
 			mu.Lock()
+			defer mu.Unlock()
 			if ok {
 				pending[e.GetPath()] = checked
 			} else {
 				delete(pending, e.GetPath())
 			}
-			mu.Unlock()
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 	return pending
 }
 
