@@ -40,6 +40,16 @@ Keys: a key must map to one path. A key with an empty, "." or ".." element,
 a NUL byte or an element over 255 bytes is refused with InvalidArgument. A
 key ending in "/" with an empty body is a directory. User metadata, tags,
 ACLs and versions are not stored. ETags are the lake's file versions.
+A request for a subresource the gateway does not implement (?versioning,
+?tagging, ?acl, a versionId other than "null", ...) is answered
+NotImplemented and changes nothing, whatever its method.
+
+Checksums: Content-MD5 and every x-amz-checksum-* algorithm S3 knows
+(crc32, crc32c, crc64nvme, md5, sha1, sha256, sha512, xxhash64, xxhash3,
+xxhash128), as a header or a trailer, are verified while an upload
+streams; a mismatch (BadDigest) writes nothing. A CompleteMultipartUpload's
+checksum is the object's, full or composite, verified the same way. The
+reply states the checksum; it is not stored, so GETs do not return it.
 
 Authentication: every request is checked with AWS Signature Version 4 (the
 Authorization header or a presigned URL, valid up to 7 days) against the

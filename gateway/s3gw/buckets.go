@@ -275,6 +275,11 @@ func (s *Server) createBucket(w http.ResponseWriter, req *request) error {
 	if problem := createdBucketProblem(name); problem != "" {
 		return s3err("InvalidBucketName", "bucket name %q: %s", name, problem)
 	}
+	// A bucket asked for with object lock must not be made without it:
+	// the client would take its objects for protected.
+	if v := req.Header.Get("X-Amz-Bucket-Object-Lock-Enabled"); strings.EqualFold(strings.TrimSpace(v), "true") {
+		return s3err("NotImplemented", "object lock (x-amz-bucket-object-lock-enabled) is not implemented by the lakemesh S3 gateway")
+	}
 	body, err := s.smallBody(req, 64<<10)
 	if err != nil {
 		return err
@@ -340,7 +345,12 @@ func (s *Server) deleteBucket(w http.ResponseWriter, req *request) error {
 // smallBody reads a request body that must be small (XML documents),
 // verified like any other body.
 func (s *Server) smallBody(req *request, limit int64) ([]byte, error) {
-	body, err := s.body(req, nil)
+	return s.smallBodyOf(req, limit, true)
+}
+
+// smallBodyOf is smallBody; bodyChecksums is decodeBody's.
+func (s *Server) smallBodyOf(req *request, limit int64, bodyChecksums bool) ([]byte, error) {
+	body, err := s.decodeBody(req, nil, bodyChecksums)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,21 @@
 // directory removes the directories it leaves empty (up to the bucket's
 // root), as an S3 prefix vanishes with its last key. A key cannot be both
 // an object and a prefix of other keys (InvalidArgument). User metadata
-// (x-amz-meta-*), tags, ACLs and versions are not stored.
+// (x-amz-meta-*), tags, ACLs and versions are not stored. A request that
+// names a subresource its operation does not take (route.go) is
+// NotImplemented, never another operation: PUT /bucket?versioning does not
+// create the bucket, DELETE /bucket/key?versionId=v does not delete the
+// object.
+//
+// # Checksums
+//
+// Uploads are verified while they stream (payload.go): the signed
+// SHA-256, Content-MD5 and every x-amz-checksum-* algorithm S3 knows,
+// as a header or a trailer; an unknown algorithm is refused, not
+// ignored. A CompleteMultipartUpload's x-amz-checksum-* is the object's
+// (objsum.go), FULL_OBJECT or COMPOSITE, checked as the parts are written
+// to the lake. Replies state the checksums they verified; they are not
+// stored with the object.
 //
 // # Listing
 //

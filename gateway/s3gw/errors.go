@@ -36,6 +36,7 @@ var errorStatus = map[string]int{
 	"InvalidPartOrder":                  http.StatusBadRequest,
 	"InvalidRange":                      http.StatusRequestedRangeNotSatisfiable,
 	"InvalidRequest":                    http.StatusBadRequest,
+	"InvalidStorageClass":               http.StatusBadRequest,
 	"KeyTooLongError":                   http.StatusBadRequest,
 	"MalformedXML":                      http.StatusBadRequest,
 	"MethodNotAllowed":                  http.StatusMethodNotAllowed,

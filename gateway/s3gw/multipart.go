@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -112,6 +113,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, req *request) error {
 		return s3err("EntityTooLarge", "a part holds at most 5 GiB")
 	}
 	w.Header().Set("ETag", `"`+sum+`"`)
+	_ = body.echoChecksums(w.Header())
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -175,11 +177,38 @@ type completeMultipartUpload struct {
 }
 
 type completeMultipartUploadResult struct {
-	XMLName  xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ CompleteMultipartUploadResult"`
-	Location string
-	Bucket   string
-	Key      string
-	ETag     string
+	XMLName           xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ CompleteMultipartUploadResult"`
+	Location          string
+	Bucket            string
+	Key               string
+	ETag              string
+	ChecksumCRC32     string `xml:",omitempty"`
+	ChecksumCRC32C    string `xml:",omitempty"`
+	ChecksumCRC64NVME string `xml:",omitempty"`
+	ChecksumMD5       string `xml:",omitempty"`
+	ChecksumSHA1      string `xml:",omitempty"`
+	ChecksumSHA256    string `xml:",omitempty"`
+	ChecksumSHA512    string `xml:",omitempty"`
+	ChecksumXXHASH64  string `xml:",omitempty"`
+	ChecksumXXHASH3   string `xml:",omitempty"`
+	ChecksumXXHASH128 string `xml:",omitempty"`
+	ChecksumType      string `xml:",omitempty"`
+}
+
+// setChecksum states the object checksum the completion verified.
+func (r *completeMultipartUploadResult) setChecksum(sum *checksummedParts) {
+	if sum == nil {
+		return
+	}
+	v := sum.value()
+	field := map[string]*string{
+		"crc32": &r.ChecksumCRC32, "crc32c": &r.ChecksumCRC32C, "crc64nvme": &r.ChecksumCRC64NVME,
+		"md5": &r.ChecksumMD5, "sha1": &r.ChecksumSHA1, "sha256": &r.ChecksumSHA256, "sha512": &r.ChecksumSHA512,
+		"xxhash64": &r.ChecksumXXHASH64, "xxhash3": &r.ChecksumXXHASH3, "xxhash128": &r.ChecksumXXHASH128,
+	}[sum.c.name]
+	if field != nil {
+		*field, r.ChecksumType = v, sum.kind
+	}
 }
 
 // completeUpload streams the named parts, in order, into one Put of the
@@ -190,7 +219,11 @@ func (s *Server) completeUpload(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	body, err := s.smallBody(req, 4<<20)
+	objSum, aerr := parseObjectChecksum(req.Header)
+	if aerr != nil {
+		return aerr
+	}
+	body, err := s.smallBodyOf(req, 4<<20, false)
 	if err != nil {
 		return err
 	}
@@ -244,7 +277,17 @@ func (s *Server) completeUpload(w http.ResponseWriter, req *request) error {
 	defer cancel()
 	pr := &partsReader{ctx: putCtx, parts: parts}
 	defer pr.Close()
-	in2 := &failFast{r: pr, cancel: cancel}
+	var src io.Reader = pr
+	var sum *checksummedParts
+	if objSum != nil {
+		sizes := make([]int64, len(parts))
+		for i, p := range parts {
+			sizes[i] = p.size
+		}
+		sum = newChecksummedParts(pr, objSum, sizes)
+		src = sum
+	}
+	in2 := &failFast{r: src, cancel: cancel}
 	e, err := s.ns.Put(putCtx, p, in2)
 	if err == nil && e.Size != total {
 		err = fmt.Errorf("complete %s: the lake stored %d bytes of %d", p, e.Size, total)
@@ -267,7 +310,9 @@ func (s *Server) completeUpload(w http.ResponseWriter, req *request) error {
 			s.log.Warn("completed upload's parts not removed", "upload", up.ID, "err", err)
 		}
 		s.log.Info("multipart upload completed", "upload", up.ID, "path", p, "parts", len(parts), "bytes", total)
-		reply = completeMultipartUploadResult{Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: etagOf(e)}
+		result := completeMultipartUploadResult{Location: "/" + req.bucket + "/" + req.key, Bucket: req.bucket, Key: req.key, ETag: etagOf(e)}
+		result.setChecksum(sum)
+		reply = result
 		if !ka.stop() {
 			return writeXML(w, http.StatusOK, reply)
 		}

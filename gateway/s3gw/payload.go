@@ -7,6 +7,7 @@ import (
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -14,8 +15,13 @@ import (
 	"hash/crc32"
 	"hash/crc64"
 	"io"
+	"net/http"
+	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/zeebo/xxh3"
 )
 
 // A request body is verified while it streams, never buffered whole:
@@ -30,14 +36,36 @@ import (
 // maxChunkSize bounds one aws-chunked chunk (S3's largest object).
 const maxChunkSize = 5 << 30
 
-// checksumAlgorithms are the x-amz-checksum-* algorithms S3 clients send.
+// checksumAlgorithms are the x-amz-checksum-* algorithms S3 knows. The
+// xxhash digests are big-endian, as the SDKs send them.
 var checksumAlgorithms = map[string]func() hash.Hash{
 	"crc32":     func() hash.Hash { return crc32.NewIEEE() },
 	"crc32c":    func() hash.Hash { return crc32.New(crc32.MakeTable(crc32.Castagnoli)) },
 	"crc64nvme": func() hash.Hash { return crc64.New(crc64NVMETable) },
+	"md5":       md5.New,
 	"sha1":      sha1.New,
 	"sha256":    sha256.New,
+	"sha512":    sha512.New,
+	"xxhash64":  func() hash.Hash { return xxhash.New() },
+	"xxhash3":   func() hash.Hash { return xxh3.New() },
+	"xxhash128": func() hash.Hash { return xxh3.New128() },
 }
+
+// checksumNames lists checksumAlgorithms for error messages.
+var checksumNames = func() string {
+	names := make([]string, 0, len(checksumAlgorithms))
+	for n := range checksumAlgorithms {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}()
+
+// checksumHeaderPrefix starts the header (or trailer) of a checksum;
+// these headers of that form are not checksums.
+const checksumHeaderPrefix = "x-amz-checksum-"
+
+var checksumNotAlgorithm = map[string]bool{"algorithm": true, "type": true, "mode": true}
 
 // crc64NVMETable is CRC-64/NVME (reflected polynomial 0x9a6c9329ac4bc9b5),
 // which hash/crc64 computes with the same init and final xor.
@@ -49,6 +77,13 @@ var crc64NVMETable = crc64.MakeTable(0x9a6c9329ac4bc9b5)
 // of the context their Put runs under, so a write whose body fails is
 // abandoned even by a writer that took an early end for a complete file.
 func (s *Server) body(req *request, onFail func()) (*verifiedBody, error) {
+	return s.decodeBody(req, onFail, true)
+}
+
+// decodeBody is body; with bodyChecksums false, the x-amz-checksum-*
+// headers are not the body's (a CompleteMultipartUpload's name the
+// object's) and are left to the caller.
+func (s *Server) decodeBody(req *request, onFail func(), bodyChecksums bool) (*verifiedBody, error) {
 	payload := unsignedPayload
 	if req.sig != nil {
 		payload = req.sig.payload
@@ -82,26 +117,34 @@ func (s *Server) body(req *request, onFail func()) (*verifiedBody, error) {
 		}
 		vb.checks = append(vb.checks, digestCheck{h: md5.New(), want: want, code: "BadDigest", what: "Content-MD5"})
 	}
-	for name, newHash := range checksumAlgorithms {
-		header := "x-amz-checksum-" + name
-		if v := h.Get(header); v != "" {
-			want, err := base64.StdEncoding.DecodeString(v)
-			if err != nil {
-				return nil, s3err("InvalidArgument", "%s is not base64", header)
-			}
-			vb.checks = append(vb.checks, digestCheck{h: newHash(), want: want, code: "BadDigest", what: header})
+	// Every x-amz-checksum-<algorithm> header is checked; one this
+	// gateway cannot check is refused, never ignored.
+	for key, vals := range h {
+		name, ok := strings.CutPrefix(strings.ToLower(key), checksumHeaderPrefix)
+		if !ok || !bodyChecksums || checksumNotAlgorithm[name] || len(vals) == 0 {
+			continue
 		}
+		header := checksumHeaderPrefix + name
+		newHash := checksumAlgorithms[name]
+		if newHash == nil {
+			return nil, s3err("InvalidArgument", "%s: not a checksum algorithm this gateway knows (%s)", truncate(header, 64), checksumNames)
+		}
+		want, err := base64.StdEncoding.DecodeString(vals[0])
+		if err != nil || len(want) != newHash().Size() {
+			return nil, s3err("InvalidArgument", "%s is not a base64 %s digest", header, name)
+		}
+		vb.checks = append(vb.checks, digestCheck{h: newHash(), want: want, code: "BadDigest", what: header, header: header})
 	}
 	if t := strings.ToLower(strings.TrimSpace(h.Get("X-Amz-Trailer"))); t != "" {
 		if vb.chunked == nil {
 			return nil, s3err("InvalidRequest", "x-amz-trailer needs an aws-chunked body with trailers")
 		}
-		name, ok := strings.CutPrefix(t, "x-amz-checksum-")
+		name, ok := strings.CutPrefix(t, checksumHeaderPrefix)
 		newHash := checksumAlgorithms[name]
 		if !ok || newHash == nil {
-			return nil, s3err("InvalidArgument", "trailer %q is not a checksum this gateway knows (crc32, crc32c, crc64nvme, sha1, sha256)", t)
+			return nil, s3err("InvalidArgument", "trailer %q is not a checksum this gateway knows (%s)", truncate(t, 64), checksumNames)
 		}
-		vb.checks = append(vb.checks, digestCheck{h: newHash(), trailer: t, code: "BadDigest", what: t})
+		vb.checks = append(vb.checks, digestCheck{h: newHash(), trailer: t, code: "BadDigest", what: t, header: t})
 	}
 	return vb, nil
 }
@@ -114,6 +157,7 @@ type digestCheck struct {
 	trailer string
 	code    string
 	what    string
+	header  string // the x-amz-checksum-* header a reply echoes it in; "" for other digests
 }
 
 // verifiedBody feeds the decoded body through its digests and checks them
@@ -127,6 +171,9 @@ type verifiedBody struct {
 	chunked *chunkedReader
 	onFail  func()
 	err     error
+	// verified holds the x-amz-checksum-* values that matched, by
+	// header, once the body ended.
+	verified map[string]string
 }
 
 func (v *verifiedBody) Read(p []byte) (int, error) {
@@ -179,7 +226,23 @@ func (v *verifiedBody) verify(c digestCheck) *apiError {
 	if !bytes.Equal(c.h.Sum(nil), want) {
 		return s3err(c.code, "the %s you specified did not match the checksum of the body received", c.what)
 	}
+	if c.header != "" {
+		if v.verified == nil {
+			v.verified = map[string]string{}
+		}
+		v.verified[c.header] = base64.StdEncoding.EncodeToString(want)
+	}
 	return nil
+}
+
+// echoChecksums sets, on a reply to a write whose body verified, the
+// x-amz-checksum-* headers the client sent with it, as S3 does, and
+// reports whether there were any.
+func (v *verifiedBody) echoChecksums(h http.Header) bool {
+	for name, val := range v.verified {
+		h.Set(name, val)
+	}
+	return len(v.verified) > 0
 }
 
 // failure is the error the body failed with, nil if it did not.
@@ -330,6 +393,11 @@ func (c *chunkedReader) readTrailers() *apiError {
 			return aerr
 		}
 		if line == "" {
+			// Some clients (minio-go) end each trailing header with
+			// "\n" and put a blank line before the signature's.
+			if c.signer != nil && trailerSig == "" && c.nextIsTrailerSignature() {
+				continue
+			}
 			break
 		}
 		if i >= 16 {
@@ -351,6 +419,14 @@ func (c *chunkedReader) readTrailers() *apiError {
 		return c.signer.verifyTrailer(trailerSig, signed.String())
 	}
 	return nil
+}
+
+// nextIsTrailerSignature reports whether the next line is a signed
+// trailer's x-amz-trailer-signature.
+func (c *chunkedReader) nextIsTrailerSignature() bool {
+	const name = "x-amz-trailer-signature:"
+	b, _ := c.br.Peek(len(name))
+	return strings.EqualFold(string(b), name)
 }
 
 // readLine reads one CRLF-terminated line of at most 4 KiB.

@@ -64,6 +64,9 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) error {
 		return toAPIError(err, targetWrite, req.key)
 	}
 	w.Header().Set("ETag", etagOf(e))
+	if body.echoChecksums(w.Header()) {
+		w.Header().Set("X-Amz-Checksum-Type", "FULL_OBJECT") // one PUT: the checksum is the object's
+	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -398,4 +401,23 @@ func (s *Server) deleteObjects(w http.ResponseWriter, req *request) error {
 	}
 	g.Wait()
 	return writeXML(w, http.StatusOK, out)
+}
+
+// storageClassOps are the operations that take x-amz-storage-class.
+var storageClassOps = map[string]bool{"PutObject": true, "CopyObject": true, "CreateMultipartUpload": true}
+
+// s3StorageClasses are the storage classes S3 knows. The gateway writes
+// every object to its lake the same way whichever a client names; one
+// that is not an S3 class is refused, as S3 does.
+var s3StorageClasses = map[string]bool{
+	"STANDARD": true, "REDUCED_REDUNDANCY": true, "STANDARD_IA": true, "ONEZONE_IA": true,
+	"INTELLIGENT_TIERING": true, "GLACIER": true, "DEEP_ARCHIVE": true, "OUTPOSTS": true, "GLACIER_IR": true,
+	"SNOW": true, "EXPRESS_ONEZONE": true, "FSX_OPENZFS": true, "FSX_ONTAP": true,
+}
+
+func checkStorageClass(h http.Header) *apiError {
+	if sc := h.Get("X-Amz-Storage-Class"); sc != "" && !s3StorageClasses[sc] {
+		return s3err("InvalidStorageClass", "the storage class %q is not an S3 storage class", truncate(sc, 64))
+	}
+	return nil
 }
