@@ -6,3 +6,13 @@ func SetS3CopyLimits(fs FS, maxSingleCopy, partSize int64) {
 	f := fs.(*s3FS)
 	f.maxSingleCopy, f.copyPartSize = maxSingleCopy, partSize
 }
+
+// S3LeanGets reports whether an S3 lake sends GETs itself (s3_get.go),
+// and how many it answered and left to the SDK.
+func S3LeanGets(fs FS) (enabled bool, served, fellBack int64) {
+	g := fs.(*s3FS).lean
+	if g == nil {
+		return false, 0, 0
+	}
+	return true, g.served.Load(), g.fellBack.Load()
+}

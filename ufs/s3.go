@@ -46,6 +46,7 @@ type s3FS struct {
 	prefix   string // "" or ends in "/"
 	client   *s3.Client
 	uploader *manager.Uploader
+	lean     *leanGetter // nil: every GET through the SDK (s3_get.go)
 
 	// Limits of server-side copy; variables so tests can force the
 	// multipart path on small objects.
@@ -134,6 +135,7 @@ func openS3(ctx context.Context, u *url.URL) (FS, error) {
 		prefix:        prefix,
 		client:        client,
 		uploader:      uploader,
+		lean:          newLeanGetter(client, u.Host),
 		maxSingleCopy: s3MaxSingleCopy,
 		copyPartSize:  s3CopyPartSize,
 	}, nil
@@ -283,6 +285,15 @@ func (f *s3FS) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		return emptyReader(), nil
 	}
 	n = min(n, math.MaxInt64-off)
+	if f.lean != nil {
+		ifMatch := ""
+		if version != "" {
+			ifMatch = quoteETag(version)
+		}
+		if body, ranged, ok := f.lean.get(ctx, f.key(p), off, off+n-1, ifMatch); ok {
+			return f.rangeBody(ctx, p, body, ranged, off, n)
+		}
+	}
 	in := &s3.GetObjectInput{
 		Bucket: aws.String(f.bucket),
 		Key:    aws.String(f.key(p)),
@@ -304,12 +315,17 @@ func (f *s3FS) ReadRange(ctx context.Context, p, version string, off, n int64) (
 		}
 		return nil, f.fail("get", p, err)
 	}
-	body := io.Reader(out.Body)
-	if out.ContentRange == nil && off > 0 {
+	return f.rangeBody(ctx, p, out.Body, out.ContentRange != nil, off, n)
+}
+
+// rangeBody returns bytes [off, off+n) of a GET's reply body; ranged says
+// the store honoured the Range header.
+func (f *s3FS) rangeBody(ctx context.Context, p string, body io.ReadCloser, ranged bool, off, n int64) (io.ReadCloser, error) {
+	if !ranged && off > 0 {
 		// A store that ignores Range sends the whole object; skip to off so
 		// the caller still gets exactly its range.
-		if _, err := io.CopyN(io.Discard, out.Body, off); err != nil {
-			out.Body.Close()
+		if _, err := io.CopyN(io.Discard, body, off); err != nil {
+			body.Close()
 			if errors.Is(err, io.EOF) {
 				return emptyReader(), nil
 			}
@@ -318,7 +334,7 @@ func (f *s3FS) ReadRange(ctx context.Context, p, version string, off, n int64) (
 	}
 	// The HTTP body fails once ctx is cancelled, but bytes already buffered
 	// could still be read; checking ctx on every read stops at once.
-	return rangeReader{Reader: ctxReader{ctx, io.LimitReader(body, n)}, close: out.Body.Close}, nil
+	return rangeReader{Reader: ctxReader{ctx, io.LimitReader(body, n)}, close: body.Close}, nil
 }
 
 // head stats one object, optionally only if it still has the given version.

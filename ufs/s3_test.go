@@ -231,3 +231,67 @@ func TestS3String(t *testing.T) {
 		t.Fatalf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestS3LeanGet: GETs to a path-style endpoint are sent without the SDK's
+// middleware (s3_get.go), for every key the SDK can name, and every
+// reply but a 200 or 206 is left to the SDK, which maps it as before.
+func TestS3LeanGet(t *testing.T) {
+	m := testenv.MinIO(t)
+	m.SetEnv(t)
+	m.CreateBucket(t, "lean")
+	fs := openLake(t, m.URI("lean", "under a prefix"))
+	defer fs.Close()
+	if on, _, _ := ufs.S3LeanGets(fs); !on {
+		t.Fatal("a lake on a path-style endpoint sends its GETs through the SDK")
+	}
+	ctx := t.Context()
+	data := randomBytes(300<<10, 7)
+	names := []string{"plain", "dir/sub/file.bin", "a b+c=d&e;f,g$h@i:j!k(l)m*n'o", "ünï/çødé 名前.txt", "per%25cent%2Fslash"}
+	for _, name := range names {
+		if _, err := fs.Create(ctx, name, bytes.NewReader(data)); err != nil {
+			t.Fatalf("create %q: %v", name, err)
+		}
+	}
+	for _, name := range names {
+		fi, err := fs.Stat(ctx, name)
+		if err != nil {
+			t.Fatalf("stat %q: %v", name, err)
+		}
+		for _, r := range [][2]int64{{0, 300 << 10}, {4096, 65536}, {300<<10 - 1, 1}} {
+			rc, err := fs.ReadRange(ctx, name, fi.Version, r[0], r[1])
+			if err != nil {
+				t.Fatalf("read %q %v: %v", name, r, err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, data[r[0]:r[0]+r[1]]) {
+				t.Fatalf("read %q %v: %d bytes, %v", name, r, len(got), err)
+			}
+		}
+	}
+	_, served, fellBack := ufs.S3LeanGets(fs)
+	if served != int64(3*len(names)) || fellBack != 0 {
+		t.Errorf("%d GETs sent without the SDK, %d left to it; want %d and 0", served, fellBack, 3*len(names))
+	}
+	// Replies that are not bytes go through the SDK: the errors are the
+	// same as ever.
+	if _, err := fs.ReadRange(ctx, "plain", "not-its-version", 0, 10); !errors.Is(err, ufs.ErrVersionChanged) {
+		t.Errorf("read of another version: %v, want ErrVersionChanged", err)
+	}
+	if _, err := fs.ReadRange(ctx, "missing", "", 0, 10); !errors.Is(err, ufs.ErrNotFound) {
+		t.Errorf("read of a missing key: %v, want ErrNotFound", err)
+	}
+	if rc, err := fs.ReadRange(ctx, "plain", "", 400<<10, 10); err != nil {
+		t.Errorf("read past the end: %v", err)
+	} else if b, _ := io.ReadAll(rc); len(b) != 0 {
+		t.Errorf("read past the end: %d bytes", len(b))
+	}
+	if _, _, fellBack := ufs.S3LeanGets(fs); fellBack != 3 {
+		t.Errorf("%d GETs left to the SDK, want the 3 that failed", fellBack)
+	}
+	// AWS's own endpoints keep the SDK for every request.
+	aws := openLake(t, "s3://some-bucket?region=eu-west-1")
+	if on, _, _ := ufs.S3LeanGets(aws); on {
+		t.Error("a lake on AWS's endpoints sends its own GETs")
+	}
+}
