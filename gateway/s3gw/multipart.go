@@ -471,22 +471,27 @@ type listMultipartUploadsResult struct {
 	Bucket             string
 	KeyMarker          string
 	UploadIDMarker     string `xml:"UploadIdMarker"`
-	NextKeyMarker      string
-	NextUploadIDMarker string `xml:"NextUploadIdMarker"`
+	NextKeyMarker      string `xml:",omitempty"`
+	NextUploadIDMarker string `xml:"NextUploadIdMarker,omitempty"`
 	Prefix             string
+	Delimiter          string `xml:",omitempty"`
 	MaxUploads         int
 	IsTruncated        bool
-	Uploads            []uploadEntry `xml:"Upload"`
+	EncodingType       string         `xml:",omitempty"`
+	Uploads            []uploadEntry  `xml:"Upload"`
+	CommonPrefixes     []commonPrefix `xml:",omitempty"`
 }
 
 // listUploads lists a bucket's uploads in progress, by key, then by
-// upload ID.
+// upload ID; with a delimiter, the keys that hold it after the prefix
+// are rolled up into common prefixes, as ListObjects does. With
+// encoding-type=url, keys and prefixes in the reply are URL-encoded.
 func (s *Server) listUploads(w http.ResponseWriter, req *request) error {
 	if _, err := s.bucketPath(req.Context(), req.bucket); err != nil {
 		return err
 	}
 	q := req.query
-	prefix, keyMarker, idMarker := q.Get("prefix"), q.Get("key-marker"), q.Get("upload-id-marker")
+	prefix, delim, keyMarker, idMarker := q.Get("prefix"), q.Get("delimiter"), q.Get("key-marker"), q.Get("upload-id-marker")
 	maxUploads := 1000
 	if v := q.Get("max-uploads"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -494,6 +499,14 @@ func (s *Server) listUploads(w http.ResponseWriter, req *request) error {
 			return s3err("InvalidArgument", "max-uploads %q is not a non-negative integer", v)
 		}
 		maxUploads = min(n, 1000)
+	}
+	encode := func(s string) string { return s }
+	switch et := q.Get("encoding-type"); et {
+	case "":
+	case "url":
+		encode = func(s string) string { return uriEncode(s, false) }
+	default:
+		return s3err("InvalidArgument", "encoding-type %q is not supported; the only one is url", et)
 	}
 	all, err := s.spool.list()
 	if err != nil {
@@ -506,18 +519,38 @@ func (s *Server) listUploads(w http.ResponseWriter, req *request) error {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
-	out := listMultipartUploadsResult{Bucket: req.bucket, KeyMarker: keyMarker, UploadIDMarker: idMarker, Prefix: prefix, MaxUploads: maxUploads}
+	out := listMultipartUploadsResult{Bucket: req.bucket, KeyMarker: encode(keyMarker), UploadIDMarker: idMarker, Prefix: encode(prefix),
+		Delimiter: encode(delim), MaxUploads: maxUploads, EncodingType: q.Get("encoding-type")}
+	var nextKey, nextID string
 	for _, u := range all {
 		if keyMarker != "" && (u.Key < keyMarker || u.Key == keyMarker && (idMarker == "" || u.ID <= idMarker)) {
 			continue
 		}
-		if len(out.Uploads) == maxUploads {
+		if delim != "" && strings.HasSuffix(keyMarker, delim) && strings.HasPrefix(u.Key, keyMarker) && len(keyMarker) > len(prefix) {
+			continue // under the common prefix the previous page ended with
+		}
+		rolled := ""
+		if delim != "" {
+			if i := strings.Index(u.Key[len(prefix):], delim); i >= 0 {
+				rolled = u.Key[:len(prefix)+i+len(delim)]
+			}
+		}
+		if rolled != "" && len(out.CommonPrefixes) > 0 && out.CommonPrefixes[len(out.CommonPrefixes)-1].Prefix == encode(rolled) {
+			continue // the prefix is listed already
+		}
+		if len(out.Uploads)+len(out.CommonPrefixes) == maxUploads {
 			out.IsTruncated = true
+			out.NextKeyMarker, out.NextUploadIDMarker = encode(nextKey), nextID
 			break
 		}
-		out.Uploads = append(out.Uploads, uploadEntry{Key: u.Key, UploadID: u.ID, Initiator: gatewayOwner, Owner: gatewayOwner,
+		if rolled != "" {
+			out.CommonPrefixes = append(out.CommonPrefixes, commonPrefix{Prefix: encode(rolled)})
+			nextKey, nextID = rolled, "" // the next page starts past it
+			continue
+		}
+		out.Uploads = append(out.Uploads, uploadEntry{Key: encode(u.Key), UploadID: u.ID, Initiator: gatewayOwner, Owner: gatewayOwner,
 			StorageClass: "STANDARD", Initiated: xmlTime(u.Initiated)})
-		out.NextKeyMarker, out.NextUploadIDMarker = u.Key, u.ID
+		nextKey, nextID = u.Key, u.ID
 	}
 	return writeXML(w, http.StatusOK, out)
 }
