@@ -28,34 +28,27 @@ type objectChecksum struct {
 
 // parseObjectChecksum returns the object checksum h names, or nil.
 func parseObjectChecksum(h http.Header) (*objectChecksum, *apiError) {
-	var oc *objectChecksum
-	for key, vals := range h {
-		name, ok := strings.CutPrefix(strings.ToLower(key), checksumHeaderPrefix)
-		if !ok || checksumNotAlgorithm[name] || len(vals) == 0 {
-			continue
-		}
-		header := checksumHeaderPrefix + name
-		newHash := checksumAlgorithms[name]
-		if newHash == nil {
-			return nil, s3err("InvalidArgument", "%s: not a checksum algorithm this gateway knows (%s)", truncate(header, 64), checksumNames)
-		}
-		if oc != nil {
-			return nil, s3err("InvalidRequest", "a CompleteMultipartUpload names one object checksum; it has %s and %s", checksumHeaderPrefix+oc.name, header)
-		}
-		value, count, hasCount := strings.Cut(vals[0], "-")
-		want, err := base64.StdEncoding.DecodeString(value)
-		if err != nil || len(want) != newHash().Size() {
-			return nil, s3err("InvalidArgument", "%s is not a base64 %s digest", header, name)
-		}
-		oc = &objectChecksum{name: name, newHash: newHash, want: want}
-		if hasCount {
-			if oc.parts, err = strconv.Atoi(count); err != nil || oc.parts < 1 {
-				return nil, s3err("InvalidArgument", "%s: %q is not a part count", header, count)
-			}
-		}
-	}
-	if oc == nil {
+	sums, aerr := checksumHeaders(h)
+	switch {
+	case aerr != nil:
+		return nil, aerr
+	case len(sums) == 0:
 		return nil, nil
+	case len(sums) > 1:
+		return nil, s3err("InvalidRequest", "a CompleteMultipartUpload names one object checksum; it has %s and %s", sums[0].header, sums[1].header)
+	}
+	c := sums[0]
+	value, count, hasCount := strings.Cut(c.value, "-")
+	want, aerr := c.digest(value)
+	if aerr != nil {
+		return nil, aerr
+	}
+	oc := &objectChecksum{name: c.name, newHash: c.newHash, want: want}
+	if hasCount {
+		var err error
+		if oc.parts, err = strconv.Atoi(count); err != nil || oc.parts < 1 {
+			return nil, s3err("InvalidArgument", "%s: %q is not a part count", c.header, count)
+		}
 	}
 	switch t := strings.ToUpper(strings.TrimSpace(h.Get("X-Amz-Checksum-Type"))); t {
 	case "", "FULL_OBJECT", "COMPOSITE":

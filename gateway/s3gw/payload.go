@@ -71,6 +71,42 @@ var checksumNotAlgorithm = map[string]bool{"algorithm": true, "type": true, "mod
 // which hash/crc64 computes with the same init and final xor.
 var crc64NVMETable = crc64.MakeTable(0x9a6c9329ac4bc9b5)
 
+// checksumHeader is one x-amz-checksum-<algorithm> header of a request.
+type checksumHeader struct {
+	name    string // the algorithm, a key of checksumAlgorithms
+	header  string // x-amz-checksum-<name>
+	newHash func() hash.Hash
+	value   string
+}
+
+// checksumHeaders returns the request's x-amz-checksum-<algorithm>
+// headers, refusing one whose algorithm the gateway does not know.
+func checksumHeaders(h http.Header) ([]checksumHeader, *apiError) {
+	var sums []checksumHeader
+	for key, vals := range h {
+		name, ok := strings.CutPrefix(strings.ToLower(key), checksumHeaderPrefix)
+		if !ok || checksumNotAlgorithm[name] || len(vals) == 0 {
+			continue
+		}
+		header := checksumHeaderPrefix + name
+		newHash := checksumAlgorithms[name]
+		if newHash == nil {
+			return nil, s3err("InvalidArgument", "%s: not a checksum algorithm this gateway knows (%s)", truncate(header, 64), checksumNames)
+		}
+		sums = append(sums, checksumHeader{name: name, header: header, newHash: newHash, value: vals[0]})
+	}
+	return sums, nil
+}
+
+// digest decodes a base64 digest of the header's algorithm.
+func (c checksumHeader) digest(b64 string) ([]byte, *apiError) {
+	want, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(want) != c.newHash().Size() {
+		return nil, s3err("InvalidArgument", "%s is not a base64 %s digest", c.header, c.name)
+	}
+	return want, nil
+}
+
 // body returns the request's payload, decoded (aws-chunked) and verified
 // as its signature and headers say. onFail, when not nil, is called
 // before the first error is returned: handlers pass the cancel function
@@ -119,21 +155,18 @@ func (s *Server) decodeBody(req *request, onFail func(), bodyChecksums bool) (*v
 	}
 	// Every x-amz-checksum-<algorithm> header is checked; one this
 	// gateway cannot check is refused, never ignored.
-	for key, vals := range h {
-		name, ok := strings.CutPrefix(strings.ToLower(key), checksumHeaderPrefix)
-		if !ok || !bodyChecksums || checksumNotAlgorithm[name] || len(vals) == 0 {
-			continue
+	if bodyChecksums {
+		sums, aerr := checksumHeaders(h)
+		if aerr != nil {
+			return nil, aerr
 		}
-		header := checksumHeaderPrefix + name
-		newHash := checksumAlgorithms[name]
-		if newHash == nil {
-			return nil, s3err("InvalidArgument", "%s: not a checksum algorithm this gateway knows (%s)", truncate(header, 64), checksumNames)
+		for _, c := range sums {
+			want, aerr := c.digest(c.value)
+			if aerr != nil {
+				return nil, aerr
+			}
+			vb.checks = append(vb.checks, digestCheck{h: c.newHash(), want: want, code: "BadDigest", what: c.header, header: c.header})
 		}
-		want, err := base64.StdEncoding.DecodeString(vals[0])
-		if err != nil || len(want) != newHash().Size() {
-			return nil, s3err("InvalidArgument", "%s is not a base64 %s digest", header, name)
-		}
-		vb.checks = append(vb.checks, digestCheck{h: newHash(), want: want, code: "BadDigest", what: header, header: header})
 	}
 	if t := strings.ToLower(strings.TrimSpace(h.Get("X-Amz-Trailer"))); t != "" {
 		if vb.chunked == nil {
