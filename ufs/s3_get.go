@@ -37,11 +37,12 @@ import (
 // asked. AWS's own endpoints (virtual-hosted buckets, region rules) always
 // go through the SDK.
 type leanGetter struct {
-	base   *url.URL // endpoint, path-style: the bucket is the first path element
-	bucket string
-	region string
-	creds  aws.CredentialsProvider
-	client interface {
+	base          *url.URL // endpoint
+	prefix        string   // the bucket's path on it, path-style: "/bucket/"
+	escapedPrefix string
+	region        string
+	creds         aws.CredentialsProvider
+	client        interface {
 		Do(*http.Request) (*http.Response, error)
 	}
 	signer *v4.Signer
@@ -65,12 +66,14 @@ func newLeanGetter(client *s3.Client, bucket string) *leanGetter {
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" || base.RawQuery != "" {
 		return nil
 	}
+	prefix := strings.TrimSuffix(base.Path, "/") + "/" + bucket + "/"
 	return &leanGetter{
-		base:   base,
-		bucket: bucket,
-		region: o.Region,
-		creds:  o.Credentials,
-		client: o.HTTPClient,
+		base:          base,
+		prefix:        prefix,
+		escapedPrefix: httpbinding.EscapePath(prefix, false),
+		region:        o.Region,
+		creds:         o.Credentials,
+		client:        o.HTTPClient,
 		// S3 signs the path as sent, not escaped again.
 		signer: v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true }),
 	}
@@ -95,9 +98,8 @@ func (g *leanGetter) send(ctx context.Context, key string, first, last int64, if
 		return nil, false, false
 	}
 	u := *g.base
-	prefix := strings.TrimSuffix(u.Path, "/") + "/" + g.bucket + "/"
-	u.Path = prefix + key
-	u.RawPath = httpbinding.EscapePath(prefix, false) + httpbinding.EscapePath(key, false)
+	u.Path = g.prefix + key
+	u.RawPath = g.escapedPrefix + httpbinding.EscapePath(key, false)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, false, false
