@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,7 +67,7 @@ type listQuery struct {
 
 func parseListQuery(req *request) (listQuery, *apiError) {
 	q := req.query
-	lq := listQuery{prefix: q.Get("prefix"), delimiter: q.Get("delimiter"), maxKeys: 1000, encode: func(s string) string { return s }}
+	lq := listQuery{prefix: q.Get("prefix"), delimiter: q.Get("delimiter"), maxKeys: 1000}
 	if aerr := checkPrefix("prefix", lq.prefix); aerr != nil {
 		return lq, aerr
 	}
@@ -80,15 +81,22 @@ func parseListQuery(req *request) (listQuery, *apiError) {
 		}
 		lq.maxKeys = min(n, 1000)
 	}
+	var aerr *apiError
+	lq.encode, lq.encodingType, aerr = parseEncodingType(q)
+	return lq, aerr
+}
+
+// parseEncodingType reads a listing's encoding-type: "url" URL-encodes
+// the keys and prefixes of the reply; there is no other.
+func parseEncodingType(q url.Values) (encode func(string) string, encodingType string, aerr *apiError) {
 	switch et := q.Get("encoding-type"); et {
 	case "":
+		return func(s string) string { return s }, "", nil
 	case "url":
-		lq.encodingType = "url"
-		lq.encode = func(s string) string { return uriEncode(s, false) }
+		return func(s string) string { return uriEncode(s, false) }, "url", nil
 	default:
-		return lq, s3err("InvalidArgument", "encoding-type %q is not supported; the only one is url", et)
+		return nil, "", s3err("InvalidArgument", "encoding-type %q is not supported; the only one is url", et)
 	}
-	return lq, nil
 }
 
 func (s *Server) listObjectsV2(w http.ResponseWriter, req *request) error {

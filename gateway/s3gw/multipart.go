@@ -500,13 +500,9 @@ func (s *Server) listUploads(w http.ResponseWriter, req *request) error {
 		}
 		maxUploads = min(n, 1000)
 	}
-	encode := func(s string) string { return s }
-	switch et := q.Get("encoding-type"); et {
-	case "":
-	case "url":
-		encode = func(s string) string { return uriEncode(s, false) }
-	default:
-		return s3err("InvalidArgument", "encoding-type %q is not supported; the only one is url", et)
+	encode, encodingType, aerr := parseEncodingType(q)
+	if aerr != nil {
+		return aerr
 	}
 	all, err := s.spool.list()
 	if err != nil {
@@ -520,7 +516,7 @@ func (s *Server) listUploads(w http.ResponseWriter, req *request) error {
 		return strings.Compare(a.ID, b.ID)
 	})
 	out := listMultipartUploadsResult{Bucket: req.bucket, KeyMarker: encode(keyMarker), UploadIDMarker: idMarker, Prefix: encode(prefix),
-		Delimiter: encode(delim), MaxUploads: maxUploads, EncodingType: q.Get("encoding-type")}
+		Delimiter: encode(delim), MaxUploads: maxUploads, EncodingType: encodingType}
 	var nextKey, nextID string
 	for _, u := range all {
 		if keyMarker != "" && (u.Key < keyMarker || u.Key == keyMarker && (idMarker == "" || u.ID <= idMarker)) {

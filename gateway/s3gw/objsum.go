@@ -19,11 +19,10 @@ import (
 // computes both while it streams the parts into the lake and fails,
 // writing nothing, when the one asked for does not match.
 type objectChecksum struct {
-	name    string // algorithm, a key of checksumAlgorithms
-	newHash func() hash.Hash
-	want    []byte
-	parts   int    // the value's part count; 0 when it names none
-	kind    string // "FULL_OBJECT", "COMPOSITE" or "" (either)
+	checksumHeader
+	want  []byte
+	parts int    // the value's part count; 0 when it names none
+	kind  string // "FULL_OBJECT", "COMPOSITE" or "" (either)
 }
 
 // parseObjectChecksum returns the object checksum h names, or nil.
@@ -43,7 +42,7 @@ func parseObjectChecksum(h http.Header) (*objectChecksum, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	oc := &objectChecksum{name: c.name, newHash: c.newHash, want: want}
+	oc := &objectChecksum{checksumHeader: c, want: want}
 	if hasCount {
 		var err error
 		if oc.parts, err = strconv.Atoi(count); err != nil || oc.parts < 1 {
@@ -129,7 +128,7 @@ func (p *checksummedParts) verify() *apiError {
 		p.kind = "COMPOSITE"
 		return nil
 	}
-	return s3err("BadDigest", "the %s%s you specified did not match the object's", checksumHeaderPrefix, c.name)
+	return s3err("BadDigest", "the %s you specified did not match the object's", c.header)
 }
 
 // value is the checksum as a reply states it: a composite one with its

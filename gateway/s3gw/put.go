@@ -403,9 +403,6 @@ func (s *Server) deleteObjects(w http.ResponseWriter, req *request) error {
 	return writeXML(w, http.StatusOK, out)
 }
 
-// storageClassOps are the operations that take x-amz-storage-class.
-var storageClassOps = map[string]bool{"PutObject": true, "CopyObject": true, "CreateMultipartUpload": true}
-
 // s3StorageClasses are the storage classes S3 knows. The gateway writes
 // every object to its lake the same way whichever a client names; one
 // that is not an S3 class is refused, as S3 does.

@@ -14,6 +14,9 @@ type operation struct {
 	// subresources are the query parameters of subresources (see
 	// s3Subresources) that the operation takes.
 	subresources []string
+	// writes says the operation writes an object, so it takes
+	// x-amz-storage-class (checkStorageClass).
+	writes bool
 }
 
 // s3Subresources are the query parameters that name an S3 subresource or
@@ -140,13 +143,13 @@ func routeMethod(method, bucket, key string, q url.Values, h http.Header) operat
 		case q.Has("partNumber") && q.Has("uploadId"):
 			return operation{name: "UploadPart", run: (*Server).uploadPart, subresources: part}
 		case copySource:
-			return operation{name: "CopyObject", run: (*Server).copyObject}
+			return operation{name: "CopyObject", run: (*Server).copyObject, writes: true}
 		}
-		return operation{name: "PutObject", run: (*Server).putObject}
+		return operation{name: "PutObject", run: (*Server).putObject, writes: true}
 	case http.MethodPost:
 		switch {
 		case q.Has("uploads"):
-			return operation{name: "CreateMultipartUpload", run: (*Server).createUpload, subresources: []string{"uploads"}}
+			return operation{name: "CreateMultipartUpload", run: (*Server).createUpload, subresources: []string{"uploads"}, writes: true}
 		case q.Has("uploadId"):
 			return operation{name: "CompleteMultipartUpload", run: (*Server).completeUpload, subresources: []string{"uploadId"}}
 		}

@@ -284,7 +284,7 @@ func (s *Server) prepare(req *request) (operation, error) {
 	if sig == nil && !(op.read && s.anon[req.bucket]) {
 		return op, s3err("AccessDenied", "anonymous access to this operation is not allowed; sign the request with a key of the gateway's credentials")
 	}
-	if storageClassOps[op.name] {
+	if op.writes {
 		if aerr := checkStorageClass(r.Header); aerr != nil {
 			return op, aerr
 		}
