@@ -81,9 +81,13 @@ type Journal struct {
 	byID    map[string]*JournalEntry // pending and recently uploaded
 	done    map[string]time.Time     // uploaded id -> when its bytes may go
 	busy    map[string]bool          // id -> being uploaded
-	seq     int64
-	wake    chan struct{}
-	uploads *sync.Cond // signalled when an entry leaves the pending set
+	// forgotten are busy entries whose path was deleted during their
+	// upload: dropped when it ends, never retried; cancels end uploads.
+	forgotten map[string]bool
+	cancels   map[string]context.CancelFunc
+	seq       int64
+	wake      chan struct{}
+	uploads   *sync.Cond // signalled when an entry leaves the pending set
 }
 
 // OpenJournal opens (creating it) the journal in dir and loads the
@@ -96,7 +100,8 @@ func OpenJournal(dir, nodeID string, log *slog.Logger) (*Journal, error) {
 		return nil, fmt.Errorf("write-back journal %s: %w", dir, err)
 	}
 	j := &Journal{dir: dir, nodeID: nodeID, log: log, newest: map[string]*JournalEntry{},
-		byID: map[string]*JournalEntry{}, done: map[string]time.Time{}, busy: map[string]bool{}, wake: make(chan struct{}, 1)}
+		byID: map[string]*JournalEntry{}, done: map[string]time.Time{}, busy: map[string]bool{},
+		forgotten: map[string]bool{}, cancels: map[string]context.CancelFunc{}, wake: make(chan struct{}, 1)}
 	j.uploads = sync.NewCond(&j.mu)
 	names, err := os.ReadDir(dir)
 	if err != nil {
@@ -441,6 +446,7 @@ func (j *Journal) Done(e JournalEntry) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	delete(j.busy, e.ID)
+	delete(j.forgotten, e.ID)
 	j.removePending(e.ID)
 	j.done[e.ID] = time.Now().Add(journalGrace)
 	return err
@@ -458,26 +464,73 @@ func (j *Journal) claim(id string) bool {
 	return true
 }
 
-// Failed returns e to the pending set after a failed upload.
-func (j *Journal) Failed(e JournalEntry) {
+// Failed returns e to the pending set after a failed upload, or drops it
+// if it was forgotten meanwhile (forgotten true).
+func (j *Journal) Failed(e JournalEntry) (forgotten bool) {
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	delete(j.busy, e.ID)
-	j.mu.Unlock()
+	if forgotten = j.forgotten[e.ID]; forgotten {
+		delete(j.forgotten, e.ID)
+		if pe := j.byID[e.ID]; pe != nil {
+			j.drop(pe)
+		}
+	}
+	j.uploads.Broadcast()
+	return forgotten
 }
 
-// Forget drops the pending entries of path (the file was deleted), and
-// reports whether there were any.
-func (j *Journal) Forget(path string) bool {
+// Forget drops the pending entries of path (the file was deleted, or
+// written again straight to its lake), and reports whether there were
+// any. An entry being uploaded cannot be taken from under its upload: the
+// upload is cancelled, and Forget returns once it has ended, succeeded or
+// not, so the caller's change to the lake comes after it (an upload that
+// finished after a delete would bring the file back). The entry is then
+// dropped, never retried.
+func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
+	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
+	defer stop()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	found := false
+	var uploading []string
 	for _, e := range slices.Clone(j.pending) {
-		if e.Path == path {
-			found = true
-			j.drop(e)
+		if e.Path != path {
+			continue
 		}
+		found = true
+		if !j.busy[e.ID] {
+			j.drop(e)
+			continue
+		}
+		j.forgotten[e.ID] = true
+		if cancel := j.cancels[e.ID]; cancel != nil {
+			cancel()
+		}
+		uploading = append(uploading, e.ID)
 	}
-	return found
+	for slices.ContainsFunc(uploading, func(id string) bool { return j.busy[id] }) {
+		if err := ctx.Err(); err != nil {
+			return found, fmt.Errorf("write-back journal: %s: waiting for its upload in flight to end: %w", path, err)
+		}
+		j.uploads.Wait()
+	}
+	return found, nil
+}
+
+// uploadContext is ctx for the upload of entry id, cancelled if the
+// entry is forgotten meanwhile; release ends it.
+func (j *Journal) uploadContext(ctx context.Context, id string) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	j.mu.Lock()
+	j.cancels[id] = cancel
+	j.mu.Unlock()
+	return ctx, func() {
+		j.mu.Lock()
+		delete(j.cancels, id)
+		j.mu.Unlock()
+		cancel()
+	}
 }
 
 // WaitUploaded blocks until path has no pending entry.

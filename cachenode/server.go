@@ -476,7 +476,11 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 		return stream.SendAndClose(&nodepb.WriteReply{Entry: entry})
 	}
 	if n.cfg.Journal != nil {
-		n.cfg.Journal.Forget(p) // a write-through replaces a pending write-back
+		// A write-through replaces a pending write-back, after an upload
+		// of it in flight, which would otherwise land after this write.
+		if _, err := n.cfg.Journal.Forget(stream.Context(), p); err != nil {
+			return ToStatus(fmt.Errorf("write %s: %w", p, err))
+		}
 	}
 	fi, err := n.writeThrough(stream.Context(), lake, rel, r)
 	n.meta.invalidate(p)
@@ -552,7 +556,10 @@ func (n *Node) Delete(ctx context.Context, req *nodepb.DeleteRequest) (*nodepb.D
 	if err != nil {
 		return nil, ToStatus(err)
 	}
-	pending := n.forgetPending(req.GetPath())
+	pending, err := n.forgetPending(ctx, req.GetPath())
+	if err != nil {
+		return nil, ToStatus(fmt.Errorf("delete %s: %w", req.GetPath(), err))
+	}
 	err = lake.FS.Delete(ctx, rel)
 	n.meta.invalidate(req.GetPath())
 	if pending && errors.Is(err, ufs.ErrNotFound) {

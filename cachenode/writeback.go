@@ -84,14 +84,19 @@ func (n *Node) uploadNow(ctx context.Context, e JournalEntry, class string) (*no
 	}
 	entry, err := n.upload(ctx, e, class)
 	if err != nil {
-		n.cfg.Journal.Failed(e)
+		if n.cfg.Journal.Failed(e) {
+			return nil, fmt.Errorf("%s was deleted or written again while it was uploaded: %w", e.Path, err)
+		}
 		return nil, err
 	}
 	return entry, nil
 }
 
-// upload sends one journal entry to its lake and retires it.
+// upload sends one journal entry to its lake and retires it. A delete or
+// write-through of the path meanwhile cancels it (Journal.Forget).
 func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodepb.Entry, error) {
+	ctx, release := n.cfg.Journal.uploadContext(ctx, e.ID)
+	defer release()
 	lake, rel, err := n.writableLake(e.Path)
 	if err != nil {
 		return nil, err
@@ -184,7 +189,10 @@ func (n *Node) RunUploads(ctx context.Context) {
 			return
 		}
 		if _, err := n.upload(ctx, e, "write-back"); err != nil {
-			n.cfg.Journal.Failed(e)
+			if n.cfg.Journal.Failed(e) {
+				n.log.Info("write-back upload stopped: the file was deleted or written again meanwhile", "path", e.Path)
+				continue
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -374,9 +382,16 @@ func (n *Node) pendingIn(dir string) map[string]*nodepb.Entry {
 	return out
 }
 
-// forgetPending drops a deleted file from the journal and the overlay.
-func (n *Node) forgetPending(p string) bool {
-	found := n.cfg.Journal != nil && n.cfg.Journal.Forget(p)
+// forgetPending drops a deleted file from the journal and the overlay,
+// once an upload of it in flight has ended.
+func (n *Node) forgetPending(ctx context.Context, p string) (bool, error) {
+	found := false
+	if n.cfg.Journal != nil {
+		var err error
+		if found, err = n.cfg.Journal.Forget(ctx, p); err != nil {
+			return found, err
+		}
+	}
 	n.pendMu.Lock()
 	if m := n.pending[path.Dir(p)]; m != nil {
 		if _, ok := m[p]; ok {
@@ -385,7 +400,7 @@ func (n *Node) forgetPending(p string) bool {
 		}
 	}
 	n.pendMu.Unlock()
-	return found
+	return found, nil
 }
 
 // Upload pulls a file another region's node journaled into this region

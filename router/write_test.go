@@ -308,7 +308,7 @@ func BenchmarkPut(b *testing.B) {
 						if e.Size != size {
 							b.Fatalf("put %d bytes, the node has %d", size, e.Size)
 						}
-						n.journal.Forget(p) // its bytes leave the journal's disk
+						n.journal.Forget(ctx, p) // its bytes leave the journal's disk
 					}
 					b.ReportMetric((cpuTime()-cpu).Seconds()/float64(b.N)*(1<<30)/size, "cpu-s/GiB")
 				})

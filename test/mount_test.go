@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
 
+	"github.com/lakemesh/lakemesh/internal/fsx"
 	"github.com/lakemesh/lakemesh/internal/testenv"
 )
 
@@ -288,7 +289,7 @@ func patternSums(seed uint64, ranges []byteRange) [][32]byte {
 // MinIO, the mount process's memory, and its unmount.
 func TestMount(t *testing.T) {
 	needFUSE(t)
-	m := newMesh(t, meshOptions{})
+	m := newMesh(t, meshOptions{policies: "  - path: /lake/s3/fsx-back\n    write_mode: back\n"})
 	dir := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -487,6 +488,49 @@ func TestMount(t *testing.T) {
 		}
 		wantErrnoE2E(t, "create above the mounts", os.WriteFile(filepath.Join(dir, "lake", "x"), nil, 0o644), syscall.EROFS)
 	})
+
+	// Random opens, writes at any offset, reads, truncates, fsyncs,
+	// closes, renames and removes, applied to the mount and to a local
+	// directory: after each, a program sees the same; after a close under
+	// write_mode: through MinIO has the file, and under back it has every
+	// file's last content once the uploads are done.
+	for _, mode := range []string{"through", "back"} {
+		t.Run("matchesALocalDirectory/"+mode, func(t *testing.T) {
+			prefix := "fsx-" + mode
+			if err := os.Mkdir(filepath.Join(lake, prefix), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			model := t.TempDir()
+			seed := uint64(time.Now().UnixNano())
+			cfg := fsx.Config{Dir: filepath.Join(lake, prefix), Model: model, Seed: seed, Ops: 300}
+			if mode == "through" {
+				cfg.Closed = func(name string, want []byte) error {
+					if got, ok := minioObject(t, m, prefix+"/"+name); !ok || !bytes.Equal(got, want) {
+						return fmt.Errorf("MinIO's %s/%s after close: %d bytes (found %v), not the %d written", prefix, name, len(got), ok, len(want))
+					}
+					return nil
+				}
+			}
+			if err := fsx.Run(cfg); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(time.Minute)
+			for _, name := range []string{"f0", "f1", "d/f2"} {
+				want, err := os.ReadFile(filepath.Join(model, name))
+				exists := err == nil
+				for {
+					got, ok := minioObject(t, m, prefix+"/"+name)
+					if ok == exists && bytes.Equal(got, want) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("seed %d: MinIO's %s/%s is %d bytes (found %v), want %d bytes (exists %v)", seed, prefix, name, len(got), ok, len(want), exists)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+		})
+	}
 
 	t.Run("memory1000Files", func(t *testing.T) {
 		const files, size = 1000, MiB
