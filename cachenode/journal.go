@@ -82,9 +82,8 @@ type Journal struct {
 	done    map[string]time.Time     // uploaded id -> when its bytes may go
 	busy    map[string]bool          // id -> being uploaded
 	// forgotten are busy entries whose path was deleted during their
-	// upload: dropped when it ends, never retried; cancels end uploads.
+	// upload: dropped when it ends, never retried.
 	forgotten map[string]bool
-	cancels   map[string]context.CancelFunc
 	seq       int64
 	wake      chan struct{}
 	uploads   *sync.Cond // signalled when an entry leaves the pending set
@@ -101,7 +100,7 @@ func OpenJournal(dir, nodeID string, log *slog.Logger) (*Journal, error) {
 	}
 	j := &Journal{dir: dir, nodeID: nodeID, log: log, newest: map[string]*JournalEntry{},
 		byID: map[string]*JournalEntry{}, done: map[string]time.Time{}, busy: map[string]bool{},
-		forgotten: map[string]bool{}, cancels: map[string]context.CancelFunc{}, wake: make(chan struct{}, 1)}
+		forgotten: map[string]bool{}, wake: make(chan struct{}, 1)}
 	j.uploads = sync.NewCond(&j.mu)
 	names, err := os.ReadDir(dir)
 	if err != nil {
@@ -482,11 +481,13 @@ func (j *Journal) Failed(e JournalEntry) (forgotten bool) {
 
 // Forget drops the pending entries of path (the file was deleted, or
 // written again straight to its lake), and reports whether there were
-// any. An entry being uploaded cannot be taken from under its upload: the
-// upload is cancelled, and Forget returns once it has ended, succeeded or
-// not, so the caller's change to the lake comes after it (an upload that
-// finished after a delete would bring the file back). The entry is then
-// dropped, never retried.
+// any. An entry being uploaded cannot be taken from under its upload:
+// Forget returns once that upload has ended, succeeded or not, so the
+// caller's change to the lake comes after it (an upload that finished
+// after a delete would bring the file back); the entry is then dropped,
+// never retried. The upload is not cancelled: a lake may still apply a
+// request its client gave up on (S3 a PUT whose body it has), after the
+// delete.
 func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
 	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
 	defer stop()
@@ -504,9 +505,6 @@ func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
 			continue
 		}
 		j.forgotten[e.ID] = true
-		if cancel := j.cancels[e.ID]; cancel != nil {
-			cancel()
-		}
 		uploading = append(uploading, e.ID)
 	}
 	for slices.ContainsFunc(uploading, func(id string) bool { return j.busy[id] }) {
@@ -516,21 +514,6 @@ func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
 		j.uploads.Wait()
 	}
 	return found, nil
-}
-
-// uploadContext is ctx for the upload of entry id, cancelled if the
-// entry is forgotten meanwhile; release ends it.
-func (j *Journal) uploadContext(ctx context.Context, id string) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	j.mu.Lock()
-	j.cancels[id] = cancel
-	j.mu.Unlock()
-	return ctx, func() {
-		j.mu.Lock()
-		delete(j.cancels, id)
-		j.mu.Unlock()
-		cancel()
-	}
 }
 
 // WaitUploaded blocks until path has no pending entry.
