@@ -33,6 +33,16 @@ type metaCache struct {
 	dirLRU      *list.List           // of *dirState, most recent at front
 	listings    map[string]*dirListing
 	unversioned map[string]bool // mounts whose listings lack versions
+	// loads are the lake calls of get in flight, by key: an invalidation
+	// while one runs marks it stale, so its answer, which may predate the
+	// change, is not cached, and callers after it do not share it.
+	loads map[string]*metaLoad
+}
+
+// metaLoad is one lake call of get in flight.
+type metaLoad struct {
+	path  string
+	stale bool
 }
 
 type metaEntry struct {
@@ -52,6 +62,7 @@ func newMetaCache(max int) *metaCache {
 	return &metaCache{
 		max: max, now: time.Now, entries: map[string]*list.Element{}, lru: list.New(),
 		dirs: map[string]*dirState{}, dirLRU: list.New(), listings: map[string]*dirListing{}, unversioned: map[string]bool{},
+		loads: map[string]*metaLoad{},
 	}
 }
 
@@ -105,9 +116,18 @@ func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration
 	m.mu.Unlock()
 
 	v, err, _ := m.group.Do(key, func() (any, error) {
+		ml := &metaLoad{path: path}
+		m.mu.Lock()
+		m.loads[key] = ml
+		m.mu.Unlock()
 		// The lake call must not die with the first caller's context:
 		// other callers may be waiting on it.
 		e, err := load(context.WithoutCancel(ctx))
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.loads[key] == ml {
+			delete(m.loads, key)
+		}
 		if err != nil && !errors.Is(err, ufs.ErrNotFound) {
 			return nil, err
 		}
@@ -116,9 +136,9 @@ func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration
 		}
 		e.err = err
 		e.key, e.path = key, path
-		if ttl > 0 {
+		if ttl > 0 && !ml.stale {
 			e.expires = m.now().Add(ttl)
-			m.put(e)
+			m.putLocked(e)
 		}
 		return e, nil
 	})
@@ -179,15 +199,27 @@ func (m *metaCache) invalidate(path string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.invalidateListings(path)
+	affected := func(key, p string) bool {
+		below := path == "" || p == path || strings.HasPrefix(p, path+"/")
+		parentList := key[0] == 'l' && p == parent
+		return below || parentList
+	}
 	n := 0
 	for key, el := range m.entries {
-		e := el.Value.(*metaEntry)
-		below := path == "" || e.path == path || strings.HasPrefix(e.path, path+"/")
-		parentList := key[0] == 'l' && e.path == parent
-		if below || parentList {
+		if e := el.Value.(*metaEntry); affected(key, e.path) {
 			m.lru.Remove(el)
 			delete(m.entries, key)
 			n++
+		}
+	}
+	// A lake call in flight may have been answered before the change:
+	// its answer is not cached, and later callers make a call of their
+	// own instead of waiting for it.
+	for key, ml := range m.loads {
+		if affected(key, ml.path) {
+			ml.stale = true
+			delete(m.loads, key)
+			m.group.Forget(key)
 		}
 	}
 	return n

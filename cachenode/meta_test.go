@@ -90,6 +90,73 @@ func TestMetaCacheInvalidate(t *testing.T) {
 	}
 }
 
+// A lake call in flight when its path (or, for a listing, a child) is
+// invalidated may have been answered before the change: its answer is not
+// cached, and a caller after the invalidation does not share it.
+func TestMetaCacheLoadRacingInvalidation(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		invalidated string
+		call        func(m *metaCache, size int64, release chan struct{}) (int64, error)
+	}{
+		{"stat", "/l/d/f", func(m *metaCache, size int64, release chan struct{}) (int64, error) {
+			fi, err := m.stat(context.Background(), "/l/d/f", time.Hour, func(context.Context) (ufs.FileInfo, error) {
+				<-release
+				return ufs.FileInfo{Path: "d/f", Size: size}, nil
+			})
+			return fi.Size, err
+		}},
+		{"listOfTheParent", "/l/d/f", func(m *metaCache, size int64, release chan struct{}) (int64, error) {
+			page, err := m.list(context.Background(), "/l/d", "", 10, time.Hour, func(context.Context) (ufs.ListPage, error) {
+				<-release
+				return ufs.ListPage{Entries: []ufs.FileInfo{{Path: "d/f", Size: size}}}, nil
+			})
+			if err != nil || len(page.Entries) != 1 {
+				return 0, fmt.Errorf("page %+v: %v", page, err)
+			}
+			return page.Entries[0].Size, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMetaCache(100)
+			oldRelease, newRelease := make(chan struct{}), make(chan struct{})
+			close(newRelease)
+			old := make(chan int64, 1)
+			go func() {
+				size, err := tc.call(m, 1, oldRelease)
+				if err != nil {
+					t.Error(err)
+				}
+				old <- size
+			}()
+			time.Sleep(50 * time.Millisecond) // the old answer's lake call is in flight
+			m.invalidate(tc.invalidated)
+			after := make(chan int64, 1)
+			go func() {
+				size, _ := tc.call(m, 2, newRelease)
+				after <- size
+			}()
+			select {
+			case size := <-after:
+				if size != 2 {
+					t.Errorf("a call after the invalidation answered size %d, want the lake's new 2", size)
+				}
+			case <-time.After(2 * time.Second):
+				close(oldRelease)
+				t.Fatalf("a call after the invalidation waited for the call before it (and answered %d)", <-after)
+			}
+			close(oldRelease)
+			if size := <-old; size != 1 {
+				t.Fatalf("the call before the invalidation answered %d, want its own 1", size)
+			}
+			// The cache keeps the newer answer; a call now asks nothing.
+			if size, err := tc.call(m, 3, newRelease); err != nil || size != 2 {
+				t.Fatalf("after both: size %d (%v), want the cached 2", size, err)
+			}
+		})
+	}
+}
+
 func TestMetaCacheSingleflightAndBound(t *testing.T) {
 	m := newMetaCache(10)
 	var calls atomic.Int32
