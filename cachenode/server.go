@@ -97,8 +97,11 @@ type Node struct {
 	meta *metaCache
 	bufs sync.Pool
 
-	pendMu  sync.Mutex                          // guards pending
-	pending map[string]map[string]*nodepb.Entry // dir -> path -> write-back file not in its lake yet
+	pendMu sync.Mutex // guards pending
+	// announceMu orders this node's announcements of its journal's
+	// files, so the region hears them in the order they happened.
+	announceMu sync.Mutex
+	pending    map[string]map[string]*nodepb.Entry // dir -> path -> write-back file not in its lake yet
 
 	seedBuf *semaphore.Weighted // bytes write-throughs keep for seeding (seed.go)
 }
@@ -600,9 +603,13 @@ func (n *Node) Rename(ctx context.Context, req *nodepb.RenameRequest) (*nodepb.R
 	}
 	if n.cfg.Journal != nil {
 		// A file still in the journal is uploaded first: the rename is
-		// the lake's.
-		if err := n.cfg.Journal.WaitUploaded(ctx, req.GetFrom()); err != nil {
-			return nil, ToStatus(fmt.Errorf("rename %s: waiting for its upload: %w", req.GetFrom(), err))
+		// the lake's. So is one it replaces (if this node has it; the
+		// router asks the destination's node first), whose upload would
+		// otherwise land over the renamed file.
+		for _, p := range []string{req.GetFrom(), req.GetTo()} {
+			if err := n.cfg.Journal.WaitUploaded(ctx, p); err != nil {
+				return nil, ToStatus(fmt.Errorf("rename %s to %s: waiting for the upload of %s: %w", req.GetFrom(), req.GetTo(), p, err))
+			}
 		}
 	}
 	err = from.FS.Rename(ctx, relFrom, relTo)
@@ -612,6 +619,17 @@ func (n *Node) Rename(ctx context.Context, req *nodepb.RenameRequest) (*nodepb.R
 		return nil, ToStatus(fmt.Errorf("rename %s to %s: %w", req.GetFrom(), req.GetTo(), err))
 	}
 	return &nodepb.RenameReply{}, nil
+}
+
+// WaitUploaded returns once the journal has no write of the path waiting
+// for its lake.
+func (n *Node) WaitUploaded(ctx context.Context, req *nodepb.WaitUploadedRequest) (*nodepb.WaitUploadedReply, error) {
+	if n.cfg.Journal != nil {
+		if err := n.cfg.Journal.WaitUploaded(ctx, req.GetPath()); err != nil {
+			return nil, ToStatus(fmt.Errorf("%s: waiting for its upload: %w", req.GetPath(), err))
+		}
+	}
+	return &nodepb.WaitUploadedReply{}, nil
 }
 
 // Invalidate drops cached metadata at and below a path.

@@ -92,11 +92,8 @@ func (n *Node) uploadNow(ctx context.Context, e JournalEntry, class string) (*no
 	return entry, nil
 }
 
-// upload sends one journal entry to its lake and retires it. A delete or
-// write-through of the path meanwhile cancels it (Journal.Forget).
+// upload sends one journal entry to its lake and retires it.
 func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodepb.Entry, error) {
-	ctx, release := n.cfg.Journal.uploadContext(ctx, e.ID)
-	defer release()
 	lake, rel, err := n.writableLake(e.Path)
 	if err != nil {
 		return nil, err
@@ -124,7 +121,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 		n.log.Warn("write-back journal: could not retire an uploaded file; it will be uploaded again", "path", e.Path, "err", err)
 	}
 	n.meta.invalidate(e.Path)
-	n.announce(ctx, e, true)
+	n.announceUploaded(ctx, e)
 	n.log.Info("file uploaded to its lake", "path", e.Path, "bytes", e.Size, "class", class, "version", entry.GetVersion(), "took", time.Since(start))
 	return entry, nil
 }
@@ -190,7 +187,7 @@ func (n *Node) RunUploads(ctx context.Context) {
 		}
 		if _, err := n.upload(ctx, e, "write-back"); err != nil {
 			if n.cfg.Journal.Failed(e) {
-				n.log.Info("write-back upload stopped: the file was deleted or written again meanwhile", "path", e.Path)
+				n.log.Info("write-back upload failed, and the file was deleted or written again meanwhile: not retried", "path", e.Path, "err", err)
 				continue
 			}
 			if ctx.Err() != nil {
@@ -209,9 +206,30 @@ func (n *Node) RunUploads(ctx context.Context) {
 	}
 }
 
-// announce tells the owner of e's directory listing that e is pending
-// (or, done, that it is not any more).
+// announceUploaded tells the region that e is in its lake, unless a
+// newer write of its path is still in the journal: then it tells that
+// one again, for a removal of the path would hide the newer write too,
+// and the region's listings would show the lake's older file meanwhile.
+func (n *Node) announceUploaded(ctx context.Context, e JournalEntry) {
+	n.announceMu.Lock()
+	defer n.announceMu.Unlock()
+	if newer, ok := n.cfg.Journal.Pending(e.Path); ok {
+		n.announceLocked(ctx, newer, false)
+		return
+	}
+	n.announceLocked(ctx, e, true)
+}
+
+// announce tells the region's nodes that e is pending (or, done, that it
+// is not any more).
 func (n *Node) announce(ctx context.Context, e JournalEntry, done bool) {
+	n.announceMu.Lock()
+	defer n.announceMu.Unlock()
+	n.announceLocked(ctx, e, done)
+}
+
+// announceLocked is announce; n.announceMu is held.
+func (n *Node) announceLocked(ctx context.Context, e JournalEntry, done bool) {
 	dir := path.Dir(e.Path)
 	if done {
 		n.overlay(dir, nil, []string{e.Path})

@@ -40,39 +40,23 @@ func (l *heldLake) Create(ctx context.Context, p string, r io.Reader) (ufs.FileI
 	case l.started <- p:
 	default:
 	}
-	if l.stubborn {
-		<-l.release
-		return l.FS.Create(context.WithoutCancel(ctx), p, r)
-	}
-	select {
-	case <-l.release:
-		return l.FS.Create(ctx, p, r)
-	case <-ctx.Done():
-		return ufs.FileInfo{}, ctx.Err()
-	}
+	<-l.release
+	return l.FS.Create(ctx, p, r)
 }
 
-// A file deleted, or written again straight to the lake, while its
-// write-back upload is in flight does not come back, or come back old,
-// when that upload ends: the upload is cancelled, and the delete or the
-// write waits for it to end before it changes the lake.
+// A file deleted, written again straight to the lake, or renamed over
+// while its write-back upload is in flight does not come back, or come
+// back old, when that upload ends: the change waits for the upload to
+// end before it changes the lake.
 func TestChangeDuringWriteBackUpload(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		stubborn bool
-		write    bool // a write-through instead of a delete
-	}{
-		{"delete", false, false},
-		{"deleteStubbornLake", true, false},
-		{"writeThroughStubbornLake", true, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, change := range []string{"delete", "writeThrough", "renameOver"} {
+		t.Run(change, func(t *testing.T) {
 			lakeDir := t.TempDir()
 			fs, err := ufs.Open(context.Background(), "file://"+lakeDir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			lake := &heldLake{FS: fs, stubborn: tc.stubborn, started: make(chan string, 1), release: make(chan struct{})}
+			lake := &heldLake{FS: fs, started: make(chan string, 1), release: make(chan struct{})}
 			journal, err := OpenJournal(t.TempDir(), "n1", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -97,9 +81,19 @@ func TestChangeDuringWriteBackUpload(t *testing.T) {
 			go func() { node.RunUploads(ctx); close(uploads) }()
 			var releaseOnce sync.Once
 			releaseLake := func() { releaseOnce.Do(func() { close(lake.release) }) }
-			t.Cleanup(func() { releaseLake(); cancel(); <-uploads; cc.Close(); srv.Stop(); fs.Close() })
+			t.Cleanup(func() {
+				releaseLake()
+				cancel()
+				<-uploads
+				cc.Close()
+				srv.Stop()
+				fs.Close()
+			})
 			n := &writeTestNode{cc: cc, lakeDir: lakeDir, journal: journal}
 
+			if err := os.WriteFile(filepath.Join(lakeDir, "g"), []byte("renamed over it"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			n.writeProto(t, "/lake/a/f", []byte("written back"), 1<<20)
 			select {
 			case <-lake.started:
@@ -108,20 +102,22 @@ func TestChangeDuringWriteBackUpload(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() {
-				if tc.write {
+				var err error
+				switch change {
+				case "writeThrough":
 					back.Store(false)
-					done <- writeOnce(cc, "/lake/a/f", "written through")
-					return
+					err = writeOnce(cc, "/lake/a/f", "written through")
+				case "renameOver":
+					_, err = nodepb.NewNodeClient(cc).Rename(context.Background(), &nodepb.RenameRequest{From: "/lake/a/g", To: "/lake/a/f"})
+				default:
+					_, err = nodepb.NewNodeClient(cc).Delete(context.Background(), &nodepb.DeleteRequest{Path: "/lake/a/f"})
 				}
-				_, err := nodepb.NewNodeClient(cc).Delete(context.Background(), &nodepb.DeleteRequest{Path: "/lake/a/f"})
 				done <- err
 			}()
-			if tc.stubborn {
-				select {
-				case err := <-done:
-					t.Fatalf("the change returned (%v) while the upload it must wait for was still in flight", err)
-				case <-time.After(200 * time.Millisecond):
-				}
+			select {
+			case err := <-done:
+				t.Fatalf("the change returned (%v) while the upload it must wait for was still in flight", err)
+			case <-time.After(200 * time.Millisecond):
 			}
 			releaseLake()
 			select {
@@ -138,21 +134,14 @@ func TestChangeDuringWriteBackUpload(t *testing.T) {
 				t.Errorf("the journal still has %d entries: %+v", len(got), got)
 			}
 			b, err := os.ReadFile(filepath.Join(lakeDir, "f"))
+			want := map[string]string{"writeThrough": "written through", "renameOver": "renamed over it"}[change]
 			switch {
-			case tc.write && string(b) != "written through":
-				t.Errorf("the lake's file is %q (%v), want the write-through's bytes", b, err)
-			case !tc.write && err == nil:
+			case want != "" && string(b) != want:
+				t.Errorf("the lake's file is %q (%v), want %q", b, err, want)
+			case want == "" && err == nil:
 				t.Errorf("the lake has the deleted file again: %q", b)
-			case !tc.write && !os.IsNotExist(err):
+			case want == "" && !os.IsNotExist(err):
 				t.Error(err)
-			}
-			if !tc.write {
-				des, _ := os.ReadDir(lakeDir)
-				for _, de := range des {
-					if !strings.HasPrefix(de.Name(), ufs.TempPrefix) {
-						t.Errorf("the lake has %s", de.Name())
-					}
-				}
 			}
 		})
 	}
@@ -169,4 +158,60 @@ func writeOnce(cc *grpc.ClientConn, p, data string) error {
 	}
 	_, err = w.CloseAndRecv()
 	return err
+}
+
+// When an older write of a path reaches its lake while a newer one is
+// still in the journal, the region is told of the newer one again, not
+// that the path is uploaded: that would drop the newer write from the
+// other nodes' listings, which would show the lake's older file.
+func TestUploadOfAnOlderWriteKeepsTheNewerAnnounced(t *testing.T) {
+	fs, err := ufs.Open(context.Background(), "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	journal, err := OpenJournal(t.TempDir(), "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var told []*nodepb.PendingRequest
+	node := NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: fs}}), Journal: journal,
+		Announce: func(_ context.Context, req *nodepb.PendingRequest) error {
+			mu.Lock()
+			defer mu.Unlock()
+			told = append(told, req)
+			return nil
+		}})
+	last := func() *nodepb.PendingRequest {
+		mu.Lock()
+		defer mu.Unlock()
+		return told[len(told)-1]
+	}
+	older, err := journal.Append("/lake/a/f", strings.NewReader("older"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := journal.Append("/lake/a/f", strings.NewReader("newer!"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		e       JournalEntry
+		addOf   string // the version told pending, or ""
+		removed bool
+	}{{older, newer.Version(), false}, {newer, "", true}} {
+		if !journal.claim(tc.e.ID) {
+			t.Fatalf("entry %s is not pending", tc.e.ID)
+		}
+		if _, err := node.upload(ctx, tc.e, "write-back"); err != nil {
+			t.Fatal(err)
+		}
+		req := last()
+		if tc.removed != (len(req.GetRemove()) == 1) || (tc.addOf == "") != (len(req.GetAdd()) == 0) ||
+			(tc.addOf != "" && req.GetAdd()[0].GetVersion() != tc.addOf) {
+			t.Errorf("after the upload of %s the region was told %v, want add %q / removed %v", tc.e.Version(), req, tc.addOf, tc.removed)
+		}
+	}
 }

@@ -9,7 +9,9 @@ import (
 	"path"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
 
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -201,6 +203,18 @@ func (c *Client) Rename(ctx context.Context, from, to string) error {
 	}
 	if to, err = CleanNamespacePath(to); err != nil {
 		return err
+	}
+	// A write-back of the destination still in its node's journal is
+	// uploaded first, or it would land over the renamed file.
+	err = c.onCandidates(ctx, metaKey(to), func(nc nodepb.NodeClient, _ region.Member) error {
+		_, err := nc.WaitUploaded(ctx, &nodepb.WaitUploadedRequest{Path: to})
+		if status.Code(err) == codes.Unimplemented {
+			return nil // a node from before WaitUploaded
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rename %s to %s: %w", from, to, err)
 	}
 	err = c.onCandidates(ctx, metaKey(from), func(nc nodepb.NodeClient, _ region.Member) error {
 		_, err := nc.Rename(ctx, &nodepb.RenameRequest{From: from, To: to})

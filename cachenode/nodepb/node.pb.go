@@ -1227,6 +1227,86 @@ func (*RenameReply) Descriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{20}
 }
 
+type WaitUploadedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitUploadedRequest) Reset() {
+	*x = WaitUploadedRequest{}
+	mi := &file_node_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitUploadedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitUploadedRequest) ProtoMessage() {}
+
+func (x *WaitUploadedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitUploadedRequest.ProtoReflect.Descriptor instead.
+func (*WaitUploadedRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *WaitUploadedRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type WaitUploadedReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitUploadedReply) Reset() {
+	*x = WaitUploadedReply{}
+	mi := &file_node_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitUploadedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitUploadedReply) ProtoMessage() {}
+
+func (x *WaitUploadedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitUploadedReply.ProtoReflect.Descriptor instead.
+func (*WaitUploadedReply) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{22}
+}
+
 type InvalidateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // drop metadata at and below this path; "/" for all
@@ -1239,7 +1319,7 @@ type InvalidateRequest struct {
 
 func (x *InvalidateRequest) Reset() {
 	*x = InvalidateRequest{}
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1331,7 @@ func (x *InvalidateRequest) String() string {
 func (*InvalidateRequest) ProtoMessage() {}
 
 func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1344,7 @@ func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{21}
+	return file_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InvalidateRequest) GetPath() string {
@@ -1291,7 +1371,7 @@ type InvalidateReply struct {
 
 func (x *InvalidateReply) Reset() {
 	*x = InvalidateReply{}
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1383,7 @@ func (x *InvalidateReply) String() string {
 func (*InvalidateReply) ProtoMessage() {}
 
 func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1396,7 @@ func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateReply.ProtoReflect.Descriptor instead.
 func (*InvalidateReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{22}
+	return file_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InvalidateReply) GetDropped() int32 {
@@ -1341,7 +1421,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1433,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1446,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{25}
 }
 
 type Member struct {
@@ -1385,7 +1465,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1477,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1490,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetId() string {
@@ -1474,7 +1554,7 @@ type CacheStats struct {
 
 func (x *CacheStats) Reset() {
 	*x = CacheStats{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1566,7 @@ func (x *CacheStats) String() string {
 func (*CacheStats) ProtoMessage() {}
 
 func (x *CacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1579,7 @@ func (x *CacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStats.ProtoReflect.Descriptor instead.
 func (*CacheStats) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CacheStats) GetPages() int64 {
@@ -1600,7 +1680,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1692,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1705,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InfoReply) GetNodeId() string {
@@ -1716,7 +1796,7 @@ type LineUse struct {
 
 func (x *LineUse) Reset() {
 	*x = LineUse{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1808,7 @@ func (x *LineUse) String() string {
 func (*LineUse) ProtoMessage() {}
 
 func (x *LineUse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1821,7 @@ func (x *LineUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineUse.ProtoReflect.Descriptor instead.
 func (*LineUse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LineUse) GetFrom() string {
@@ -1811,7 +1891,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1903,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1916,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PendingRequest) GetDir() string {
@@ -1868,7 +1948,7 @@ type PendingReply struct {
 
 func (x *PendingReply) Reset() {
 	*x = PendingReply{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1880,7 +1960,7 @@ func (x *PendingReply) String() string {
 func (*PendingReply) ProtoMessage() {}
 
 func (x *PendingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1893,7 +1973,7 @@ func (x *PendingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
 func (*PendingReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 type UploadRequest struct {
@@ -1908,7 +1988,7 @@ type UploadRequest struct {
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +2000,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2013,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UploadRequest) GetFile() *FileRef {
@@ -1977,7 +2057,7 @@ type SeedChunk struct {
 
 func (x *SeedChunk) Reset() {
 	*x = SeedChunk{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2069,7 @@ func (x *SeedChunk) String() string {
 func (*SeedChunk) ProtoMessage() {}
 
 func (x *SeedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2082,7 @@ func (x *SeedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeedChunk.ProtoReflect.Descriptor instead.
 func (*SeedChunk) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SeedChunk) GetFile() *FileRef {
@@ -2050,7 +2130,7 @@ type SeedReply struct {
 
 func (x *SeedReply) Reset() {
 	*x = SeedReply{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2142,7 @@ func (x *SeedReply) String() string {
 func (*SeedReply) ProtoMessage() {}
 
 func (x *SeedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2155,7 @@ func (x *SeedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeedReply.ProtoReflect.Descriptor instead.
 func (*SeedReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SeedReply) GetStored() int64 {
@@ -2182,7 +2262,10 @@ const file_node_proto_rawDesc = "" +
 	"\rRenameRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"\r\n" +
-	"\vRenameReply\";\n" +
+	"\vRenameReply\")\n" +
+	"\x13WaitUploadedRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\x13\n" +
+	"\x11WaitUploadedReply\";\n" +
 	"\x11InvalidateRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mesh\x18\x02 \x01(\bR\x04mesh\"R\n" +
@@ -2256,7 +2339,7 @@ const file_node_proto_rawDesc = "" +
 	"\x06crc32c\x18\x05 \x01(\rR\x06crc32c\"=\n" +
 	"\tSeedReply\x12\x16\n" +
 	"\x06stored\x18\x01 \x01(\x03R\x06stored\x12\x18\n" +
-	"\askipped\x18\x02 \x01(\x03R\askipped2\xfb\a\n" +
+	"\askipped\x18\x02 \x01(\x03R\askipped2\xd7\b\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
@@ -2266,7 +2349,8 @@ const file_node_proto_rawDesc = "" +
 	"\x05Write\x12\x1c.lakemesh.node.v1.WriteChunk\x1a\x1c.lakemesh.node.v1.WriteReply(\x01\x12H\n" +
 	"\x06Delete\x12\x1f.lakemesh.node.v1.DeleteRequest\x1a\x1d.lakemesh.node.v1.DeleteReply\x12E\n" +
 	"\x05Mkdir\x12\x1e.lakemesh.node.v1.MkdirRequest\x1a\x1c.lakemesh.node.v1.MkdirReply\x12H\n" +
-	"\x06Rename\x12\x1f.lakemesh.node.v1.RenameRequest\x1a\x1d.lakemesh.node.v1.RenameReply\x12K\n" +
+	"\x06Rename\x12\x1f.lakemesh.node.v1.RenameRequest\x1a\x1d.lakemesh.node.v1.RenameReply\x12Z\n" +
+	"\fWaitUploaded\x12%.lakemesh.node.v1.WaitUploadedRequest\x1a#.lakemesh.node.v1.WaitUploadedReply\x12K\n" +
 	"\aPending\x12 .lakemesh.node.v1.PendingRequest\x1a\x1e.lakemesh.node.v1.PendingReply\x12G\n" +
 	"\x06Upload\x12\x1f.lakemesh.node.v1.UploadRequest\x1a\x1c.lakemesh.node.v1.WriteReply\x12B\n" +
 	"\x04Seed\x12\x1b.lakemesh.node.v1.SeedChunk\x1a\x1b.lakemesh.node.v1.SeedReply(\x01\x12T\n" +
@@ -2286,41 +2370,43 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_node_proto_goTypes = []any{
-	(*FileRef)(nil),           // 0: lakemesh.node.v1.FileRef
-	(*ReadRequest)(nil),       // 1: lakemesh.node.v1.ReadRequest
-	(*HasRequest)(nil),        // 2: lakemesh.node.v1.HasRequest
-	(*HasReply)(nil),          // 3: lakemesh.node.v1.HasReply
-	(*PageFetch)(nil),         // 4: lakemesh.node.v1.PageFetch
-	(*ReadChunk)(nil),         // 5: lakemesh.node.v1.ReadChunk
-	(*PrefetchRequest)(nil),   // 6: lakemesh.node.v1.PrefetchRequest
-	(*PrefetchReply)(nil),     // 7: lakemesh.node.v1.PrefetchReply
-	(*Entry)(nil),             // 8: lakemesh.node.v1.Entry
-	(*StatRequest)(nil),       // 9: lakemesh.node.v1.StatRequest
-	(*StatReply)(nil),         // 10: lakemesh.node.v1.StatReply
-	(*ListRequest)(nil),       // 11: lakemesh.node.v1.ListRequest
-	(*ListReply)(nil),         // 12: lakemesh.node.v1.ListReply
-	(*WriteChunk)(nil),        // 13: lakemesh.node.v1.WriteChunk
-	(*WriteReply)(nil),        // 14: lakemesh.node.v1.WriteReply
-	(*DeleteRequest)(nil),     // 15: lakemesh.node.v1.DeleteRequest
-	(*DeleteReply)(nil),       // 16: lakemesh.node.v1.DeleteReply
-	(*MkdirRequest)(nil),      // 17: lakemesh.node.v1.MkdirRequest
-	(*MkdirReply)(nil),        // 18: lakemesh.node.v1.MkdirReply
-	(*RenameRequest)(nil),     // 19: lakemesh.node.v1.RenameRequest
-	(*RenameReply)(nil),       // 20: lakemesh.node.v1.RenameReply
-	(*InvalidateRequest)(nil), // 21: lakemesh.node.v1.InvalidateRequest
-	(*InvalidateReply)(nil),   // 22: lakemesh.node.v1.InvalidateReply
-	(*InfoRequest)(nil),       // 23: lakemesh.node.v1.InfoRequest
-	(*Member)(nil),            // 24: lakemesh.node.v1.Member
-	(*CacheStats)(nil),        // 25: lakemesh.node.v1.CacheStats
-	(*InfoReply)(nil),         // 26: lakemesh.node.v1.InfoReply
-	(*LineUse)(nil),           // 27: lakemesh.node.v1.LineUse
-	(*PendingRequest)(nil),    // 28: lakemesh.node.v1.PendingRequest
-	(*PendingReply)(nil),      // 29: lakemesh.node.v1.PendingReply
-	(*UploadRequest)(nil),     // 30: lakemesh.node.v1.UploadRequest
-	(*SeedChunk)(nil),         // 31: lakemesh.node.v1.SeedChunk
-	(*SeedReply)(nil),         // 32: lakemesh.node.v1.SeedReply
+	(*FileRef)(nil),             // 0: lakemesh.node.v1.FileRef
+	(*ReadRequest)(nil),         // 1: lakemesh.node.v1.ReadRequest
+	(*HasRequest)(nil),          // 2: lakemesh.node.v1.HasRequest
+	(*HasReply)(nil),            // 3: lakemesh.node.v1.HasReply
+	(*PageFetch)(nil),           // 4: lakemesh.node.v1.PageFetch
+	(*ReadChunk)(nil),           // 5: lakemesh.node.v1.ReadChunk
+	(*PrefetchRequest)(nil),     // 6: lakemesh.node.v1.PrefetchRequest
+	(*PrefetchReply)(nil),       // 7: lakemesh.node.v1.PrefetchReply
+	(*Entry)(nil),               // 8: lakemesh.node.v1.Entry
+	(*StatRequest)(nil),         // 9: lakemesh.node.v1.StatRequest
+	(*StatReply)(nil),           // 10: lakemesh.node.v1.StatReply
+	(*ListRequest)(nil),         // 11: lakemesh.node.v1.ListRequest
+	(*ListReply)(nil),           // 12: lakemesh.node.v1.ListReply
+	(*WriteChunk)(nil),          // 13: lakemesh.node.v1.WriteChunk
+	(*WriteReply)(nil),          // 14: lakemesh.node.v1.WriteReply
+	(*DeleteRequest)(nil),       // 15: lakemesh.node.v1.DeleteRequest
+	(*DeleteReply)(nil),         // 16: lakemesh.node.v1.DeleteReply
+	(*MkdirRequest)(nil),        // 17: lakemesh.node.v1.MkdirRequest
+	(*MkdirReply)(nil),          // 18: lakemesh.node.v1.MkdirReply
+	(*RenameRequest)(nil),       // 19: lakemesh.node.v1.RenameRequest
+	(*RenameReply)(nil),         // 20: lakemesh.node.v1.RenameReply
+	(*WaitUploadedRequest)(nil), // 21: lakemesh.node.v1.WaitUploadedRequest
+	(*WaitUploadedReply)(nil),   // 22: lakemesh.node.v1.WaitUploadedReply
+	(*InvalidateRequest)(nil),   // 23: lakemesh.node.v1.InvalidateRequest
+	(*InvalidateReply)(nil),     // 24: lakemesh.node.v1.InvalidateReply
+	(*InfoRequest)(nil),         // 25: lakemesh.node.v1.InfoRequest
+	(*Member)(nil),              // 26: lakemesh.node.v1.Member
+	(*CacheStats)(nil),          // 27: lakemesh.node.v1.CacheStats
+	(*InfoReply)(nil),           // 28: lakemesh.node.v1.InfoReply
+	(*LineUse)(nil),             // 29: lakemesh.node.v1.LineUse
+	(*PendingRequest)(nil),      // 30: lakemesh.node.v1.PendingRequest
+	(*PendingReply)(nil),        // 31: lakemesh.node.v1.PendingReply
+	(*UploadRequest)(nil),       // 32: lakemesh.node.v1.UploadRequest
+	(*SeedChunk)(nil),           // 33: lakemesh.node.v1.SeedChunk
+	(*SeedReply)(nil),           // 34: lakemesh.node.v1.SeedReply
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
@@ -2330,10 +2416,10 @@ var file_node_proto_depIdxs = []int32{
 	8,  // 4: lakemesh.node.v1.StatReply.entry:type_name -> lakemesh.node.v1.Entry
 	8,  // 5: lakemesh.node.v1.ListReply.entries:type_name -> lakemesh.node.v1.Entry
 	8,  // 6: lakemesh.node.v1.WriteReply.entry:type_name -> lakemesh.node.v1.Entry
-	24, // 7: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
-	25, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
-	27, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
-	24, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
+	26, // 7: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
+	27, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
+	29, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
+	26, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
 	8,  // 11: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
 	0,  // 12: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
 	0,  // 13: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
@@ -2346,27 +2432,29 @@ var file_node_proto_depIdxs = []int32{
 	15, // 20: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
 	17, // 21: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
 	19, // 22: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	28, // 23: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
-	30, // 24: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
-	31, // 25: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
-	21, // 26: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	23, // 27: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 28: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 29: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 30: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 31: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 32: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 33: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 34: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 35: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 36: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	29, // 37: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
-	14, // 38: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
-	32, // 39: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
-	22, // 40: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	26, // 41: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	28, // [28:42] is the sub-list for method output_type
-	14, // [14:28] is the sub-list for method input_type
+	21, // 23: lakemesh.node.v1.Node.WaitUploaded:input_type -> lakemesh.node.v1.WaitUploadedRequest
+	30, // 24: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
+	32, // 25: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
+	33, // 26: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
+	23, // 27: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	25, // 28: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 29: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 30: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 31: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 32: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 33: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 34: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 35: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 36: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 37: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	22, // 38: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
+	31, // 39: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	14, // 40: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	34, // 41: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
+	24, // 42: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	28, // 43: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	29, // [29:44] is the sub-list for method output_type
+	14, // [14:29] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2383,7 +2471,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

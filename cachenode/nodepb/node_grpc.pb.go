@@ -26,20 +26,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Node_Read_FullMethodName       = "/lakemesh.node.v1.Node/Read"
-	Node_Prefetch_FullMethodName   = "/lakemesh.node.v1.Node/Prefetch"
-	Node_Has_FullMethodName        = "/lakemesh.node.v1.Node/Has"
-	Node_Stat_FullMethodName       = "/lakemesh.node.v1.Node/Stat"
-	Node_List_FullMethodName       = "/lakemesh.node.v1.Node/List"
-	Node_Write_FullMethodName      = "/lakemesh.node.v1.Node/Write"
-	Node_Delete_FullMethodName     = "/lakemesh.node.v1.Node/Delete"
-	Node_Mkdir_FullMethodName      = "/lakemesh.node.v1.Node/Mkdir"
-	Node_Rename_FullMethodName     = "/lakemesh.node.v1.Node/Rename"
-	Node_Pending_FullMethodName    = "/lakemesh.node.v1.Node/Pending"
-	Node_Upload_FullMethodName     = "/lakemesh.node.v1.Node/Upload"
-	Node_Seed_FullMethodName       = "/lakemesh.node.v1.Node/Seed"
-	Node_Invalidate_FullMethodName = "/lakemesh.node.v1.Node/Invalidate"
-	Node_Info_FullMethodName       = "/lakemesh.node.v1.Node/Info"
+	Node_Read_FullMethodName         = "/lakemesh.node.v1.Node/Read"
+	Node_Prefetch_FullMethodName     = "/lakemesh.node.v1.Node/Prefetch"
+	Node_Has_FullMethodName          = "/lakemesh.node.v1.Node/Has"
+	Node_Stat_FullMethodName         = "/lakemesh.node.v1.Node/Stat"
+	Node_List_FullMethodName         = "/lakemesh.node.v1.Node/List"
+	Node_Write_FullMethodName        = "/lakemesh.node.v1.Node/Write"
+	Node_Delete_FullMethodName       = "/lakemesh.node.v1.Node/Delete"
+	Node_Mkdir_FullMethodName        = "/lakemesh.node.v1.Node/Mkdir"
+	Node_Rename_FullMethodName       = "/lakemesh.node.v1.Node/Rename"
+	Node_WaitUploaded_FullMethodName = "/lakemesh.node.v1.Node/WaitUploaded"
+	Node_Pending_FullMethodName      = "/lakemesh.node.v1.Node/Pending"
+	Node_Upload_FullMethodName       = "/lakemesh.node.v1.Node/Upload"
+	Node_Seed_FullMethodName         = "/lakemesh.node.v1.Node/Seed"
+	Node_Invalidate_FullMethodName   = "/lakemesh.node.v1.Node/Invalidate"
+	Node_Info_FullMethodName         = "/lakemesh.node.v1.Node/Info"
 )
 
 // NodeClient is the client API for Node service.
@@ -67,6 +68,10 @@ type NodeClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteReply, error)
 	Mkdir(ctx context.Context, in *MkdirRequest, opts ...grpc.CallOption) (*MkdirReply, error)
 	Rename(ctx context.Context, in *RenameRequest, opts ...grpc.CallOption) (*RenameReply, error)
+	// WaitUploaded returns once this node's write-back journal has no write
+	// of the path waiting for its lake: a rename over the path asks the
+	// path's node first, so no upload of the file it replaces lands after it.
+	WaitUploaded(ctx context.Context, in *WaitUploadedRequest, opts ...grpc.CallOption) (*WaitUploadedReply, error)
 	// Pending tells the node that lists a directory about write-back files
 	// another node of the region holds and their lake does not have yet.
 	Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingReply, error)
@@ -197,6 +202,16 @@ func (c *nodeClient) Rename(ctx context.Context, in *RenameRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *nodeClient) WaitUploaded(ctx context.Context, in *WaitUploadedRequest, opts ...grpc.CallOption) (*WaitUploadedReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitUploadedReply)
+	err := c.cc.Invoke(ctx, Node_WaitUploaded_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *nodeClient) Pending(ctx context.Context, in *PendingRequest, opts ...grpc.CallOption) (*PendingReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PendingReply)
@@ -275,6 +290,10 @@ type NodeServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteReply, error)
 	Mkdir(context.Context, *MkdirRequest) (*MkdirReply, error)
 	Rename(context.Context, *RenameRequest) (*RenameReply, error)
+	// WaitUploaded returns once this node's write-back journal has no write
+	// of the path waiting for its lake: a rename over the path asks the
+	// path's node first, so no upload of the file it replaces lands after it.
+	WaitUploaded(context.Context, *WaitUploadedRequest) (*WaitUploadedReply, error)
 	// Pending tells the node that lists a directory about write-back files
 	// another node of the region holds and their lake does not have yet.
 	Pending(context.Context, *PendingRequest) (*PendingReply, error)
@@ -329,6 +348,9 @@ func (UnimplementedNodeServer) Mkdir(context.Context, *MkdirRequest) (*MkdirRepl
 }
 func (UnimplementedNodeServer) Rename(context.Context, *RenameRequest) (*RenameReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rename not implemented")
+}
+func (UnimplementedNodeServer) WaitUploaded(context.Context, *WaitUploadedRequest) (*WaitUploadedReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitUploaded not implemented")
 }
 func (UnimplementedNodeServer) Pending(context.Context, *PendingRequest) (*PendingReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Pending not implemented")
@@ -510,6 +532,24 @@ func _Node_Rename_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_WaitUploaded_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitUploadedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).WaitUploaded(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_WaitUploaded_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).WaitUploaded(ctx, req.(*WaitUploadedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Node_Pending_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(PendingRequest)
 	if err := dec(in); err != nil {
@@ -623,6 +663,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rename",
 			Handler:    _Node_Rename_Handler,
+		},
+		{
+			MethodName: "WaitUploaded",
+			Handler:    _Node_WaitUploaded_Handler,
 		},
 		{
 			MethodName: "Pending",
