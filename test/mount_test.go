@@ -88,6 +88,9 @@ func startMount(t *testing.T, m *mesh, dir string, extra ...string) *mountProc {
 		if t.Failed() {
 			b, _ := os.ReadFile(p.logPath)
 			t.Logf("log of the mount at %s:\n%s", dir, tail(string(b), 40))
+			if keep := os.Getenv("LAKEMESH_TEST_KEEP_MOUNT_LOG"); keep != "" {
+				os.WriteFile(keep, b, 0o644) // the whole log, for a failure to study
+			}
 		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
@@ -294,7 +297,7 @@ func TestMount(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	mp := startMount(t, m, dir)
+	mp := startMount(t, m, dir, strings.Fields(os.Getenv("LAKEMESH_TEST_MOUNT_FLAGS"))...)
 	lake := filepath.Join(dir, "lake", "s3")
 
 	t.Run("read1GiB", func(t *testing.T) {
@@ -502,7 +505,13 @@ func TestMount(t *testing.T) {
 			}
 			model := t.TempDir()
 			seed := uint64(time.Now().UnixNano())
+			if s := os.Getenv("LAKEMESH_FSX_SEED"); s != "" {
+				seed, _ = strconv.ParseUint(s, 10, 64)
+			}
 			cfg := fsx.Config{Dir: filepath.Join(lake, prefix), Model: model, Seed: seed, Ops: 300}
+			if os.Getenv("LAKEMESH_FSX_LOG") != "" {
+				cfg.Logf = t.Logf
+			}
 			if mode == "through" {
 				cfg.Closed = func(name string, want []byte) error {
 					if got, ok := minioObject(t, m, prefix+"/"+name); !ok || !bytes.Equal(got, want) {

@@ -181,6 +181,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
 			cn.moved(to)
+			cn.followRename(octx, to)
 		}
 	}
 	return 0

@@ -25,9 +25,8 @@ const copyBuffer = 1 << 20
 // otherwise). It holds no buffer of its own.
 type readHandle struct {
 	n       *node
-	r       router.Reader
+	r       *followReader
 	version string
-	path    string // for errors and logs
 }
 
 var (
@@ -41,7 +40,7 @@ func (h *readHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	defer cancel()
 	k, err := h.r.ReadAt(octx, dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, h.n.fsys.errno(octx, "read", h.path, err)
+		return nil, h.n.fsys.errno(octx, "read", h.r.Entry().Path, err)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
 }
@@ -51,7 +50,7 @@ func (h *readHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno { re
 
 func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 	h.r.Close()
-	h.n.closeReader(h.version)
+	h.n.closeReader(h.version, h.r)
 	return 0
 }
 
@@ -64,7 +63,7 @@ func (h *readHandle) Release(ctx context.Context) syscall.Errno {
 // (until then reads go to that version).
 type writeHandle struct {
 	n *node
-	r router.Reader // the version opened; nil when the handle starts empty
+	r *followReader // the version opened; nil when the handle starts empty
 
 	mu       sync.Mutex // serializes writes, truncates, reads and flushes; taken before node.mu
 	base     int64      // size of the opened version
@@ -88,7 +87,7 @@ var (
 	_ fs.FileReleaser = (*writeHandle)(nil)
 )
 
-func newWriteHandle(n *node, r router.Reader, e router.Entry, empty bool) *writeHandle {
+func newWriteHandle(n *node, r *followReader, e router.Entry, empty bool) *writeHandle {
 	w := &writeHandle{n: n, r: r, base: e.Size}
 	w.mtime.Store(time.Now().UnixNano())
 	if empty || e.Size == 0 {
@@ -416,6 +415,7 @@ func (w *writeHandle) release() {
 	w.mu.Unlock()
 	if w.r != nil {
 		w.r.Close()
+		w.n.dropFollower(w.r)
 	}
 	w.n.closeWriter(w)
 	if w.n.isLocal() {

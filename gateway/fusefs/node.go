@@ -23,15 +23,16 @@ type node struct {
 	fs.Inode
 	fsys *FS
 
-	mu           sync.Mutex            // guards the fields below; a leaf lock
-	entry        router.Entry          // what the namespace said last
-	statAt       time.Time             // when entry was fetched or written
-	local        bool                  // created here, not yet in the lake
-	unlinked     bool                  // removed while open: writes are dropped
-	cacheVersion string                // the version whose pages the kernel may hold
-	readers      map[string]int        // open read handles by version
-	writers      map[*writeHandle]bool // open write handles
-	pending      map[string]bool       // (directory) names created here, not yet in the lake
+	mu           sync.Mutex             // guards the fields below; a leaf lock
+	entry        router.Entry           // what the namespace said last
+	statAt       time.Time              // when entry was fetched or written
+	local        bool                   // created here, not yet in the lake
+	unlinked     bool                   // removed while open: writes are dropped
+	cacheVersion string                 // the version whose pages the kernel may hold
+	readers      map[string]int         // open read handles by version
+	writers      map[*writeHandle]bool  // open write handles
+	followers    map[*followReader]bool // open handles' readers, which follow renames
+	pending      map[string]bool        // (directory) names created here, not yet in the lake
 }
 
 var (

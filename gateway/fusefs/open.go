@@ -120,10 +120,12 @@ func (n *node) isLocal() bool {
 // so no reader ever sees pages of two versions. A read handle has nothing
 // to flush, so its close sends no FLUSH (FOPEN_NOFLUSH).
 func (n *node) openReader(p string, e router.Entry) (fs.FileHandle, uint32, syscall.Errno) {
-	r, err := n.fsys.ns.OpenReader(e)
+	lr, err := n.fsys.ns.OpenReader(e)
 	if err != nil {
 		return nil, 0, n.fsys.errno(nil, "open", p, err)
 	}
+	r := newFollowReader(lr)
+	n.addFollower(r)
 	flags := uint32(fuse.FOPEN_NOFLUSH)
 	n.mu.Lock()
 	otherOpen := false
@@ -145,13 +147,14 @@ func (n *node) openReader(p string, e router.Entry) (fs.FileHandle, uint32, sysc
 	}
 	n.readers[e.Version]++
 	n.mu.Unlock()
-	return &readHandle{n: n, r: r, version: e.Version, path: p}, flags, 0
+	return &readHandle{n: n, r: r, version: e.Version}, flags, 0
 }
 
 // closeReader forgets a read handle of version v.
-func (n *node) closeReader(v string) {
+func (n *node) closeReader(v string, r *followReader) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	delete(n.followers, r)
 	if n.readers[v]--; n.readers[v] <= 0 {
 		delete(n.readers, v)
 	}
@@ -160,12 +163,14 @@ func (n *node) closeReader(v string) {
 // openWriter opens a write handle on version e of the file (empty when
 // truncate is set or the file is new).
 func (n *node) openWriter(p string, e router.Entry, truncate bool) (*writeHandle, syscall.Errno) {
-	var r router.Reader
+	var r *followReader
 	if !truncate && e.Size > 0 {
-		var err error
-		if r, err = n.fsys.ns.OpenReader(e); err != nil {
+		lr, err := n.fsys.ns.OpenReader(e)
+		if err != nil {
 			return nil, n.fsys.errno(nil, "open", p, err)
 		}
+		r = newFollowReader(lr)
+		n.addFollower(r)
 	}
 	w := newWriteHandle(n, r, e, truncate)
 	n.mu.Lock()

@@ -160,6 +160,8 @@ func (r *runner) step(i int) error {
 			return r.remove(name)
 		case k < 8:
 			return r.truncatePath(name)
+		case k < 9:
+			return r.compareLists()
 		default:
 			return r.compareFile(name)
 		}
@@ -173,6 +175,8 @@ func (r *runner) step(i int) error {
 		return r.read(name, p)
 	case k < 14 && writable:
 		return r.ftruncate(name, p)
+	case k < 15:
+		return r.rename(name)
 	case k < 16 && writable:
 		r.logf("fsync %s", name)
 		if err := p.sut.Sync(); err != nil {
@@ -435,21 +439,63 @@ func (r *runner) compareFile(name string) error {
 	return nil
 }
 
+// rename moves name over another of the names, which is not open; name
+// may be open, and its handle then writes the file under its new name.
 func (r *runner) rename(name string) error {
 	to := r.cfg.Names[r.rng.IntN(len(r.cfg.Names))]
 	if to == name || r.open[to] != nil {
-		return r.compareFile(name)
+		return r.compareLists()
 	}
-	r.logf("rename %s %s", name, to)
+	p := r.open[name]
+	r.logf("rename %s %s (open %v)", name, to, p != nil)
 	if err := same("rename "+name+" "+to,
 		os.Rename(filepath.Join(r.cfg.Dir, name), filepath.Join(r.cfg.Dir, to)),
 		os.Rename(filepath.Join(r.cfg.Model, name), filepath.Join(r.cfg.Model, to))); err != nil {
 		return err
 	}
+	if p != nil {
+		delete(r.open, name)
+		r.open[to] = p
+		return r.compareLists()
+	}
 	if err := r.compareFile(name); err != nil {
 		return err
 	}
 	return r.compareFile(to)
+}
+
+// compareLists compares the names in the directories of the files.
+func (r *runner) compareLists() error {
+	dirs := map[string]bool{}
+	for _, n := range r.cfg.Names {
+		dirs[filepath.Dir(n)] = true
+	}
+	for _, d := range slices.Sorted(maps.Keys(dirs)) {
+		got, err := listNames(filepath.Join(r.cfg.Dir, d))
+		if err != nil {
+			return err
+		}
+		want, err := listNames(filepath.Join(r.cfg.Model, d))
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("directory %s lists %v, a local directory %v", d, got, want)
+		}
+	}
+	return nil
+}
+
+func listNames(dir string) ([]string, error) {
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %v", dir, err)
+	}
+	var names []string
+	for _, de := range des {
+		names = append(names, de.Name())
+	}
+	return names, nil
 }
 
 func (r *runner) remove(name string) error {
