@@ -409,3 +409,53 @@ func TestMountStreamingUpload(t *testing.T) {
 		t.Fatalf("read back after an out-of-order write differs")
 	}
 }
+
+// Open handles follow their file through a rename, as on a local file
+// system: a reader reads on, and a writer's first write copies the file
+// in from its new path.
+func TestMountOpenHandlesFollowRename(t *testing.T) {
+	tm := mountLakes(t, mountOptions{})
+	data := randomBytes(2<<20+7, 9)
+	for _, name := range []string{"r.bin", "w.bin"} {
+		if err := os.WriteFile(tm.path(name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := os.Open(tm.path("r.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := os.OpenFile(tm.path("w.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for _, mv := range [][2]string{{"r.bin", "r2.bin"}, {"w.bin", "w2.bin"}} {
+		if err := os.Rename(tm.path(mv[0]), tm.path(mv[1])); err != nil {
+			t.Fatal(err)
+		}
+		// A new file under the old name must not be what the handle reads.
+		if err := os.WriteFile(tm.path(mv[0]), []byte("another file"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read of a renamed open file: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+	if _, err := w.WriteAt([]byte("PATCH"), 1<<20); err != nil {
+		t.Fatalf("write to a renamed open file: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(data)
+	copy(want[1<<20:], "PATCH")
+	if got, err := os.ReadFile(filepath.Join(tm.lake, "w2.bin")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the lake's renamed file after the write: %d bytes (%v), want the patched %d", len(got), err, len(want))
+	}
+	if got, _ := os.ReadFile(filepath.Join(tm.lake, "w.bin")); string(got) != "another file" {
+		t.Errorf("the file under the old name is %q", got)
+	}
+}
