@@ -61,6 +61,8 @@ type Cache struct {
 	fetchSlots    chan struct{} // semaphore: Source fetches in flight
 	prefetchSlots chan struct{} // semaphore: background fills in flight
 	idleFillers   chan []*fetch // a run for a filler waiting for one (see fill.go)
+	// fillersWaiting counts the fillers waiting for a run.
+	fillersWaiting atomic.Int32
 
 	ctx    context.Context // cancelled by Close; bounds every fetch
 	cancel context.CancelFunc

@@ -726,6 +726,9 @@ func TestCacheFillsReuseTheirGoroutines(t *testing.T) {
 		if _, _, err := c.ReadAt(context.Background(), ref, buf, page*4*mib, false); err != nil {
 			t.Fatal(err)
 		}
+		// The read returns once the bytes are there, maybe before its
+		// filler is back waiting (on a loaded machine, well before).
+		eventually(t, "a filler waiting for the next run", func() bool { return c.fillersWaiting.Load() > 0 })
 	}
 	src.mu.Lock()
 	ids := slices.Clone(src.ids)

@@ -254,11 +254,15 @@ func (c *Cache) filler(run []*fetch) {
 	for {
 		c.run(run)
 		idle.Reset(fillerIdle)
+		c.fillersWaiting.Add(1)
 		select {
 		case run = <-c.idleFillers:
+			c.fillersWaiting.Add(-1)
 		case <-idle.C:
+			c.fillersWaiting.Add(-1)
 			return
 		case <-c.ctx.Done():
+			c.fillersWaiting.Add(-1)
 			return
 		}
 	}
