@@ -388,6 +388,20 @@ func (j *Journal) PendingUnder(dir string) []JournalEntry {
 	return out
 }
 
+// PendingBelow returns the newest pending entry of every path below dir,
+// at any depth.
+func (j *Journal) PendingBelow(dir string) []JournalEntry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []JournalEntry
+	for p, e := range j.newest {
+		if strings.HasPrefix(p, dir+"/") {
+			out = append(out, *e)
+		}
+	}
+	return out
+}
+
 func splitDir(p string) (dir, name string) {
 	i := strings.LastIndexByte(p, '/')
 	if i <= 0 {

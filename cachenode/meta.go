@@ -187,6 +187,44 @@ func (m *metaCache) putLocked(e *metaEntry) {
 	}
 }
 
+// invalidateSelf drops the entries about path itself, its stat and its
+// listings, and not what is below it.
+func (m *metaCache) invalidateSelf(path string) int {
+	path = strings.TrimSuffix(path, "/")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st := m.dirs[path]; st != nil {
+		st.listedUntil = time.Time{}
+	}
+	if l := m.listings[path]; l != nil {
+		l.all = true
+	}
+	return m.dropLocked(func(key, p string) bool { return p == path })
+}
+
+// dropLocked drops the cached entries that affected says are changed,
+// and marks the lake calls in flight for them stale: an answer the lake
+// gave before the change is not cached, and later callers make a call of
+// their own instead of waiting for it. m.mu is held.
+func (m *metaCache) dropLocked(affected func(key, path string) bool) int {
+	n := 0
+	for key, el := range m.entries {
+		if e := el.Value.(*metaEntry); affected(key, e.path) {
+			m.lru.Remove(el)
+			delete(m.entries, key)
+			n++
+		}
+	}
+	for key, ml := range m.loads {
+		if affected(key, ml.path) {
+			ml.stale = true
+			delete(m.loads, key)
+			m.group.Forget(key)
+		}
+	}
+	return n
+}
+
 // invalidate drops every entry about path or anything below it, and the
 // listings of its parent directory (which show it). It returns how many
 // entries it dropped.
@@ -199,28 +237,9 @@ func (m *metaCache) invalidate(path string) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.invalidateListings(path)
-	affected := func(key, p string) bool {
+	return m.dropLocked(func(key, p string) bool {
 		below := path == "" || p == path || strings.HasPrefix(p, path+"/")
 		parentList := key[0] == 'l' && p == parent
 		return below || parentList
-	}
-	n := 0
-	for key, el := range m.entries {
-		if e := el.Value.(*metaEntry); affected(key, e.path) {
-			m.lru.Remove(el)
-			delete(m.entries, key)
-			n++
-		}
-	}
-	// A lake call in flight may have been answered before the change:
-	// its answer is not cached, and later callers make a call of their
-	// own instead of waiting for it.
-	for key, ml := range m.loads {
-		if affected(key, ml.path) {
-			ml.stale = true
-			delete(m.loads, key)
-			m.group.Forget(key)
-		}
-	}
-	return n
+	})
 }

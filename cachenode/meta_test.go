@@ -571,3 +571,43 @@ func TestListingNeverHidesAPendingWrite(t *testing.T) {
 		t.Fatalf("stat of a pending write-back file = %v, %v; want the pending entry", r.GetEntry(), err)
 	}
 }
+
+// A write-back file under directories its lake does not have yet (S3 has
+// none but what is below them) makes them: they are listed in their
+// parents and a stat of them answers a directory, until the file is
+// gone.
+func TestPendingFilesMakeTheirDirectories(t *testing.T) {
+	lake := newCountingLake()
+	lake.put("other", 1, "v1")
+	n, _ := newMetaNode(t, lake, 0)
+	ctx := context.Background()
+	pending := &nodepb.Entry{Path: "/lake/t/a/b/f", Size: 42, Version: "wb:node:1"}
+	n.overlay("/lake/t/a/b", []*nodepb.Entry{pending}, nil)
+	lists := func(dir, want string) {
+		t.Helper()
+		r, err := n.List(ctx, &nodepb.ListRequest{Path: dir})
+		if err != nil {
+			t.Fatalf("list %s: %v", dir, err)
+		}
+		for _, e := range r.GetEntries() {
+			if e.GetPath() == want {
+				if !e.GetDir() {
+					t.Errorf("list %s: %s is not a directory", dir, want)
+				}
+				return
+			}
+		}
+		t.Errorf("list %s = %v, want %s in it", dir, r.GetEntries(), want)
+	}
+	lists("/lake/t", "/lake/t/a")
+	lists("/lake/t/a", "/lake/t/a/b")
+	for _, d := range []string{"/lake/t/a", "/lake/t/a/b"} {
+		if r, err := n.Stat(ctx, &nodepb.StatRequest{Path: d}); err != nil || !r.GetEntry().GetDir() {
+			t.Errorf("stat %s = %v, %v; want a directory", d, r.GetEntry(), err)
+		}
+	}
+	n.overlay("/lake/t/a/b", nil, []string{pending.Path})
+	if err := statOf(n, "/lake/t/a", nil); err != nil {
+		t.Error(err)
+	}
+}

@@ -338,6 +338,12 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 	fi, err := n.meta.statIn(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
 		return lake.FS.Stat(ctx, rel)
 	}, newDirLister(lake, p, rel))
+	if errors.Is(err, ufs.ErrNotFound) && !journalOnly(ctx) {
+		// A directory only pending files below it make yet.
+		if dirs := n.pendingDirs(ctx, path.Dir(p)); dirs[p] {
+			return &nodepb.StatReply{Entry: &nodepb.Entry{Path: p, Dir: true}}, nil
+		}
+	}
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("stat %s: %w", p, err))
 	}
@@ -374,6 +380,17 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	if n.cfg.Journal != nil {
 		for _, e := range n.cfg.Journal.PendingUnder(p) {
 			pending[e.Path] = n.journalEntry(e)
+		}
+	}
+	// Directories that only pending files below them make (on S3): on
+	// the first page too, unless the lake's listing has them.
+	var dirs map[string]bool
+	if req.GetToken() == "" {
+		dirs = n.pendingDirs(ctx, p)
+		for d := range dirs {
+			if pending[d] == nil {
+				pending[d] = &nodepb.Entry{Path: d, Dir: true}
+			}
 		}
 	}
 	if errors.Is(err, ufs.ErrNotFound) && len(pending) > 0 {
@@ -635,6 +652,11 @@ func (n *Node) WaitUploaded(ctx context.Context, req *nodepb.WaitUploadedRequest
 // Invalidate drops cached metadata at and below a path.
 func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*nodepb.InvalidateReply, error) {
 	p := strings.TrimSuffix(req.GetPath(), "/")
+	if req.GetSelfOnly() {
+		dropped := n.meta.invalidateSelf(p)
+		n.log.Debug("metadata of a directory invalidated", "path", req.GetPath(), "entries", dropped)
+		return &nodepb.InvalidateReply{Dropped: int32(dropped)}, nil
+	}
 	dropped := n.meta.invalidate(p)
 	n.log.Info("metadata invalidated", "path", req.GetPath(), "entries", dropped)
 	reply := &nodepb.InvalidateReply{Dropped: int32(dropped)}

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -334,6 +335,50 @@ func (n *Node) checkedPending(ctx context.Context, dir string) map[string]*nodep
 	}
 	g.Wait()
 	return pending
+}
+
+// pendingDirs returns the directories directly under dir that exist only
+// because write-back files below them are not in their lake yet (S3 has
+// no directory but what is below it): a listing of dir shows them, and a
+// stat of one answers a directory. Announced files count once their
+// journal's node confirms them (checkPending).
+func (n *Node) pendingDirs(ctx context.Context, dir string) map[string]bool {
+	under := map[string][]*nodepb.Entry{} // child directory -> pending files below it
+	add := func(p string, e *nodepb.Entry) {
+		rest := p[len(dir)+1:]
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			c := dir + "/" + rest[:i]
+			under[c] = append(under[c], e)
+		}
+	}
+	if n.cfg.Journal != nil {
+		for _, e := range n.cfg.Journal.PendingBelow(dir) {
+			add(e.Path, nil) // this node's own: no need to ask
+		}
+	}
+	n.pendMu.Lock()
+	for d, m := range n.pending {
+		if strings.HasPrefix(d, dir+"/") {
+			for p, e := range m {
+				add(p, e)
+			}
+		}
+	}
+	n.pendMu.Unlock()
+	dirs := map[string]bool{}
+	for c, entries := range under {
+		for _, e := range entries {
+			if e == nil {
+				dirs[c] = true
+				break
+			}
+			if _, ok := n.checkPending(ctx, e); ok {
+				dirs[c] = true
+				break
+			}
+		}
+	}
+	return dirs
 }
 
 // journalOnlyHeader, on a Stat, asks the node not to answer from pending

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -110,7 +111,7 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 	if err != nil {
 		return Entry{}, err
 	}
-	c.invalidateOwner(ctx, path.Dir(p))
+	c.invalidateChanged(ctx, p)
 	return e, nil
 }
 
@@ -174,7 +175,7 @@ func (c *Client) Remove(ctx context.Context, p string) error {
 		return err
 	})
 	if err == nil {
-		c.invalidateOwner(ctx, path.Dir(p))
+		c.invalidateChanged(ctx, p)
 	}
 	return err
 }
@@ -190,7 +191,7 @@ func (c *Client) Mkdir(ctx context.Context, p string) error {
 		return err
 	})
 	if err == nil {
-		c.invalidateOwner(ctx, path.Dir(p))
+		c.invalidateChanged(ctx, p)
 	}
 	return err
 }
@@ -221,11 +222,41 @@ func (c *Client) Rename(ctx context.Context, from, to string) error {
 		return err
 	})
 	if err == nil {
-		for _, p := range []string{to, path.Dir(from), path.Dir(to)} {
-			c.invalidateOwner(ctx, p)
-		}
+		c.invalidateOwner(ctx, to)
+		c.invalidateChanged(ctx, from)
+		c.invalidateChanged(ctx, to)
 	}
 	return err
+}
+
+// invalidateChanged drops, after a change to the file or directory p, the
+// metadata that changed with it: everything about p's directory at its
+// node (its listing, p's own entry) and, at each ancestor's node up to
+// p's mount, that ancestor's own stat and listing, which change when a
+// directory appears (a file written under a new one: S3 has no
+// directories but what is below them) or goes (its last file removed).
+func (c *Client) invalidateChanged(ctx context.Context, p string) {
+	dir := path.Dir(p)
+	c.invalidateOwner(ctx, dir)
+	m, _, ok := c.cfg.Topology.Resolve(p)
+	if !ok {
+		return
+	}
+	var wg sync.WaitGroup
+	for a := path.Dir(dir); len(a) >= len(m.Path) && a != dir; dir, a = a, path.Dir(a) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.onCandidates(ctx, metaKey(a), func(nc nodepb.NodeClient, _ region.Member) error {
+				_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: a, SelfOnly: true})
+				return err
+			})
+			if err != nil {
+				c.log.Warn("metadata invalidation failed; the old listing lives until its TTL", "path", a, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // invalidateOwner drops cached metadata of p at the node that owns it, so

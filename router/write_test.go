@@ -316,3 +316,40 @@ func BenchmarkPut(b *testing.B) {
 		})
 	}
 }
+
+// A file written under directories that did not exist shows in the
+// listings of every ancestor at once, though they were cached before the
+// write (the mount's metadata TTL here is an hour); so does the going of
+// those directories with the file, on a lake where they go (S3).
+func TestWriteShowsInEveryAncestorListing(t *testing.T) {
+	n := startWriteNode(t, t.TempDir())
+	ctx := context.Background()
+	has := func(dir, p string) bool {
+		t.Helper()
+		entries, _, err := n.client.List(ctx, dir, "", 100)
+		if err != nil {
+			t.Fatalf("list %s: %v", dir, err)
+		}
+		for _, e := range entries {
+			if e.Path == p {
+				return true
+			}
+		}
+		return false
+	}
+	if has("/lake/a", "/lake/a/x") {
+		t.Fatal("/lake/a lists x before it exists")
+	}
+	if _, err := n.client.Stat(ctx, "/lake/a/x"); !errors.Is(err, ufs.ErrNotFound) {
+		t.Fatalf("stat of /lake/a/x before it exists: %v", err)
+	}
+	if _, err := n.client.Put(ctx, "/lake/a/x/y/f", &repeatReader{b: []byte("new"), left: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if !has("/lake/a", "/lake/a/x") {
+		t.Error("/lake/a does not list x after a file was written in x/y")
+	}
+	if e, err := n.client.Stat(ctx, "/lake/a/x"); err != nil || !e.IsDir {
+		t.Errorf("stat of /lake/a/x after the write: %+v, %v", e, err)
+	}
+}

@@ -1312,7 +1312,12 @@ type InvalidateRequest struct {
 	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // drop metadata at and below this path; "/" for all
 	// mesh asks the node to pass the invalidation on to every node of every
 	// region (over NATS), not only to drop its own entries.
-	Mesh          bool `protobuf:"varint,2,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	Mesh bool `protobuf:"varint,2,opt,name=mesh,proto3" json:"mesh,omitempty"`
+	// self_only drops only the path's own entries (its stat and its
+	// listing), not what is below it: a write below a directory changes the
+	// listings of its ancestors (a directory appears or goes), which a
+	// client drops this way at each ancestor's node.
+	SelfOnly      bool `protobuf:"varint,3,opt,name=self_only,json=selfOnly,proto3" json:"self_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1357,6 +1362,13 @@ func (x *InvalidateRequest) GetPath() string {
 func (x *InvalidateRequest) GetMesh() bool {
 	if x != nil {
 		return x.Mesh
+	}
+	return false
+}
+
+func (x *InvalidateRequest) GetSelfOnly() bool {
+	if x != nil {
+		return x.SelfOnly
 	}
 	return false
 }
@@ -2265,10 +2277,11 @@ const file_node_proto_rawDesc = "" +
 	"\vRenameReply\")\n" +
 	"\x13WaitUploadedRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\x13\n" +
-	"\x11WaitUploadedReply\";\n" +
+	"\x11WaitUploadedReply\"X\n" +
 	"\x11InvalidateRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
-	"\x04mesh\x18\x02 \x01(\bR\x04mesh\"R\n" +
+	"\x04mesh\x18\x02 \x01(\bR\x04mesh\x12\x1b\n" +
+	"\tself_only\x18\x03 \x01(\bR\bselfOnly\"R\n" +
 	"\x0fInvalidateReply\x12\x18\n" +
 	"\adropped\x18\x01 \x01(\x05R\adropped\x12%\n" +
 	"\x0emesh_published\x18\x02 \x01(\bR\rmeshPublished\"\r\n" +
