@@ -473,6 +473,33 @@ func TestMount(t *testing.T) {
 		if _, err := os.Stat(renamed); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("stat after unlink: %v", err)
 		}
+
+		// S3 cannot rename a directory: rename(2) says EXDEV, as between
+		// file systems, and mv copies the tree and removes the source.
+		tree := filepath.Join(lake, "rw", "tree")
+		if err := os.MkdirAll(filepath.Join(tree, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"a.bin", "sub/b.bin"} {
+			if err := os.WriteFile(filepath.Join(tree, f), []byte("in the tree: "+f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantErrnoE2E(t, "rename of a directory on S3", os.Rename(tree, tree+"2"), syscall.EXDEV)
+		if out, err := exec.Command("mv", tree, tree+"2").CombinedOutput(); err != nil {
+			t.Fatalf("mv of a directory: %v: %s", err, out)
+		}
+		for _, f := range []string{"a.bin", "sub/b.bin"} {
+			if got, ok := minioObject(t, m, "rw/tree2/"+f); !ok || string(got) != "in the tree: "+f {
+				t.Errorf("MinIO's rw/tree2/%s after mv: %q (exists %v)", f, got, ok)
+			}
+			if _, ok := minioObject(t, m, "rw/tree/"+f); ok {
+				t.Errorf("MinIO still has rw/tree/%s after mv", f)
+			}
+		}
+		if err := os.RemoveAll(tree + "2"); err != nil {
+			t.Fatal(err)
+		}
 		sub := filepath.Join(lake, "rw", "sub")
 		if err := os.Mkdir(sub, 0o755); err != nil {
 			t.Fatal(err)

@@ -175,6 +175,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	if err := n.fsys.ns.Rename(octx, from, to); err != nil {
+		if ch := n.GetChild(name); ch != nil && ch.IsDir() && errors.Is(err, ufs.ErrIsDir) {
+			// A lake that cannot rename directories (S3): EXDEV, as
+			// between file systems, so mv and shutil.move copy the tree
+			// and remove the source instead.
+			n.fsys.log.Debug("directory rename refused by its lake; EXDEV", "from", from, "to", to, "err", err)
+			return syscall.EXDEV
+		}
 		return n.fsys.errno(octx, "rename", from, err)
 	}
 	n.setPending(name, false)

@@ -110,8 +110,11 @@
 // flush wins. A file created here is listed and looked up at once by this
 // mount, and reaches the lake at its first flush. A file unlinked while
 // open keeps working, but its writes are dropped. Rename flushes the
-// source's writers first. Mode, owner and times are not stored: setattr
-// of them succeeds and changes nothing.
+// source's writers first, and the file's open handles follow it to its
+// new path (follow.go). A directory its lake cannot rename (S3) is
+// refused with EXDEV, as between file systems, so mv copies the tree.
+// Mode, owner and times are not stored: setattr of them succeeds and
+// changes nothing.
 //
 // # Memory
 //
