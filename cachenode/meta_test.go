@@ -611,3 +611,67 @@ func TestPendingFilesMakeTheirDirectories(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A listing taken while a write-back file's upload ends shows the file:
+// its pending entry is taken before the lake's page, so the file is in one
+// or the other, never in neither.
+func TestListingRacingAnUploadShowsTheFile(t *testing.T) {
+	lake := newCountingLake()
+	lake.put("other", 1, "v1")
+	n, _ := newMetaNode(t, lake, 0)
+	pending := &nodepb.Entry{Path: "/lake/t/new", Size: 42, Version: "wb:node:1"}
+	n.overlay("/lake/t", []*nodepb.Entry{pending}, nil)
+	lake.listEntered, lake.gate = make(chan struct{}, 1), make(chan struct{})
+	result := make(chan *nodepb.ListReply, 1)
+	go func() {
+		r, err := n.List(context.Background(), &nodepb.ListRequest{Path: "/lake/t"})
+		if err != nil {
+			t.Error(err)
+		}
+		result <- r
+	}()
+	<-lake.listEntered // the lake's page is read: it does not have the file
+	lake.put("new", 42, "v2")
+	n.overlay("/lake/t", nil, []string{pending.Path}) // the upload's news
+	close(lake.gate)
+	r := <-result
+	if !slices.ContainsFunc(r.GetEntries(), func(e *nodepb.Entry) bool { return e.GetPath() == pending.Path }) {
+		t.Fatalf("a listing racing the upload of %s = %v: the file is in neither the pending files nor the lake's page", pending.Path, r.GetEntries())
+	}
+}
+
+// When a write-back file's upload ends, the listings of the directories
+// above it are dropped on every node, not only its directory's: the
+// directories its upload made must show in them (a listing cached while
+// the file was pending did not have them).
+func TestUploadedFileShowsInTheListingsAboveIt(t *testing.T) {
+	lake := newCountingLake()
+	lake.put("x", 1, "v1")
+	n, _ := newMetaNode(t, lake, 0)
+	ctx := context.Background()
+	lists := func(want string) bool {
+		t.Helper()
+		r, err := n.List(ctx, &nodepb.ListRequest{Path: "/lake/t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(r.GetEntries(), func(e *nodepb.Entry) bool { return e.GetPath() == want })
+	}
+	pending := &nodepb.Entry{Path: "/lake/t/a/b/f", Size: 42, Version: "wb:node:1"}
+	n.overlay("/lake/t/a/b", []*nodepb.Entry{pending}, nil)
+	if !lists("/lake/t/a") {
+		t.Fatal("a pending file's new directory is not listed")
+	}
+	// The upload: the lake has a/b/f (and so the directory a), and the
+	// region hears that the file is no longer pending.
+	lake.put("a/b/f", 42, "v2")
+	lake.mu.Lock()
+	lake.files["a"] = ufs.FileInfo{Path: "a", IsDir: true}
+	lake.dirs[""] = append(lake.dirs[""], "a")
+	slices.Sort(lake.dirs[""])
+	lake.mu.Unlock()
+	n.overlay("/lake/t/a/b", nil, []string{pending.Path})
+	if !lists("/lake/t/a") {
+		t.Fatal("after the upload, /lake/t no longer lists a: its listing cached while the file was pending was kept")
+	}
+}

@@ -370,12 +370,12 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
 	}
-	page, err := n.meta.list(ctx, p, req.GetToken(), limit, lake.MetadataTTL, func(ctx context.Context) (ufs.ListPage, error) {
-		return lake.FS.List(ctx, rel, req.GetToken(), limit)
-	})
 	// Write-back files of the directory that its lake does not have yet
 	// are all listed on the first page (in name order there) and left out
-	// of the lake's pages, so each path is listed once.
+	// of the lake's pages, so each path is listed once. They are taken
+	// before the lake's page: a file whose upload ends in between is then
+	// in one or the other (taken after, it could be in neither: gone from
+	// the pending files, and not in a page listed before its upload).
 	pending := n.checkedPending(ctx, p)
 	if n.cfg.Journal != nil {
 		for _, e := range n.cfg.Journal.PendingUnder(p) {
@@ -393,6 +393,9 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 			}
 		}
 	}
+	page, err := n.meta.list(ctx, p, req.GetToken(), limit, lake.MetadataTTL, func(ctx context.Context) (ufs.ListPage, error) {
+		return lake.FS.List(ctx, rel, req.GetToken(), limit)
+	})
 	if errors.Is(err, ufs.ErrNotFound) && len(pending) > 0 {
 		err, page = nil, ufs.ListPage{} // a directory only the journal has yet
 	}

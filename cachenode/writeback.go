@@ -118,10 +118,12 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	// The region has the new version's bytes: seed its pages while the
 	// journal still holds them (Done lets the data file go).
 	n.seedJournaled(ctx, lake, rel, e, entry)
+	// The lake's entry cached here goes before the journal's: a stat that
+	// no longer finds the journal's must not find the older lake entry.
+	n.invalidateUp(e.Path)
 	if err := n.cfg.Journal.Done(e); err != nil {
 		n.log.Warn("write-back journal: could not retire an uploaded file; it will be uploaded again", "path", e.Path, "err", err)
 	}
-	n.meta.invalidate(e.Path)
 	n.announceUploaded(ctx, e)
 	n.log.Info("file uploaded to its lake", "path", e.Path, "bytes", e.Size, "class", class, "version", entry.GetVersion(), "took", time.Since(start))
 	return entry, nil
@@ -423,7 +425,22 @@ func (n *Node) overlay(dir string, add []*nodepb.Entry, remove []string) {
 	if len(m) == 0 {
 		delete(n.pending, dir)
 	}
-	n.meta.invalidate(dir)
+	n.invalidateUp(dir)
+}
+
+// invalidateUp drops what this node caches at and below p and the own
+// entries of every directory above it up to p's mount: a file that comes
+// or goes may make or unmake directories there (S3 has none but what is
+// below them), and their listings, negative ones too, must show it.
+func (n *Node) invalidateUp(p string) {
+	n.meta.invalidate(p)
+	lake, _, err := n.cfg.Lakes.Resolve(p)
+	if err != nil {
+		return
+	}
+	for a, prev := path.Dir(p), p; len(a) >= len(lake.Path) && a != prev; a, prev = path.Dir(a), a {
+		n.meta.invalidateSelf(a)
+	}
 }
 
 // pendingEntry returns the pending entry of path p known to this node, or
