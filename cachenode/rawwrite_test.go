@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -15,7 +14,6 @@ import (
 	"testing"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
@@ -170,18 +168,9 @@ func startWriteTestNode(t *testing.T) *writeTestNode {
 	if n.journal, err = OpenJournal(t.TempDir(), "n1", nil); err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	nodepb.RegisterNodeServer(srv, NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: fs}}),
+	t.Cleanup(func() { fs.Close() })
+	n.cc = serveTestNode(t, NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: fs}}),
 		Journal: n.journal, WriteBack: func(p string) bool { return strings.HasPrefix(p, "/lake/a/back/") }}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	if n.cc, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.cc.Close(); srv.Stop(); fs.Close() })
 	return n
 }
 

@@ -39,8 +39,16 @@ func startTestNode(t *testing.T, files map[string][]byte) *grpc.ClientConn {
 		t.Fatal(err)
 	}
 	cache := NewCache(store, lakes, CacheConfig{})
+	t.Cleanup(func() { cache.Close(); store.Close(); fs.Close() })
+	return serveTestNode(t, NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: lakes, Store: store, Cache: cache}))
+}
+
+// serveTestNode serves n on a loopback port and dials it; both end with
+// the test.
+func serveTestNode(t *testing.T, n *Node) *grpc.ClientConn {
+	t.Helper()
 	srv := grpc.NewServer()
-	nodepb.RegisterNodeServer(srv, NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: lakes, Store: store, Cache: cache}))
+	nodepb.RegisterNodeServer(srv, n)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +58,7 @@ func startTestNode(t *testing.T, files map[string][]byte) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cc.Close(); srv.Stop(); cache.Close(); store.Close(); fs.Close() })
+	t.Cleanup(func() { cc.Close(); srv.Stop() })
 	return cc
 }
 

@@ -3,7 +3,6 @@ package cachenode
 import (
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/ufs"
@@ -65,30 +63,14 @@ func TestChangeDuringWriteBackUpload(t *testing.T) {
 			back.Store(true)
 			node := NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: lake}}),
 				Journal: journal, WriteBack: func(string) bool { return back.Load() }})
-			srv := grpc.NewServer()
-			nodepb.RegisterNodeServer(srv, node)
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go srv.Serve(lis)
-			cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
+			t.Cleanup(func() { fs.Close() })
+			cc := serveTestNode(t, node)
 			ctx, cancel := context.WithCancel(context.Background())
 			uploads := make(chan struct{})
 			go func() { node.RunUploads(ctx); close(uploads) }()
 			var releaseOnce sync.Once
 			releaseLake := func() { releaseOnce.Do(func() { close(lake.release) }) }
-			t.Cleanup(func() {
-				releaseLake()
-				cancel()
-				<-uploads
-				cc.Close()
-				srv.Stop()
-				fs.Close()
-			})
+			t.Cleanup(func() { releaseLake(); cancel(); <-uploads })
 			n := &writeTestNode{cc: cc, lakeDir: lakeDir, journal: journal}
 
 			if err := os.WriteFile(filepath.Join(lakeDir, "g"), []byte("renamed over it"), 0o644); err != nil {
