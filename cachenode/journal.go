@@ -503,8 +503,6 @@ func (j *Journal) Failed(e JournalEntry) (forgotten bool) {
 // request its client gave up on (S3 a PUT whose body it has), after the
 // delete.
 func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
-	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
-	defer stop()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	found := false
@@ -521,24 +519,27 @@ func (j *Journal) Forget(ctx context.Context, path string) (bool, error) {
 		j.forgotten[e.ID] = true
 		uploading = append(uploading, e.ID)
 	}
-	for slices.ContainsFunc(uploading, func(id string) bool { return j.busy[id] }) {
-		if err := ctx.Err(); err != nil {
-			return found, fmt.Errorf("write-back journal: %s: waiting for its upload in flight to end: %w", path, err)
-		}
-		j.uploads.Wait()
+	if err := j.waitLocked(ctx, func() bool { return slices.ContainsFunc(uploading, func(id string) bool { return j.busy[id] }) }); err != nil {
+		return found, fmt.Errorf("write-back journal: %s: waiting for its upload in flight to end: %w", path, err)
 	}
 	return found, nil
 }
 
 // WaitUploaded blocks until path has no pending entry.
 func (j *Journal) WaitUploaded(ctx context.Context, path string) error {
-	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
-	defer stop()
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.newest[path] != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	return j.waitLocked(ctx, func() bool { return j.newest[path] != nil })
+}
+
+// waitLocked waits while busy says so, for entries to leave the pending
+// set or uploads to end, or until ctx ends; j.mu is held.
+func (j *Journal) waitLocked(ctx context.Context, busy func() bool) error {
+	stop := context.AfterFunc(ctx, func() { j.mu.Lock(); j.uploads.Broadcast(); j.mu.Unlock() })
+	defer stop()
+	for busy() {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		j.uploads.Wait()
 	}

@@ -340,7 +340,7 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 	}, newDirLister(lake, p, rel))
 	if errors.Is(err, ufs.ErrNotFound) && !journalOnly(ctx) {
 		// A directory only pending files below it make yet.
-		if dirs := n.pendingDirs(ctx, path.Dir(p)); dirs[p] {
+		if n.pendingDirs(ctx, path.Dir(p), p)[p] {
 			return &nodepb.StatReply{Entry: &nodepb.Entry{Path: p, Dir: true}}, nil
 		}
 	}
@@ -384,10 +384,8 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	}
 	// Directories that only pending files below them make (on S3): on
 	// the first page too, unless the lake's listing has them.
-	var dirs map[string]bool
 	if req.GetToken() == "" {
-		dirs = n.pendingDirs(ctx, p)
-		for d := range dirs {
+		for d := range n.pendingDirs(ctx, p, "") {
 			if pending[d] == nil {
 				pending[d] = &nodepb.Entry{Path: d, Dir: true}
 			}

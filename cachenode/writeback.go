@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
 	"github.com/lakemesh/lakemesh/ufs"
 )
 
@@ -342,15 +343,17 @@ func (n *Node) checkedPending(ctx context.Context, dir string) map[string]*nodep
 // pendingDirs returns the directories directly under dir that exist only
 // because write-back files below them are not in their lake yet (S3 has
 // no directory but what is below it): a listing of dir shows them, and a
-// stat of one answers a directory. Announced files count once their
-// journal's node confirms them (checkPending).
-func (n *Node) pendingDirs(ctx context.Context, dir string) map[string]bool {
+// stat of one answers a directory. only, if set, is the one directory
+// asked about. Announced files count once their journal's node confirms
+// them (checkPending).
+func (n *Node) pendingDirs(ctx context.Context, dir, only string) map[string]bool {
 	under := map[string][]*nodepb.Entry{} // child directory -> pending files below it
 	add := func(p string, e *nodepb.Entry) {
 		rest := p[len(dir)+1:]
 		if i := strings.IndexByte(rest, '/'); i >= 0 {
-			c := dir + "/" + rest[:i]
-			under[c] = append(under[c], e)
+			if c := dir + "/" + rest[:i]; only == "" || c == only {
+				under[c] = append(under[c], e)
+			}
 		}
 	}
 	if n.cfg.Journal != nil {
@@ -434,12 +437,10 @@ func (n *Node) overlay(dir string, add []*nodepb.Entry, remove []string) {
 // below them), and their listings, negative ones too, must show it.
 func (n *Node) invalidateUp(p string) {
 	n.meta.invalidate(p)
-	lake, _, err := n.cfg.Lakes.Resolve(p)
-	if err != nil {
-		return
-	}
-	for a, prev := path.Dir(p), p; len(a) >= len(lake.Path) && a != prev; a, prev = path.Dir(a), a {
-		n.meta.invalidateSelf(a)
+	if lake, _, err := n.cfg.Lakes.Resolve(p); err == nil {
+		for _, a := range federation.DirsAbove(p, lake.Path) {
+			n.meta.invalidateSelf(a)
+		}
 	}
 }
 

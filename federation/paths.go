@@ -41,6 +41,18 @@ func within(p, prefix string) bool {
 	return p == prefix || strings.HasPrefix(p, prefix+"/")
 }
 
+// DirsAbove returns the directories above the namespace path p, nearest
+// first, down to and including root, the path of p's mount: the
+// directories whose listings a file's coming or going may change (on S3 a
+// directory exists only while something is below it).
+func DirsAbove(p, root string) []string {
+	var dirs []string
+	for d, prev := path.Dir(p), p; d != prev && within(d, root); d, prev = path.Dir(d), d {
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
 func hasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }

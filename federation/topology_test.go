@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,21 @@ func TestTopologyLookups(t *testing.T) {
 	}
 	if r, ok := top.Region("aws-use1"); !ok || r.Name != "aws-use1" {
 		t.Errorf("Region(aws-use1) = %+v, %v", r, ok)
+	}
+}
+
+func TestDirsAbove(t *testing.T) {
+	for _, tc := range []struct {
+		p, root string
+		want    []string
+	}{
+		{"/lake/a/x/y/f", "/lake/a", []string{"/lake/a/x/y", "/lake/a/x", "/lake/a"}},
+		{"/lake/a/f", "/lake/a", []string{"/lake/a"}},
+		{"/lake/a", "/lake/a", nil},
+		{"/lake/ab/f", "/lake/a", nil},
+	} {
+		if got := DirsAbove(tc.p, tc.root); !slices.Equal(got, tc.want) {
+			t.Errorf("DirsAbove(%q, %q) = %q, want %q", tc.p, tc.root, got, tc.want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/federation"
 	"github.com/lakemesh/lakemesh/region"
 )
 
@@ -223,27 +224,34 @@ func (c *Client) Rename(ctx context.Context, from, to string) error {
 	})
 	if err == nil {
 		c.invalidateOwner(ctx, to)
-		c.invalidateChanged(ctx, from)
-		c.invalidateChanged(ctx, to)
+		c.invalidateChanged(ctx, from, to)
 	}
 	return err
 }
 
-// invalidateChanged drops, after a change to the file or directory p, the
-// metadata that changed with it: everything about p's directory at its
-// node (its listing, p's own entry) and, at each ancestor's node up to
-// p's mount, that ancestor's own stat and listing, which change when a
-// directory appears (a file written under a new one: S3 has no
-// directories but what is below them) or goes (its last file removed).
-func (c *Client) invalidateChanged(ctx context.Context, p string) {
-	dir := path.Dir(p)
-	c.invalidateOwner(ctx, dir)
-	m, _, ok := c.cfg.Topology.Resolve(p)
-	if !ok {
-		return
+// invalidateChanged drops, after a change to the files or directories
+// ps, the metadata that changed with them: everything about each one's
+// directory at its node (its listing, the path's own entry) and, at each
+// node of a directory further up to the mount, that directory's own stat
+// and listing, which change when a directory appears (a file written
+// under a new one: S3 has no directories but what is below them) or goes
+// (its last file removed). Each directory is told once.
+func (c *Client) invalidateChanged(ctx context.Context, ps ...string) {
+	parents, above := map[string]bool{}, map[string]bool{}
+	for _, p := range ps {
+		parents[path.Dir(p)] = true
+		if m, _, ok := c.cfg.Topology.Resolve(p); ok {
+			for _, d := range federation.DirsAbove(path.Dir(p), m.Path) {
+				above[d] = true
+			}
+		}
+	}
+	for d := range parents {
+		c.invalidateOwner(ctx, d)
+		delete(above, d) // dropped whole already
 	}
 	var wg sync.WaitGroup
-	for a := path.Dir(dir); len(a) >= len(m.Path) && a != dir; dir, a = a, path.Dir(a) {
+	for a := range above {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
