@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -243,25 +244,11 @@ func (x *s3Model) step(ctx context.Context) error {
 // directory with keys below it.
 func (x *s3Model) listDelimited(ctx context.Context) error {
 	x.logf("list with delimiter")
-	var got []string
-	var token *string
-	for {
-		out, err := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix),
-			Delimiter: aws.String("/"), ContinuationToken: token, MaxKeys: aws.Int32(2)})
-		if err != nil {
-			return fmt.Errorf("list with delimiter: %v", err)
-		}
-		for _, o := range out.Contents {
-			got = append(got, strings.TrimPrefix(aws.ToString(o.Key), x.prefix))
-		}
-		for _, cp := range out.CommonPrefixes {
-			got = append(got, strings.TrimPrefix(aws.ToString(cp.Prefix), x.prefix))
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			break
-		}
-		token = out.NextContinuationToken
+	items, err := x.listAll(ctx, "/", 2)
+	if err != nil {
+		return fmt.Errorf("list with delimiter: %v", err)
 	}
+	got := slices.Sorted(maps.Keys(items))
 	var want []string
 	for k := range x.want {
 		if i := strings.IndexByte(k, '/'); i >= 0 {
@@ -271,23 +258,44 @@ func (x *s3Model) listDelimited(ctx context.Context) error {
 			want = append(want, k)
 		}
 	}
-	slices.Sort(got)
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		out, err := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix), Delimiter: aws.String("/")})
-		if err == nil {
-			var again []string
-			for _, cp := range out.CommonPrefixes {
-				again = append(again, aws.ToString(cp.Prefix))
-			}
-			for _, o := range out.Contents {
-				again = append(again, aws.ToString(o.Key))
-			}
-			x.t.Logf("listed again right after, in one page: %q", again)
-		}
+		x.listAgain(ctx, "/")
 		return fmt.Errorf("list of %s with delimiter /: %q, want %q", x.prefix, got, want)
 	}
 	return nil
+}
+
+// listAll lists the prefix in pages of maxKeys: each key below it (the
+// prefix cut off) with its size, and each common prefix with -1.
+func (x *s3Model) listAll(ctx context.Context, delimiter string, maxKeys int32) (map[string]int64, error) {
+	items := map[string]int64{}
+	var token *string
+	for {
+		out, err := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix),
+			Delimiter: aws.String(delimiter), ContinuationToken: token, MaxKeys: aws.Int32(maxKeys)})
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range out.Contents {
+			items[strings.TrimPrefix(aws.ToString(o.Key), x.prefix)] = aws.ToInt64(o.Size)
+		}
+		for _, cp := range out.CommonPrefixes {
+			items[strings.TrimPrefix(aws.ToString(cp.Prefix), x.prefix)] = -1
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			return items, nil
+		}
+		token = out.NextContinuationToken
+	}
+}
+
+// listAgain logs the listing once more, by pages of 2 and in one page,
+// to tell a listing that missed a moment from one that stays wrong.
+func (x *s3Model) listAgain(ctx context.Context, delimiter string) {
+	paged, err := x.listAll(ctx, delimiter, 2)
+	whole, err2 := x.listAll(ctx, delimiter, 1000)
+	x.t.Logf("listed again right after, by pages of 2: %v (%v); in one page: %v (%v)", paged, err, whole, err2)
 }
 
 func (x *s3Model) multipart(ctx context.Context, k string) error {
@@ -318,53 +326,21 @@ func (x *s3Model) multipart(ctx context.Context, k string) error {
 // list compares a recursive listing of the prefix with the model.
 func (x *s3Model) list(ctx context.Context) error {
 	x.logf("list")
-	got := map[string]int64{}
-	var token *string
-	for {
-		out, err := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix),
-			ContinuationToken: token, MaxKeys: aws.Int32(2)})
-		if err != nil {
-			return fmt.Errorf("list: %v", err)
+	got, err := x.listAll(ctx, "", 2)
+	if err != nil {
+		return fmt.Errorf("list: %v", err)
+	}
+	for k := range got {
+		if strings.HasSuffix(k, "/") {
+			delete(got, k) // a directory the lake keeps
 		}
-		for _, o := range out.Contents {
-			k := strings.TrimPrefix(aws.ToString(o.Key), x.prefix)
-			if strings.HasSuffix(k, "/") {
-				continue // a directory the lake keeps
-			}
-			got[k] = aws.ToInt64(o.Size)
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			break
-		}
-		token = out.NextContinuationToken
 	}
 	want := map[string]int64{}
 	for k, v := range x.want {
 		want[k] = int64(len(v))
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		// Listed again, to tell a listing that missed a moment from one
-		// that stays wrong.
-		var pages []string
-		var tok *string
-		for {
-			out, _ := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix), ContinuationToken: tok, MaxKeys: aws.Int32(2)})
-			var ks []string
-			for _, o := range out.Contents {
-				ks = append(ks, aws.ToString(o.Key))
-			}
-			pages = append(pages, fmt.Sprintf("%q next %q", ks, aws.ToString(out.NextContinuationToken)))
-			if !aws.ToBool(out.IsTruncated) {
-				break
-			}
-			tok = out.NextContinuationToken
-		}
-		out, _ := x.c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s3xBucket), Prefix: aws.String(x.prefix)})
-		var all []string
-		for _, o := range out.Contents {
-			all = append(all, aws.ToString(o.Key))
-		}
-		x.t.Logf("listed again right after, by pages of 2: %v; in one page: %q", pages, all)
+	if !maps.Equal(got, want) {
+		x.listAgain(ctx, "")
 		return fmt.Errorf("list of %s: %v, want %v (key: size)", x.prefix, got, want)
 	}
 	return nil
