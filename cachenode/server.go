@@ -104,6 +104,7 @@ type Node struct {
 	pending    map[string]map[string]*nodepb.Entry // dir -> path -> write-back file not in its lake yet
 
 	seedBuf *semaphore.Weighted // bytes write-throughs keep for seeding (seed.go)
+	watch   watchers            // Watch streams (watch.go)
 }
 
 // NewNode returns the data server of a node.
@@ -653,6 +654,7 @@ func (n *Node) WaitUploaded(ctx context.Context, req *nodepb.WaitUploadedRequest
 // Invalidate drops cached metadata at and below a path.
 func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*nodepb.InvalidateReply, error) {
 	p := strings.TrimSuffix(req.GetPath(), "/")
+	n.tellWatchers(req)
 	if req.GetSelfOnly() {
 		dropped := n.meta.invalidateSelf(p)
 		n.log.Debug("metadata of a directory invalidated", "path", req.GetPath(), "entries", dropped)
@@ -675,6 +677,22 @@ func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*
 func (n *Node) InvalidateLocal(path string) {
 	dropped := n.meta.invalidate(strings.TrimSuffix(path, "/"))
 	n.log.Debug("metadata invalidated by a mesh event", "path", path, "entries", dropped)
+	n.watch.publish(&nodepb.Change{Below: path})
+}
+
+// tellWatchers passes an invalidation on to the node's watchers: the
+// paths a client changed, a directory whose own listing changed, or,
+// for an invalidation that names no change (lakemesh sync), everything
+// below its path.
+func (n *Node) tellWatchers(req *nodepb.InvalidateRequest) {
+	c := &nodepb.Change{Paths: req.GetChanged()}
+	switch {
+	case req.GetSelfOnly():
+		c.Dirs = []string{req.GetPath()}
+	case len(c.Paths) == 0:
+		c.Below = req.GetPath()
+	}
+	n.watch.publish(c)
 }
 
 // Info describes the node for clients and `lakemesh status`.

@@ -237,17 +237,17 @@ func (c *Client) Rename(ctx context.Context, from, to string) error {
 // under a new one: S3 has no directories but what is below them) or goes
 // (its last file removed). Each directory is told once.
 func (c *Client) invalidateChanged(ctx context.Context, ps ...string) {
-	parents, above := map[string]bool{}, map[string]bool{}
+	parents, above := map[string][]string{}, map[string]bool{}
 	for _, p := range ps {
-		parents[path.Dir(p)] = true
+		parents[path.Dir(p)] = append(parents[path.Dir(p)], p)
 		if m, _, ok := c.cfg.Topology.Resolve(p); ok {
 			for _, d := range federation.DirsAbove(path.Dir(p), m.Path) {
 				above[d] = true
 			}
 		}
 	}
-	for d := range parents {
-		c.invalidateOwner(ctx, d)
+	for d, changed := range parents {
+		c.invalidateOwner(ctx, d, changed...)
 		delete(above, d) // dropped whole already
 	}
 	var wg sync.WaitGroup
@@ -268,11 +268,12 @@ func (c *Client) invalidateChanged(ctx context.Context, ps ...string) {
 }
 
 // invalidateOwner drops cached metadata of p at the node that owns it, so
-// a change made through another node is visible at once in this region.
+// a change made through another node is visible at once in this region,
+// and tells the node's watchers which paths below p changed (changed).
 // Best effort: a failure only means the old answer lives until its TTL.
-func (c *Client) invalidateOwner(ctx context.Context, p string) {
+func (c *Client) invalidateOwner(ctx context.Context, p string, changed ...string) {
 	err := c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
-		_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p})
+		_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p, Changed: changed})
 		return err
 	})
 	if err != nil {

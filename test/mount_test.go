@@ -568,6 +568,81 @@ func TestMount(t *testing.T) {
 		})
 	}
 
+	// A change made through lakemesh elsewhere in the region (a second
+	// mount, a client) shows in this mount at once, not after the 30 s
+	// metadata TTL for which its kernel caches entries, attributes,
+	// pages and missing names.
+	t.Run("changesElsewhereShowAtOnce", func(t *testing.T) {
+		dir2 := filepath.Join(t.TempDir(), "mnt2")
+		if err := os.Mkdir(dir2, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		startMount(t, m, dir2)
+		here, there := filepath.Join(lake, "watch"), filepath.Join(dir2, "lake", "s3", "watch")
+		if err := os.Mkdir(here, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := m.client()
+		file := filepath.Join(here, "f.txt")
+		// soon waits for this mount to show want at p ("" for missing):
+		// well before the TTL, since nothing here asks again.
+		soon := func(what, p, want string) {
+			t.Helper()
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				got, err := os.ReadFile(p)
+				if want == "" && errors.Is(err, os.ErrNotExist) || err == nil && string(got) == want {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: this mount still reads %q (%v) at %s after 5s, want %q", what, got, err, p, want)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		soon("missing at first", file, "") // the kernel caches the missing name
+		if err := os.WriteFile(filepath.Join(there, "f.txt"), []byte("one"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		soon("created through another mount", file, "one")
+		// Same size, new bytes: the kernel's pages of the file must go.
+		if err := os.WriteFile(filepath.Join(there, "f.txt"), []byte("two"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		soon("rewritten through another mount", file, "two")
+		if _, err := c.Put(context.Background(), "/lake/s3/watch/f.txt", strings.NewReader("three!")); err != nil {
+			t.Fatal(err)
+		}
+		soon("rewritten through a client", file, "three!")
+		if fi, err := os.Stat(file); err != nil || fi.Size() != 6 {
+			t.Errorf("stat after the rewrite: %v, %v; want 6 bytes", fi, err)
+		}
+		if err := os.Remove(filepath.Join(there, "f.txt")); err != nil {
+			t.Fatal(err)
+		}
+		soon("removed through another mount", file, "")
+
+		// A file under a directory new to the lake: the directory's name
+		// was cached as missing here.
+		nested := filepath.Join(here, "sub", "g.txt")
+		soon("missing directory at first", filepath.Join(here, "sub"), "")
+		if err := os.MkdirAll(filepath.Join(there, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(there, "sub", "g.txt"), []byte("nested"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		soon("created in a new directory through another mount", nested, "nested")
+		if des, err := os.ReadDir(here); err != nil || len(des) != 1 || des[0].Name() != "sub" {
+			t.Errorf("watch lists %v (%v), want [sub]", des, err)
+		}
+		if err := c.Rename(context.Background(), "/lake/s3/watch/sub/g.txt", "/lake/s3/watch/h.txt"); err != nil {
+			t.Fatal(err)
+		}
+		soon("renamed away through a client", nested, "")
+		soon("renamed here through a client", filepath.Join(here, "h.txt"), "nested")
+	})
+
 	t.Run("memory1000Files", func(t *testing.T) {
 		const files, size = 1000, MiB
 		keys := make([]string, files)

@@ -1317,7 +1317,10 @@ type InvalidateRequest struct {
 	// listing), not what is below it: a write below a directory changes the
 	// listings of its ancestors (a directory appears or goes), which a
 	// client drops this way at each ancestor's node.
-	SelfOnly      bool `protobuf:"varint,3,opt,name=self_only,json=selfOnly,proto3" json:"self_only,omitempty"`
+	SelfOnly bool `protobuf:"varint,3,opt,name=self_only,json=selfOnly,proto3" json:"self_only,omitempty"`
+	// changed are the files and directories whose change (written, removed,
+	// renamed, made) this invalidation follows, for the node's watchers.
+	Changed       []string `protobuf:"bytes,4,rep,name=changed,proto3" json:"changed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1371,6 +1374,13 @@ func (x *InvalidateRequest) GetSelfOnly() bool {
 		return x.SelfOnly
 	}
 	return false
+}
+
+func (x *InvalidateRequest) GetChanged() []string {
+	if x != nil {
+		return x.Changed
+	}
+	return nil
 }
 
 type InvalidateReply struct {
@@ -2184,6 +2194,111 @@ func (x *SeedReply) GetSkipped() int64 {
 	return 0
 }
 
+type WatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_node_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{35}
+}
+
+// Change is what a node was told changed. Each field may be empty.
+type Change struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"` // written, removed, renamed or made
+	Dirs          []string               `protobuf:"bytes,2,rep,name=dirs,proto3" json:"dirs,omitempty"`   // directories whose own listing changed
+	Below         string                 `protobuf:"bytes,3,opt,name=below,proto3" json:"below,omitempty"` // everything at and below this path may have changed (lakemesh sync)
+	Lost          bool                   `protobuf:"varint,4,opt,name=lost,proto3" json:"lost,omitempty"`  // the watcher fell behind: changes were dropped
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Change) Reset() {
+	*x = Change{}
+	mi := &file_node_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Change) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Change) ProtoMessage() {}
+
+func (x *Change) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Change.ProtoReflect.Descriptor instead.
+func (*Change) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Change) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *Change) GetDirs() []string {
+	if x != nil {
+		return x.Dirs
+	}
+	return nil
+}
+
+func (x *Change) GetBelow() string {
+	if x != nil {
+		return x.Below
+	}
+	return ""
+}
+
+func (x *Change) GetLost() bool {
+	if x != nil {
+		return x.Lost
+	}
+	return false
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -2277,11 +2392,12 @@ const file_node_proto_rawDesc = "" +
 	"\vRenameReply\")\n" +
 	"\x13WaitUploadedRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\x13\n" +
-	"\x11WaitUploadedReply\"X\n" +
+	"\x11WaitUploadedReply\"r\n" +
 	"\x11InvalidateRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mesh\x18\x02 \x01(\bR\x04mesh\x12\x1b\n" +
-	"\tself_only\x18\x03 \x01(\bR\bselfOnly\"R\n" +
+	"\tself_only\x18\x03 \x01(\bR\bselfOnly\x12\x18\n" +
+	"\achanged\x18\x04 \x03(\tR\achanged\"R\n" +
 	"\x0fInvalidateReply\x12\x18\n" +
 	"\adropped\x18\x01 \x01(\x05R\adropped\x12%\n" +
 	"\x0emesh_published\x18\x02 \x01(\bR\rmeshPublished\"\r\n" +
@@ -2352,7 +2468,13 @@ const file_node_proto_rawDesc = "" +
 	"\x06crc32c\x18\x05 \x01(\rR\x06crc32c\"=\n" +
 	"\tSeedReply\x12\x16\n" +
 	"\x06stored\x18\x01 \x01(\x03R\x06stored\x12\x18\n" +
-	"\askipped\x18\x02 \x01(\x03R\askipped2\xd7\b\n" +
+	"\askipped\x18\x02 \x01(\x03R\askipped\"\x0e\n" +
+	"\fWatchRequest\"\\\n" +
+	"\x06Change\x12\x14\n" +
+	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x12\n" +
+	"\x04dirs\x18\x02 \x03(\tR\x04dirs\x12\x14\n" +
+	"\x05below\x18\x03 \x01(\tR\x05below\x12\x12\n" +
+	"\x04lost\x18\x04 \x01(\bR\x04lost2\x9c\t\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
@@ -2368,7 +2490,8 @@ const file_node_proto_rawDesc = "" +
 	"\x06Upload\x12\x1f.lakemesh.node.v1.UploadRequest\x1a\x1c.lakemesh.node.v1.WriteReply\x12B\n" +
 	"\x04Seed\x12\x1b.lakemesh.node.v1.SeedChunk\x1a\x1b.lakemesh.node.v1.SeedReply(\x01\x12T\n" +
 	"\n" +
-	"Invalidate\x12#.lakemesh.node.v1.InvalidateRequest\x1a!.lakemesh.node.v1.InvalidateReply\x12B\n" +
+	"Invalidate\x12#.lakemesh.node.v1.InvalidateRequest\x1a!.lakemesh.node.v1.InvalidateReply\x12C\n" +
+	"\x05Watch\x12\x1e.lakemesh.node.v1.WatchRequest\x1a\x18.lakemesh.node.v1.Change0\x01\x12B\n" +
 	"\x04Info\x12\x1d.lakemesh.node.v1.InfoRequest\x1a\x1b.lakemesh.node.v1.InfoReplyB/Z-github.com/lakemesh/lakemesh/cachenode/nodepbb\x06proto3"
 
 var (
@@ -2383,7 +2506,7 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_node_proto_goTypes = []any{
 	(*FileRef)(nil),             // 0: lakemesh.node.v1.FileRef
 	(*ReadRequest)(nil),         // 1: lakemesh.node.v1.ReadRequest
@@ -2420,6 +2543,8 @@ var file_node_proto_goTypes = []any{
 	(*UploadRequest)(nil),       // 32: lakemesh.node.v1.UploadRequest
 	(*SeedChunk)(nil),           // 33: lakemesh.node.v1.SeedChunk
 	(*SeedReply)(nil),           // 34: lakemesh.node.v1.SeedReply
+	(*WatchRequest)(nil),        // 35: lakemesh.node.v1.WatchRequest
+	(*Change)(nil),              // 36: lakemesh.node.v1.Change
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
@@ -2450,24 +2575,26 @@ var file_node_proto_depIdxs = []int32{
 	32, // 25: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
 	33, // 26: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
 	23, // 27: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	25, // 28: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 29: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 30: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 31: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 32: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 33: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 34: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 35: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 36: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 37: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	22, // 38: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
-	31, // 39: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
-	14, // 40: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
-	34, // 41: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
-	24, // 42: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	28, // 43: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	29, // [29:44] is the sub-list for method output_type
-	14, // [14:29] is the sub-list for method input_type
+	35, // 28: lakemesh.node.v1.Node.Watch:input_type -> lakemesh.node.v1.WatchRequest
+	25, // 29: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 30: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 31: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 32: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 33: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	12, // 34: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	14, // 35: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	16, // 36: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	18, // 37: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	20, // 38: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	22, // 39: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
+	31, // 40: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	14, // 41: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	34, // 42: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
+	24, // 43: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	36, // 44: lakemesh.node.v1.Node.Watch:output_type -> lakemesh.node.v1.Change
+	28, // 45: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	30, // [30:46] is the sub-list for method output_type
+	14, // [14:30] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -2484,7 +2611,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

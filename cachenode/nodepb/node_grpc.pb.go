@@ -40,6 +40,7 @@ const (
 	Node_Upload_FullMethodName       = "/lakemesh.node.v1.Node/Upload"
 	Node_Seed_FullMethodName         = "/lakemesh.node.v1.Node/Seed"
 	Node_Invalidate_FullMethodName   = "/lakemesh.node.v1.Node/Invalidate"
+	Node_Watch_FullMethodName        = "/lakemesh.node.v1.Node/Watch"
 	Node_Info_FullMethodName         = "/lakemesh.node.v1.Node/Info"
 )
 
@@ -88,6 +89,11 @@ type NodeClient interface {
 	Seed(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SeedChunk, SeedReply], error)
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateReply, error)
+	// Watch streams the changes this node is told of (by the clients that
+	// make them, see InvalidateRequest.changed), so a front end that caches
+	// what it learns (a FUSE mount's kernel) drops it at once. A watcher
+	// that falls behind is sent lost and the stream ends.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Change], error)
 	// Info describes the node: region, members it sees, topology, cache use.
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoReply, error)
 }
@@ -255,6 +261,25 @@ func (c *nodeClient) Invalidate(ctx context.Context, in *InvalidateRequest, opts
 	return out, nil
 }
 
+func (c *nodeClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Change], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[3], Node_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, Change]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_WatchClient = grpc.ServerStreamingClient[Change]
+
 func (c *nodeClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoReply, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(InfoReply)
@@ -310,6 +335,11 @@ type NodeServer interface {
 	Seed(grpc.ClientStreamingServer[SeedChunk, SeedReply]) error
 	// Invalidate drops cached metadata at and below a path on this node.
 	Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error)
+	// Watch streams the changes this node is told of (by the clients that
+	// make them, see InvalidateRequest.changed), so a front end that caches
+	// what it learns (a FUSE mount's kernel) drops it at once. A watcher
+	// that falls behind is sent lost and the stream ends.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[Change]) error
 	// Info describes the node: region, members it sees, topology, cache use.
 	Info(context.Context, *InfoRequest) (*InfoReply, error)
 	mustEmbedUnimplementedNodeServer()
@@ -363,6 +393,9 @@ func (UnimplementedNodeServer) Seed(grpc.ClientStreamingServer[SeedChunk, SeedRe
 }
 func (UnimplementedNodeServer) Invalidate(context.Context, *InvalidateRequest) (*InvalidateReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Invalidate not implemented")
+}
+func (UnimplementedNodeServer) Watch(*WatchRequest, grpc.ServerStreamingServer[Change]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedNodeServer) Info(context.Context, *InfoRequest) (*InfoReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Info not implemented")
@@ -611,6 +644,17 @@ func _Node_Invalidate_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).Watch(m, &grpc.GenericServerStream[WatchRequest, Change]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_WatchServer = grpc.ServerStreamingServer[Change]
+
 func _Node_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(InfoRequest)
 	if err := dec(in); err != nil {
@@ -700,6 +744,11 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Seed",
 			Handler:       _Node_Seed_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Watch",
+			Handler:       _Node_Watch_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "node.proto",

@@ -34,8 +34,10 @@ copy, with readahead on sequential access (1 MiB kernel requests) and exact
 ranges on random access. If the file changes in the lake while open, a read
 the old version cannot serve fails with ESTALE: open it again. Listings,
 stat and lookups come from the nodes' metadata cache; the kernel caches them
-for the mount's metadata_ttl (a change made elsewhere shows within twice
-that). Large directories are listed page by page.
+for the mount's metadata_ttl. A change made through lakemesh anywhere in the
+region (another mount, the S3 gateway, the CLI) shows at once; one made in
+the lake directly shows within twice the TTL. Large directories are listed
+page by page.
 
 Writes: a file open for writing is spooled to local disk (--spool-dir),
 never held in memory. close and fsync write the whole file to the lake

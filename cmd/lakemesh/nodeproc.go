@@ -77,6 +77,7 @@ type runningNode struct {
 	opts       nodeOptions
 	addr       string
 	srv        *grpc.Server
+	node       *cachenode.Node
 	health     *health.Server
 	store      *cachenode.Store
 	cache      *cachenode.Cache
@@ -251,6 +252,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Logger:         o.log,
 		Tracer:         tracer,
 	})
+	n.node = node
 	const streamWorkers = 64
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 20),
@@ -318,6 +320,9 @@ func (n *runningNode) close() error {
 	}
 	if n.membership != nil && n.ownsMember {
 		errs = append(errs, n.membership.Close())
+	}
+	if n.node != nil {
+		n.node.StopWatches() // watch streams last until told, and would hold GracefulStop
 	}
 	if n.srv != nil {
 		done := make(chan struct{})

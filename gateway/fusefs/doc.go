@@ -20,8 +20,12 @@
 // what it is told for the path's mount's MetadataTTL (entry and attribute
 // timeouts), VirtualTTL for the directories above the mounts; "no such
 // file" is cached for the shortest TTL of the mounts (the kernel takes one
-// negative timeout per mount). A change made elsewhere is therefore seen
-// within twice the TTL: once for the node's cache, once for the kernel's.
+// negative timeout per mount). A change made through lakemesh elsewhere in
+// the region (another mount, the S3 gateway, the CLI) is seen at once: the
+// mount watches the region's nodes (router.Watcher) and drops what it and
+// the kernel hold of each changed path (watch.go). A change made in the
+// lake directly is seen within twice the TTL: once for the node's cache,
+// once for the kernel's.
 // The mount keeps the last entry of each file for the same TTL: a getattr
 // (which the kernel also sends early, after a read made the atime stale)
 // and an open for reading use it without asking while it is younger than

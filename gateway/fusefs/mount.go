@@ -139,12 +139,14 @@ func (f *FS) Mount(dir string, o MountOptions) (*Mount, error) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 		opts.MountOptions.DirectMountFlags = syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY
 	}
-	server, err := fs.Mount(dir, f.Root(), opts)
+	root := f.Root()
+	server, err := fs.Mount(dir, root, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	m := &Mount{fsys: f, server: server, dir: dir}
 	m.setReadahead()
+	m.watch(root.EmbeddedInode())
 	// Handles open for writing bypass the kernel's page cache
 	// (FOPEN_DIRECT_IO): their bytes are in the spool or the upload's
 	// window, and caching them too only cost the writing process a copy
