@@ -20,6 +20,7 @@ func s3Cmd() *cobra.Command {
 	var cf clientFlags
 	var listen, credentialsFile, bucketDir, signingRegion, spoolDir string
 	var anonymous []string
+	var noSigV2 bool
 	cmd := &cobra.Command{
 		Use:   "s3 [flags]",
 		Short: "Serve the namespace over the S3 API",
@@ -56,9 +57,12 @@ Authorization header or a presigned URL, valid up to 7 days) against the
 keys of the credentials file (--credentials, or $LAKEMESH_S3_CREDENTIALS):
 one "ACCESS_KEY_ID SECRET_ACCESS_KEY" pair per line, '#' starts a comment,
 and the file must not be readable by group or others. Clients sign for
---s3-region. --anonymous BUCKET lets unsigned requests read (GET, HEAD,
-list) that bucket and nothing else. With neither credentials nor
---anonymous the gateway does not start. Secrets are never logged.
+--s3-region. Older clients' Signature Version 2 (header or presigned URL)
+is accepted too; it is HMAC-SHA1 and signs no payload, so a body is checked
+only by the Content-MD5 or checksum its client sends: --no-sigv2 refuses it.
+--anonymous BUCKET lets unsigned requests read (GET, HEAD, list) that
+bucket and nothing else. With neither credentials nor --anonymous the
+gateway does not start. Secrets are never logged.
 
 Multipart uploads are spooled to --spool-dir on this machine until they
 complete: complete an upload through the gateway that began it.`,
@@ -93,13 +97,14 @@ complete: complete an upload through the gateway that began it.`,
 				mounts = append(mounts, m.Path)
 			}
 			srv, err := s3gw.New(c, s3gw.Config{
-				Mounts:      mounts,
-				BucketDir:   bucketDir,
-				Credentials: creds,
-				Anonymous:   anonymous,
-				Region:      signingRegion,
-				SpoolDir:    spoolDir,
-				Logger:      log,
+				Mounts:       mounts,
+				BucketDir:    bucketDir,
+				Credentials:  creds,
+				Anonymous:    anonymous,
+				Region:       signingRegion,
+				DisableSigV2: noSigV2,
+				SpoolDir:     spoolDir,
+				Logger:       log,
 			})
 			if err != nil {
 				return err
@@ -124,7 +129,7 @@ complete: complete an upload through the gateway that began it.`,
 			names, dir := srv.Buckets()
 			log.Info("s3 gateway listening", "addr", ln.Addr().String(), "region", c.Region(),
 				"buckets", strings.Join(names, ","), "bucket_dir", dir, "anonymous", strings.Join(anonymous, ","),
-				"keys", len(creds), "signing_region", signingRegion)
+				"keys", len(creds), "signing_region", signingRegion, "sigv2", !noSigV2)
 			served := make(chan error, 1)
 			go func() { served <- hs.Serve(ln) }()
 			select {
@@ -154,6 +159,7 @@ complete: complete an upload through the gateway that began it.`,
 	fl.StringArrayVar(&anonymous, "anonymous", nil, "bucket that unsigned requests may read (repeatable)")
 	fl.StringVar(&bucketDir, "bucket-dir", "", "directory inside a writable mount where CreateBucket makes buckets, e.g. /lake/s3-use1/buckets")
 	fl.StringVar(&signingRegion, "s3-region", s3gw.DefaultRegion, "region clients sign requests for")
+	fl.BoolVar(&noSigV2, "no-sigv2", false, "refuse AWS Signature Version 2 requests (HMAC-SHA1, no payload signed);\naccepted by default for older clients, as MinIO and Ceph do")
 	fl.StringVar(&spoolDir, "spool-dir", s3gw.DefaultSpoolDir(), "local directory (mode 700) for multipart upload parts")
 	return cmd
 }

@@ -101,7 +101,20 @@
 // (another region is AuthorizationHeaderMalformed naming the right one).
 // Keys come from a credentials file (LoadCredentials: one "ACCESS_KEY_ID
 // SECRET" pair per line, refused if group- or world-readable); every key
-// may do everything. Payloads are verified while they stream: a signed
+// may do everything.
+//
+// Older clients' Signature Version 2 is checked too (sigv2.go), against
+// the same keys: "Authorization: AWS KeyID:Signature" (Date or x-amz-date
+// within the same 15 minutes) and presigned URLs (AWSAccessKeyId, Expires,
+// Signature). It is HMAC-SHA1 over the method, Content-MD5, Content-Type,
+// date, x-amz-* headers and the path with its subresources; it signs no
+// payload hash and no other query parameter, so a SigV2 body is checked
+// only against the Content-MD5 or x-amz-checksum-* header its client
+// signed, if any. It is accepted by
+// default, as MinIO and Ceph accept it; Config.DisableSigV2 refuses it
+// (InvalidRequest).
+//
+// Payloads are verified while they stream: a signed
 // SHA-256, aws-chunked bodies with chunk signatures
 // (STREAMING-AWS4-HMAC-SHA256-PAYLOAD, with or without signed trailers)
 // or trailing checksums (STREAMING-UNSIGNED-PAYLOAD-TRAILER), Content-MD5

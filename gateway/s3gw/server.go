@@ -38,6 +38,13 @@ type Config struct {
 	Anonymous []string
 	// Region is the signing region clients must use (default us-east-1).
 	Region string
+	// DisableSigV2 refuses requests signed with AWS Signature Version 2,
+	// header or presigned URL, with InvalidRequest. SigV2 is HMAC-SHA1
+	// and signs no payload: a body is as safe as the Content-MD5 (or
+	// x-amz-checksum-*) its client chose to sign. It is accepted by
+	// default, as MinIO and Ceph accept it, for older clients (s3cmd,
+	// boto 2, minio-go's SignV2).
+	DisableSigV2 bool
 	// SpoolDir holds multipart upload parts until completion (default
 	// lakemesh-s3-spool-<uid> under os.TempDir()); created with mode 0700.
 	SpoolDir string
@@ -148,7 +155,7 @@ func New(ns router.Namespace, cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		buckets:  b,
 		anon:     anon,
-		auth:     &verifier{creds: cfg.Credentials, region: cfg.Region, now: cfg.Now},
+		auth:     &verifier{creds: cfg.Credentials, region: cfg.Region, now: cfg.Now, noSigV2: cfg.DisableSigV2},
 		spool:    sp,
 		tokens:   newTokenCodec(cfg.Credentials),
 		started:  time.Now(),

@@ -18,6 +18,7 @@ import (
 // accepted: the Authorization header and the presigned URL query.
 // Payload verification (a signed hash, aws-chunked chunk signatures,
 // trailing checksums) happens while the body streams; see payload.go.
+// verify also dispatches Signature Version 2 requests, to sigv2.go.
 
 const (
 	signAlgorithm            = "AWS4-HMAC-SHA256"
@@ -39,7 +40,7 @@ const (
 // readers need it to verify chunk signatures.
 type signature struct {
 	accessKey string
-	payload   string // x-amz-content-sha256 as signed; UNSIGNED-PAYLOAD for presigned URLs
+	payload   string // x-amz-content-sha256 as signed; UNSIGNED-PAYLOAD for presigned URLs and SigV2
 	key       []byte // signing key of the scope
 	amzDate   string // the request time as signed
 	scope     string // date/region/s3/aws4_request
@@ -48,41 +49,62 @@ type signature struct {
 
 // verifier checks signatures against a set of credentials.
 type verifier struct {
-	creds  Credentials
-	region string
-	now    func() time.Time
+	creds   Credentials
+	region  string
+	now     func() time.Time
+	noSigV2 bool // Config.DisableSigV2
 }
 
-// hasSignature reports whether a request carries any SigV4 material;
-// requests without are anonymous.
+// hasSignature reports whether a request carries any SigV4 or SigV2
+// material; requests without are anonymous.
 func hasSignature(r *http.Request, q url.Values) bool {
-	return r.Header.Get("Authorization") != "" || q.Has("X-Amz-Algorithm") || q.Has("X-Amz-Credential") || q.Has("X-Amz-Signature")
+	return r.Header.Get("Authorization") != "" || hasSigV4Query(q) || hasSigV2Query(q)
+}
+
+// hasSigV4Query reports whether the query carries a SigV4 presigned
+// signature.
+func hasSigV4Query(q url.Values) bool {
+	return q.Has("X-Amz-Algorithm") || q.Has("X-Amz-Credential") || q.Has("X-Amz-Signature")
 }
 
 // verify checks a signed request; it returns nil, nil for an anonymous
-// one.
+// one. "Authorization: AWS " is SigV2, any other Authorization SigV4;
+// a query with X-Amz-Algorithm is a SigV4 presigned URL, one with
+// AWSAccessKeyId a SigV2 one.
 func (v *verifier) verify(r *http.Request, q url.Values) (*signature, *apiError) {
 	auth := r.Header.Get("Authorization")
-	presigned := q.Has("X-Amz-Algorithm") || q.Has("X-Amz-Credential") || q.Has("X-Amz-Signature")
+	presigned, presignedV2 := hasSigV4Query(q), hasSigV2Query(q)
 	switch {
 	case auth != "" && presigned:
 		return nil, s3err("InvalidArgument", "only one auth mechanism is allowed: the X-Amz-Algorithm query parameter or the Authorization header, not both")
+	case presignedV2 && (auth != "" || presigned):
+		return nil, s3err("InvalidArgument", "only one auth mechanism is allowed: the Authorization header, the X-Amz-Algorithm query parameter (SigV4) or the AWSAccessKeyId query parameter (SigV2)")
+	case strings.HasPrefix(auth, sigV2Prefix):
+		return v.verifyHeaderV2(r, q, auth)
 	case auth != "":
 		return v.verifyHeader(r, auth)
 	case presigned:
 		return v.verifyPresigned(r, q)
+	case presignedV2:
+		return v.verifyPresignedV2(r, q)
 	}
 	return nil, nil
+}
+
+// checkSkew refuses a request signed at t when t is further than
+// maxClockSkew from the gateway's clock.
+func (v *verifier) checkSkew(t time.Time) *apiError {
+	if skew := v.now().Sub(t); skew > maxClockSkew || skew < -maxClockSkew {
+		return s3err("RequestTimeTooSkewed", "the difference between the request time (%s) and the server's time (%s) is larger than %v", t.UTC().Format(time.RFC3339), v.now().UTC().Format(time.RFC3339), maxClockSkew)
+	}
+	return nil
 }
 
 func (v *verifier) verifyHeader(r *http.Request, auth string) (*signature, *apiError) {
 	const malformed = "AuthorizationHeaderMalformed"
 	rest, ok := strings.CutPrefix(auth, signAlgorithm+" ")
 	if !ok {
-		switch {
-		case strings.HasPrefix(auth, "AWS "):
-			return nil, s3err("InvalidRequest", "the authorization mechanism you have provided (Signature Version 2) is not supported; use AWS4-HMAC-SHA256")
-		case strings.HasPrefix(auth, "AWS4-ECDSA-P256-SHA256"):
+		if strings.HasPrefix(auth, "AWS4-ECDSA-P256-SHA256") {
 			return nil, s3err("NotImplemented", "Signature Version 4A is not supported; use AWS4-HMAC-SHA256")
 		}
 		return nil, s3err(malformed, "the authorization header must start with %s", signAlgorithm)
@@ -106,8 +128,8 @@ func (v *verifier) verifyHeader(r *http.Request, auth string) (*signature, *apiE
 	if aerr != nil {
 		return nil, aerr
 	}
-	if skew := v.now().Sub(t); skew > maxClockSkew || skew < -maxClockSkew {
-		return nil, s3err("RequestTimeTooSkewed", "the difference between the request time (%s) and the server's time (%s) is larger than %v", t.UTC().Format(time.RFC3339), v.now().UTC().Format(time.RFC3339), maxClockSkew)
+	if aerr := v.checkSkew(t); aerr != nil {
+		return nil, aerr
 	}
 	scope, secret, aerr := v.credential(credential, t, malformed)
 	if aerr != nil {
