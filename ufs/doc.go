@@ -31,6 +31,23 @@
 // every adapter: file:// always, S3 against a real MinIO, HDFS when a
 // namenode is named in LAKEMESH_TEST_HDFS.
 //
+// # Attributes
+//
+// Besides its bytes, a file can have Attrs: the standard headers S3 keeps
+// with an object (content-type, content-encoding, content-language,
+// content-disposition, cache-control, expires) and user metadata
+// (x-amz-meta-NAME), so a front end can store and return them. Lakes that
+// keep them implement the optional interface AttrFS, found by a type
+// assertion: S3 keeps them on the object (non-ASCII user metadata values
+// RFC 2047-encoded, as S3 wants them); file:// keeps them as JSON in one
+// extended attribute, user.lakemesh.attrs, set on the temporary file
+// before the rename, so bytes and attrs are published together; hdfs://
+// keeps none. Attrs.Validate holds the rules every such lake accepts,
+// S3's limits among them; attrs a lake refuses wrap ErrInvalidAttrs, and a
+// file system that keeps no extended attributes fails with
+// ErrAttrsNotKept. A plain Create leaves a file without attrs,
+// Rename keeps them, and Version names the bytes, not the attrs.
+//
 // # Versions, and why a read names one
 //
 // Every file has a Version: the ETag on S3; mtime, size and file identity

@@ -155,6 +155,12 @@ func (f *fileFS) Create(ctx context.Context, p string, r io.Reader) (FileInfo, e
 	if err != nil {
 		return FileInfo{}, err
 	}
+	return f.create(ctx, p, r, nil)
+}
+
+// create writes r to the cleaned path p, with attrs (the value of the
+// extended attribute fileAttrsName; nil for none) on the new file.
+func (f *fileFS) create(ctx context.Context, p string, r io.Reader, attrs []byte) (FileInfo, error) {
 	if p == "" {
 		return FileInfo{}, fmt.Errorf("create %s: %w", f.where(p), ErrIsDir)
 	}
@@ -180,6 +186,14 @@ func (f *fileFS) Create(ctx context.Context, p string, r io.Reader) (FileInfo, e
 			f.root.Remove(osName(tmpName))
 		}
 	}()
+	// The attrs go on the temporary file, so the rename publishes them with
+	// the bytes; and before the bytes, so a file system that keeps no
+	// attrs fails the Create before the body is read.
+	if len(attrs) > 0 {
+		if err := setFileAttrs(tmp, attrs); err != nil {
+			return FileInfo{}, fmt.Errorf("create %s: %w", f.where(p), err)
+		}
+	}
 	if _, err := io.Copy(tmp, ctxReader{ctx, r}); err != nil {
 		return FileInfo{}, fmt.Errorf("create %s: write: %w", f.where(p), err)
 	}

@@ -35,6 +35,12 @@ const (
 // time, so namenode calls go through hdfsCall, which lets a cancelled
 // caller return at once; reads from datanodes check the context between
 // chunks and get the context's deadline.
+//
+// hdfsFS does not implement AttrFS: files on HDFS keep no Attrs. The client
+// has the calls it would take (SetXAttr, GetXAttrs), so attrs could be
+// kept as file:// keeps them, in one user extended attribute set on the
+// temporary file before the rename; that waits until it can be run against
+// a namenode.
 type hdfsFS struct {
 	uri    string
 	root   string // absolute HDFS path of the lake's root

@@ -180,25 +180,8 @@ func (f *s3FS) String() string { return f.uri }
 func (f *s3FS) Close() error { return nil }
 
 func (f *s3FS) Stat(ctx context.Context, p string) (FileInfo, error) {
-	p, err := f.arg(ctx, "stat", p)
-	if err != nil {
-		return FileInfo{}, err
-	}
-	if p == "" {
-		return FileInfo{IsDir: true}, nil
-	}
-	fi, err := f.head(ctx, p, "")
-	if !errors.Is(err, ErrNotFound) {
-		return fi, err
-	}
-	isDir, err := f.hasChildren(ctx, p)
-	if err != nil {
-		return FileInfo{}, err
-	}
-	if !isDir {
-		return FileInfo{}, fmt.Errorf("s3 stat %s: %w", f.where(p), ErrNotFound)
-	}
-	return FileInfo{Path: p, IsDir: true}, nil
+	fi, _, err := f.stat(ctx, p)
+	return fi, err
 }
 
 func (f *s3FS) List(ctx context.Context, dir, token string, limit int) (ListPage, error) {
@@ -339,20 +322,8 @@ func (f *s3FS) rangeBody(ctx context.Context, p string, body io.ReadCloser, rang
 
 // head stats one object, optionally only if it still has the given version.
 func (f *s3FS) head(ctx context.Context, p, version string) (FileInfo, error) {
-	in := &s3.HeadObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(f.key(p))}
-	if version != "" {
-		in.IfMatch = aws.String(quoteETag(version))
-	}
-	out, err := f.client.HeadObject(ctx, in)
-	if err != nil {
-		return FileInfo{}, f.fail("head", p, err)
-	}
-	return FileInfo{
-		Path:    p,
-		Size:    aws.ToInt64(out.ContentLength),
-		ModTime: aws.ToTime(out.LastModified),
-		Version: etagVersion(out.ETag),
-	}, nil
+	fi, _, err := f.headAttrs(ctx, p, version)
+	return fi, err
 }
 
 // hasChildren reports whether any key lies below directory p (its own

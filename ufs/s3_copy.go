@@ -14,13 +14,16 @@ import (
 // upload whose parts are server-side copies of ranges of the source, a few
 // at a time. Each part names the source's version, so a source replaced
 // mid-copy fails the copy instead of mixing versions. A failed copy is
-// aborted, leaving the destination as it was.
-func (f *s3FS) copyParts(ctx context.Context, src FileInfo, to string) (err error) {
+// aborted, leaving the destination as it was. The parts carry no
+// metadata, so the upload is created with the source's attrs.
+func (f *s3FS) copyParts(ctx context.Context, src FileInfo, attrs s3Attrs, to string) (err error) {
 	fail := func(err error) error { return f.fail("copy to "+f.where(to)+" from", src.Path, err) }
-	up, err := f.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+	in := &s3.CreateMultipartUploadInput{
 		Bucket: aws.String(f.bucket),
 		Key:    aws.String(f.key(to)),
-	})
+	}
+	attrs.setMultipart(in)
+	up, err := f.client.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return fail(err)
 	}

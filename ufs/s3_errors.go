@@ -20,7 +20,8 @@ func (f *s3FS) fail(op, p string, err error) error {
 	return fmt.Errorf("s3 %s %s: %w", op, f.where(p), err)
 }
 
-// s3Sentinel maps an SDK error to ErrNotFound or ErrVersionChanged. A
+// s3Sentinel maps an SDK error to ErrNotFound, ErrVersionChanged or
+// ErrInvalidAttrs (metadata over the store's limit). A
 // missing bucket is deliberately not ErrNotFound: it is a configuration
 // error, not a file that went away (HEAD cannot tell them apart, since its
 // 404 has no body, but every listing can).
@@ -37,6 +38,8 @@ func s3Sentinel(err error) error {
 			return ErrNotFound
 		case "PreconditionFailed":
 			return ErrVersionChanged
+		case "MetadataTooLarge":
+			return ErrInvalidAttrs
 		case "NoSuchBucket":
 			return nil
 		}

@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
+	"mime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/lakemesh/lakemesh/internal/testenv"
 	"github.com/lakemesh/lakemesh/ufs"
 	"github.com/lakemesh/lakemesh/ufs/ufstest"
@@ -43,7 +47,11 @@ func TestS3Conformance(t *testing.T) {
 	m.CreateBucket(t, "shared")
 	t.Run("prefix", func(t *testing.T) {
 		ufstest.Run(t, func(t *testing.T) ufs.FS {
-			return openLake(t, m.URI("shared", fmt.Sprintf("lakes/%d", n.Add(1))))
+			fs := openLake(t, m.URI("shared", fmt.Sprintf("lakes/%d", n.Add(1))))
+			// Files over 1 MiB are copied in parts here, so the suite's
+			// large renames take the multipart copy too.
+			ufs.SetS3CopyLimits(fs, 1<<20, 5<<20)
+			return fs
 		})
 	})
 }
@@ -135,7 +143,8 @@ func TestS3RenameMultipartCopy(t *testing.T) {
 	defer fs.Close()
 	ufs.SetS3CopyLimits(fs, 1<<20, 5<<20)
 	data := randomBytes(12<<20+5, 3)
-	if _, err := fs.Create(t.Context(), "src dir/big+1", bytes.NewReader(data)); err != nil {
+	attrs := ufs.Attrs{"content-type": "application/x-parquet", "expires": "Fri, 01 Jan 2038 00:00:00 GMT", "x-amz-meta-origin": "ingest 7"}
+	if _, err := fs.(ufs.AttrFS).CreateAttrs(t.Context(), "src dir/big+1", bytes.NewReader(data), attrs); err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	if err := fs.Rename(t.Context(), "src dir/big+1", "dst/big"); err != nil {
@@ -153,6 +162,86 @@ func TestS3RenameMultipartCopy(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("copied object: %d bytes, err %v; want the %d bytes written", len(got), err, len(data))
 	}
+	// UploadPartCopy copies no metadata: the attrs came from the source's
+	// HEAD.
+	if _, gotAttrs, err := fs.(ufs.AttrFS).StatAttrs(t.Context(), "dst/big"); err != nil || !maps.Equal(gotAttrs, attrs) {
+		t.Fatalf("copied object's attrs = %q, %v; want %q", gotAttrs, err, attrs)
+	}
+}
+
+// TestS3Attrs checks what the S3 adapter does to attrs on their way to
+// the store and back: non-ASCII user metadata goes RFC 2047-encoded (raw
+// UTF-8 would fail the signature on AWS) and comes back decoded, also when
+// another writer put it there raw; expires is sent as a date; and what the
+// store refuses is ErrInvalidAttrs.
+func TestS3Attrs(t *testing.T) {
+	m := testenv.MinIO(t)
+	m.SetEnv(t)
+	m.CreateBucket(t, "bkt")
+	lake := openLake(t, m.URI("bkt", "p"))
+	defer lake.Close()
+	fs := lake.(ufs.AttrFS)
+	ctx := t.Context()
+	head := func(key string) *s3.HeadObjectOutput {
+		t.Helper()
+		out, err := m.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("bkt"), Key: aws.String(key)})
+		if err != nil {
+			t.Fatalf("head %s: %v", key, err)
+		}
+		return out
+	}
+
+	const name = "Grüße 日本"
+	if _, err := fs.CreateAttrs(ctx, "utf8", strings.NewReader("x"), ufs.Attrs{"x-amz-meta-name": name}); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if raw := head("p/utf8").Metadata["name"]; raw != mime.QEncoding.Encode("UTF-8", name) {
+		t.Errorf("stored x-amz-meta-name = %q, want it RFC 2047-encoded", raw)
+	}
+	if _, attrs, err := fs.StatAttrs(ctx, "utf8"); err != nil || attrs["x-amz-meta-name"] != name {
+		t.Errorf("stat utf8 = %q, %v; want x-amz-meta-name %q", attrs, err, name)
+	}
+	// Another writer's raw UTF-8 (MinIO takes it; AWS would not) comes back
+	// encoded from MinIO, and decoded from the lake.
+	_, err := m.Client().PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String("bkt"), Key: aws.String("p/foreign"), Body: strings.NewReader("x"),
+		Metadata: map[string]string{"Name": name},
+	})
+	if err != nil {
+		t.Fatalf("put foreign object: %v", err)
+	}
+	if _, attrs, err := fs.StatAttrs(ctx, "foreign"); err != nil || attrs["x-amz-meta-name"] != name {
+		t.Errorf("stat foreign = %q, %v; want x-amz-meta-name %q", attrs, err, name)
+	}
+
+	// Any HTTP date is taken, and comes back in the preferred form.
+	if _, err := fs.CreateAttrs(ctx, "rfc850", strings.NewReader("x"), ufs.Attrs{"expires": "Wednesday, 21-Oct-37 07:28:00 GMT"}); err != nil {
+		t.Fatalf("create with an RFC 850 date: %v", err)
+	}
+	if _, attrs, err := fs.StatAttrs(ctx, "rfc850"); err != nil || attrs["expires"] != "Wed, 21 Oct 2037 07:28:00 GMT" {
+		t.Errorf("stat rfc850 = %q, %v", attrs, err)
+	}
+	// An Expires that is no date: MinIO would drop it, so it is refused.
+	_, err = fs.CreateAttrs(ctx, "nodate", strings.NewReader("x"), ufs.Attrs{"expires": "0"})
+	if !errors.Is(err, ufs.ErrInvalidAttrs) || !strings.Contains(err.Error(), `value "0" is not an HTTP date`) {
+		t.Errorf("create with expires 0: %v, want ErrInvalidAttrs naming the value", err)
+	}
+	// Validate counts UTF-8 bytes, as AWS does; MinIO counts the encoded
+	// header, which is longer, and refuses it: still ErrInvalidAttrs.
+	big := ufs.Attrs{"x-amz-meta-big": strings.Repeat("日", (ufs.MaxUserAttrsSize-len("x-amz-meta-big"))/3)}
+	if err := big.Validate(); err != nil {
+		t.Fatalf("validate: %v", err)
+	}
+	_, err = fs.CreateAttrs(ctx, "big", strings.NewReader("x"), big)
+	wantErr := func(what string, err, target error) {
+		t.Helper()
+		if !errors.Is(err, target) {
+			t.Errorf("%s: %v, want %v", what, err, target)
+		}
+	}
+	wantErr("create with metadata MinIO finds too large", err, ufs.ErrInvalidAttrs)
+	_, err = lake.Stat(ctx, "big")
+	wantErr("stat after a refused create", err, ufs.ErrNotFound)
 }
 
 // TestS3ForeignLayout reads a bucket written by someone else: keys without

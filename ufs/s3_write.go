@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 )
 
 func (f *s3FS) Create(ctx context.Context, p string, r io.Reader) (FileInfo, error) {
@@ -18,17 +19,27 @@ func (f *s3FS) Create(ctx context.Context, p string, r io.Reader) (FileInfo, err
 	if err != nil {
 		return FileInfo{}, err
 	}
+	return f.put(ctx, p, r, s3Attrs{})
+}
+
+// put uploads r to the cleaned path p with attrs (none for a plain
+// Create, which leaves the store to default the content-type).
+func (f *s3FS) put(ctx context.Context, p string, r io.Reader, attrs s3Attrs) (FileInfo, error) {
 	if p == "" {
 		return FileInfo{}, fmt.Errorf("s3 put %s: %w", f.where(p), ErrIsDir)
 	}
 	// The uploader streams a body of unknown size in parts; S3 publishes the
 	// object only when the last part is in, so readers never see a part,
-	// and a failed upload is aborted and leaves the old object.
-	_, err = f.uploader.Upload(ctx, &s3.PutObjectInput{ //nolint:staticcheck // manager.Uploader, see openS3
+	// and a failed upload is aborted and leaves the old object. It copies
+	// the attrs into its CreateMultipartUpload, so they come with the
+	// object either way.
+	in := &s3.PutObjectInput{
 		Bucket: aws.String(f.bucket),
 		Key:    aws.String(f.key(p)),
 		Body:   ctxReader{ctx, r},
-	})
+	}
+	attrs.setPut(in)
+	_, err := f.uploader.Upload(ctx, in) //nolint:staticcheck // manager.Uploader, see openS3
 	if err != nil {
 		return FileInfo{}, f.fail("put", p, err)
 	}
@@ -112,7 +123,7 @@ func (f *s3FS) deleteKey(ctx context.Context, p, key string) error {
 // Rename copies the object on the server, then deletes the source. It is
 // not atomic: a crash between the two leaves both, and repeating the
 // Rename finishes it. Directories are refused, since renaming one would
-// copy every key below it.
+// copy every key below it. The copy keeps the source's attrs (see copy).
 func (f *s3FS) Rename(ctx context.Context, from, to string) error {
 	from, err := f.arg(ctx, "rename", from)
 	if err != nil {
@@ -125,7 +136,7 @@ func (f *s3FS) Rename(ctx context.Context, from, to string) error {
 	if from == "" || to == "" {
 		return fmt.Errorf("s3 rename %s to %s: %w: the root cannot be renamed", f.where(from), f.where(to), ErrInvalidPath)
 	}
-	src, err := f.head(ctx, from, "")
+	src, attrs, err := f.headAttrs(ctx, from, "")
 	if errors.Is(err, ErrNotFound) {
 		if isDir, derr := f.hasChildren(ctx, from); derr != nil {
 			return derr
@@ -144,24 +155,34 @@ func (f *s3FS) Rename(ctx context.Context, from, to string) error {
 	} else if isDir {
 		return fmt.Errorf("s3 rename %s to %s: %w", f.where(from), f.where(to), ErrIsDir)
 	}
-	if err := f.copy(ctx, src, to); err != nil {
+	if err := f.copy(ctx, src, attrs, to); err != nil {
 		return err
 	}
 	return f.deleteKey(ctx, from, f.key(from))
 }
 
-// copy copies the object src (in its version) to path to on the server.
-// CopyObject takes objects up to 5 GiB; larger ones are copied in parts.
-func (f *s3FS) copy(ctx context.Context, src FileInfo, to string) error {
+// copy copies the object src (in its version) with its attrs (from the
+// HEAD that gave the version) to path to on the server. CopyObject takes
+// objects up to 5 GiB; larger ones are copied in parts.
+//
+// Both paths set the attrs themselves rather than let the store copy them:
+// UploadPartCopy copies none, and MinIO's CopyObject, told to copy the
+// metadata, drops Expires. Attrs replaced on the source after the HEAD
+// with the same bytes (hence the same ETag) are not seen; that is the same
+// race as any write to the source during a Rename.
+func (f *s3FS) copy(ctx context.Context, src FileInfo, attrs s3Attrs, to string) error {
 	if src.Size > f.maxSingleCopy {
-		return f.copyParts(ctx, src, to)
+		return f.copyParts(ctx, src, attrs, to)
 	}
-	_, err := f.client.CopyObject(ctx, &s3.CopyObjectInput{
+	in := &s3.CopyObjectInput{
 		Bucket:            aws.String(f.bucket),
 		Key:               aws.String(f.key(to)),
 		CopySource:        aws.String(f.copySource(src.Path)),
 		CopySourceIfMatch: aws.String(quoteETag(src.Version)),
-	})
+		MetadataDirective: types.MetadataDirectiveReplace,
+	}
+	attrs.setCopy(in)
+	_, err := f.client.CopyObject(ctx, in)
 	if err != nil {
 		return f.fail("copy to "+f.where(to)+" from", src.Path, err)
 	}

@@ -88,7 +88,9 @@ type ListPage struct {
 //   - Create writes the whole file atomically: readers see the old content
 //     or the new, never a part, and a Create that fails (the reader errors,
 //     the context is cancelled) leaves the old content. Parent directories
-//     are created as needed.
+//     are created as needed. On a lake that keeps attrs (AttrFS), the new
+//     file has none (but for a content-type an object store defaults), and
+//     a failed Create leaves the old attrs.
 //   - Mkdir creates the directory and its parents; an existing directory is
 //     not an error.
 //   - Delete of a missing file returns ErrNotFound. Delete of a directory
@@ -98,7 +100,8 @@ type ListPage struct {
 //     is a directory is refused with ErrIsDir) and creates the
 //     destination's parents; it is atomic on file:// and hdfs://,
 //     copy-then-delete on S3. Object stores may refuse to rename a directory
-//     (ErrIsDir), since that would copy every key below it.
+//     (ErrIsDir), since that would copy every key below it. A file's attrs
+//     (AttrFS) go with it.
 //
 // An FS is safe for concurrent use by many goroutines.
 type FS interface {

@@ -8,6 +8,9 @@
 // key prefix, a new HDFS directory). The suite only goes through the FS
 // interface, so whatever it observes a caller would observe too.
 //
+// Tests of an optional interface (ufs.AttrFS) run on the adapters that
+// implement it and are skipped, naming the lake, on the others.
+//
 // Where the contract lets object stores differ (listing a file, reading a
 // directory), the suite accepts exactly the alternatives the contract
 // names, no more.

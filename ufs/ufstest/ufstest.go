@@ -14,7 +14,8 @@ import (
 
 // Run runs the conformance suite. newFS must return an FS on a fresh, empty
 // root each time it is called; it is called once per subtest and may use
-// t.Cleanup to remove what it made.
+// t.Cleanup to remove what it made. The Attrs tests run on lakes that
+// implement ufs.AttrFS and are skipped, naming the lake, on the others.
 func Run(t *testing.T, newFS func(t *testing.T) ufs.FS) {
 	tests := []struct {
 		name string
@@ -40,6 +41,13 @@ func Run(t *testing.T, newFS func(t *testing.T) ufs.FS) {
 		{"Cancelled", testCancelled},
 		{"CancelMidRead", testCancelMidRead},
 		{"InvalidPaths", testInvalidPaths},
+		{"AttrsRoundTrip", testAttrsRoundTrip},
+		{"AttrsAtomic", testAttrsAtomic},
+		{"AttrsConsistent", testAttrsConsistent},
+		{"AttrsCreateClears", testAttrsCreateClears},
+		{"AttrsRename", testAttrsRename},
+		{"AttrsInvalid", testAttrsInvalid},
+		{"AttrsCreateFailureKeepsOld", testAttrsCreateFailureKeepsOld},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
