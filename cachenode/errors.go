@@ -46,6 +46,8 @@ var wireErrors = []struct {
 	{ufs.ErrNotEmpty, codes.FailedPrecondition, "NOT_EMPTY"},
 	{ufs.ErrVersionChanged, codes.FailedPrecondition, "VERSION_CHANGED"},
 	{ufs.ErrInvalidPath, codes.InvalidArgument, "INVALID_PATH"},
+	{ufs.ErrInvalidAttrs, codes.InvalidArgument, "INVALID_ATTRS"},
+	{ufs.ErrAttrsNotKept, codes.FailedPrecondition, "ATTRS_NOT_KEPT"},
 	{ErrReadOnly, codes.PermissionDenied, "READ_ONLY"},
 	{ErrResidency, codes.PermissionDenied, "RESIDENCY"},
 	{ErrNotCached, codes.NotFound, "NOT_CACHED"},

@@ -42,6 +42,8 @@ type JournalEntry struct {
 	// replay a record, whose data file is checked by its size.)
 	CRC32C uint32 `json:"crc32c"`
 	Seq    int64  `json:"seq"` // order of writes on this node
+	// Attrs are stored with the file in its lake (ufs.AttrFS).
+	Attrs ufs.Attrs `json:"attrs,omitempty"`
 }
 
 // Version is the entry's file version until the lake has it.
@@ -165,13 +167,18 @@ func (j *Journal) recPath(id string) string  { return filepath.Join(j.dir, id+".
 // Append writes r as the new content of path and returns once the bytes
 // and the record are on disk. A failed Append leaves nothing behind.
 func (j *Journal) Append(path string, r io.Reader) (JournalEntry, error) {
+	return j.AppendAttrs(path, r, nil)
+}
+
+// AppendAttrs is Append of a file with attrs for its lake.
+func (j *Journal) AppendAttrs(path string, r io.Reader, attrs ufs.Attrs) (JournalEntry, error) {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	j.mu.Lock()
 	j.seq++
 	seq := j.seq
 	j.mu.Unlock()
-	e := JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq}
+	e := JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq, Attrs: attrs}
 	fileID := fileIDOf(e.ID)
 	data := j.dataPath(fileID)
 	if err := j.write(&e, fileID, r); err != nil {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"syscall"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 func journalBytes(n int, seed uint64) []byte {
@@ -38,7 +41,7 @@ func TestJournalAppendStoresBytes(t *testing.T) {
 		p := fmt.Sprintf("/lake/a/f%d", i)
 		data := journalBytes(size, uint64(i))
 		// Small reads, as a gRPC stream gives them, must not matter.
-		e, err := j.Append(p, iotest.HalfReader(bytes.NewReader(data)))
+		e, err := j.AppendAttrs(p, iotest.HalfReader(bytes.NewReader(data)), attrsOf(i))
 		if err != nil {
 			t.Fatalf("append %d bytes: %v", size, err)
 		}
@@ -64,7 +67,20 @@ func TestJournalAppendStoresBytes(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want[e.Path]) {
 			t.Fatalf("%s: read %d bytes back (%v), want the %d written", e.Path, len(got), err, len(want[e.Path]))
 		}
+		var i int
+		fmt.Sscanf(e.Path, "/lake/a/f%d", &i)
+		if !maps.Equal(e.Attrs, attrsOf(i)) {
+			t.Errorf("%s: the reopened journal has attrs %v, want %v", e.Path, e.Attrs, attrsOf(i))
+		}
 	}
+}
+
+// attrsOf are the attrs of the i-th file of a test: none for even i.
+func attrsOf(i int) ufs.Attrs {
+	if i%2 == 0 {
+		return nil
+	}
+	return ufs.Attrs{"content-type": "application/x-test", "x-amz-meta-i": fmt.Sprint(i)}
 }
 
 // An input that breaks off leaves nothing in the journal, whether it

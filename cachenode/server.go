@@ -105,6 +105,7 @@ type Node struct {
 
 	seedBuf *semaphore.Weighted // bytes write-throughs keep for seeding (seed.go)
 	watch   watchers            // Watch streams (watch.go)
+	attrs   attrsCache          // files' attrs (attrs.go)
 }
 
 // NewNode returns the data server of a node.
@@ -482,6 +483,10 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	if err != nil {
 		return ToStatus(err)
 	}
+	attrs := ufs.Attrs(first.GetAttrs())
+	if err := checkAttrs(lake, attrs); err != nil {
+		return ToStatus(fmt.Errorf("write %s: %w", p, err))
+	}
 	r := newWriteStreamReader(stream, first)
 	defer r.close()
 	start := time.Now()
@@ -491,7 +496,7 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 		if n.cfg.Journal == nil {
 			return ToStatus(fmt.Errorf("write %s: %w", p, errNoJournal))
 		}
-		entry, err := n.writeJournaled(stream.Context(), lake, p, r, back)
+		entry, err := n.writeJournaled(stream.Context(), lake, p, r, attrs, back)
 		if err != nil {
 			return ToStatus(err)
 		}
@@ -504,11 +509,12 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 			return ToStatus(fmt.Errorf("write %s: %w", p, err))
 		}
 	}
-	fi, err := n.writeThrough(stream.Context(), lake, rel, r)
+	fi, err := n.writeThrough(stream.Context(), lake, rel, r, attrs)
 	n.meta.invalidate(p)
 	if err != nil {
 		return ToStatus(fmt.Errorf("write %s: %w", p, err))
 	}
+	n.attrs.put(p, fi.Version, attrs, lake.MetadataTTL)
 	n.log.Info("file written", "path", p, "bytes", r.n, "version", fi.Version, "took", time.Since(start))
 	return stream.SendAndClose(&nodepb.WriteReply{Entry: entryProto(lake, fi)})
 }
@@ -584,6 +590,7 @@ func (n *Node) Delete(ctx context.Context, req *nodepb.DeleteRequest) (*nodepb.D
 	}
 	err = lake.FS.Delete(ctx, rel)
 	n.meta.invalidate(req.GetPath())
+	n.attrs.drop(req.GetPath())
 	if pending && errors.Is(err, ufs.ErrNotFound) {
 		err = nil // it was only in the journal
 	}
@@ -634,6 +641,8 @@ func (n *Node) Rename(ctx context.Context, req *nodepb.RenameRequest) (*nodepb.R
 	err = from.FS.Rename(ctx, relFrom, relTo)
 	n.meta.invalidate(req.GetFrom())
 	n.meta.invalidate(req.GetTo())
+	n.attrs.drop(req.GetFrom())
+	n.attrs.drop(req.GetTo())
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("rename %s to %s: %w", req.GetFrom(), req.GetTo(), err))
 	}
@@ -661,6 +670,7 @@ func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*
 		return &nodepb.InvalidateReply{Dropped: int32(dropped)}, nil
 	}
 	dropped := n.meta.invalidate(p)
+	n.attrs.drop(p)
 	n.log.Info("metadata invalidated", "path", req.GetPath(), "entries", dropped)
 	reply := &nodepb.InvalidateReply{Dropped: int32(dropped)}
 	if req.GetMesh() && n.cfg.Events != nil {
@@ -676,6 +686,7 @@ func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*
 // it is what a mesh invalidation event does.
 func (n *Node) InvalidateLocal(path string) {
 	dropped := n.meta.invalidate(strings.TrimSuffix(path, "/"))
+	n.attrs.drop(path)
 	n.log.Debug("metadata invalidated by a mesh event", "path", path, "entries", dropped)
 	n.watch.publish(&nodepb.Change{Below: path})
 }

@@ -52,8 +52,8 @@ import (
 
 // writeJournaled writes a file through the journal and, for write-through,
 // waits for its upload.
-func (n *Node) writeJournaled(ctx context.Context, lake Lake, p string, r *writeStreamReader, back bool) (*nodepb.Entry, error) {
-	e, err := n.cfg.Journal.Append(p, r)
+func (n *Node) writeJournaled(ctx context.Context, lake Lake, p string, r *writeStreamReader, attrs ufs.Attrs, back bool) (*nodepb.Entry, error) {
+	e, err := n.cfg.Journal.AppendAttrs(p, r, attrs)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +119,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	// The region has the new version's bytes: seed its pages while the
 	// journal still holds them (Done lets the data file go).
 	n.seedJournaled(ctx, lake, rel, e, entry)
+	n.attrs.put(e.Path, entry.GetVersion(), e.Attrs, lake.MetadataTTL)
 	// The lake's entry cached here goes before the journal's: a stat that
 	// no longer finds the journal's must not find the older lake entry.
 	n.invalidateUp(e.Path)
@@ -133,13 +134,13 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 // writeThrough writes a file straight to a lake homed in this region and
 // seeds the new version's pages in the region from the bytes it kept on
 // the way.
-func (n *Node) writeThrough(ctx context.Context, lake Lake, rel string, r io.Reader) (ufs.FileInfo, error) {
+func (n *Node) writeThrough(ctx context.Context, lake Lake, rel string, r io.Reader, attrs ufs.Attrs) (ufs.FileInfo, error) {
 	if n.cfg.Store == nil {
-		return lake.FS.Create(ctx, rel, r)
+		return create(ctx, lake, rel, r, attrs)
 	}
 	tee := n.newSeedTee(r)
 	defer tee.release()
-	fi, err := lake.FS.Create(ctx, rel, tee)
+	fi, err := create(ctx, lake, rel, tee, attrs)
 	if err != nil {
 		return fi, err
 	}
@@ -160,7 +161,7 @@ func (n *Node) uploadLocal(ctx context.Context, lake Lake, rel string, e Journal
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := lake.FS.Create(ctx, rel, f)
+	fi, err := create(ctx, lake, rel, f, e.Attrs)
 	if err != nil {
 		return nil, err
 	}
@@ -500,13 +501,14 @@ func (n *Node) Upload(ctx context.Context, req *nodepb.UploadRequest) (*nodepb.W
 	// As a write-through here does: the new version's pages are seeded
 	// in this region from the bytes that pass, so its readers do not
 	// read the file back from the lake.
-	fi, err := n.writeThrough(ctx, lake, rel, r)
+	fi, err := n.writeThrough(ctx, lake, rel, r, req.GetAttrs())
 	r.Close()
 	n.meta.invalidate(f.GetPath())
 	n.meta.invalidate(path.Dir(f.GetPath()))
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("upload %s from region %s: %w", f.GetPath(), req.GetFromRegion(), err))
 	}
+	n.attrs.put(f.GetPath(), fi.Version, req.GetAttrs(), lake.MetadataTTL)
 	n.log.Info("file uploaded from another region", "path", f.GetPath(), "from", req.GetFromRegion(), "bytes", fi.Size, "class", req.GetClass())
 	return &nodepb.WriteReply{Entry: entryProto(lake, fi)}, nil
 }

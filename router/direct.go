@@ -68,6 +68,27 @@ func (c *Client) directStat(ctx context.Context, p string) (Entry, error) {
 	return entryOf(m, fi), nil
 }
 
+func (c *Client) directStatAttrs(ctx context.Context, p string) (Entry, ufs.Attrs, error) {
+	m, rel, err := c.resolve(p)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	l, err := c.lake(ctx, m)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	afs, ok := l.(ufs.AttrFS)
+	if !ok {
+		e, err := c.directStat(ctx, p)
+		return e, nil, err
+	}
+	fi, attrs, err := afs.StatAttrs(ctx, rel)
+	if err != nil {
+		return Entry{}, nil, fmt.Errorf("stat %s directly from %s: %w", p, l, err)
+	}
+	return entryOf(m, fi), attrs, nil
+}
+
 func (c *Client) directList(ctx context.Context, dir, token string, limit int) ([]Entry, string, error) {
 	m, rel, err := c.resolve(dir)
 	if err != nil {

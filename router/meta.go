@@ -68,6 +68,29 @@ func (c *Client) Stat(ctx context.Context, p string) (Entry, error) {
 	return e, err
 }
 
+// StatAttrs is Stat with the file's attrs (ufs.Attrs: the standard
+// headers and user metadata an S3 client stored with it); nil for a
+// directory, or a file that has none or whose lake keeps none.
+func (c *Client) StatAttrs(ctx context.Context, p string) (Entry, ufs.Attrs, error) {
+	p, err := CleanNamespacePath(p)
+	if err != nil {
+		return Entry{}, nil, err
+	}
+	var e Entry
+	var attrs ufs.Attrs
+	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
+		r, err := nc.StatAttrs(ctx, &nodepb.StatRequest{Path: p})
+		if err == nil {
+			e, attrs = entryFrom(r.GetEntry()), r.GetAttrs()
+		}
+		return err
+	})
+	if err != nil && c.fallback(err) {
+		return c.directStatAttrs(ctx, p)
+	}
+	return e, attrs, err
+}
+
 // List returns one page of the entries of a directory; next is "" after
 // the last page. limit <= 0 means the node's default page size.
 func (c *Client) List(ctx context.Context, dir, token string, limit int) (entries []Entry, next string, err error) {

@@ -3,6 +3,8 @@ package router
 import (
 	"context"
 	"io"
+
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // Namespace is what the front ends (the FUSE mount, the S3 gateway) use of
@@ -23,6 +25,10 @@ type Namespace interface {
 	// new, never a mix. It returns once the file's write mode is
 	// satisfied (the lake has it, or the region's journal does).
 	Put(ctx context.Context, p string, r io.Reader) (Entry, error)
+	// PutAttrs is Put that stores attrs (ufs.Attrs) with the file.
+	PutAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (Entry, error)
+	// StatAttrs is Stat with the file's attrs.
+	StatAttrs(ctx context.Context, p string) (Entry, ufs.Attrs, error)
 	Remove(ctx context.Context, p string) error
 	Mkdir(ctx context.Context, p string) error
 	Rename(ctx context.Context, from, to string) error

@@ -18,6 +18,7 @@ import (
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/federation"
 	"github.com/lakemesh/lakemesh/region"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // writeChunk is the payload of one streamed write message.
@@ -53,6 +54,14 @@ type ChunkReader interface {
 // sends them from the input's own buffers if it is a ChunkReader, else
 // from pooled buffers they are read into, and marshals nothing.
 func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) {
+	return c.PutAttrs(ctx, p, r, nil)
+}
+
+// PutAttrs is Put that stores attrs with the file (ufs.Attrs), in its
+// lake where the lake keeps them. Attrs that ufs.Attrs.Validate refuses,
+// or user metadata for a lake that keeps none, fail the write before any
+// byte is written (ufs.ErrInvalidAttrs, ufs.ErrAttrsNotKept).
+func (c *Client) PutAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (Entry, error) {
 	p, err := CleanNamespacePath(p)
 	if err != nil {
 		return Entry{}, err
@@ -80,7 +89,7 @@ func (c *Client) Put(ctx context.Context, p string, r io.Reader) (Entry, error) 
 			return err
 		}
 		stream := &grpc.GenericClientStream[nodepb.WriteChunk, nodepb.WriteReply]{ClientStream: cs}
-		if err := stream.Send(&nodepb.WriteChunk{Path: p}); err != nil {
+		if err := stream.Send(&nodepb.WriteChunk{Path: p, Attrs: attrs}); err != nil {
 			_, err = stream.CloseAndRecv()
 			return err
 		}

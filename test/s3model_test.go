@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"mime"
 	"net/url"
 	"os"
 	"slices"
@@ -39,7 +40,7 @@ func TestS3MatchesAModel(t *testing.T) {
 				seed, _ = strconv.ParseUint(s, 10, 64)
 			}
 			x := &s3Model{t: t, c: c, rng: rand.New(rand.NewPCG(seed, seed)), prefix: "s3x-" + mode + "/",
-				keys: []string{"k0", "k 1+%.bin", "d/k2", "d/e/ключ 3"}, want: map[string][]byte{}}
+				keys: []string{"k0", "k 1+%.bin", "d/k2", "d/e/ключ 3"}, want: map[string][]byte{}, meta: map[string]map[string]string{}}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			for i := 0; i < 150; i++ {
@@ -52,7 +53,7 @@ func TestS3MatchesAModel(t *testing.T) {
 				want, exists := x.want[k]
 				for {
 					got, ok := minioObject(t, m, x.prefix+k)
-					if ok == exists && bytes.Equal(got, want) {
+					if ok == exists && bytes.Equal(got, want) && (!exists || minioMeta(t, m, x.prefix+k, x.meta[k])) {
 						break
 					}
 					if time.Now().After(deadline) {
@@ -75,8 +76,29 @@ type s3Model struct {
 	rng    *rand.Rand
 	prefix string
 	keys   []string
-	want   map[string][]byte // key -> content; absent keys are not there
+	want   map[string][]byte            // key -> content; absent keys are not there
+	meta   map[string]map[string]string // key -> its user metadata (x-amz-meta-*), nil for none
 	ops    []string
+}
+
+// metadata is random user metadata for a write, nil a third of the
+// time; some values are not ASCII.
+func (x *s3Model) metadata() map[string]string {
+	switch x.rng.IntN(3) {
+	case 0:
+		return nil
+	case 1:
+		return map[string]string{"op": strconv.Itoa(len(x.ops))}
+	}
+	return map[string]string{"op": strconv.Itoa(len(x.ops)), "note": "ключ " + strconv.Itoa(x.rng.IntN(100))}
+}
+
+// checkMeta compares the metadata an answer carried with the model's.
+func (x *s3Model) checkMeta(what, k string, got map[string]string) error {
+	if want := x.meta[k]; !maps.Equal(got, want) {
+		return fmt.Errorf("%s %s: metadata %v, want %v", what, k, got, want)
+	}
+	return nil
 }
 
 func (x *s3Model) logf(format string, args ...any) {
@@ -118,12 +140,12 @@ func (x *s3Model) step(ctx context.Context) error {
 		if x.rng.IntN(3) == 0 {
 			size = x.rng.IntN(100)
 		}
-		data := x.bytes(size)
-		x.logf("put %s %d bytes", k, size)
-		if _, err := x.c.PutObject(ctx, &s3.PutObjectInput{Bucket: bucket, Key: key, Body: bytes.NewReader(data)}); err != nil {
+		data, meta := x.bytes(size), x.metadata()
+		x.logf("put %s %d bytes, metadata %v", k, size, meta)
+		if _, err := x.c.PutObject(ctx, &s3.PutObjectInput{Bucket: bucket, Key: key, Body: bytes.NewReader(data), Metadata: meta}); err != nil {
 			return fmt.Errorf("put %s: %v", k, err)
 		}
-		x.want[k] = data
+		x.want[k], x.meta[k] = data, meta
 	case op < 6:
 		return x.multipart(ctx, k)
 	case op < 10:
@@ -180,6 +202,7 @@ func (x *s3Model) step(ctx context.Context) error {
 		if !bytes.Equal(got, data[lo:hi]) {
 			return fmt.Errorf("get %s [%d, %d): %d bytes, not the %d it holds", k, lo, hi, len(got), hi-lo)
 		}
+		return x.checkMeta("get", k, out.Metadata)
 	case op < 12:
 		data, exists := x.want[k]
 		x.logf("head %s (exists %v)", k, exists)
@@ -191,19 +214,27 @@ func (x *s3Model) step(ctx context.Context) error {
 			return fmt.Errorf("head %s: %v", k, err)
 		case exists && aws.ToInt64(out.ContentLength) != int64(len(data)):
 			return fmt.Errorf("head %s: %d bytes, want %d", k, aws.ToInt64(out.ContentLength), len(data))
+		case exists:
+			return x.checkMeta("head", k, out.Metadata)
 		}
 	case op < 14:
 		from := x.key()
 		data, exists := x.want[from]
-		x.logf("copy %s to %s (exists %v)", from, k, exists)
-		_, err := x.c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: bucket, Key: key, CopySource: aws.String(copySource(s3xBucket + "/" + x.prefix + from))})
+		in := &s3.CopyObjectInput{Bucket: bucket, Key: key, CopySource: aws.String(copySource(s3xBucket + "/" + x.prefix + from))}
+		meta, replace := x.meta[from], x.rng.IntN(3) == 0
+		if replace {
+			meta = x.metadata()
+			in.MetadataDirective, in.Metadata = types.MetadataDirectiveReplace, meta
+		}
+		x.logf("copy %s to %s (exists %v), replacing metadata %v: %v", from, k, exists, replace, meta)
+		_, err := x.c.CopyObject(ctx, in)
 		if !exists {
 			if !notFound(err) {
 				return fmt.Errorf("copy of %s, which does not exist: %v, want 404", from, err)
 			}
 			return nil
 		}
-		if from == k {
+		if from == k && !replace {
 			// S3 refuses a copy onto itself that changes nothing.
 			var re *awshttp.ResponseError
 			if !errors.As(err, &re) || re.HTTPStatusCode() != 400 {
@@ -214,7 +245,7 @@ func (x *s3Model) step(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("copy %s to %s: %v", from, k, err)
 		}
-		x.want[k] = slices.Clone(data)
+		x.want[k], x.meta[k] = slices.Clone(data), meta
 	case op < 16:
 		x.logf("delete %s", k)
 		if _, err := x.c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: bucket, Key: key}); err != nil {
@@ -300,9 +331,9 @@ func (x *s3Model) listAgain(ctx context.Context, delimiter string) {
 
 func (x *s3Model) multipart(ctx context.Context, k string) error {
 	bucket, key := aws.String(s3xBucket), aws.String(x.prefix+k)
-	parts := [][]byte{x.bytes(5 << 20), x.bytes(1 + x.rng.IntN(1<<20))}
-	x.logf("multipart %s %d+%d bytes", k, len(parts[0]), len(parts[1]))
-	up, err := x.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: bucket, Key: key})
+	parts, meta := [][]byte{x.bytes(5 << 20), x.bytes(1 + x.rng.IntN(1<<20))}, x.metadata()
+	x.logf("multipart %s %d+%d bytes, metadata %v", k, len(parts[0]), len(parts[1]), meta)
+	up, err := x.c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: bucket, Key: key, Metadata: meta})
 	if err != nil {
 		return fmt.Errorf("create multipart %s: %v", k, err)
 	}
@@ -319,7 +350,7 @@ func (x *s3Model) multipart(ctx context.Context, k string) error {
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}}); err != nil {
 		return fmt.Errorf("complete multipart %s: %v", k, err)
 	}
-	x.want[k] = append(slices.Clone(parts[0]), parts[1]...)
+	x.want[k], x.meta[k] = append(slices.Clone(parts[0]), parts[1]...), meta
 	return nil
 }
 
@@ -344,4 +375,28 @@ func (x *s3Model) list(ctx context.Context) error {
 		return fmt.Errorf("list of %s: %v, want %v (key: size)", x.prefix, got, want)
 	}
 	return nil
+}
+
+// minioMeta says whether MinIO holds want as key's user metadata (values
+// that are not ASCII are stored RFC 2047-encoded).
+func minioMeta(t *testing.T, m *mesh, key string, want map[string]string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := m.minio.Client().HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return false
+	}
+	var dec mime.WordDecoder
+	got := map[string]string{}
+	for k, v := range out.Metadata {
+		if d, err := dec.DecodeHeader(v); err == nil {
+			v = d
+		}
+		got[k] = v
+	}
+	if len(want) == 0 {
+		return len(got) == 0
+	}
+	return maps.Equal(got, want)
 }

@@ -771,6 +771,58 @@ func (x *StatReply) GetEntry() *Entry {
 	return nil
 }
 
+type StatAttrsReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Attrs         map[string]string      `protobuf:"bytes,2,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatAttrsReply) Reset() {
+	*x = StatAttrsReply{}
+	mi := &file_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatAttrsReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatAttrsReply) ProtoMessage() {}
+
+func (x *StatAttrsReply) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatAttrsReply.ProtoReflect.Descriptor instead.
+func (*StatAttrsReply) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StatAttrsReply) GetEntry() *Entry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *StatAttrsReply) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
 type ListRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
@@ -782,7 +834,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +846,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +859,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListRequest) GetPath() string {
@@ -841,7 +893,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +905,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +918,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListReply) GetEntries() []*Entry {
@@ -887,13 +939,14 @@ type WriteChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // first message only
 	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	Attrs         map[string]string      `protobuf:"bytes,3,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // first message only: ufs.Attrs to store with the file
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WriteChunk) Reset() {
 	*x = WriteChunk{}
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +958,7 @@ func (x *WriteChunk) String() string {
 func (*WriteChunk) ProtoMessage() {}
 
 func (x *WriteChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +971,7 @@ func (x *WriteChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteChunk.ProtoReflect.Descriptor instead.
 func (*WriteChunk) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{13}
+	return file_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteChunk) GetPath() string {
@@ -935,6 +988,13 @@ func (x *WriteChunk) GetData() []byte {
 	return nil
 }
 
+func (x *WriteChunk) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
 type WriteReply struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
@@ -944,7 +1004,7 @@ type WriteReply struct {
 
 func (x *WriteReply) Reset() {
 	*x = WriteReply{}
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1016,7 @@ func (x *WriteReply) String() string {
 func (*WriteReply) ProtoMessage() {}
 
 func (x *WriteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1029,7 @@ func (x *WriteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteReply.ProtoReflect.Descriptor instead.
 func (*WriteReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{14}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WriteReply) GetEntry() *Entry {
@@ -988,7 +1048,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1060,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1073,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{15}
+	return file_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteRequest) GetPath() string {
@@ -1031,7 +1091,7 @@ type DeleteReply struct {
 
 func (x *DeleteReply) Reset() {
 	*x = DeleteReply{}
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1103,7 @@ func (x *DeleteReply) String() string {
 func (*DeleteReply) ProtoMessage() {}
 
 func (x *DeleteReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1116,7 @@ func (x *DeleteReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReply.ProtoReflect.Descriptor instead.
 func (*DeleteReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{16}
+	return file_node_proto_rawDescGZIP(), []int{17}
 }
 
 type MkdirRequest struct {
@@ -1068,7 +1128,7 @@ type MkdirRequest struct {
 
 func (x *MkdirRequest) Reset() {
 	*x = MkdirRequest{}
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1140,7 @@ func (x *MkdirRequest) String() string {
 func (*MkdirRequest) ProtoMessage() {}
 
 func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1153,7 @@ func (x *MkdirRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirRequest.ProtoReflect.Descriptor instead.
 func (*MkdirRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{17}
+	return file_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MkdirRequest) GetPath() string {
@@ -1111,7 +1171,7 @@ type MkdirReply struct {
 
 func (x *MkdirReply) Reset() {
 	*x = MkdirReply{}
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1183,7 @@ func (x *MkdirReply) String() string {
 func (*MkdirReply) ProtoMessage() {}
 
 func (x *MkdirReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1196,7 @@ func (x *MkdirReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MkdirReply.ProtoReflect.Descriptor instead.
 func (*MkdirReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{18}
+	return file_node_proto_rawDescGZIP(), []int{19}
 }
 
 type RenameRequest struct {
@@ -1149,7 +1209,7 @@ type RenameRequest struct {
 
 func (x *RenameRequest) Reset() {
 	*x = RenameRequest{}
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1221,7 @@ func (x *RenameRequest) String() string {
 func (*RenameRequest) ProtoMessage() {}
 
 func (x *RenameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1234,7 @@ func (x *RenameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameRequest.ProtoReflect.Descriptor instead.
 func (*RenameRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{19}
+	return file_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RenameRequest) GetFrom() string {
@@ -1199,7 +1259,7 @@ type RenameReply struct {
 
 func (x *RenameReply) Reset() {
 	*x = RenameReply{}
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1271,7 @@ func (x *RenameReply) String() string {
 func (*RenameReply) ProtoMessage() {}
 
 func (x *RenameReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[20]
+	mi := &file_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1284,7 @@ func (x *RenameReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenameReply.ProtoReflect.Descriptor instead.
 func (*RenameReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{20}
+	return file_node_proto_rawDescGZIP(), []int{21}
 }
 
 type WaitUploadedRequest struct {
@@ -1236,7 +1296,7 @@ type WaitUploadedRequest struct {
 
 func (x *WaitUploadedRequest) Reset() {
 	*x = WaitUploadedRequest{}
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1308,7 @@ func (x *WaitUploadedRequest) String() string {
 func (*WaitUploadedRequest) ProtoMessage() {}
 
 func (x *WaitUploadedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[21]
+	mi := &file_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1321,7 @@ func (x *WaitUploadedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitUploadedRequest.ProtoReflect.Descriptor instead.
 func (*WaitUploadedRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{21}
+	return file_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WaitUploadedRequest) GetPath() string {
@@ -1279,7 +1339,7 @@ type WaitUploadedReply struct {
 
 func (x *WaitUploadedReply) Reset() {
 	*x = WaitUploadedReply{}
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1351,7 @@ func (x *WaitUploadedReply) String() string {
 func (*WaitUploadedReply) ProtoMessage() {}
 
 func (x *WaitUploadedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[22]
+	mi := &file_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1364,7 @@ func (x *WaitUploadedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitUploadedReply.ProtoReflect.Descriptor instead.
 func (*WaitUploadedReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{22}
+	return file_node_proto_rawDescGZIP(), []int{23}
 }
 
 type InvalidateRequest struct {
@@ -1327,7 +1387,7 @@ type InvalidateRequest struct {
 
 func (x *InvalidateRequest) Reset() {
 	*x = InvalidateRequest{}
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1399,7 @@ func (x *InvalidateRequest) String() string {
 func (*InvalidateRequest) ProtoMessage() {}
 
 func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[23]
+	mi := &file_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1412,7 @@ func (x *InvalidateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{23}
+	return file_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *InvalidateRequest) GetPath() string {
@@ -1393,7 +1453,7 @@ type InvalidateReply struct {
 
 func (x *InvalidateReply) Reset() {
 	*x = InvalidateReply{}
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1465,7 @@ func (x *InvalidateReply) String() string {
 func (*InvalidateReply) ProtoMessage() {}
 
 func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[24]
+	mi := &file_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1478,7 @@ func (x *InvalidateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateReply.ProtoReflect.Descriptor instead.
 func (*InvalidateReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{24}
+	return file_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InvalidateReply) GetDropped() int32 {
@@ -1443,7 +1503,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1515,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[25]
+	mi := &file_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1528,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{25}
+	return file_node_proto_rawDescGZIP(), []int{26}
 }
 
 type Member struct {
@@ -1487,7 +1547,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1559,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[26]
+	mi := &file_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1572,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{26}
+	return file_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Member) GetId() string {
@@ -1576,7 +1636,7 @@ type CacheStats struct {
 
 func (x *CacheStats) Reset() {
 	*x = CacheStats{}
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1648,7 @@ func (x *CacheStats) String() string {
 func (*CacheStats) ProtoMessage() {}
 
 func (x *CacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[27]
+	mi := &file_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1661,7 @@ func (x *CacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStats.ProtoReflect.Descriptor instead.
 func (*CacheStats) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{27}
+	return file_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CacheStats) GetPages() int64 {
@@ -1702,7 +1762,7 @@ type InfoReply struct {
 
 func (x *InfoReply) Reset() {
 	*x = InfoReply{}
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1774,7 @@ func (x *InfoReply) String() string {
 func (*InfoReply) ProtoMessage() {}
 
 func (x *InfoReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[28]
+	mi := &file_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1787,7 @@ func (x *InfoReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoReply.ProtoReflect.Descriptor instead.
 func (*InfoReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{28}
+	return file_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InfoReply) GetNodeId() string {
@@ -1818,7 +1878,7 @@ type LineUse struct {
 
 func (x *LineUse) Reset() {
 	*x = LineUse{}
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1890,7 @@ func (x *LineUse) String() string {
 func (*LineUse) ProtoMessage() {}
 
 func (x *LineUse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[29]
+	mi := &file_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1903,7 @@ func (x *LineUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineUse.ProtoReflect.Descriptor instead.
 func (*LineUse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{29}
+	return file_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LineUse) GetFrom() string {
@@ -1913,7 +1973,7 @@ type PendingRequest struct {
 
 func (x *PendingRequest) Reset() {
 	*x = PendingRequest{}
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1925,7 +1985,7 @@ func (x *PendingRequest) String() string {
 func (*PendingRequest) ProtoMessage() {}
 
 func (x *PendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[30]
+	mi := &file_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1938,7 +1998,7 @@ func (x *PendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingRequest.ProtoReflect.Descriptor instead.
 func (*PendingRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{30}
+	return file_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PendingRequest) GetDir() string {
@@ -1970,7 +2030,7 @@ type PendingReply struct {
 
 func (x *PendingReply) Reset() {
 	*x = PendingReply{}
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2042,7 @@ func (x *PendingReply) String() string {
 func (*PendingReply) ProtoMessage() {}
 
 func (x *PendingReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[31]
+	mi := &file_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,22 +2055,23 @@ func (x *PendingReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingReply.ProtoReflect.Descriptor instead.
 func (*PendingReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{31}
+	return file_node_proto_rawDescGZIP(), []int{32}
 }
 
 type UploadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                               // the journal version to pull
-	FromRegion    string                 `protobuf:"bytes,2,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"` // region of the node holding it
-	FromNode      string                 `protobuf:"bytes,3,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`       // its address
-	Class         string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"`                             // transfer class: "interactive" or "write-back"
+	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`                                                                             // the journal version to pull
+	FromRegion    string                 `protobuf:"bytes,2,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`                                               // region of the node holding it
+	FromNode      string                 `protobuf:"bytes,3,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`                                                     // its address
+	Class         string                 `protobuf:"bytes,4,opt,name=class,proto3" json:"class,omitempty"`                                                                           // transfer class: "interactive" or "write-back"
+	Attrs         map[string]string      `protobuf:"bytes,5,rep,name=attrs,proto3" json:"attrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // ufs.Attrs to store with the file
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadRequest) Reset() {
 	*x = UploadRequest{}
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2083,7 @@ func (x *UploadRequest) String() string {
 func (*UploadRequest) ProtoMessage() {}
 
 func (x *UploadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[32]
+	mi := &file_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2096,7 @@ func (x *UploadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
 func (*UploadRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{32}
+	return file_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UploadRequest) GetFile() *FileRef {
@@ -2066,6 +2127,13 @@ func (x *UploadRequest) GetClass() string {
 	return ""
 }
 
+func (x *UploadRequest) GetAttrs() map[string]string {
+	if x != nil {
+		return x.Attrs
+	}
+	return nil
+}
+
 type SeedChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	File          *FileRef               `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`      // first message only: path, lake version, size
@@ -2079,7 +2147,7 @@ type SeedChunk struct {
 
 func (x *SeedChunk) Reset() {
 	*x = SeedChunk{}
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2159,7 @@ func (x *SeedChunk) String() string {
 func (*SeedChunk) ProtoMessage() {}
 
 func (x *SeedChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[33]
+	mi := &file_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2172,7 @@ func (x *SeedChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeedChunk.ProtoReflect.Descriptor instead.
 func (*SeedChunk) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{33}
+	return file_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SeedChunk) GetFile() *FileRef {
@@ -2152,7 +2220,7 @@ type SeedReply struct {
 
 func (x *SeedReply) Reset() {
 	*x = SeedReply{}
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2232,7 @@ func (x *SeedReply) String() string {
 func (*SeedReply) ProtoMessage() {}
 
 func (x *SeedReply) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[34]
+	mi := &file_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2245,7 @@ func (x *SeedReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SeedReply.ProtoReflect.Descriptor instead.
 func (*SeedReply) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{34}
+	return file_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SeedReply) GetStored() int64 {
@@ -2202,7 +2270,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2214,7 +2282,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[35]
+	mi := &file_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2227,7 +2295,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{35}
+	return file_node_proto_rawDescGZIP(), []int{36}
 }
 
 // Change is what a node was told changed. Each field may be empty.
@@ -2243,7 +2311,7 @@ type Change struct {
 
 func (x *Change) Reset() {
 	*x = Change{}
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2323,7 @@ func (x *Change) String() string {
 func (*Change) ProtoMessage() {}
 
 func (x *Change) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[36]
+	mi := &file_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2336,7 @@ func (x *Change) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Change.ProtoReflect.Descriptor instead.
 func (*Change) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{36}
+	return file_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Change) GetPaths() []string {
@@ -2364,18 +2432,30 @@ const file_node_proto_rawDesc = "" +
 	"\vStatRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\":\n" +
 	"\tStatReply\x12-\n" +
-	"\x05entry\x18\x01 \x01(\v2\x17.lakemesh.node.v1.EntryR\x05entry\"M\n" +
+	"\x05entry\x18\x01 \x01(\v2\x17.lakemesh.node.v1.EntryR\x05entry\"\xbc\x01\n" +
+	"\x0eStatAttrsReply\x12-\n" +
+	"\x05entry\x18\x01 \x01(\v2\x17.lakemesh.node.v1.EntryR\x05entry\x12A\n" +
+	"\x05attrs\x18\x02 \x03(\v2+.lakemesh.node.v1.StatAttrsReply.AttrsEntryR\x05attrs\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\vListRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"R\n" +
 	"\tListReply\x121\n" +
 	"\aentries\x18\x01 \x03(\v2\x17.lakemesh.node.v1.EntryR\aentries\x12\x12\n" +
-	"\x04next\x18\x02 \x01(\tR\x04next\"4\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"\xad\x01\n" +
 	"\n" +
 	"WriteChunk\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\";\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12=\n" +
+	"\x05attrs\x18\x03 \x03(\v2'.lakemesh.node.v1.WriteChunk.AttrsEntryR\x05attrs\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
 	"\n" +
 	"WriteReply\x12-\n" +
 	"\x05entry\x18\x01 \x01(\v2\x17.lakemesh.node.v1.EntryR\x05entry\"#\n" +
@@ -2453,13 +2533,18 @@ const file_node_proto_rawDesc = "" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12)\n" +
 	"\x03add\x18\x02 \x03(\v2\x17.lakemesh.node.v1.EntryR\x03add\x12\x16\n" +
 	"\x06remove\x18\x03 \x03(\tR\x06remove\"\x0e\n" +
-	"\fPendingReply\"\x92\x01\n" +
+	"\fPendingReply\"\x8e\x02\n" +
 	"\rUploadRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x1f\n" +
 	"\vfrom_region\x18\x02 \x01(\tR\n" +
 	"fromRegion\x12\x1b\n" +
 	"\tfrom_node\x18\x03 \x01(\tR\bfromNode\x12\x14\n" +
-	"\x05class\x18\x04 \x01(\tR\x05class\"\x92\x01\n" +
+	"\x05class\x18\x04 \x01(\tR\x05class\x12@\n" +
+	"\x05attrs\x18\x05 \x03(\v2*.lakemesh.node.v1.UploadRequest.AttrsEntryR\x05attrs\x1a8\n" +
+	"\n" +
+	"AttrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
 	"\tSeedChunk\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x12\n" +
 	"\x04page\x18\x02 \x01(\x03R\x04page\x12\x16\n" +
@@ -2474,12 +2559,13 @@ const file_node_proto_rawDesc = "" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x12\n" +
 	"\x04dirs\x18\x02 \x03(\tR\x04dirs\x12\x14\n" +
 	"\x05below\x18\x03 \x01(\tR\x05below\x12\x12\n" +
-	"\x04lost\x18\x04 \x01(\bR\x04lost2\x9c\t\n" +
+	"\x04lost\x18\x04 \x01(\bR\x04lost2\xea\t\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
 	"\x03Has\x12\x1c.lakemesh.node.v1.HasRequest\x1a\x1a.lakemesh.node.v1.HasReply\x12B\n" +
-	"\x04Stat\x12\x1d.lakemesh.node.v1.StatRequest\x1a\x1b.lakemesh.node.v1.StatReply\x12B\n" +
+	"\x04Stat\x12\x1d.lakemesh.node.v1.StatRequest\x1a\x1b.lakemesh.node.v1.StatReply\x12L\n" +
+	"\tStatAttrs\x12\x1d.lakemesh.node.v1.StatRequest\x1a .lakemesh.node.v1.StatAttrsReply\x12B\n" +
 	"\x04List\x12\x1d.lakemesh.node.v1.ListRequest\x1a\x1b.lakemesh.node.v1.ListReply\x12E\n" +
 	"\x05Write\x12\x1c.lakemesh.node.v1.WriteChunk\x1a\x1c.lakemesh.node.v1.WriteReply(\x01\x12H\n" +
 	"\x06Delete\x12\x1f.lakemesh.node.v1.DeleteRequest\x1a\x1d.lakemesh.node.v1.DeleteReply\x12E\n" +
@@ -2506,7 +2592,7 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_node_proto_goTypes = []any{
 	(*FileRef)(nil),             // 0: lakemesh.node.v1.FileRef
 	(*ReadRequest)(nil),         // 1: lakemesh.node.v1.ReadRequest
@@ -2519,32 +2605,36 @@ var file_node_proto_goTypes = []any{
 	(*Entry)(nil),               // 8: lakemesh.node.v1.Entry
 	(*StatRequest)(nil),         // 9: lakemesh.node.v1.StatRequest
 	(*StatReply)(nil),           // 10: lakemesh.node.v1.StatReply
-	(*ListRequest)(nil),         // 11: lakemesh.node.v1.ListRequest
-	(*ListReply)(nil),           // 12: lakemesh.node.v1.ListReply
-	(*WriteChunk)(nil),          // 13: lakemesh.node.v1.WriteChunk
-	(*WriteReply)(nil),          // 14: lakemesh.node.v1.WriteReply
-	(*DeleteRequest)(nil),       // 15: lakemesh.node.v1.DeleteRequest
-	(*DeleteReply)(nil),         // 16: lakemesh.node.v1.DeleteReply
-	(*MkdirRequest)(nil),        // 17: lakemesh.node.v1.MkdirRequest
-	(*MkdirReply)(nil),          // 18: lakemesh.node.v1.MkdirReply
-	(*RenameRequest)(nil),       // 19: lakemesh.node.v1.RenameRequest
-	(*RenameReply)(nil),         // 20: lakemesh.node.v1.RenameReply
-	(*WaitUploadedRequest)(nil), // 21: lakemesh.node.v1.WaitUploadedRequest
-	(*WaitUploadedReply)(nil),   // 22: lakemesh.node.v1.WaitUploadedReply
-	(*InvalidateRequest)(nil),   // 23: lakemesh.node.v1.InvalidateRequest
-	(*InvalidateReply)(nil),     // 24: lakemesh.node.v1.InvalidateReply
-	(*InfoRequest)(nil),         // 25: lakemesh.node.v1.InfoRequest
-	(*Member)(nil),              // 26: lakemesh.node.v1.Member
-	(*CacheStats)(nil),          // 27: lakemesh.node.v1.CacheStats
-	(*InfoReply)(nil),           // 28: lakemesh.node.v1.InfoReply
-	(*LineUse)(nil),             // 29: lakemesh.node.v1.LineUse
-	(*PendingRequest)(nil),      // 30: lakemesh.node.v1.PendingRequest
-	(*PendingReply)(nil),        // 31: lakemesh.node.v1.PendingReply
-	(*UploadRequest)(nil),       // 32: lakemesh.node.v1.UploadRequest
-	(*SeedChunk)(nil),           // 33: lakemesh.node.v1.SeedChunk
-	(*SeedReply)(nil),           // 34: lakemesh.node.v1.SeedReply
-	(*WatchRequest)(nil),        // 35: lakemesh.node.v1.WatchRequest
-	(*Change)(nil),              // 36: lakemesh.node.v1.Change
+	(*StatAttrsReply)(nil),      // 11: lakemesh.node.v1.StatAttrsReply
+	(*ListRequest)(nil),         // 12: lakemesh.node.v1.ListRequest
+	(*ListReply)(nil),           // 13: lakemesh.node.v1.ListReply
+	(*WriteChunk)(nil),          // 14: lakemesh.node.v1.WriteChunk
+	(*WriteReply)(nil),          // 15: lakemesh.node.v1.WriteReply
+	(*DeleteRequest)(nil),       // 16: lakemesh.node.v1.DeleteRequest
+	(*DeleteReply)(nil),         // 17: lakemesh.node.v1.DeleteReply
+	(*MkdirRequest)(nil),        // 18: lakemesh.node.v1.MkdirRequest
+	(*MkdirReply)(nil),          // 19: lakemesh.node.v1.MkdirReply
+	(*RenameRequest)(nil),       // 20: lakemesh.node.v1.RenameRequest
+	(*RenameReply)(nil),         // 21: lakemesh.node.v1.RenameReply
+	(*WaitUploadedRequest)(nil), // 22: lakemesh.node.v1.WaitUploadedRequest
+	(*WaitUploadedReply)(nil),   // 23: lakemesh.node.v1.WaitUploadedReply
+	(*InvalidateRequest)(nil),   // 24: lakemesh.node.v1.InvalidateRequest
+	(*InvalidateReply)(nil),     // 25: lakemesh.node.v1.InvalidateReply
+	(*InfoRequest)(nil),         // 26: lakemesh.node.v1.InfoRequest
+	(*Member)(nil),              // 27: lakemesh.node.v1.Member
+	(*CacheStats)(nil),          // 28: lakemesh.node.v1.CacheStats
+	(*InfoReply)(nil),           // 29: lakemesh.node.v1.InfoReply
+	(*LineUse)(nil),             // 30: lakemesh.node.v1.LineUse
+	(*PendingRequest)(nil),      // 31: lakemesh.node.v1.PendingRequest
+	(*PendingReply)(nil),        // 32: lakemesh.node.v1.PendingReply
+	(*UploadRequest)(nil),       // 33: lakemesh.node.v1.UploadRequest
+	(*SeedChunk)(nil),           // 34: lakemesh.node.v1.SeedChunk
+	(*SeedReply)(nil),           // 35: lakemesh.node.v1.SeedReply
+	(*WatchRequest)(nil),        // 36: lakemesh.node.v1.WatchRequest
+	(*Change)(nil),              // 37: lakemesh.node.v1.Change
+	nil,                         // 38: lakemesh.node.v1.StatAttrsReply.AttrsEntry
+	nil,                         // 39: lakemesh.node.v1.WriteChunk.AttrsEntry
+	nil,                         // 40: lakemesh.node.v1.UploadRequest.AttrsEntry
 }
 var file_node_proto_depIdxs = []int32{
 	0,  // 0: lakemesh.node.v1.ReadRequest.file:type_name -> lakemesh.node.v1.FileRef
@@ -2552,52 +2642,58 @@ var file_node_proto_depIdxs = []int32{
 	4,  // 2: lakemesh.node.v1.ReadChunk.fetches:type_name -> lakemesh.node.v1.PageFetch
 	0,  // 3: lakemesh.node.v1.PrefetchRequest.file:type_name -> lakemesh.node.v1.FileRef
 	8,  // 4: lakemesh.node.v1.StatReply.entry:type_name -> lakemesh.node.v1.Entry
-	8,  // 5: lakemesh.node.v1.ListReply.entries:type_name -> lakemesh.node.v1.Entry
-	8,  // 6: lakemesh.node.v1.WriteReply.entry:type_name -> lakemesh.node.v1.Entry
-	26, // 7: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
-	27, // 8: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
-	29, // 9: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
-	26, // 10: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
-	8,  // 11: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
-	0,  // 12: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
-	0,  // 13: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
-	1,  // 14: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	6,  // 15: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	2,  // 16: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
-	9,  // 17: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	11, // 18: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	13, // 19: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	15, // 20: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	17, // 21: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	19, // 22: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	21, // 23: lakemesh.node.v1.Node.WaitUploaded:input_type -> lakemesh.node.v1.WaitUploadedRequest
-	30, // 24: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
-	32, // 25: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
-	33, // 26: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
-	23, // 27: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	35, // 28: lakemesh.node.v1.Node.Watch:input_type -> lakemesh.node.v1.WatchRequest
-	25, // 29: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 30: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 31: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 32: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 33: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	12, // 34: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	14, // 35: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	16, // 36: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	18, // 37: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	20, // 38: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	22, // 39: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
-	31, // 40: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
-	14, // 41: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
-	34, // 42: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
-	24, // 43: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	36, // 44: lakemesh.node.v1.Node.Watch:output_type -> lakemesh.node.v1.Change
-	28, // 45: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	30, // [30:46] is the sub-list for method output_type
-	14, // [14:30] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 5: lakemesh.node.v1.StatAttrsReply.entry:type_name -> lakemesh.node.v1.Entry
+	38, // 6: lakemesh.node.v1.StatAttrsReply.attrs:type_name -> lakemesh.node.v1.StatAttrsReply.AttrsEntry
+	8,  // 7: lakemesh.node.v1.ListReply.entries:type_name -> lakemesh.node.v1.Entry
+	39, // 8: lakemesh.node.v1.WriteChunk.attrs:type_name -> lakemesh.node.v1.WriteChunk.AttrsEntry
+	8,  // 9: lakemesh.node.v1.WriteReply.entry:type_name -> lakemesh.node.v1.Entry
+	27, // 10: lakemesh.node.v1.InfoReply.members:type_name -> lakemesh.node.v1.Member
+	28, // 11: lakemesh.node.v1.InfoReply.cache:type_name -> lakemesh.node.v1.CacheStats
+	30, // 12: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
+	27, // 13: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
+	8,  // 14: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
+	0,  // 15: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
+	40, // 16: lakemesh.node.v1.UploadRequest.attrs:type_name -> lakemesh.node.v1.UploadRequest.AttrsEntry
+	0,  // 17: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
+	1,  // 18: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 19: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 20: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 21: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	9,  // 22: lakemesh.node.v1.Node.StatAttrs:input_type -> lakemesh.node.v1.StatRequest
+	12, // 23: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	14, // 24: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	16, // 25: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	18, // 26: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	20, // 27: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	22, // 28: lakemesh.node.v1.Node.WaitUploaded:input_type -> lakemesh.node.v1.WaitUploadedRequest
+	31, // 29: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
+	33, // 30: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
+	34, // 31: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
+	24, // 32: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	36, // 33: lakemesh.node.v1.Node.Watch:input_type -> lakemesh.node.v1.WatchRequest
+	26, // 34: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 35: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 36: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 37: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 38: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	11, // 39: lakemesh.node.v1.Node.StatAttrs:output_type -> lakemesh.node.v1.StatAttrsReply
+	13, // 40: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	15, // 41: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	17, // 42: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	19, // 43: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	21, // 44: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	23, // 45: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
+	32, // 46: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	15, // 47: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	35, // 48: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
+	25, // 49: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	37, // 50: lakemesh.node.v1.Node.Watch:output_type -> lakemesh.node.v1.Change
+	29, // 51: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	35, // [35:52] is the sub-list for method output_type
+	18, // [18:35] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -2611,7 +2707,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

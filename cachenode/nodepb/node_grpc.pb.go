@@ -30,6 +30,7 @@ const (
 	Node_Prefetch_FullMethodName     = "/lakemesh.node.v1.Node/Prefetch"
 	Node_Has_FullMethodName          = "/lakemesh.node.v1.Node/Has"
 	Node_Stat_FullMethodName         = "/lakemesh.node.v1.Node/Stat"
+	Node_StatAttrs_FullMethodName    = "/lakemesh.node.v1.Node/StatAttrs"
 	Node_List_FullMethodName         = "/lakemesh.node.v1.Node/List"
 	Node_Write_FullMethodName        = "/lakemesh.node.v1.Node/Write"
 	Node_Delete_FullMethodName       = "/lakemesh.node.v1.Node/Delete"
@@ -62,6 +63,10 @@ type NodeClient interface {
 	// Stat and List are served from the node's metadata cache, which holds an
 	// answer for at most the mount's metadata TTL.
 	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatReply, error)
+	// StatAttrs is Stat with the file's attrs (ufs.Attrs: the standard
+	// headers and user metadata an S3 client stored with it), from the
+	// journal, the node's attrs cache or one lake call.
+	StatAttrs(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatAttrsReply, error)
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListReply, error)
 	// Write streams a whole file: the first message names the path, every
 	// message may carry data. The reply comes once the lake has the file.
@@ -149,6 +154,16 @@ func (c *nodeClient) Stat(ctx context.Context, in *StatRequest, opts ...grpc.Cal
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(StatReply)
 	err := c.cc.Invoke(ctx, Node_Stat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) StatAttrs(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatAttrsReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatAttrsReply)
+	err := c.cc.Invoke(ctx, Node_StatAttrs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -308,6 +323,10 @@ type NodeServer interface {
 	// Stat and List are served from the node's metadata cache, which holds an
 	// answer for at most the mount's metadata TTL.
 	Stat(context.Context, *StatRequest) (*StatReply, error)
+	// StatAttrs is Stat with the file's attrs (ufs.Attrs: the standard
+	// headers and user metadata an S3 client stored with it), from the
+	// journal, the node's attrs cache or one lake call.
+	StatAttrs(context.Context, *StatRequest) (*StatAttrsReply, error)
 	List(context.Context, *ListRequest) (*ListReply, error)
 	// Write streams a whole file: the first message names the path, every
 	// message may carry data. The reply comes once the lake has the file.
@@ -363,6 +382,9 @@ func (UnimplementedNodeServer) Has(context.Context, *HasRequest) (*HasReply, err
 }
 func (UnimplementedNodeServer) Stat(context.Context, *StatRequest) (*StatReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
+}
+func (UnimplementedNodeServer) StatAttrs(context.Context, *StatRequest) (*StatAttrsReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method StatAttrs not implemented")
 }
 func (UnimplementedNodeServer) List(context.Context, *ListRequest) (*ListReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method List not implemented")
@@ -482,6 +504,24 @@ func _Node_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(NodeServer).Stat(ctx, req.(*StatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_StatAttrs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).StatAttrs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_StatAttrs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).StatAttrs(ctx, req.(*StatRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -691,6 +731,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stat",
 			Handler:    _Node_Stat_Handler,
+		},
+		{
+			MethodName: "StatAttrs",
+			Handler:    _Node_StatAttrs_Handler,
 		},
 		{
 			MethodName: "List",

@@ -541,6 +541,7 @@ func (n *runningNode) uploadToHome(ctx context.Context, e cachenode.JournalEntry
 		FromRegion: n.opts.region,
 		FromNode:   n.addr,
 		Class:      class,
+		Attrs:      e.Attrs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %s of region %s: %w", owner.ID, m.Region, cachenode.FromStatus(err))

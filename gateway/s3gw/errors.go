@@ -30,6 +30,7 @@ var errorStatus = map[string]int{
 	"InternalError":                     http.StatusInternalServerError,
 	"InvalidAccessKeyId":                http.StatusForbidden,
 	"InvalidArgument":                   http.StatusBadRequest,
+	"MetadataTooLarge":                  http.StatusBadRequest,
 	"InvalidBucketName":                 http.StatusBadRequest,
 	"InvalidDigest":                     http.StatusBadRequest,
 	"InvalidPart":                       http.StatusBadRequest,
@@ -139,6 +140,10 @@ func toAPIError(err error, t target, key string) *apiError {
 		return s3err("NoSuchBucket", "no mount holds this bucket: %s", msg)
 	case errors.Is(err, ufs.ErrInvalidPath):
 		return s3err("InvalidArgument", "key %q cannot be stored in the lake: %s", key, msg)
+	case errors.Is(err, ufs.ErrAttrsNotKept):
+		return s3err("NotImplemented", "the object's lake keeps no user metadata: %s", msg)
+	case errors.Is(err, ufs.ErrInvalidAttrs):
+		return s3err("InvalidArgument", "%s", msg)
 	case errors.Is(err, ufs.ErrVersionChanged):
 		return s3err("ServiceUnavailable", "the object changed while it was read; retry: %s", msg)
 	case errors.Is(err, ufs.ErrNotFound):

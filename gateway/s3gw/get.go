@@ -110,32 +110,32 @@ func (s *Server) getObject(w http.ResponseWriter, req *request) error {
 	return s.sendObject(w, req, false)
 }
 
-// statKey stats a key's path; a missing path (or one below a file) is
-// NoSuchKey, or NoSuchBucket when the bucket is what is missing. A key
-// ending in "/" names a directory, any other a file.
-func (s *Server) statKey(ctx context.Context, bucket, key string) (router.Entry, error) {
+// statKey stats a key's path, with its attrs; a missing path (or one
+// below a file) is NoSuchKey, or NoSuchBucket when the bucket is what is
+// missing. A key ending in "/" names a directory, any other a file.
+func (s *Server) statKey(ctx context.Context, bucket, key string) (router.Entry, ufs.Attrs, error) {
 	bucketPath, mount, ok := s.buckets.path(bucket)
 	if !ok {
-		return router.Entry{}, s3err("NoSuchBucket", "the specified bucket does not exist")
+		return router.Entry{}, nil, s3err("NoSuchBucket", "the specified bucket does not exist")
 	}
 	p, dir, aerr := keyPath(bucketPath, key)
 	if aerr != nil {
-		return router.Entry{}, aerr
+		return router.Entry{}, nil, aerr
 	}
-	e, err := s.ns.Stat(ctx, p)
+	e, attrs, err := s.ns.StatAttrs(ctx, p)
 	if err != nil {
 		if errors.Is(err, ufs.ErrNotFound) || errors.Is(err, ufs.ErrNotDir) {
 			if mount {
-				return router.Entry{}, noSuchKey(key)
+				return router.Entry{}, nil, noSuchKey(key)
 			}
-			return router.Entry{}, s.keyNotFound(ctx, bucket, key)
+			return router.Entry{}, nil, s.keyNotFound(ctx, bucket, key)
 		}
-		return router.Entry{}, toAPIError(err, targetRead, key)
+		return router.Entry{}, nil, toAPIError(err, targetRead, key)
 	}
 	if e.IsDir != dir {
-		return router.Entry{}, noSuchKey(key)
+		return router.Entry{}, nil, noSuchKey(key)
 	}
-	return e, nil
+	return e, attrs, nil
 }
 
 // sendObject answers GET and HEAD: headers, conditions, the range, then
@@ -143,7 +143,7 @@ func (s *Server) statKey(ctx context.Context, bucket, key string) (router.Entry,
 // to the range.
 func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) error {
 	ctx := req.Context()
-	e, err := s.statKey(ctx, req.bucket, req.key)
+	e, attrs, err := s.statKey(ctx, req.bucket, req.key)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 		return aerr
 	}
 	h.Set("Accept-Ranges", "bytes")
-	h.Set("Content-Type", contentType(req.key))
+	setAttrHeaders(h, req.key, attrs)
 	if aerr := responseOverrides(req, h); aerr != nil {
 		return aerr
 	}

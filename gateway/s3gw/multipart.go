@@ -51,7 +51,11 @@ func (s *Server) createUpload(w http.ResponseWriter, req *request) error {
 	if dir {
 		return s3err("InvalidArgument", "key %q ends in \"/\", a directory in the lake, which holds no bytes to upload", req.key)
 	}
-	up, err := s.spool.create(req.bucket, req.key, time.Now())
+	attrs, aerr := requestAttrs(req.Header)
+	if aerr != nil {
+		return aerr
+	}
+	up, err := s.spool.create(req.bucket, req.key, attrs, time.Now())
 	if err != nil {
 		return err
 	}
@@ -134,7 +138,7 @@ func (s *Server) uploadPartCopy(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	src, srcKey, err := s.copySource(ctx, req)
+	src, _, srcKey, err := s.copySource(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -288,7 +292,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, req *request) error {
 		src = sum
 	}
 	in2 := &failFast{r: src, cancel: cancel}
-	e, err := s.ns.Put(putCtx, p, in2)
+	e, err := s.ns.PutAttrs(putCtx, p, in2, up.Attrs)
 	if err == nil && e.Size != total {
 		err = fmt.Errorf("complete %s: the lake stored %d bytes of %d", p, e.Size, total)
 	}

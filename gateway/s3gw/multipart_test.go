@@ -28,6 +28,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/lakemesh/lakemesh/router"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 func TestMultipartUpload(t *testing.T) {
@@ -239,20 +240,21 @@ func (r *recordingClient) Do(req *http.Request) (*http.Response, error) {
 	return r.c.Do(req)
 }
 
-// slowPuts delays every Put, and fails it when fail is set.
+// slowPuts delays every PutAttrs (the gateway's writes), and fails it
+// when fail is set.
 type slowPuts struct {
 	router.Namespace
 	delay time.Duration
 	fail  atomic.Bool
 }
 
-func (s *slowPuts) Put(ctx context.Context, p string, r io.Reader) (router.Entry, error) {
+func (s *slowPuts) PutAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (router.Entry, error) {
 	time.Sleep(s.delay)
 	if s.fail.Load() {
 		io.Copy(io.Discard, r)
 		return router.Entry{}, fmt.Errorf("put %s: %w", p, router.ErrNoNode)
 	}
-	return s.Namespace.Put(ctx, p, r)
+	return s.Namespace.PutAttrs(ctx, p, r, attrs)
 }
 
 // TestCompletionKeepAlive checks a slow completion: the status goes out

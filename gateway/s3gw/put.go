@@ -39,6 +39,10 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) error {
 	if dir {
 		return s.putDirMarker(w, req, p)
 	}
+	attrs, aerr := requestAttrs(req.Header)
+	if aerr != nil {
+		return aerr
+	}
 	if aerr := s.writeConditions(ctx, req, p); aerr != nil {
 		return aerr
 	}
@@ -53,7 +57,7 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.ns.Put(putCtx, p, body)
+	e, err := s.ns.PutAttrs(putCtx, p, body, attrs)
 	if berr := body.failure(); berr != nil {
 		if err == nil {
 			s.log.Error("a Put succeeded although its body failed verification; the object may hold an unverified body", "path", p, "err", berr)
@@ -124,9 +128,20 @@ type copyObjectResult struct {
 // works like one within a mount.
 func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 	ctx := req.Context()
-	src, srcKey, err := s.copySource(ctx, req)
+	src, attrs, srcKey, err := s.copySource(ctx, req)
 	if err != nil {
 		return err
+	}
+	directive := strings.ToUpper(req.Header.Get("X-Amz-Metadata-Directive"))
+	switch directive {
+	case "", "COPY":
+	case "REPLACE":
+		var aerr *apiError
+		if attrs, aerr = requestAttrs(req.Header); aerr != nil {
+			return aerr
+		}
+	default:
+		return s3err("InvalidArgument", "x-amz-metadata-directive %q must be COPY or REPLACE", req.Header.Get("X-Amz-Metadata-Directive"))
 	}
 	bucketPath, err := s.bucketPath(ctx, req.bucket)
 	if err != nil {
@@ -142,11 +157,9 @@ func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 	if src.Size > maxObjectSize {
 		return s3err("InvalidRequest", "the source is larger than 5 GiB; copy it with a multipart upload (UploadPartCopy)")
 	}
-	if src.Path == p {
-		if !strings.EqualFold(req.Header.Get("X-Amz-Metadata-Directive"), "REPLACE") {
-			return s3err("InvalidRequest", "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata")
-		}
-		return writeXML(w, http.StatusOK, copyObjectResult{LastModified: xmlTime(src.ModTime), ETag: etagOf(src)})
+	if src.Path == p && directive != "REPLACE" {
+		// With REPLACE, the object is written again with the new attrs.
+		return s3err("InvalidRequest", "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata")
 	}
 	if aerr := s.writeConditions(ctx, req, p); aerr != nil {
 		return aerr
@@ -165,7 +178,7 @@ func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 	putCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := &failFast{r: &sectionReader{ctx: ctx, rd: rd, end: src.Size}, cancel: cancel}
-	e, err := s.ns.Put(putCtx, p, in)
+	e, err := s.ns.PutAttrs(putCtx, p, in, attrs)
 	if in.err != nil {
 		return toAPIError(in.err, targetRead, srcKey)
 	}
@@ -177,26 +190,26 @@ func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 
 // copySource resolves x-amz-copy-source ("/bucket/key", URL-encoded,
 // optionally "?versionId=") to its entry and applies the
-// x-amz-copy-source-if-* conditions.
-func (s *Server) copySource(ctx context.Context, req *request) (router.Entry, string, error) {
+// x-amz-copy-source-if-* conditions. It returns the source's attrs too.
+func (s *Server) copySource(ctx context.Context, req *request) (router.Entry, ufs.Attrs, string, error) {
 	v := req.Header.Get("X-Amz-Copy-Source")
 	raw, version, _ := strings.Cut(v, "?")
 	if version != "" {
 		if q, err := url.ParseQuery(version); err != nil || (q.Get("versionId") != "" && q.Get("versionId") != "null") {
-			return router.Entry{}, "", s3err("InvalidArgument", "x-amz-copy-source: object versions are not supported")
+			return router.Entry{}, nil, "", s3err("InvalidArgument", "x-amz-copy-source: object versions are not supported")
 		}
 	}
 	decoded, err := url.PathUnescape(raw)
 	if err != nil {
-		return router.Entry{}, "", s3err("InvalidArgument", "x-amz-copy-source %q is not URL-encoded properly", v)
+		return router.Entry{}, nil, "", s3err("InvalidArgument", "x-amz-copy-source %q is not URL-encoded properly", v)
 	}
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(decoded, "/"), "/")
 	if bucket == "" || key == "" {
-		return router.Entry{}, "", s3err("InvalidArgument", "x-amz-copy-source %q must be bucket/key", v)
+		return router.Entry{}, nil, "", s3err("InvalidArgument", "x-amz-copy-source %q must be bucket/key", v)
 	}
-	e, err := s.statKey(ctx, bucket, key)
+	e, attrs, err := s.statKey(ctx, bucket, key)
 	if err != nil {
-		return router.Entry{}, key, err
+		return router.Entry{}, nil, key, err
 	}
 	conds := http.Header{}
 	for _, c := range []string{"Match", "None-Match", "Modified-Since", "Unmodified-Since"} {
@@ -205,9 +218,9 @@ func (s *Server) copySource(ctx context.Context, req *request) (router.Entry, st
 		}
 	}
 	if aerr := checkConditions(conds, etagOf(e), e.ModTime, false); aerr != nil {
-		return router.Entry{}, key, aerr
+		return router.Entry{}, nil, key, aerr
 	}
-	return e, key, nil
+	return e, attrs, key, nil
 }
 
 // sectionReader reads [off, end) of a Reader sequentially.

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // spool keeps multipart uploads on local disk until they complete:
@@ -46,6 +48,7 @@ type uploadInfo struct {
 	Bucket    string    `json:"bucket"`
 	Key       string    `json:"key"`
 	Initiated time.Time `json:"initiated"`
+	Attrs     ufs.Attrs `json:"attrs,omitempty"` // given at creation, stored at completion
 }
 
 // partInfo is one stored part.
@@ -89,8 +92,8 @@ func validUploadID(id string) bool {
 	return true
 }
 
-func (sp *spool) create(bucket, key string, now time.Time) (uploadInfo, error) {
-	up := uploadInfo{ID: rand.Text(), Bucket: bucket, Key: key, Initiated: now.UTC()}
+func (sp *spool) create(bucket, key string, attrs ufs.Attrs, now time.Time) (uploadInfo, error) {
+	up := uploadInfo{ID: rand.Text(), Bucket: bucket, Key: key, Initiated: now.UTC(), Attrs: attrs}
 	dir := filepath.Join(sp.dir, up.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return uploadInfo{}, fmt.Errorf("spool upload: %w", err)

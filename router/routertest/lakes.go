@@ -150,6 +150,12 @@ func (l *Lakes) OpenReader(e router.Entry) (router.Reader, error) {
 }
 
 func (l *Lakes) Put(ctx context.Context, p string, r io.Reader) (router.Entry, error) {
+	return l.PutAttrs(ctx, p, r, nil)
+}
+
+// PutAttrs stores attrs in the file's extended attributes (the file://
+// adapter's ufs.AttrFS).
+func (l *Lakes) PutAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (router.Entry, error) {
 	mp, fs, rel, err := l.resolve(p)
 	if err != nil {
 		return router.Entry{}, err
@@ -157,11 +163,27 @@ func (l *Lakes) Put(ctx context.Context, p string, r io.Reader) (router.Entry, e
 	if fs == nil || rel == "" {
 		return router.Entry{}, noMount(p)
 	}
-	fi, err := fs.Create(ctx, rel, r)
+	fi, err := fs.(ufs.AttrFS).CreateAttrs(ctx, rel, r, attrs)
 	if err != nil {
 		return router.Entry{}, err
 	}
 	return entry(mp, fi), nil
+}
+
+func (l *Lakes) StatAttrs(ctx context.Context, p string) (router.Entry, ufs.Attrs, error) {
+	mp, fs, rel, err := l.resolve(p)
+	if err != nil {
+		return router.Entry{}, nil, err
+	}
+	if fs == nil {
+		e, err := l.Stat(ctx, p)
+		return e, nil, err
+	}
+	fi, attrs, err := fs.(ufs.AttrFS).StatAttrs(ctx, rel)
+	if err != nil {
+		return router.Entry{}, nil, err
+	}
+	return entry(mp, fi), attrs, nil
 }
 
 func (l *Lakes) Remove(ctx context.Context, p string) error {

@@ -1,0 +1,99 @@
+package cachenode
+
+import (
+	"context"
+	"io"
+	"maps"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// countingAttrFS counts a lake's StatAttrs calls.
+type countingAttrFS struct {
+	ufs.FS
+	stats atomic.Int64
+}
+
+func (c *countingAttrFS) CreateAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (ufs.FileInfo, error) {
+	return c.FS.(ufs.AttrFS).CreateAttrs(ctx, p, r, attrs)
+}
+
+func (c *countingAttrFS) StatAttrs(ctx context.Context, p string) (ufs.FileInfo, ufs.Attrs, error) {
+	c.stats.Add(1)
+	return c.FS.(ufs.AttrFS).StatAttrs(ctx, p)
+}
+
+// A node answers a file's attrs from the write that stored them, then
+// from one lake call per version and TTL; an invalidation drops them; a
+// lake that keeps none refuses user metadata before writing.
+func TestNodeStatAttrs(t *testing.T) {
+	fs, err := ufs.Open(context.Background(), "file://"+t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lake := &countingAttrFS{FS: fs}
+	n := NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: lake, MetadataTTL: time.Minute}})})
+	nc := nodepb.NewNodeClient(serveTestNode(t, n))
+	ctx := context.Background()
+	write := func(p string, attrs map[string]string) error {
+		w, err := nc.Write(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Send(&nodepb.WriteChunk{Path: p, Data: []byte("bytes"), Attrs: attrs}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = w.CloseAndRecv()
+		return err
+	}
+	statAttrs := func(p string) map[string]string {
+		t.Helper()
+		r, err := nc.StatAttrs(ctx, &nodepb.StatRequest{Path: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetAttrs()
+	}
+	want := map[string]string{"content-type": "text/x-a", "x-amz-meta-who": "me"}
+	if err := write("/lake/a/f", want); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := statAttrs("/lake/a/f"); !maps.Equal(got, want) {
+			t.Fatalf("attrs %v, want %v", got, want)
+		}
+	}
+	if got := lake.stats.Load(); got != 0 {
+		t.Errorf("%d lake calls for the attrs a write stored, want 0", got)
+	}
+	if _, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: "/lake/a"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := statAttrs("/lake/a/f"); !maps.Equal(got, want) {
+			t.Fatalf("attrs after an invalidation %v, want %v", got, want)
+		}
+	}
+	if got := lake.stats.Load(); got != 1 {
+		t.Errorf("%d lake calls after an invalidation, want 1", got)
+	}
+
+	if err := write("/lake/a/g", map[string]string{"x-amz-meta-Bad": "x"}); err == nil || !strings.Contains(err.Error(), "lower-case") {
+		t.Errorf("a write with an upper-case key: %v, want refused", err)
+	}
+	plain := NewNode(NodeConfig{ID: "n2", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: struct{ ufs.FS }{fs}, MetadataTTL: time.Minute}})})
+	pc := nodepb.NewNodeClient(serveTestNode(t, plain))
+	w, _ := pc.Write(ctx)
+	w.Send(&nodepb.WriteChunk{Path: "/lake/a/h", Data: []byte("x"), Attrs: map[string]string{"x-amz-meta-k": "v"}})
+	if _, err := w.CloseAndRecv(); !strings.Contains(err.Error(), "keeps no user metadata") {
+		t.Errorf("user metadata for a lake that keeps none: %v", err)
+	}
+	if _, err := fs.Stat(ctx, "h"); err == nil {
+		t.Error("the refused write wrote its file")
+	}
+}
