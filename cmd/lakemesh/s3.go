@@ -39,7 +39,11 @@ own buckets work unchanged.
 
 Keys: a key must map to one path. A key with an empty, "." or ".." element,
 a NUL byte or an element over 255 bytes is refused with InvalidArgument. A
-key ending in "/" with an empty body is a directory. User metadata, tags,
+key ending in "/" with an empty body is a directory. An object's
+Content-Type, Content-Encoding, Content-Language, Content-Disposition,
+Cache-Control, Expires and x-amz-meta-* user metadata (at most 2 KiB) are
+stored with it in its lake and come back on GET and HEAD; an HDFS lake keeps
+the bytes only (user metadata is refused there with NotImplemented). Tags,
 ACLs and versions are not stored. ETags are the lake's file versions.
 A request for a subresource the gateway does not implement (?versioning,
 ?tagging, ?acl, a versionId other than "null", ...) is answered

@@ -36,8 +36,9 @@
 // keys below it only through those keys; deleting the last key below a
 // directory removes the directories it leaves empty (up to the bucket's
 // root), as an S3 prefix vanishes with its last key. A key cannot be both
-// an object and a prefix of other keys (InvalidArgument). User metadata
-// (x-amz-meta-*), tags, ACLs and versions are not stored. A request that
+// an object and a prefix of other keys (InvalidArgument). An object's
+// standard headers and user metadata (x-amz-meta-*) are stored with it in
+// its lake (attrs.go); tags, ACLs and versions are not. A request that
 // names a subresource its operation does not take (route.go) is
 // NotImplemented, never another operation: PUT /bucket?versioning does not
 // create the bucket, DELETE /bucket/key?versionId=v does not delete the
