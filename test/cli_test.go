@@ -164,9 +164,15 @@ func TestDemoAndClientCommands(t *testing.T) {
 	// put, then read back, list, remove.
 	src := filepath.Join(t.TempDir(), "hello.txt")
 	os.WriteFile(src, []byte("hello, mesh\n"), 0o644)
-	lm("put", src, "/lake/s3-use1/notes/hello.txt")
+	lm("put", "--content-type", "text/plain", "--meta", "Author=ml team", src, "/lake/s3-use1/notes/hello.txt")
 	if got := lm("cat", "/lake/s3-use1/notes/hello.txt"); got != "hello, mesh\n" {
 		t.Fatalf("cat after put = %q", got)
+	}
+	if stat := lm("stat", "/lake/s3-use1/notes/hello.txt"); !strings.Contains(stat, "content-type: text/plain\n") || !strings.Contains(stat, "x-amz-meta-author: ml team\n") {
+		t.Fatalf("stat after put with metadata:\n%s", stat)
+	}
+	if _, stderr, code := run(t, "put", "--node", node, "--meta", "novalue", src, "/lake/s3-use1/notes/x.txt"); code == 0 || !strings.Contains(stderr, `--meta "novalue": write NAME=VALUE`) {
+		t.Fatalf("put with a bad --meta: exit %d, %q", code, stderr)
 	}
 	if b, _ := os.ReadFile(filepath.Join(lake, "notes", "hello.txt")); string(b) != "hello, mesh\n" {
 		t.Fatalf("the lake holds %q after put", b)

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,12 +17,12 @@ func statCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "stat [flags] PATH",
 		Short:   "Show a file's size, modification time and version",
-		Long:    "Show what the namespace knows of a path: type, size, modification time and\nversion (the lake's ETag or an mtime+size digest). Served from the region's\nmetadata cache, which is at most the mount's metadata TTL old.",
+		Long:    "Show what the namespace knows of a path: type, size, modification time,\nversion (the lake's ETag or an mtime+size digest) and the metadata stored\nwith a file (Content-Type, x-amz-meta-*, ...: see lakemesh s3 --help).\nServed from the region's metadata cache, which is at most the mount's\nmetadata TTL old.",
 		Example: "  lakemesh stat /lake/s3-use1/train/part-0000",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cf.run(cmd, func(ctx context.Context, c *router.Client) error {
-				e, err := c.Stat(ctx, args[0])
+				e, attrs, err := c.StatAttrs(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -34,6 +36,9 @@ func statCmd() *cobra.Command {
 				}
 				if !e.ModTime.IsZero() {
 					fmt.Printf("modified: %s\n", e.ModTime.Local().Format(time.RFC3339))
+				}
+				for _, k := range slices.Sorted(maps.Keys(attrs)) {
+					fmt.Printf("%s: %s\n", k, attrs[k])
 				}
 				return nil
 			})
