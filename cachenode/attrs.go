@@ -160,5 +160,5 @@ func (n *Node) StatAttrs(ctx context.Context, req *nodepb.StatRequest) (*nodepb.
 		n.meta.invalidate(p) // the lake moved on since the cached stat
 	}
 	n.attrs.put(p, fi.Version, attrs, lake.MetadataTTL)
-	return &nodepb.StatAttrsReply{Entry: entryProto(lake, fi), Attrs: attrs}, nil
+	return &nodepb.StatAttrsReply{Entry: n.uploaded.mark(entryProto(lake, fi)), Attrs: attrs}, nil
 }

@@ -106,6 +106,9 @@ type Node struct {
 	seedBuf *semaphore.Weighted // bytes write-throughs keep for seeding (seed.go)
 	watch   watchers            // Watch streams (watch.go)
 	attrs   attrsCache          // files' attrs (attrs.go)
+	// uploaded are the journal versions this node's uploads came from
+	// (writeback.go).
+	uploaded uploadedAliasTable
 }
 
 // NewNode returns the data server of a node.
@@ -349,7 +352,7 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 	if err != nil {
 		return nil, ToStatus(fmt.Errorf("stat %s: %w", p, err))
 	}
-	return &nodepb.StatReply{Entry: entryProto(lake, fi)}, nil
+	return &nodepb.StatReply{Entry: n.uploaded.mark(entryProto(lake, fi))}, nil
 }
 
 // List answers one page of a directory listing from the metadata cache.

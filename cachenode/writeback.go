@@ -120,6 +120,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	// journal still holds them (Done lets the data file go).
 	n.seedJournaled(ctx, lake, rel, e, entry)
 	n.attrs.put(e.Path, entry.GetVersion(), e.Attrs, lake.MetadataTTL)
+	n.uploaded.put(e.Path, e.Version(), entry.GetVersion())
 	// The lake's entry cached here goes before the journal's: a stat that
 	// no longer finds the journal's must not find the older lake entry.
 	n.invalidateUp(e.Path)
@@ -520,3 +521,61 @@ var ErrNoHomeNode = errors.New("the lake's home region has no node up")
 // errNoJournal is returned for writes that need a journal on a node
 // started without one.
 var errNoJournal = errors.New("this node has no write-back journal (lakemesh node --cache-dir holds it)")
+
+// uploadedAliasTTL is how long a node remembers which journal version a
+// lake version was uploaded from, and uploadedAliases how many it keeps.
+const (
+	uploadedAliasTTL = time.Hour
+	uploadedAliases  = 1 << 16
+)
+
+// uploadedAliases remembers, for the files this node uploaded, the
+// journal version each lake version came from: the same bytes under the
+// ETag clients saw until the upload (Entry.uploaded_from), so a
+// conditional request with it (If-Match, If-None-Match) is not refused
+// because the upload landed in between.
+type uploadedAliasTable struct {
+	mu sync.Mutex
+	m  map[string]uploadedAlias // path ->
+}
+
+type uploadedAlias struct {
+	journal, lake string
+	until         time.Time
+}
+
+func (t *uploadedAliasTable) put(p, journal, lake string) {
+	if lake == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]uploadedAlias{}
+	}
+	if len(t.m) >= uploadedAliases {
+		now := time.Now()
+		maps.DeleteFunc(t.m, func(_ string, a uploadedAlias) bool { return now.After(a.until) })
+		for k := range t.m {
+			if len(t.m) < uploadedAliases {
+				break
+			}
+			delete(t.m, k)
+		}
+	}
+	t.m[p] = uploadedAlias{journal: journal, lake: lake, until: time.Now().Add(uploadedAliasTTL)}
+}
+
+// mark sets e's uploaded_from when this node uploaded its version from
+// its journal; it returns e.
+func (t *uploadedAliasTable) mark(e *nodepb.Entry) *nodepb.Entry {
+	if e.GetDir() {
+		return e
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if a, ok := t.m[e.GetPath()]; ok && a.lake == e.GetVersion() && time.Now().Before(a.until) {
+		e.UploadedFrom = a.journal
+	}
+	return e
+}

@@ -19,13 +19,17 @@ type Entry struct {
 	ModTime time.Time
 	IsDir   bool
 	Version string
+	// UploadedFrom is the write-back journal version this version was
+	// uploaded from (the same bytes), when the region still knows it: a
+	// client that saw the file before its upload holds that version.
+	UploadedFrom string
 }
 
 // Name is the last element of Path.
 func (e Entry) Name() string { return path.Base(e.Path) }
 
 func entryFrom(pe *nodepb.Entry) Entry {
-	e := Entry{Path: pe.GetPath(), Size: pe.GetSize(), IsDir: pe.GetDir(), Version: pe.GetVersion()}
+	e := Entry{Path: pe.GetPath(), Size: pe.GetSize(), IsDir: pe.GetDir(), Version: pe.GetVersion(), UploadedFrom: pe.GetUploadedFrom()}
 	if ns := pe.GetMtimeUnixNano(); ns != 0 {
 		e.ModTime = time.Unix(0, ns)
 	}

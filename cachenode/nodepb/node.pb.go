@@ -614,6 +614,10 @@ type Entry struct {
 	MtimeUnixNano int64                  `protobuf:"varint,3,opt,name=mtime_unix_nano,json=mtimeUnixNano,proto3" json:"mtime_unix_nano,omitempty"`
 	Dir           bool                   `protobuf:"varint,4,opt,name=dir,proto3" json:"dir,omitempty"`
 	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// uploaded_from is the write-back journal version this version was
+	// uploaded from (the same bytes), while the node that uploaded it
+	// remembers: a client holding the journal version's ETag still matches.
+	UploadedFrom  string `protobuf:"bytes,6,opt,name=uploaded_from,json=uploadedFrom,proto3" json:"uploaded_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -679,6 +683,13 @@ func (x *Entry) GetDir() bool {
 func (x *Entry) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *Entry) GetUploadedFrom() string {
+	if x != nil {
+		return x.UploadedFrom
 	}
 	return ""
 }
@@ -2422,13 +2433,14 @@ const file_node_proto_rawDesc = "" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x14\n" +
 	"\x05pages\x18\x02 \x03(\x03R\x05pages\"+\n" +
 	"\rPrefetchReply\x12\x1a\n" +
-	"\baccepted\x18\x01 \x01(\x05R\baccepted\"\x83\x01\n" +
+	"\baccepted\x18\x01 \x01(\x05R\baccepted\"\xa8\x01\n" +
 	"\x05Entry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12&\n" +
 	"\x0fmtime_unix_nano\x18\x03 \x01(\x03R\rmtimeUnixNano\x12\x10\n" +
 	"\x03dir\x18\x04 \x01(\bR\x03dir\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"!\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12#\n" +
+	"\ruploaded_from\x18\x06 \x01(\tR\fuploadedFrom\"!\n" +
 	"\vStatRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\":\n" +
 	"\tStatReply\x12-\n" +

@@ -153,7 +153,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 	if !e.ModTime.IsZero() {
 		h.Set("Last-Modified", e.ModTime.UTC().Format(http.TimeFormat))
 	}
-	if aerr := checkConditions(req.Header, etag, e.ModTime, true); aerr != nil {
+	if aerr := checkConditions(req.Header, e, true); aerr != nil {
 		return aerr
 	}
 	size := e.Size
@@ -381,15 +381,22 @@ func readFull(ctx context.Context, rd router.Reader, buf []byte, off int64) (int
 }
 
 // checkConditions applies If-Match, If-Unmodified-Since, If-None-Match
-// and If-Modified-Since in RFC 7232's order. A failed If-None-Match or
-// If-Modified-Since is 304 for reads (get) and 412 otherwise.
-func checkConditions(h http.Header, etag string, modTime time.Time, get bool) *apiError {
-	mod := modTime.Truncate(time.Second)
+// and If-Modified-Since in RFC 7232's order, against e's ETags and
+// modification time. A failed If-None-Match or If-Modified-Since is 304
+// for reads (get) and 412 otherwise.
+func checkConditions(h http.Header, e router.Entry, get bool) *apiError {
+	mod := e.ModTime.Truncate(time.Second)
+	etags := []string{etagOf(e)}
+	if e.UploadedFrom != "" && !e.IsDir {
+		// The same bytes, under the ETag they had before their
+		// write-back upload reached the lake.
+		etags = append(etags, etagOf(router.Entry{Version: e.UploadedFrom}))
+	}
 	failed := func(what string) *apiError {
 		return s3err("PreconditionFailed", "at least one of the preconditions you specified did not hold: %s", what)
 	}
 	if v := h.Get("If-Match"); v != "" {
-		if !etagMatches(v, etag) {
+		if !etagMatches(v, etags...) {
 			return failed("If-Match")
 		}
 	} else if v := h.Get("If-Unmodified-Since"); v != "" {
@@ -404,7 +411,7 @@ func checkConditions(h http.Header, etag string, modTime time.Time, get bool) *a
 		return s3err("NotModified", "not modified")
 	}
 	if v := h.Get("If-None-Match"); v != "" {
-		if etagMatches(v, etag) {
+		if etagMatches(v, etags...) {
 			return notModified("If-None-Match")
 		}
 	} else if v := h.Get("If-Modified-Since"); v != "" {
@@ -415,17 +422,20 @@ func checkConditions(h http.Header, etag string, modTime time.Time, get bool) *a
 	return nil
 }
 
-// etagMatches reports whether an If-Match/If-None-Match list names etag.
-func etagMatches(list, etag string) bool {
-	want := strings.Trim(etag, `"`)
+// etagMatches reports whether an If-Match/If-None-Match list names one
+// of etags (an object's ETags: the current one, and the one it had
+// before its write-back upload).
+func etagMatches(list string, etags ...string) bool {
 	for item := range strings.SplitSeq(list, ",") {
 		item = strings.TrimSpace(item)
 		if item == "*" {
 			return true
 		}
-		item = strings.TrimPrefix(item, "W/")
-		if strings.Trim(item, `"`) == want {
-			return true
+		item = strings.Trim(strings.TrimPrefix(item, "W/"), `"`)
+		for _, etag := range etags {
+			if item == strings.Trim(etag, `"`) {
+				return true
+			}
 		}
 	}
 	return false

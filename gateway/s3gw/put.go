@@ -107,7 +107,7 @@ func (s *Server) writeConditions(ctx context.Context, req *request, p string) *a
 	e, err := s.ns.Stat(ctx, p)
 	switch {
 	case err == nil && !e.IsDir:
-		return checkConditions(http.Header{"If-Match": {ifMatch}, "If-None-Match": {ifNone}}, etagOf(e), e.ModTime, false)
+		return checkConditions(http.Header{"If-Match": {ifMatch}, "If-None-Match": {ifNone}}, e, false)
 	case err == nil || errors.Is(err, ufs.ErrNotFound) || errors.Is(err, ufs.ErrNotDir):
 		if ifMatch != "" {
 			return noSuchKey(req.key)
@@ -217,7 +217,7 @@ func (s *Server) copySource(ctx context.Context, req *request) (router.Entry, uf
 			conds.Set("If-"+c, v)
 		}
 	}
-	if aerr := checkConditions(conds, etagOf(e), e.ModTime, false); aerr != nil {
+	if aerr := checkConditions(conds, e, false); aerr != nil {
 		return router.Entry{}, nil, key, aerr
 	}
 	return e, attrs, key, nil
