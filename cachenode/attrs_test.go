@@ -40,7 +40,7 @@ func TestNodeStatAttrs(t *testing.T) {
 	n := NewNode(NodeConfig{ID: "n1", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: lake, MetadataTTL: time.Minute}})})
 	nc := nodepb.NewNodeClient(serveTestNode(t, n))
 	ctx := context.Background()
-	write := func(p string, attrs map[string]string) error {
+	write := func(nc nodepb.NodeClient, p string, attrs map[string]string) error {
 		w, err := nc.Write(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -51,46 +51,38 @@ func TestNodeStatAttrs(t *testing.T) {
 		_, err = w.CloseAndRecv()
 		return err
 	}
-	statAttrs := func(p string) map[string]string {
-		t.Helper()
-		r, err := nc.StatAttrs(ctx, &nodepb.StatRequest{Path: p})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.GetAttrs()
-	}
 	want := map[string]string{"content-type": "text/x-a", "x-amz-meta-who": "me"}
-	if err := write("/lake/a/f", want); err != nil {
+	// statThrice asks three times, and the lake must have been asked
+	// calls times in all.
+	statThrice := func(what string, calls int64) {
+		t.Helper()
+		for range 3 {
+			r, err := nc.StatAttrs(ctx, &nodepb.StatRequest{Path: "/lake/a/f"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.GetAttrs(); !maps.Equal(got, want) {
+				t.Fatalf("%s: attrs %v, want %v", what, got, want)
+			}
+		}
+		if got := lake.stats.Load(); got != calls {
+			t.Errorf("%s: %d lake calls, want %d", what, got, calls)
+		}
+	}
+	if err := write(nc, "/lake/a/f", want); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if got := statAttrs("/lake/a/f"); !maps.Equal(got, want) {
-			t.Fatalf("attrs %v, want %v", got, want)
-		}
-	}
-	if got := lake.stats.Load(); got != 0 {
-		t.Errorf("%d lake calls for the attrs a write stored, want 0", got)
-	}
+	statThrice("after the write that stored them", 0)
 	if _, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: "/lake/a"}); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if got := statAttrs("/lake/a/f"); !maps.Equal(got, want) {
-			t.Fatalf("attrs after an invalidation %v, want %v", got, want)
-		}
-	}
-	if got := lake.stats.Load(); got != 1 {
-		t.Errorf("%d lake calls after an invalidation, want 1", got)
-	}
+	statThrice("after an invalidation", 1)
 
-	if err := write("/lake/a/g", map[string]string{"x-amz-meta-Bad": "x"}); err == nil || !strings.Contains(err.Error(), "lower-case") {
+	if err := write(nc, "/lake/a/g", map[string]string{"x-amz-meta-Bad": "x"}); err == nil || !strings.Contains(err.Error(), "lower-case") {
 		t.Errorf("a write with an upper-case key: %v, want refused", err)
 	}
 	plain := NewNode(NodeConfig{ID: "n2", Region: "r", Lakes: NewLakes([]Lake{{Path: "/lake/a", FS: struct{ ufs.FS }{fs}, MetadataTTL: time.Minute}})})
-	pc := nodepb.NewNodeClient(serveTestNode(t, plain))
-	w, _ := pc.Write(ctx)
-	w.Send(&nodepb.WriteChunk{Path: "/lake/a/h", Data: []byte("x"), Attrs: map[string]string{"x-amz-meta-k": "v"}})
-	if _, err := w.CloseAndRecv(); !strings.Contains(err.Error(), "keeps no user metadata") {
+	if err := write(nodepb.NewNodeClient(serveTestNode(t, plain)), "/lake/a/h", map[string]string{"x-amz-meta-k": "v"}); err == nil || !strings.Contains(err.Error(), "keeps no user metadata") {
 		t.Errorf("user metadata for a lake that keeps none: %v", err)
 	}
 	if _, err := fs.Stat(ctx, "h"); err == nil {
