@@ -699,7 +699,7 @@ func (n *Node) InvalidateLocal(path string) {
 // for an invalidation that names no change (lakemesh sync), everything
 // below its path.
 func (n *Node) tellWatchers(req *nodepb.InvalidateRequest) {
-	c := &nodepb.Change{Paths: req.GetChanged()}
+	c := &nodepb.Change{Paths: req.GetChanged(), Origin: req.GetOrigin()}
 	switch {
 	case req.GetSelfOnly():
 		c.Dirs = []string{req.GetPath()}

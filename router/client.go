@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,6 +102,10 @@ type Client struct {
 	// their page files; nil when disabled.
 	sc *shortCircuit
 
+	// origin names this client's changes to the region's watchers, so
+	// its own watch skips them (watch.go).
+	origin string
+
 	bg     sync.WaitGroup // readahead calls in flight
 	bgSem  chan struct{}  // bounds them
 	ctx    context.Context
@@ -147,6 +152,7 @@ func New(cfg Config) (*Client, error) {
 		bgSem:     make(chan struct{}, 16),
 		pageBufs:  make(chan struct{}, cfg.PageBuffers),
 		frameBufs: cachenode.NewRawBufferPool(),
+		origin:    rand.Text(),
 		ctx:       ctx,
 		cancel:    cancel,
 	}, nil

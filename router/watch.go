@@ -45,8 +45,8 @@ const watchRetry = time.Second
 // WatchChanges watches every member of the region (Watcher). Changes a
 // client makes are told to the node of the changed path's directory, so
 // watching them all hears every change made through lakemesh in the
-// region; a change made in the lake directly is seen after the TTL, as
-// before.
+// region, except this client's own, which its caller made and knows of;
+// a change made in the lake directly is seen after the TTL, as before.
 func (c *Client) WatchChanges(ctx context.Context, fn func(Change)) {
 	var mu sync.Mutex // one call of fn at a time
 	call := func(ch Change) {
@@ -123,6 +123,9 @@ func (c *Client) watchMember(ctx context.Context, m region.Member, fn func(Chang
 				var ch *nodepb.Change
 				if ch, err = in.Recv(); err != nil {
 					break
+				}
+				if ch.GetOrigin() == c.origin && !ch.GetLost() {
+					continue // this client's own change: its caller knows
 				}
 				fn(Change{Paths: ch.GetPaths(), Dirs: ch.GetDirs(), Below: ch.GetBelow(), Lost: ch.GetLost()})
 			}

@@ -265,7 +265,7 @@ func (c *Client) invalidateChanged(ctx context.Context, ps ...string) {
 		go func() {
 			defer wg.Done()
 			err := c.onCandidates(ctx, metaKey(a), func(nc nodepb.NodeClient, _ region.Member) error {
-				_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: a, SelfOnly: true})
+				_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: a, SelfOnly: true, Origin: c.origin})
 				return err
 			})
 			if err != nil {
@@ -282,7 +282,7 @@ func (c *Client) invalidateChanged(ctx context.Context, ps ...string) {
 // Best effort: a failure only means the old answer lives until its TTL.
 func (c *Client) invalidateOwner(ctx context.Context, p string, changed ...string) {
 	err := c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
-		_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p, Changed: changed})
+		_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: p, Changed: changed, Origin: c.origin})
 		return err
 	})
 	if err != nil {

@@ -1391,7 +1391,10 @@ type InvalidateRequest struct {
 	SelfOnly bool `protobuf:"varint,3,opt,name=self_only,json=selfOnly,proto3" json:"self_only,omitempty"`
 	// changed are the files and directories whose change (written, removed,
 	// renamed, made) this invalidation follows, for the node's watchers.
-	Changed       []string `protobuf:"bytes,4,rep,name=changed,proto3" json:"changed,omitempty"`
+	Changed []string `protobuf:"bytes,4,rep,name=changed,proto3" json:"changed,omitempty"`
+	// origin names the client that made the change (for its own watch,
+	// which skips what it did itself).
+	Origin        string `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1452,6 +1455,13 @@ func (x *InvalidateRequest) GetChanged() []string {
 		return x.Changed
 	}
 	return nil
+}
+
+func (x *InvalidateRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 type InvalidateReply struct {
@@ -2312,10 +2322,11 @@ func (*WatchRequest) Descriptor() ([]byte, []int) {
 // Change is what a node was told changed. Each field may be empty.
 type Change struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"` // written, removed, renamed or made
-	Dirs          []string               `protobuf:"bytes,2,rep,name=dirs,proto3" json:"dirs,omitempty"`   // directories whose own listing changed
-	Below         string                 `protobuf:"bytes,3,opt,name=below,proto3" json:"below,omitempty"` // everything at and below this path may have changed (lakemesh sync)
-	Lost          bool                   `protobuf:"varint,4,opt,name=lost,proto3" json:"lost,omitempty"`  // the watcher fell behind: changes were dropped
+	Paths         []string               `protobuf:"bytes,1,rep,name=paths,proto3" json:"paths,omitempty"`   // written, removed, renamed or made
+	Dirs          []string               `protobuf:"bytes,2,rep,name=dirs,proto3" json:"dirs,omitempty"`     // directories whose own listing changed
+	Below         string                 `protobuf:"bytes,3,opt,name=below,proto3" json:"below,omitempty"`   // everything at and below this path may have changed (lakemesh sync)
+	Lost          bool                   `protobuf:"varint,4,opt,name=lost,proto3" json:"lost,omitempty"`    // the watcher fell behind: changes were dropped
+	Origin        string                 `protobuf:"bytes,5,opt,name=origin,proto3" json:"origin,omitempty"` // the client that made the change (InvalidateRequest.origin)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2376,6 +2387,13 @@ func (x *Change) GetLost() bool {
 		return x.Lost
 	}
 	return false
+}
+
+func (x *Change) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
 }
 
 var File_node_proto protoreflect.FileDescriptor
@@ -2484,12 +2502,13 @@ const file_node_proto_rawDesc = "" +
 	"\vRenameReply\")\n" +
 	"\x13WaitUploadedRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"\x13\n" +
-	"\x11WaitUploadedReply\"r\n" +
+	"\x11WaitUploadedReply\"\x8a\x01\n" +
 	"\x11InvalidateRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mesh\x18\x02 \x01(\bR\x04mesh\x12\x1b\n" +
 	"\tself_only\x18\x03 \x01(\bR\bselfOnly\x12\x18\n" +
-	"\achanged\x18\x04 \x03(\tR\achanged\"R\n" +
+	"\achanged\x18\x04 \x03(\tR\achanged\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin\"R\n" +
 	"\x0fInvalidateReply\x12\x18\n" +
 	"\adropped\x18\x01 \x01(\x05R\adropped\x12%\n" +
 	"\x0emesh_published\x18\x02 \x01(\bR\rmeshPublished\"\r\n" +
@@ -2566,12 +2585,13 @@ const file_node_proto_rawDesc = "" +
 	"\tSeedReply\x12\x16\n" +
 	"\x06stored\x18\x01 \x01(\x03R\x06stored\x12\x18\n" +
 	"\askipped\x18\x02 \x01(\x03R\askipped\"\x0e\n" +
-	"\fWatchRequest\"\\\n" +
+	"\fWatchRequest\"t\n" +
 	"\x06Change\x12\x14\n" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x12\n" +
 	"\x04dirs\x18\x02 \x03(\tR\x04dirs\x12\x14\n" +
 	"\x05below\x18\x03 \x01(\tR\x05below\x12\x12\n" +
-	"\x04lost\x18\x04 \x01(\bR\x04lost2\xea\t\n" +
+	"\x04lost\x18\x04 \x01(\bR\x04lost\x12\x16\n" +
+	"\x06origin\x18\x05 \x01(\tR\x06origin2\xea\t\n" +
 	"\x04Node\x12D\n" +
 	"\x04Read\x12\x1d.lakemesh.node.v1.ReadRequest\x1a\x1b.lakemesh.node.v1.ReadChunk0\x01\x12N\n" +
 	"\bPrefetch\x12!.lakemesh.node.v1.PrefetchRequest\x1a\x1f.lakemesh.node.v1.PrefetchReply\x12?\n" +
