@@ -39,8 +39,13 @@ type Watcher interface {
 
 var _ Watcher = (*Client)(nil)
 
-// watchRetry is how long a broken watch waits before it is opened again.
-const watchRetry = time.Second
+// watchRetry is how long a broken watch waits before it is opened again,
+// and watchReady how long WatchChanges waits for the members' watches to
+// be in place.
+const (
+	watchRetry = time.Second
+	watchReady = 5 * time.Second
+)
 
 // WatchChanges watches every member of the region (Watcher). Changes a
 // client makes are told to the node of the changed path's directory, so
@@ -79,12 +84,15 @@ func (c *Client) WatchChanges(ctx context.Context, fn func(Change)) {
 	}
 	changed := c.cfg.Members.Changed()
 	first := resync()
-	ready := time.After(5 * time.Second)
+	timeout := time.After(watchReady)
+wait:
 	for range first {
 		select {
 		case <-started:
-		case <-ready:
+		case <-timeout:
+			break wait // the members that did not answer are watched once they do
 		case <-ctx.Done():
+			break wait
 		}
 	}
 	go func() {

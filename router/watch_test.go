@@ -2,10 +2,13 @@ package router
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lakemesh/lakemesh/region"
 )
 
 // A client's watch hears the changes other clients make in the region,
@@ -55,5 +58,33 @@ func TestWatchChangesOfOtherClients(t *testing.T) {
 	}
 	if got := paths(heardA, time.Second); !slices.Equal(got, []string{"/lake/a/w"}) {
 		t.Errorf("a heard %q after b's write, want [/lake/a/w]", got)
+	}
+}
+
+// WatchChanges returns within its wait for the members' watches when
+// several members do not answer, not after one wait per member.
+func TestWatchChangesWithMembersDown(t *testing.T) {
+	r := startTestRegion(t, 1, 1<<20, nil)
+	members := r.cfg.Members.(*region.Static)
+	up := members.Members()[0]
+	down := func(id string) region.Member {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := lis.Addr().String()
+		lis.Close() // nothing answers there
+		return region.Member{ID: id, Region: "r", Addr: addr}
+	}
+	members.Set(up, down("n8"), down("n9"))
+	c := r.client(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	returned := make(chan struct{})
+	go func() { c.WatchChanges(ctx, func(Change) {}); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(watchReady + 2*time.Second):
+		t.Errorf("WatchChanges had not returned %v after it was called with two members down, want about %v", watchReady+2*time.Second, watchReady)
 	}
 }
