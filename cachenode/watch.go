@@ -19,9 +19,26 @@ const watchQueue = 1024
 // make (a client tells the node of the directory it changed, with the
 // paths; see InvalidateRequest.changed).
 type watchers struct {
-	mu     sync.Mutex
-	subs   map[*watcher]bool
-	closed bool
+	mu      sync.Mutex
+	subs    map[*watcher]bool
+	closed  bool
+	changes int64 // changes published
+	dropped int64 // watchers dropped for falling behind
+}
+
+// WatchStats counts a node's watch streams.
+type WatchStats struct {
+	Watchers int   // streams open now
+	Changes  int64 // changes published to them since the node started
+	Dropped  int64 // streams ended because they fell watchQueue behind
+}
+
+// WatchStats describes the node's watch streams, for its metrics.
+func (n *Node) WatchStats() WatchStats {
+	ws := &n.watch
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return WatchStats{Watchers: len(ws.subs), Changes: ws.changes, Dropped: ws.dropped}
 }
 
 type watcher struct {
@@ -58,6 +75,7 @@ func (ws *watchers) remove(w *watcher) {
 func (ws *watchers) publish(c *nodepb.Change) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	ws.changes++
 	for w := range ws.subs {
 		select {
 		case w.ch <- c:
@@ -65,6 +83,7 @@ func (ws *watchers) publish(c *nodepb.Change) {
 			delete(ws.subs, w)
 			close(w.lost)
 			close(w.ch)
+			ws.dropped++
 		}
 	}
 }

@@ -95,7 +95,7 @@ func TestWatchersDropOneFallenBehind(t *testing.T) {
 	default:
 		t.Error("the slow watcher was not told it lost changes")
 	}
-	if len(ws.subs) != 1 {
-		t.Errorf("%d watchers left, want the one that kept up", len(ws.subs))
+	if len(ws.subs) != 1 || ws.dropped != 1 || ws.changes != watchQueue+1 {
+		t.Errorf("%d watchers left, %d dropped, %d changes; want the one that kept up, 1, %d", len(ws.subs), ws.dropped, ws.changes, watchQueue+1)
 	}
 }

@@ -253,6 +253,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		Tracer:         tracer,
 	})
 	n.node = node
+	n.registerWatchMetrics()
 	const streamWorkers = 64
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 20),
@@ -628,4 +629,21 @@ func availableMemory() (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// registerWatchMetrics exports the node's watch streams (the mounts that
+// follow the region's changes) on /metrics.
+func (n *runningNode) registerWatchMetrics() {
+	if n.registry == nil {
+		return
+	}
+	node := n.node
+	n.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "lakemesh_watchers", Help: "Watch streams open: front ends (FUSE mounts) told at once of the changes made in the region."},
+			func() float64 { return float64(node.WatchStats().Watchers) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_watch_changes_total", Help: "Changes passed on to the watch streams."},
+			func() float64 { return float64(node.WatchStats().Changes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_watch_dropped_total", Help: "Watch streams ended because they fell behind (their mounts then drop everything they cached)."},
+			func() float64 { return float64(node.WatchStats().Dropped) }),
+	)
 }
