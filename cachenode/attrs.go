@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -37,9 +35,13 @@ func checkAttrs(lake Lake, attrs ufs.Attrs) error {
 		return err
 	}
 	if _, ok := lake.FS.(ufs.AttrFS); !ok && hasUserAttrs(attrs) {
-		return fmt.Errorf("the lake %s keeps no user metadata (x-amz-meta-*): %w", lake.FS, ufs.ErrAttrsNotKept)
+		return noUserAttrs(lake)
 	}
 	return nil
+}
+
+func noUserAttrs(lake Lake) error {
+	return fmt.Errorf("the lake %s keeps no user metadata (x-amz-meta-*): %w", lake.FS, ufs.ErrAttrsNotKept)
 }
 
 func hasUserAttrs(attrs ufs.Attrs) bool {
@@ -57,7 +59,7 @@ func create(ctx context.Context, lake Lake, rel string, r io.Reader, attrs ufs.A
 		return afs.CreateAttrs(ctx, rel, r, attrs)
 	}
 	if hasUserAttrs(attrs) {
-		return ufs.FileInfo{}, fmt.Errorf("the lake %s keeps no user metadata (x-amz-meta-*): %w", lake.FS, ufs.ErrAttrsNotKept)
+		return ufs.FileInfo{}, noUserAttrs(lake)
 	}
 	return lake.FS.Create(ctx, rel, r)
 }
@@ -65,44 +67,28 @@ func create(ctx context.Context, lake Lake, rel string, r io.Reader, attrs ufs.A
 // attrsCache holds files' attrs by path, each for one version until a
 // deadline.
 type attrsCache struct {
-	mu sync.Mutex
-	m  map[string]cachedAttrs
+	expiringMap[cachedAttrs]
 }
 
 type cachedAttrs struct {
 	version string
 	attrs   ufs.Attrs
-	until   time.Time
+}
+
+func newAttrsCache() attrsCache {
+	return attrsCache{expiringMap[cachedAttrs]{limit: attrsCacheEntries}}
 }
 
 func (c *attrsCache) put(p, version string, attrs ufs.Attrs, ttl time.Duration) {
-	if ttl <= 0 || version == "" {
-		return
+	if ttl > 0 && version != "" {
+		c.expiringMap.put(p, cachedAttrs{version: version, attrs: attrs.Clone()}, ttl)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]cachedAttrs{}
-	}
-	if len(c.m) >= attrsCacheEntries {
-		now := time.Now()
-		maps.DeleteFunc(c.m, func(_ string, e cachedAttrs) bool { return now.After(e.until) })
-		for k := range c.m { // still full: any entry goes
-			if len(c.m) < attrsCacheEntries {
-				break
-			}
-			delete(c.m, k)
-		}
-	}
-	c.m[p] = cachedAttrs{version: version, attrs: attrs.Clone(), until: time.Now().Add(ttl)}
 }
 
 // get returns the attrs of p at version, if held and fresh.
 func (c *attrsCache) get(p, version string) (ufs.Attrs, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[p]
-	if !ok || e.version != version || time.Now().After(e.until) {
+	e, ok := c.expiringMap.get(p)
+	if !ok || e.version != version {
 		return nil, false
 	}
 	return e.attrs, true
@@ -111,11 +97,7 @@ func (c *attrsCache) get(p, version string) (ufs.Attrs, bool) {
 // drop forgets p and everything below it.
 func (c *attrsCache) drop(p string) {
 	p = strings.TrimSuffix(p, "/")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	maps.DeleteFunc(c.m, func(k string, _ cachedAttrs) bool {
-		return p == "" || k == p || strings.HasPrefix(k, p+"/")
-	})
+	c.expiringMap.drop(func(k string) bool { return p == "" || k == p || strings.HasPrefix(k, p+"/") })
 }
 
 // StatAttrs is Stat with the file's attrs: a journaled file's from its

@@ -123,7 +123,7 @@ func NewNode(cfg NodeConfig) *Node {
 		cfg.Members = func() []*nodepb.Member { return nil }
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, meta: newMetaCache(cfg.MetadataEntries), pending: map[string]map[string]*nodepb.Entry{},
-		seedBuf: semaphore.NewWeighted(seedBufferBytes)}
+		seedBuf: semaphore.NewWeighted(seedBufferBytes), attrs: newAttrsCache(), uploaded: newUploadedAliasTable()}
 	n.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
 	return n
 }

@@ -529,41 +529,27 @@ const (
 	uploadedAliases  = 1 << 16
 )
 
-// uploadedAliases remembers, for the files this node uploaded, the
+// uploadedAliasTable remembers, for the files this node uploaded, the
 // journal version each lake version came from: the same bytes under the
 // ETag clients saw until the upload (Entry.uploaded_from), so a
 // conditional request with it (If-Match, If-None-Match) is not refused
 // because the upload landed in between.
 type uploadedAliasTable struct {
-	mu sync.Mutex
-	m  map[string]uploadedAlias // path ->
+	expiringMap[uploadedAlias] // path ->
 }
 
 type uploadedAlias struct {
 	journal, lake string
-	until         time.Time
+}
+
+func newUploadedAliasTable() uploadedAliasTable {
+	return uploadedAliasTable{expiringMap[uploadedAlias]{limit: uploadedAliases}}
 }
 
 func (t *uploadedAliasTable) put(p, journal, lake string) {
-	if lake == "" {
-		return
+	if lake != "" {
+		t.expiringMap.put(p, uploadedAlias{journal: journal, lake: lake}, uploadedAliasTTL)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[string]uploadedAlias{}
-	}
-	if len(t.m) >= uploadedAliases {
-		now := time.Now()
-		maps.DeleteFunc(t.m, func(_ string, a uploadedAlias) bool { return now.After(a.until) })
-		for k := range t.m {
-			if len(t.m) < uploadedAliases {
-				break
-			}
-			delete(t.m, k)
-		}
-	}
-	t.m[p] = uploadedAlias{journal: journal, lake: lake, until: time.Now().Add(uploadedAliasTTL)}
 }
 
 // mark sets e's uploaded_from when this node uploaded its version from
@@ -572,9 +558,7 @@ func (t *uploadedAliasTable) mark(e *nodepb.Entry) *nodepb.Entry {
 	if e.GetDir() {
 		return e
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if a, ok := t.m[e.GetPath()]; ok && a.lake == e.GetVersion() && time.Now().Before(a.until) {
+	if a, ok := t.get(e.GetPath()); ok && a.lake == e.GetVersion() {
 		e.UploadedFrom = a.journal
 	}
 	return e
