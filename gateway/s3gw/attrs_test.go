@@ -32,14 +32,7 @@ func TestObjectAttrs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head := func(key string) *s3.HeadObjectOutput {
-		t.Helper()
-		out, err := g.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String("a"), Key: aws.String(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	head := func(key string) *s3.HeadObjectOutput { t.Helper(); return g.head("a", key) }
 	want := func(what string, out *s3.HeadObjectOutput, ct string, meta map[string]string) {
 		t.Helper()
 		if got := aws.ToString(out.ContentType); got != ct {
@@ -73,7 +66,7 @@ func TestObjectAttrs(t *testing.T) {
 	if _, err := g.client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("b"), Key: aws.String("copy.bin"), CopySource: aws.String(src)}); err != nil {
 		t.Fatal(err)
 	}
-	want("COPY", head2(t, g, "b", "copy.bin"), "application/x-model", meta)
+	want("COPY", g.head("b", "copy.bin"), "application/x-model", meta)
 	if _, err := g.client.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String("a"), Key: aws.String("m/model.bin"), CopySource: aws.String(src),
 		MetadataDirective: types.MetadataDirectiveReplace, ContentType: aws.String("text/x-new"), Metadata: map[string]string{"stage": "eval"}}); err != nil {
 		t.Fatal(err)
@@ -116,11 +109,12 @@ func TestObjectAttrs(t *testing.T) {
 	}
 }
 
-func head2(t *testing.T, g *testGateway, bucket, key string) *s3.HeadObjectOutput {
-	t.Helper()
-	out, err := g.client.HeadObject(ctxT(t), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+// head is a HeadObject that must succeed.
+func (g *testGateway) head(bucket, key string) *s3.HeadObjectOutput {
+	g.t.Helper()
+	out, err := g.client.HeadObject(ctxT(g.t), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
 	return out
 }
