@@ -39,6 +39,9 @@ var (
 	// ErrInvalidAttrs: the attrs break a rule of Validate, or the lake
 	// refused them as S3 would (too large, an expires S3 cannot keep).
 	ErrInvalidAttrs = errors.New("invalid attrs")
+	// ErrAttrsTooLarge: the user metadata is over MaxUserAttrsSize
+	// (Validate). It wraps ErrInvalidAttrs.
+	ErrAttrsTooLarge = fmt.Errorf("%w: user metadata too large", ErrInvalidAttrs)
 	// ErrAttrsNotKept: the file system of a file:// lake keeps no user
 	// extended attributes, or none as large as these attrs (ext4 keeps
 	// about 4 KiB per file), so the lake cannot keep them.
@@ -117,7 +120,7 @@ func (a Attrs) Validate() error {
 		}
 	}
 	if user > MaxUserAttrsSize {
-		return fmt.Errorf("attrs: %w: the x-amz-meta-* keys and values add up to %d bytes, over the %d S3 allows", ErrInvalidAttrs, user, MaxUserAttrsSize)
+		return fmt.Errorf("attrs: %w: the x-amz-meta-* keys and values add up to %d bytes, over the %d S3 allows", ErrAttrsTooLarge, user, MaxUserAttrsSize)
 	}
 	return nil
 }

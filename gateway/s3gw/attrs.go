@@ -1,6 +1,7 @@
 package s3gw
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -37,7 +38,7 @@ func requestAttrs(h http.Header) (ufs.Attrs, *apiError) {
 		}
 	}
 	if err := attrs.Validate(); err != nil {
-		if strings.Contains(err.Error(), "add up to") {
+		if errors.Is(err, ufs.ErrAttrsTooLarge) {
 			return nil, s3err("MetadataTooLarge", "your metadata headers exceed the maximum allowed metadata size: %v", err)
 		}
 		return nil, s3err("InvalidArgument", "%v", err)
