@@ -172,29 +172,130 @@ func (j *Journal) Append(path string, r io.Reader) (JournalEntry, error) {
 
 // AppendAttrs is Append of a file with attrs for its lake.
 func (j *Journal) AppendAttrs(path string, r io.Reader, attrs ufs.Attrs) (JournalEntry, error) {
+	e := j.newEntry(path, attrs)
+	fileID := fileIDOf(e.ID)
+	if err := j.write(&e, fileID, r); err != nil {
+		os.Remove(j.dataPath(fileID))
+		os.Remove(j.recPath(fileID) + ".tmp")
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", path, err)
+	}
+	j.publish(&e)
+	return e, nil
+}
+
+// newEntry returns a new entry of path, with its id and place in the
+// node's order of writes.
+func (j *Journal) newEntry(path string, attrs ufs.Attrs) JournalEntry {
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	j.mu.Lock()
 	j.seq++
 	seq := j.seq
 	j.mu.Unlock()
-	e := JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq, Attrs: attrs}
-	fileID := fileIDOf(e.ID)
-	data := j.dataPath(fileID)
-	if err := j.write(&e, fileID, r); err != nil {
-		os.Remove(data)
-		os.Remove(j.recPath(fileID) + ".tmp")
-		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", path, err)
-	}
+	return JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq, Attrs: attrs}
+}
+
+// publish makes an entry whose data and record are on disk pending, and
+// wakes the uploader.
+func (j *Journal) publish(e *JournalEntry) {
 	j.mu.Lock()
-	j.add(&e)
+	j.add(e)
 	j.mu.Unlock()
 	select {
 	case j.wake <- struct{}{}:
 	default:
 	}
+}
+
+// LentFile is a journal data file lent to a client on the node's host,
+// which writes the file's bytes into it itself (the FUSE mount does,
+// instead of spooling them and streaming them to the node: see
+// cachenode/lend.go). Until Commit it is no entry: a node that restarts
+// removes it, as a write never acknowledged.
+type LentFile struct {
+	j      *Journal
+	e      JournalEntry
+	fileID string
+	f      *os.File // read-write
+
+	mu   sync.Mutex
+	done bool // committed or aborted
+}
+
+// Lend creates an empty data file for a new write of path and returns it
+// open for reading and writing.
+func (j *Journal) Lend(path string, attrs ufs.Attrs) (*LentFile, error) {
+	e := j.newEntry(path, attrs)
+	fileID := fileIDOf(e.ID)
+	f, err := os.OpenFile(j.dataPath(fileID), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("write-back journal: %s: %w", path, err)
+	}
+	return &LentFile{j: j, e: e, fileID: fileID, f: f}, nil
+}
+
+// File is the lent data file; the node's copy of the descriptor.
+func (l *LentFile) File() *os.File { return l.f }
+
+// Path is the namespace path the file is written for.
+func (l *LentFile) Path() string { return l.e.Path }
+
+// Commit makes the lent file the new content of its path, size bytes long,
+// once the bytes and the record are on disk; the file is the journal's
+// from then on. sum is their CRC-32C when known (the client computed it
+// while it wrote them in order); otherwise Commit reads the file to take
+// it. A file whose size is not size is refused and stays lent.
+func (l *LentFile) Commit(size int64, sum uint32, sumKnown bool) (JournalEntry, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, errLentDone)
+	}
+	fi, err := l.f.Stat()
+	if err != nil {
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
+	}
+	if fi.Size() != size {
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w: the file holds %d bytes, the commit says %d",
+			l.e.Path, errLentSize, fi.Size(), size)
+	}
+	if err := l.f.Sync(); err != nil {
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
+	}
+	if !sumKnown {
+		if sum, err = crcOf(io.NewSectionReader(l.f, 0, size)); err != nil {
+			return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
+		}
+	}
+	e := l.e
+	e.Size, e.CRC32C, e.ModTime = size, sum, time.Now()
+	if err := l.j.writeRecord(&e, l.fileID); err != nil {
+		os.Remove(l.j.recPath(l.fileID) + ".tmp")
+		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
+	}
+	l.done = true
+	l.f.Close()
+	l.j.publish(&e)
 	return e, nil
 }
+
+// Abort removes a lent file that was not committed; after Commit it does
+// nothing.
+func (l *LentFile) Abort() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return
+	}
+	l.done = true
+	l.f.Close()
+	os.Remove(l.j.dataPath(l.fileID))
+}
+
+var (
+	errLentDone = errors.New("the lent file was committed or aborted already")
+	errLentSize = errors.New("lent file size differs")
+)
 
 // journalBuffer is the piece of a file the journal writes at a time, and
 // journalBuffers how many pieces one Append holds: one is filled from the
@@ -228,6 +329,11 @@ func (j *Journal) write(e *JournalEntry, fileID string, r io.Reader) error {
 		return err
 	}
 	e.Size, e.CRC32C, e.ModTime = n, sum, time.Now()
+	return j.writeRecord(e, fileID)
+}
+
+// writeRecord writes e's record, which acknowledges its synced data file.
+func (j *Journal) writeRecord(e *JournalEntry, fileID string) error {
 	rec, _ := json.Marshal(e)
 	tmp := j.recPath(fileID) + ".tmp"
 	if err := writeSynced(tmp, rec); err != nil {

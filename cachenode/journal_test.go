@@ -153,3 +153,90 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 	r.left -= n
 	return n, nil
 }
+
+// A lent file becomes an entry only when committed at the size it holds,
+// with the CRC-32C of its bytes whether the client gave it or not; one
+// given up, or never committed before a restart, leaves nothing.
+func TestJournalLend(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir, "n1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := journalBytes(3*journalBuffer+999, 7)
+	sum := crc32.Checksum(data, castagnoli)
+	var want []JournalEntry
+	for i, known := range []bool{true, false} {
+		l, err := j.Lend(fmt.Sprintf("/lake/x/lent-%d", i), attrsOf(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Out of order, as a client may write.
+		half := len(data) / 2
+		if _, err := l.File().WriteAt(data[half:], int64(half)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.File().WriteAt(data[:half], 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Commit(int64(len(data))-1, 0, false); !errors.Is(err, errLentSize) {
+			t.Fatalf("commit at a size the file does not have: %v, want errLentSize", err)
+		}
+		if _, ok := j.Pending(l.Path()); ok {
+			t.Fatal("a refused commit made an entry")
+		}
+		given := sum
+		if !known {
+			given = 0 // not known: the journal takes it
+		}
+		e, err := l.Commit(int64(len(data)), given, known)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Size != int64(len(data)) || e.CRC32C != sum || !maps.Equal(e.Attrs, attrsOf(i)) {
+			t.Fatalf("committed entry %+v, want %d bytes, CRC %08x, attrs %v", e, len(data), sum, attrsOf(i))
+		}
+		if _, err := l.Commit(int64(len(data)), sum, true); !errors.Is(err, errLentDone) {
+			t.Fatalf("second commit: %v, want errLentDone", err)
+		}
+		l.Abort() // after a commit: nothing
+		want = append(want, e)
+	}
+	given, err := j.Lend("/lake/x/given-up", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given.File().Write(data[:100])
+	given.Abort()
+	if _, err := os.Stat(j.dataPath(given.fileID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a lent file given up is still there: %v", err)
+	}
+	never, err := j.Lend("/lake/x/never", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	never.File().Write(data[:100])
+
+	j2, err := OpenJournal(dir, "n1", nil) // a restart, with never still lent
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := j2.All()
+	if len(got) != len(want) {
+		t.Fatalf("after a restart the journal has %d entries, want the %d committed", len(got), len(want))
+	}
+	for i, e := range got {
+		f, err := j2.OpenData(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(f)
+		f.Close()
+		if e.ID != want[i].ID || !bytes.Equal(b, data) {
+			t.Fatalf("entry %d after a restart: %+v with %d bytes, want %+v", i, e, len(b), want[i])
+		}
+	}
+	if _, err := os.Stat(j.dataPath(never.fileID)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a lent file never committed survived the restart: %v", err)
+	}
+}

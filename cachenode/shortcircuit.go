@@ -1,6 +1,7 @@
 package cachenode
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // Short-circuit local reads (like HDFS's over a domain socket): a client
@@ -96,7 +100,17 @@ type ShortCircuitConfig struct {
 	// MaxConns bounds the connections served at once (default 64); more
 	// wait in the listen backlog.
 	MaxConns int
-	Logger   *slog.Logger
+	// Writes, when set, lends journal data files to clients on this host
+	// for their writes (lend.go).
+	Writes JournalLender
+	Logger *slog.Logger
+}
+
+// JournalLender lends journal data files and commits them (*Node is
+// one).
+type JournalLender interface {
+	LendJournal(p string, attrs ufs.Attrs) (*LentFile, error)
+	CommitLent(ctx context.Context, l *LentFile, size int64, sum uint32, sumKnown bool) (*nodepb.Entry, error)
 }
 
 // ShortCircuitStats counts a short-circuit server's answers.
@@ -106,6 +120,8 @@ type ShortCircuitStats struct {
 	MemoryGrants int64 // memory reads answered with the blocks' addresses
 	NotInMemory  int64 // memory reads of blocks the memory tier does not hold
 	Errors       int64 // requests refused (bad request, unknown mount, I/O)
+	Lent         int64 // journal data files lent for writes
+	Committed    int64 // of those, committed
 }
 
 // ShortCircuitServer serves a node's short-circuit socket (Serve is
@@ -116,6 +132,7 @@ type ShortCircuitServer struct {
 	sem chan struct{}
 
 	grants, notOnDisk, memGrants, notInMemory, errs atomic.Int64
+	lent, committed, lending                        atomic.Int64
 
 	mu     sync.Mutex // guards closed, lis, conns
 	closed bool
@@ -143,7 +160,7 @@ func (s *ShortCircuitServer) Stats() ShortCircuitStats {
 	return ShortCircuitStats{
 		Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(),
 		MemoryGrants: s.memGrants.Load(), NotInMemory: s.notInMemory.Load(),
-		Errors: s.errs.Load(),
+		Errors: s.errs.Load(), Lent: s.lent.Load(), Committed: s.committed.Load(),
 	}
 }
 

@@ -3,6 +3,7 @@
 package cachenode
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +16,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // ShortCircuitSupported says whether this platform passes page file
@@ -75,17 +79,14 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 	defer runtime.KeepAlive(&held)
 	for {
 		c.SetReadDeadline(time.Now().Add(scIdle))
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		body, err := readSCRequest(c, hdr[:])
+		if err != nil {
 			return
 		}
-		n := binary.LittleEndian.Uint32(hdr[:])
-		if n > scMaxFrame {
-			return
-		}
-		body := make([]byte, n)
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, body); err != nil {
-			return
+		if r, err := scHeader(body); err == nil && r.u16() == scOpLend {
+			held = nil
+			s.serveLend(c, r)
+			return // one lent file per connection
 		}
 		a := s.answer(body)
 		held = a.held // the client is done with the previous answer's
@@ -97,7 +98,7 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 			oob = syscall.UnixRights(int(a.fd))
 		}
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		err := writeMsg(c, a.resp, oob)
+		err = writeMsg(c, a.resp, oob)
 		if a.file != nil {
 			a.file.Close() // the client holds its own copy now
 		}
@@ -105,6 +106,130 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 			return
 		}
 	}
+}
+
+// readSCRequest reads one request frame (the read deadline of its first
+// byte is the caller's).
+func readSCRequest(c *net.UnixConn, hdr []byte) ([]byte, error) {
+	if _, err := io.ReadFull(c, hdr[:4]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[:4])
+	if n > scMaxFrame {
+		return nil, errBadSCFrame
+	}
+	body := make([]byte, n)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return nil, err
+	}
+	return body, nil
+}
+
+// serveLend lends a journal data file (lend.go) and waits, for as long
+// as the client writes it, for its commit; a connection that ends first
+// removes the file.
+func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) {
+	reply := func(b, oob []byte) bool {
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		return writeMsg(c, b, oob) == nil
+	}
+	p, attrs, err := decodeLendRequest(r)
+	if err != nil {
+		s.errs.Add(1)
+		reply(scResponse(scError, err.Error()), nil)
+		return
+	}
+	w := s.cfg.Writes
+	if w == nil {
+		reply(notLendable("this node lends no journal files"), nil)
+		return
+	}
+	if s.lending.Add(1) > scLendMax {
+		s.lending.Add(-1)
+		reply(notLendable(fmt.Sprintf("%d files are lent already", scLendMax)), nil)
+		return
+	}
+	defer s.lending.Add(-1)
+	l, err := w.LendJournal(p, attrs)
+	if errors.Is(err, ErrNotLendable) {
+		reply(notLendable(err.Error()), nil)
+		return
+	}
+	if err != nil {
+		s.errs.Add(1)
+		reply(scResponse(scError, err.Error()), nil)
+		return
+	}
+	defer l.Abort() // nothing once committed
+	if !reply(encodeLent(l.e.ID), syscall.UnixRights(int(l.f.Fd()))) {
+		return
+	}
+	s.lent.Add(1)
+	var hdr [4]byte
+	c.SetReadDeadline(time.Time{}) // a file is written for as long as it takes
+	body, err := readSCRequest(c, hdr[:])
+	if err != nil {
+		return
+	}
+	cm, err := decodeCommitRequest(body)
+	if err != nil {
+		s.errs.Add(1)
+		reply(scResponse(scError, err.Error()), nil)
+		return
+	}
+	e, err := w.CommitLent(context.Background(), l, cm.Size, cm.CRC32C, cm.CRCKnown)
+	if err != nil {
+		s.errs.Add(1)
+		s.log.Warn("lent journal file not committed", "path", p, "err", err)
+		reply(scResponse(scError, err.Error()), nil)
+		return
+	}
+	s.committed.Add(1)
+	reply(encodeCommitted(e), nil)
+}
+
+// LendJournalFile asks the node at the other end of c, a connection used
+// for nothing else until the commit, to lend a journal data file for a
+// new write of p (lend.go). It returns the file, read-write, and the
+// entry's id; an error wrapping ErrNotLendable when the node does not lend
+// for this write. The caller commits on c (CommitLentFile) or closes c to
+// give the file up.
+func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, string, error) {
+	c.SetDeadline(deadline)
+	defer c.SetDeadline(time.Time{})
+	if _, err := c.Write(encodeLendRequest(p, attrs)); err != nil {
+		return nil, "", err
+	}
+	body, fds, err := readSCFrame(c)
+	if err != nil {
+		closeFDs(fds)
+		return nil, "", err
+	}
+	id, err := decodeLent(body)
+	if err == nil && len(fds) != 1 {
+		err = fmt.Errorf("%w: %d descriptors with a lent file", errBadSCFrame, len(fds))
+	}
+	if err != nil {
+		closeFDs(fds)
+		return nil, "", err
+	}
+	return os.NewFile(uintptr(fds[0]), "lent journal file of "+p), id, nil
+}
+
+// CommitLentFile commits the file lent on c and returns the entry the
+// node answers, as a Write's.
+func CommitLentFile(c *net.UnixConn, cm LentCommit, deadline time.Time) (*nodepb.Entry, error) {
+	c.SetDeadline(deadline)
+	if _, err := c.Write(encodeCommitRequest(cm)); err != nil {
+		return nil, err
+	}
+	body, fds, err := readSCFrame(c)
+	closeFDs(fds)
+	if err != nil {
+		return nil, err
+	}
+	return decodeCommitted(body)
 }
 
 // writeMsg writes b with oob attached to its first byte.
@@ -127,13 +252,8 @@ func OpenShortCircuit(c *net.UnixConn, req ShortCircuitRequest, deadline time.Ti
 		return nil, DiskPage{}, err
 	}
 	body, fds, err := readSCFrame(c)
-	closeFDs := func() {
-		for _, fd := range fds {
-			syscall.Close(fd)
-		}
-	}
 	if err != nil {
-		closeFDs()
+		closeFDs(fds)
 		return nil, DiskPage{}, err
 	}
 	dp, err := decodeSCResponse(body)
@@ -141,10 +261,17 @@ func OpenShortCircuit(c *net.UnixConn, req ShortCircuitRequest, deadline time.Ti
 		err = fmt.Errorf("%w: %d descriptors with a grant", errBadSCFrame, len(fds))
 	}
 	if err != nil {
-		closeFDs()
+		closeFDs(fds)
 		return nil, DiskPage{}, err
 	}
 	return os.NewFile(uintptr(fds[0]), fmt.Sprintf("short-circuit %s page %d", req.Path, req.Page)), dp, nil
+}
+
+// closeFDs closes descriptors received with a frame and not kept.
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
 }
 
 // readSCFrame reads one response frame from c and the descriptors that
@@ -217,9 +344,7 @@ func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte
 		return "", err
 	}
 	body, fds, err := readSCFrame(c)
-	for _, fd := range fds {
-		syscall.Close(fd)
-	}
+	closeFDs(fds)
 	if err != nil {
 		return "", err
 	}

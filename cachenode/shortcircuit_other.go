@@ -7,6 +7,9 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // ShortCircuitSupported says whether this platform passes page file
@@ -36,4 +39,14 @@ var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksu
 // ReadShortCircuitMemory fails: short-circuit reads are linux-only.
 func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (Tier, error) {
 	return "", errNoShortCircuit
+}
+
+// LendJournalFile fails: short-circuit writes are linux-only.
+func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, string, error) {
+	return nil, "", errNoShortCircuit
+}
+
+// CommitLentFile fails: short-circuit writes are linux-only.
+func CommitLentFile(c *net.UnixConn, cm LentCommit, deadline time.Time) (*nodepb.Entry, error) {
+	return nil, errNoShortCircuit
 }

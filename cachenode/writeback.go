@@ -57,6 +57,13 @@ func (n *Node) writeJournaled(ctx context.Context, lake Lake, p string, r *write
 	if err != nil {
 		return nil, err
 	}
+	return n.journaled(ctx, e, back)
+}
+
+// journaled tells the region of a new journal entry and, for
+// write-through, uploads it now.
+func (n *Node) journaled(ctx context.Context, e JournalEntry, back bool) (*nodepb.Entry, error) {
+	p := e.Path
 	n.meta.invalidate(p)
 	n.announce(ctx, e, false)
 	if back {

@@ -10,7 +10,9 @@ import (
 // gRPC socket (cachenode.ShortCircuitSocket: <cache-dir>/node.fd.sock by
 // default), through which clients on this host read cached pages
 // themselves, from the node's memory or its page files. Clients find it by
-// that name, so nothing more is advertised. It is a shortcut: when it
+// that name, so nothing more is advertised. Clients there also write
+// journaled files into data files the node lends them
+// (cachenode/lend.go). It is a shortcut: when it
 // cannot be served the node runs without it, and clients read over gRPC.
 func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 	o := n.opts
@@ -27,7 +29,7 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 		o.log.Warn("short-circuit socket not served; clients on this host read over gRPC", "socket", path, "err", err)
 		return
 	}
-	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: n.cache, Logger: o.log})
+	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: n.cache, Writes: n.node, Logger: o.log})
 	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
 	if n.registry != nil {
 		sc := n.shortCircuit
@@ -45,6 +47,10 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 				func(s cachenode.ShortCircuitStats) int64 { return s.NotInMemory }},
 			{"lakemesh_shortcircuit_errors_total", "Short-circuit requests refused.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.Errors }},
+			{"lakemesh_shortcircuit_lent_total", "Journal data files lent to clients on this host, which write a file's bytes into them themselves.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Lent }},
+			{"lakemesh_shortcircuit_lent_committed_total", "Lent journal files committed as writes.",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Committed }},
 		} {
 			n.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help},
 				func() float64 { return float64(c.value(sc.Stats())) }))

@@ -1,0 +1,230 @@
+package cachenode
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// Short-circuit writes: a client on the node's host that writes a whole
+// file journaled by this node (write-back, or a lake homed in another
+// region) asks the short-circuit socket to lend it the journal's data file
+// for the write. The node creates the file and hands over a read-write
+// descriptor (SCM_RIGHTS); the client writes the file's bytes into it
+// itself, out of order too, reads them back, truncates, and then commits
+// the size on the same connection. The commit syncs the file, writes its
+// record and answers as a Write of the same bytes would (the entry, with
+// the region told). The bytes cross no socket and are copied once, where
+// a Write has the client spool them, send them, and the node receive and
+// write them again: the FUSE mount's write-back checkpoint spent most of
+// its CPU in those copies.
+//
+// The connection stays open while the file is lent, and one that closes
+// before the commit (the client gave up, or died) removes the file: it was
+// never acknowledged. So does a node's restart (a data file without a
+// record). After the commit the file is the journal's, and the client
+// writes it no more: a change after the commit is a new file. If the
+// commit fails (the node restarted, the file is gone from the journal),
+// the client still holds the bytes through its descriptor and writes them
+// again through gRPC, to this node or another.
+//
+// Wire format, on shortcircuit.go's framing:
+//
+//	request op 4 (lend): path, attrs as JSON (uint32 length + bytes each)
+//	response status 0 (lent, one descriptor attached): entry id
+//	request op 5 (commit): size int64, CRC-32C uint32, flags uint16
+//	  (1: the CRC is known; otherwise the node reads the file to take it)
+//	response status 0: path, size int64, mtime unix nanoseconds int64,
+//	  version (the entry a Write answers)
+//	status 2 (error message) for either.
+const (
+	scOpLend   = 4
+	scOpCommit = 5
+	// scLendMax bounds the files lent at once by one node: each holds a
+	// connection of the socket's MaxConns (the rest are left to reads).
+	scLendMax = 16
+)
+
+// ErrNotLendable is a node's answer to a lend it does not serve: the path
+// is not journaled by it (write-through to a lake of this region), or it
+// lends too many files already. The client spools and writes as before.
+var ErrNotLendable = errors.New("the node does not lend a journal file for this write")
+
+// LendJournal lends a journal data file for a new write of p (see
+// above).
+func (n *Node) LendJournal(p string, attrs ufs.Attrs) (*LentFile, error) {
+	lake, _, err := n.writableLake(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAttrs(lake, attrs); err != nil {
+		return nil, fmt.Errorf("write %s: %w", p, err)
+	}
+	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(p)
+	remote := lake.Region != "" && lake.Region != n.cfg.Region
+	if !back && !remote || n.cfg.Journal == nil {
+		return nil, fmt.Errorf("write %s: %w", p, ErrNotLendable)
+	}
+	return n.cfg.Journal.Lend(p, attrs)
+}
+
+// CommitLent commits a lent file of size bytes (LentFile.Commit) and
+// answers as Write does.
+func (n *Node) CommitLent(ctx context.Context, l *LentFile, size int64, sum uint32, sumKnown bool) (*nodepb.Entry, error) {
+	start := time.Now()
+	e, err := l.Commit(size, sum, sumKnown)
+	if err != nil {
+		return nil, err
+	}
+	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(e.Path)
+	entry, err := n.journaled(ctx, e, back)
+	if err == nil {
+		n.log.Info("file written into a lent journal file", "path", e.Path, "bytes", size, "took", time.Since(start))
+	}
+	return entry, err
+}
+
+// LentCommit is a commit request's fields.
+type LentCommit struct {
+	Size     int64
+	CRC32C   uint32
+	CRCKnown bool
+}
+
+func encodeLendRequest(p string, attrs ufs.Attrs) []byte {
+	le := binary.LittleEndian
+	a, _ := json.Marshal(attrs)
+	b := make([]byte, 4, 4+8+8+len(p)+len(a))
+	b = append(b, scMagic...)
+	b = le.AppendUint16(b, scFormat)
+	b = le.AppendUint16(b, scOpLend)
+	b = appendSCString(b, p)
+	b = appendSCString(b, string(a))
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+func decodeLendRequest(r *sidecarReader) (string, ufs.Attrs, error) {
+	p, raw := r.str(), r.str()
+	if r.err != nil || len(r.b) != 0 {
+		return "", nil, errBadSCFrame
+	}
+	var attrs ufs.Attrs
+	if err := json.Unmarshal([]byte(raw), &attrs); err != nil {
+		return "", nil, fmt.Errorf("%w: attrs: %v", errBadSCFrame, err)
+	}
+	return p, attrs, nil
+}
+
+func encodeCommitRequest(c LentCommit) []byte {
+	le := binary.LittleEndian
+	b := make([]byte, 4, 4+8+8+4+2)
+	b = append(b, scMagic...)
+	b = le.AppendUint16(b, scFormat)
+	b = le.AppendUint16(b, scOpCommit)
+	b = le.AppendUint64(b, uint64(c.Size))
+	b = le.AppendUint32(b, c.CRC32C)
+	var flags uint16
+	if c.CRCKnown {
+		flags |= 1
+	}
+	b = le.AppendUint16(b, flags)
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+func decodeCommitRequest(body []byte) (LentCommit, error) {
+	r, err := scHeader(body)
+	if err != nil {
+		return LentCommit{}, err
+	}
+	if op := r.u16(); op != scOpCommit {
+		return LentCommit{}, fmt.Errorf("%w: op %d on a lent file", errBadSCFrame, op)
+	}
+	c := LentCommit{Size: r.i64(), CRC32C: r.u32()}
+	c.CRCKnown = r.u16()&1 != 0
+	if r.err != nil || len(r.b) != 0 || c.Size < 0 {
+		return LentCommit{}, errBadSCFrame
+	}
+	return c, nil
+}
+
+func encodeLent(id string) []byte {
+	b := appendSCString(scResponse(scGranted, ""), id)
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+func encodeCommitted(e *nodepb.Entry) []byte {
+	le := binary.LittleEndian
+	b := appendSCString(scResponse(scGranted, ""), e.GetPath())
+	b = le.AppendUint64(b, uint64(e.GetSize()))
+	b = le.AppendUint64(b, uint64(e.GetMtimeUnixNano()))
+	b = appendSCString(b, e.GetVersion())
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
+}
+
+// appendSCString appends s as a frame's string: uint32 length + bytes.
+func appendSCString(b []byte, s string) []byte {
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// decodeLendStatus reads a lend or commit response's status: nil when
+// granted, else the node's refusal (wrapping ErrNotLendable when it is
+// one) or a malformed frame.
+func decodeLendStatus(body []byte) (*sidecarReader, error) {
+	r, err := scHeader(body)
+	if err != nil {
+		return nil, err
+	}
+	switch st := r.u16(); st {
+	case scGranted:
+		return r, nil
+	case scNotHeld:
+		return nil, fmt.Errorf("%w: %s", ErrNotLendable, r.str())
+	case scError:
+		return nil, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
+	default:
+		return nil, fmt.Errorf("%w: status %d", errBadSCFrame, st)
+	}
+}
+
+func decodeLent(body []byte) (string, error) {
+	r, err := decodeLendStatus(body)
+	if err != nil {
+		return "", err
+	}
+	id := r.str()
+	if r.err != nil || len(r.b) != 0 || id == "" {
+		return "", errBadSCFrame
+	}
+	return id, nil
+}
+
+func decodeCommitted(body []byte) (*nodepb.Entry, error) {
+	r, err := decodeLendStatus(body)
+	if err != nil {
+		return nil, err
+	}
+	e := &nodepb.Entry{Path: r.str(), Size: r.i64(), MtimeUnixNano: r.i64(), Version: r.str()}
+	if r.err != nil || len(r.b) != 0 {
+		return nil, errBadSCFrame
+	}
+	return e, nil
+}
+
+// notLendable is the response that refuses a lend the client should
+// take as ErrNotLendable (status 4 carries a message here).
+func notLendable(msg string) []byte {
+	b := appendSCString(scResponse(scNotHeld, ""), msg)
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	return b
+}

@@ -1,0 +1,114 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// Short-circuit writes (cachenode/lend.go): when the node a Put of a path
+// would go to is on this client's host and journals the write (write-back,
+// or a lake homed in another region), the client can have the node lend it
+// the journal's data file and write the file's bytes into it itself. The
+// FUSE mount does, for every file it writes there: its writes then cost
+// one copy, into the journal's file, where a spool and a Put stream cost
+// four (the spool, the socket both ways, the journal).
+
+// LentSpool is a journal data file lent for one write of a path. Write
+// the file's content into File, in any order, then Commit its size; or
+// Close to give it up (the node removes it). After Commit the file is the
+// journal's: it may still be read, never written.
+type LentSpool struct {
+	c    *Client
+	p    string
+	file *os.File
+
+	mu   sync.Mutex
+	conn *net.UnixConn // nil once committed or closed
+}
+
+// LendSpool asks for a lent journal file for a new write of p with attrs.
+// It fails with an error wrapping cachenode.ErrNotLendable when the write
+// cannot be lent: the node it would go to is not on this host or does not
+// journal it; the caller then writes with Put as before.
+func (c *Client) LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*LentSpool, error) {
+	p, err := CleanNamespacePath(p)
+	if err != nil {
+		return nil, err
+	}
+	sc := c.sc
+	members := c.candidates(metaKey(p))
+	if sc == nil || !cachenode.ShortCircuitSupported || len(members) == 0 {
+		return nil, fmt.Errorf("lend %s: %w: no short-circuit", p, cachenode.ErrNotLendable)
+	}
+	m := members[0] // where a Put of p would go
+	if m.Socket == "" || m.Host != sc.host {
+		return nil, fmt.Errorf("lend %s: %w: its node %s is on another host", p, cachenode.ErrNotLendable, m.ID)
+	}
+	socket := cachenode.ShortCircuitSocket(m.Socket)
+	nc, err := net.DialTimeout("unix", socket, scTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("lend %s: %w", p, err)
+	}
+	conn := nc.(*net.UnixConn)
+	deadline := time.Now().Add(scTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	f, _, err := cachenode.LendJournalFile(conn, p, attrs, deadline)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("lend %s from node %s: %w", p, m.ID, err)
+	}
+	return &LentSpool{c: c, p: p, file: f, conn: conn}, nil
+}
+
+// Path is the namespace path the file was lent for.
+func (l *LentSpool) Path() string { return l.p }
+
+// File is the lent file, open for reading and writing.
+func (l *LentSpool) File() *os.File { return l.file }
+
+// Commit makes the lent file's first size bytes (the whole file: it must
+// be size bytes long) the path's new content, as a Put of them would, and
+// returns the entry. sum is their CRC-32C if known (sumKnown), else the
+// node takes it. A failed commit leaves the bytes in File, to be written
+// with Put instead; either way the file cannot be committed again.
+func (l *LentSpool) Commit(ctx context.Context, size int64, sum uint32, sumKnown bool) (Entry, error) {
+	l.mu.Lock()
+	conn := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if conn == nil {
+		return Entry{}, fmt.Errorf("commit %s: %w", l.p, errLentSpoolDone)
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline() // zero: the sync takes what it takes
+	pe, err := cachenode.CommitLentFile(conn, cachenode.LentCommit{Size: size, CRC32C: sum, CRCKnown: sumKnown}, deadline)
+	if err != nil {
+		return Entry{}, fmt.Errorf("commit %s: %w", l.p, err)
+	}
+	l.c.invalidateChanged(ctx, l.p)
+	return entryFrom(pe), nil
+}
+
+// Close gives up a file not committed (the node removes it) and closes
+// the descriptor.
+func (l *LentSpool) Close() error {
+	l.mu.Lock()
+	conn := l.conn
+	l.conn = nil
+	l.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+	return l.file.Close()
+}
+
+var errLentSpoolDone = fmt.Errorf("the lent file was committed or given up already")
