@@ -73,6 +73,18 @@ type writeHandle struct {
 	stream   *upload    // the upload following the appends, if any
 	noStream bool       // bytes were rewritten since the last flush: upload at flush only
 	spoolErr error      // a write the spool lost in the background: every later call fails
+	// lent is the node's journal file the spool is, when the node lent
+	// one (lend.go); committed once it is the journal's, after which
+	// the next change copies it to a spool of the handle's own first.
+	lent      *router.LentSpool
+	committed bool
+	lentGone  bool // its commit failed: flushes Put the spool instead
+	// sum is the CRC-32C of the content's first sumTo bytes, while they
+	// were written in order from the start (sumTo -1 once not), and
+	// wbFrom where the lent file's writeback was last started.
+	sum    uint32
+	sumTo  int64
+	wbFrom int64
 
 	size  atomic.Int64 // the content's size, once loaded
 	local atomic.Bool  // mirrors dirty for node.attrs, which reads it without mu
@@ -88,9 +100,10 @@ var (
 )
 
 func newWriteHandle(n *node, r *followReader, e router.Entry, empty bool) *writeHandle {
-	w := &writeHandle{n: n, r: r, base: e.Size}
+	w := &writeHandle{n: n, r: r, base: e.Size, sumTo: -1}
 	w.mtime.Store(time.Now().UnixNano())
 	if empty || e.Size == 0 {
+		w.sumTo = 0
 		// A new file, or one opened with O_TRUNC, must reach the lake
 		// even if nothing is written to it.
 		w.loaded = true
@@ -116,14 +129,10 @@ func (w *writeHandle) modTime() time.Time { return time.Unix(0, w.mtime.Load()) 
 // load makes the spool hold the content: the opened version's first
 // limit bytes (all of them when limit < 0) are copied in.
 func (w *writeHandle) load(limit int64) syscall.Errno {
-	fsys := w.n.fsys
 	if w.spool == nil {
-		sp, err := fsys.newSpool()
-		if err != nil {
-			p, _ := w.n.path()
-			return fsys.errno(nil, "spool", p, err)
+		if errno := w.openSpool(); errno != 0 {
+			return errno
 		}
-		w.spool = sp
 	}
 	if w.loaded {
 		return 0
@@ -174,8 +183,14 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 	if w.spoolErr != nil {
 		return 0, spoolErrno(w.spoolErr)
 	}
+	if errno := w.reopen(); errno != 0 {
+		return 0, errno
+	}
 	if errno := w.load(-1); errno != 0 {
 		return 0, errno
+	}
+	if w.lent != nil {
+		return w.writeLent(data, off)
 	}
 	old := w.size.Load()
 	if w.stream != nil && off == old {
@@ -222,7 +237,7 @@ func (w *writeHandle) grew(size int64) {
 // followAppends starts an upload that follows the appends once a file
 // written in order is large enough; the spool holds its first size bytes.
 func (w *writeHandle) followAppends(size int64) {
-	if w.stream != nil || w.noStream || size < streamAfter {
+	if w.stream != nil || w.noStream || size < streamAfter || w.lent != nil {
 		return
 	}
 	p, ok := w.n.path()
@@ -305,6 +320,9 @@ func (w *writeHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Re
 func (w *writeHandle) truncate(size int64) syscall.Errno {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if errno := w.reopen(); errno != 0 {
+		return errno
+	}
 	if size == 0 && !w.loaded {
 		w.loaded = true
 	}
@@ -322,6 +340,12 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 	}
 	if err := w.spool.Truncate(size); err != nil {
 		return spoolErrno(err)
+	}
+	if size < w.sumTo || size > w.sumTo && w.sumTo >= 0 {
+		w.sumTo = -1
+	}
+	if size == 0 {
+		w.sum, w.sumTo = 0, 0
 	}
 	w.size.Store(size)
 	w.mtime.Store(time.Now().UnixNano())
@@ -359,6 +383,22 @@ func (w *writeHandle) flushLocked() syscall.Errno {
 	fsys := w.n.fsys
 	size := w.size.Load()
 	w.noStream = false
+	if w.lent != nil && !w.committed && !w.lentGone {
+		if w.lent.Path() == p {
+			ctx, cancel := fsys.uploadContext(size)
+			e, err := w.lent.Commit(ctx, size, w.sum, w.sumTo == size)
+			cancel()
+			if err == nil {
+				fsys.log.Debug("file written into a lent journal file", "path", p, "bytes", size, "version", e.Version)
+				w.committed = true
+				w.setDirty(false)
+				w.n.wrote(e)
+				return 0
+			}
+			fsys.log.Warn("the node did not take the file written into its journal; writing it over gRPC", "path", p, "err", err)
+		}
+		w.lentGone = true // renamed since, or refused: Put the bytes
+	}
 	if u := w.stream; u != nil {
 		w.stream = nil
 		e, err := u.finish(size, fsys.cfg.OpTimeout+time.Duration(size/fsys.cfg.WriteRate)*time.Second)
@@ -410,7 +450,12 @@ func (w *writeHandle) release() {
 		w.stream.abort() // left by a flush that had nowhere to write
 		w.stream = nil
 	}
-	dropSpool(w.spool)
+	if w.lent != nil {
+		w.lent.Close() // a file never committed is removed by its node
+		w.lent = nil
+	} else {
+		dropSpool(w.spool)
+	}
 	w.spool = nil
 	w.mu.Unlock()
 	if w.r != nil {

@@ -1,0 +1,119 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"hash/crc32"
+	"io"
+	"syscall"
+
+	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/router"
+	"github.com/lakemesh/lakemesh/ufs"
+)
+
+// Writes into a lent journal file (router.LentSpool, cachenode/lend.go).
+// When the node that takes a path's writes is on the mount's host and
+// journals them (write_mode: back, or a lake homed in another region), a
+// handle's spool is a journal data file the node lends it: the handle
+// writes the file's bytes straight into the journal, and close or fsync
+// commits it there, with no bytes sent. The spool's rules stay: writes in
+// any order, reads of what was written, truncates. After a commit the
+// file is the journal's, so the next change first copies it into a new
+// spool. A commit the node refuses (it restarted and removed the file, or
+// the file was renamed since) falls back to a Put of the bytes, which the
+// handle still reads through its descriptor. A 2 GiB write-back
+// checkpoint spent most of the machine's CPU copying its bytes four times
+// on the way (spool, socket, journal): see the README's figures.
+
+// lentWriteback is the piece of a lent file whose writeback is started
+// once written, as the journal does for the files it writes itself: the
+// commit's fsync then has little left to do.
+const lentWriteback = 4 << 20
+
+// spoolLender is a namespace that lends journal files (*router.Client).
+type spoolLender interface {
+	LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*router.LentSpool, error)
+}
+
+var _ spoolLender = (*router.Client)(nil)
+
+// openSpool gives the handle an empty spool: a lent journal file when the
+// path's node lends one, else a file in the mount's spool directory.
+func (w *writeHandle) openSpool() syscall.Errno {
+	fsys := w.n.fsys
+	p, _ := w.n.path()
+	if l, ok := fsys.ns.(spoolLender); ok && p != "" {
+		ctx, cancel := fsys.opContext()
+		lent, err := l.LendSpool(ctx, p, nil)
+		cancel()
+		if err == nil {
+			w.lent, w.spool, w.wbFrom, w.lentGone = lent, lent.File(), 0, false
+			return 0
+		}
+		if !errors.Is(err, cachenode.ErrNotLendable) {
+			fsys.log.Debug("no lent journal file; spooling the write", "path", p, "err", err)
+		}
+	}
+	sp, err := fsys.newSpool()
+	if err != nil {
+		return fsys.errno(nil, "spool", p, err)
+	}
+	w.spool = sp
+	return 0
+}
+
+// reopen, after a commit made the lent file the journal's, gives the
+// handle a spool of its own holding the committed content, for a change
+// that makes a new file.
+func (w *writeHandle) reopen() syscall.Errno {
+	if !w.committed {
+		return 0
+	}
+	old := w.lent
+	size := w.size.Load()
+	w.lent, w.spool, w.committed = nil, nil, false
+	defer old.Close()
+	if errno := w.openSpool(); errno != 0 {
+		return errno
+	}
+	buf := make([]byte, min(size, copyBuffer))
+	for off := int64(0); off < size; {
+		k, err := old.File().ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		if k > 0 {
+			if _, werr := w.spool.WriteAt(buf[:k], off); werr != nil {
+				return spoolErrno(werr)
+			}
+			off += int64(k)
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && off >= size) {
+			return spoolErrno(err)
+		}
+	}
+	return 0
+}
+
+// writeLent writes data at off into the lent file.
+func (w *writeHandle) writeLent(data []byte, off int64) (uint32, syscall.Errno) {
+	old := w.size.Load()
+	k, err := w.spool.WriteAt(data, off)
+	if k > 0 {
+		if off == w.sumTo {
+			w.sum = crc32.Update(w.sum, castagnoli, data[:k])
+			w.sumTo += int64(k)
+		} else {
+			w.sumTo = -1 // rewritten, or a hole left: the node takes the sum
+		}
+		if to := (off + int64(k)) &^ (lentWriteback - 1); to > w.wbFrom {
+			startWriteback(w.spool, w.wbFrom, to-w.wbFrom)
+			w.wbFrom = to
+		}
+		w.grew(max(old, off+int64(k)))
+	}
+	if err != nil {
+		return uint32(k), spoolErrno(err)
+	}
+	return uint32(k), 0
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
