@@ -169,6 +169,19 @@ func (m *mesh) start(n *nodeProc) {
 // stop ends a node process with sig and waits for it.
 func (m *mesh) stop(n *nodeProc, sig syscall.Signal) { n.stop(sig) }
 
+// killAll kills every node with SIGKILL, starts them again and waits for
+// the region to see them all.
+func (m *mesh) killAll() {
+	for _, n := range m.nodes {
+		m.stop(n, syscall.SIGKILL)
+	}
+	for _, n := range m.nodes {
+		m.start(n)
+	}
+	m.waitMembers(len(m.nodes))
+	m.waitViews(len(m.nodes))
+}
+
 // stop ends the process with sig and waits for it (SIGKILL after 15 s).
 func (n *nodeProc) stop(sig syscall.Signal) {
 	if n.cmd == nil || n.cmd.Process == nil {

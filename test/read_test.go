@@ -163,14 +163,7 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // a page's bytes are counted as its write begins
-	for _, n := range m.nodes {
-		m.stop(n, syscall.SIGKILL)
-	}
-	for _, n := range m.nodes {
-		m.start(n)
-	}
-	m.waitMembers(len(m.nodes))
-	m.waitViews(len(m.nodes))
+	m.killAll()
 	m.proxy.Reset()
 	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes after the restart")

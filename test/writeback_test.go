@@ -68,14 +68,7 @@ func TestWriteBackSurvivesKill(t *testing.T) {
 		}
 	}
 
-	for _, n := range m.nodes {
-		m.stop(n, syscall.SIGKILL)
-	}
-	for _, n := range m.nodes {
-		m.start(n)
-	}
-	m.waitMembers(len(m.nodes))
-	m.waitViews(len(m.nodes))
+	m.killAll()
 	m.proxy.Release()
 
 	deadline := time.Now().Add(90 * time.Second)
