@@ -87,6 +87,15 @@
 // leftover temporary files), are removed. The record's format is described
 // in index.go.
 //
+// # Short-circuit writes
+//
+// The same socket lends a client on the node's host the journal's data
+// file for a journaled write (lend.go): the client writes the bytes into
+// it through a read-write descriptor and commits the size on the same
+// connection, which syncs the file, writes its record and tells the region
+// as a Write does. A connection that ends before the commit, or a
+// restart, removes the file: nothing was acknowledged.
+//
 // # Short-circuit reads
 //
 // A client on the node's host may read the disk tier's pages itself, as

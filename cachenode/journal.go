@@ -269,6 +269,12 @@ func (l *LentFile) Commit(size int64, sum uint32, sumKnown bool) (JournalEntry, 
 	}
 	e := l.e
 	e.Size, e.CRC32C, e.ModTime = size, sum, time.Now()
+	// The write is ordered by its commit, not by its lend: of two
+	// handles writing one path, the one closed last wins.
+	l.j.mu.Lock()
+	l.j.seq++
+	e.Seq = l.j.seq
+	l.j.mu.Unlock()
 	if err := l.j.writeRecord(&e, l.fileID); err != nil {
 		os.Remove(l.j.recPath(l.fileID) + ".tmp")
 		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)

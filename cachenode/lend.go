@@ -34,6 +34,9 @@ import (
 // the client still holds the bytes through its descriptor and writes them
 // again through gRPC, to this node or another.
 //
+// Trust: a process that can connect to the socket can write any path the
+// node journals, as one that can reach node.sock's Write can.
+//
 // Wire format, on shortcircuit.go's framing:
 //
 //	request op 4 (lend): path, attrs as JSON (uint32 length + bytes each)

@@ -58,6 +58,13 @@
 // asked for again at most once a second. Config.DisableShortCircuit turns
 // it off.
 //
+// Short-circuit writes (lend.go, Linux only): LendSpool asks the node a
+// Put of a path would go to, when it is on this host, to lend the
+// journal data file for a new write of the path (write-back, or a lake
+// homed in another region); the caller writes the bytes into it and
+// commits its size (LentSpool.Commit), which answers as the Put would.
+// cachenode.ErrNotLendable says to Put instead.
+//
 // Zero-copy sections (zerocopy.go, Linux only): File.Section verifies the
 // blocks of a range inside one short-circuited page from a read-only
 // mapping of the page file (no copy) and returns a descriptor of its own,

@@ -10,7 +10,8 @@
 // Where things are: node.go (lookup, attributes), dir.go (listing),
 // open.go (open, truncate), change.go (create, mkdir, unlink, rmdir,
 // rename), handle.go (read and write handles), upload.go (streaming
-// upload and its write-behind window), spool.go, errno.go, mount.go
+// upload and its write-behind window), spool.go, lend.go (lent journal
+// files), errno.go, mount.go
 // (mount, unmount, stale and busy mount points).
 //
 // # Metadata
@@ -104,6 +105,16 @@
 // fails in the background (ENOSPC) is returned by the next write, read,
 // flush or fsync of the handle, and by every one after: the spool no
 // longer holds the file. Close waits for the window to reach the spool.
+//
+// When the node a path's writes go to is on the mount's host and journals
+// them (write_mode: back, or a lake homed in another region), the spool
+// is that node's journal data file, lent to the handle (lend.go,
+// router.LentSpool, cachenode/lend.go): the handle writes the bytes
+// straight into the journal, with no window and no Put, and close or
+// fsync commits the file's size there. After a commit the file is the
+// journal's, so a later change copies it into a new spool first. A commit
+// the node refuses (its node restarted, or the file was renamed since)
+// Puts the bytes from the lent file, which the handle still holds.
 //
 // A handle open for writing bypasses the kernel's page cache
 // (FOPEN_DIRECT_IO): its bytes are in the spool or the window, and caching
