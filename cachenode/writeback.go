@@ -134,7 +134,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	if err := n.cfg.Journal.Done(e); err != nil {
 		n.log.Warn("write-back journal: could not retire an uploaded file; it will be uploaded again", "path", e.Path, "err", err)
 	}
-	n.announceUploaded(ctx, e)
+	n.announceUploaded(ctx, e, entry.GetVersion())
 	n.log.Info("file uploaded to its lake", "path", e.Path, "bytes", e.Size, "class", class, "version", entry.GetVersion(), "took", time.Since(start))
 	return entry, nil
 }
@@ -223,14 +223,14 @@ func (n *Node) RunUploads(ctx context.Context) {
 // newer write of its path is still in the journal: then it tells that
 // one again, for a removal of the path would hide the newer write too,
 // and the region's listings would show the lake's older file meanwhile.
-func (n *Node) announceUploaded(ctx context.Context, e JournalEntry) {
+func (n *Node) announceUploaded(ctx context.Context, e JournalEntry, lakeVersion string) {
 	n.announceMu.Lock()
 	defer n.announceMu.Unlock()
 	if newer, ok := n.cfg.Journal.Pending(e.Path); ok {
-		n.announceLocked(ctx, newer, false)
+		n.announceLocked(ctx, newer, false, "")
 		return
 	}
-	n.announceLocked(ctx, e, true)
+	n.announceLocked(ctx, e, true, lakeVersion)
 }
 
 // announce tells the region's nodes that e is pending (or, done, that it
@@ -238,11 +238,13 @@ func (n *Node) announceUploaded(ctx context.Context, e JournalEntry) {
 func (n *Node) announce(ctx context.Context, e JournalEntry, done bool) {
 	n.announceMu.Lock()
 	defer n.announceMu.Unlock()
-	n.announceLocked(ctx, e, done)
+	n.announceLocked(ctx, e, done, "")
 }
 
-// announceLocked is announce; n.announceMu is held.
-func (n *Node) announceLocked(ctx context.Context, e JournalEntry, done bool) {
+// announceLocked is announce; n.announceMu is held. lakeVersion, with
+// done, is the version the lake gave e, which the region's nodes answer
+// e's version as (uploaded_from) for a while.
+func (n *Node) announceLocked(ctx context.Context, e JournalEntry, done bool, lakeVersion string) {
 	dir := path.Dir(e.Path)
 	if done {
 		n.overlay(dir, nil, []string{e.Path})
@@ -255,6 +257,9 @@ func (n *Node) announceLocked(ctx context.Context, e JournalEntry, done bool) {
 	req := &nodepb.PendingRequest{Dir: dir}
 	if done {
 		req.Remove = []string{e.Path}
+		if lakeVersion != "" {
+			req.Uploaded = []*nodepb.Entry{{Path: e.Path, Version: lakeVersion, UploadedFrom: e.Version()}}
+		}
 	} else {
 		req.Add = []*nodepb.Entry{n.journalEntry(e)}
 	}
@@ -415,6 +420,9 @@ func journalOnly(ctx context.Context) bool {
 // this node's listings of their directory show them and its stats of
 // them answer the journal's version (see checkPending).
 func (n *Node) Pending(ctx context.Context, req *nodepb.PendingRequest) (*nodepb.PendingReply, error) {
+	for _, u := range req.GetUploaded() {
+		n.uploaded.put(u.GetPath(), u.GetUploadedFrom(), u.GetVersion())
+	}
 	n.overlay(req.GetDir(), req.GetAdd(), req.GetRemove())
 	return &nodepb.PendingReply{}, nil
 }

@@ -402,3 +402,45 @@ func getDirect(ctx context.Context, minio *testenv.MinIOServer, p string) ([]byt
 	defer out.Body.Close()
 	return io.ReadAll(out.Body)
 }
+
+// TestEveryNodeKnowsWhatAnUploadCameFrom: once a write-back file is in
+// its lake, every node of the region answers its stat with the journal
+// version it came from (uploaded_from), not only the node that uploaded
+// it: so an S3 client's If-Match of the ETag from before the upload still
+// holds when another node answers the stat (after the uploader went down,
+// or the members changed).
+func TestEveryNodeKnowsWhatAnUploadCameFrom(t *testing.T) {
+	m := newMesh(t, meshOptions{policies: "  - path: /lake/s3/wb\n    write_mode: back\n"})
+	c := m.client()
+	ctx := context.Background()
+	const p = "/lake/s3/wb/ckpt.bin"
+	data := patternAt(81, 0, 3*MiB)
+	e, err := c.Put(ctx, p, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cachenode.JournalNode(e.Version); !ok {
+		t.Fatalf("put answered version %q, want a journal version", e.Version)
+	}
+	waitLake(t, m, p, data)
+	for _, n := range m.nodes {
+		cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			reply, err := nodepb.NewNodeClient(cc).Stat(sctx, &nodepb.StatRequest{Path: p})
+			cancel()
+			got := reply.GetEntry()
+			if err == nil && !strings.HasPrefix(got.GetVersion(), "wb:") && got.GetUploadedFrom() == e.Version {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s answers a stat of %s after its upload with %v, %v; want the lake's version, uploaded from %s", n.id, p, got, err, e.Version)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}

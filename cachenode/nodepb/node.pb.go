@@ -1984,10 +1984,14 @@ func (x *LineUse) GetRate() float64 {
 }
 
 type PendingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Dir           string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
-	Add           []*Entry               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
-	Remove        []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // namespace paths
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Dir    string                 `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	Add    []*Entry               `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove []string               `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"` // namespace paths
+	// uploaded are files of remove now in their lake: path, version (the
+	// lake's), uploaded_from (the journal version it came from), so every
+	// node answers the journal version's ETag as the lake version's.
+	Uploaded      []*Entry `protobuf:"bytes,4,rep,name=uploaded,proto3" json:"uploaded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2039,6 +2043,13 @@ func (x *PendingRequest) GetAdd() []*Entry {
 func (x *PendingRequest) GetRemove() []string {
 	if x != nil {
 		return x.Remove
+	}
+	return nil
+}
+
+func (x *PendingRequest) GetUploaded() []*Entry {
+	if x != nil {
+		return x.Uploaded
 	}
 	return nil
 }
@@ -2559,11 +2570,12 @@ const file_node_proto_rawDesc = "" +
 	"wait_nanos\x18\x05 \x01(\x03R\twaitNanos\x12\x12\n" +
 	"\x04cost\x18\x06 \x01(\x01R\x04cost\x12\x16\n" +
 	"\x06budget\x18\a \x01(\x03R\x06budget\x12\x12\n" +
-	"\x04rate\x18\b \x01(\x01R\x04rate\"e\n" +
+	"\x04rate\x18\b \x01(\x01R\x04rate\"\x9a\x01\n" +
 	"\x0ePendingRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12)\n" +
 	"\x03add\x18\x02 \x03(\v2\x17.lakemesh.node.v1.EntryR\x03add\x12\x16\n" +
-	"\x06remove\x18\x03 \x03(\tR\x06remove\"\x0e\n" +
+	"\x06remove\x18\x03 \x03(\tR\x06remove\x123\n" +
+	"\buploaded\x18\x04 \x03(\v2\x17.lakemesh.node.v1.EntryR\buploaded\"\x0e\n" +
 	"\fPendingReply\"\x8e\x02\n" +
 	"\rUploadRequest\x12-\n" +
 	"\x04file\x18\x01 \x01(\v2\x19.lakemesh.node.v1.FileRefR\x04file\x12\x1f\n" +
@@ -2684,48 +2696,49 @@ var file_node_proto_depIdxs = []int32{
 	30, // 12: lakemesh.node.v1.InfoReply.lines:type_name -> lakemesh.node.v1.LineUse
 	27, // 13: lakemesh.node.v1.InfoReply.other_members:type_name -> lakemesh.node.v1.Member
 	8,  // 14: lakemesh.node.v1.PendingRequest.add:type_name -> lakemesh.node.v1.Entry
-	0,  // 15: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
-	40, // 16: lakemesh.node.v1.UploadRequest.attrs:type_name -> lakemesh.node.v1.UploadRequest.AttrsEntry
-	0,  // 17: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
-	1,  // 18: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
-	6,  // 19: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
-	2,  // 20: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
-	9,  // 21: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
-	9,  // 22: lakemesh.node.v1.Node.StatAttrs:input_type -> lakemesh.node.v1.StatRequest
-	12, // 23: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
-	14, // 24: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
-	16, // 25: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
-	18, // 26: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
-	20, // 27: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
-	22, // 28: lakemesh.node.v1.Node.WaitUploaded:input_type -> lakemesh.node.v1.WaitUploadedRequest
-	31, // 29: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
-	33, // 30: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
-	34, // 31: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
-	24, // 32: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
-	36, // 33: lakemesh.node.v1.Node.Watch:input_type -> lakemesh.node.v1.WatchRequest
-	26, // 34: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
-	5,  // 35: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
-	7,  // 36: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
-	3,  // 37: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
-	10, // 38: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
-	11, // 39: lakemesh.node.v1.Node.StatAttrs:output_type -> lakemesh.node.v1.StatAttrsReply
-	13, // 40: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
-	15, // 41: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
-	17, // 42: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
-	19, // 43: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
-	21, // 44: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
-	23, // 45: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
-	32, // 46: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
-	15, // 47: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
-	35, // 48: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
-	25, // 49: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
-	37, // 50: lakemesh.node.v1.Node.Watch:output_type -> lakemesh.node.v1.Change
-	29, // 51: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
-	35, // [35:52] is the sub-list for method output_type
-	18, // [18:35] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	8,  // 15: lakemesh.node.v1.PendingRequest.uploaded:type_name -> lakemesh.node.v1.Entry
+	0,  // 16: lakemesh.node.v1.UploadRequest.file:type_name -> lakemesh.node.v1.FileRef
+	40, // 17: lakemesh.node.v1.UploadRequest.attrs:type_name -> lakemesh.node.v1.UploadRequest.AttrsEntry
+	0,  // 18: lakemesh.node.v1.SeedChunk.file:type_name -> lakemesh.node.v1.FileRef
+	1,  // 19: lakemesh.node.v1.Node.Read:input_type -> lakemesh.node.v1.ReadRequest
+	6,  // 20: lakemesh.node.v1.Node.Prefetch:input_type -> lakemesh.node.v1.PrefetchRequest
+	2,  // 21: lakemesh.node.v1.Node.Has:input_type -> lakemesh.node.v1.HasRequest
+	9,  // 22: lakemesh.node.v1.Node.Stat:input_type -> lakemesh.node.v1.StatRequest
+	9,  // 23: lakemesh.node.v1.Node.StatAttrs:input_type -> lakemesh.node.v1.StatRequest
+	12, // 24: lakemesh.node.v1.Node.List:input_type -> lakemesh.node.v1.ListRequest
+	14, // 25: lakemesh.node.v1.Node.Write:input_type -> lakemesh.node.v1.WriteChunk
+	16, // 26: lakemesh.node.v1.Node.Delete:input_type -> lakemesh.node.v1.DeleteRequest
+	18, // 27: lakemesh.node.v1.Node.Mkdir:input_type -> lakemesh.node.v1.MkdirRequest
+	20, // 28: lakemesh.node.v1.Node.Rename:input_type -> lakemesh.node.v1.RenameRequest
+	22, // 29: lakemesh.node.v1.Node.WaitUploaded:input_type -> lakemesh.node.v1.WaitUploadedRequest
+	31, // 30: lakemesh.node.v1.Node.Pending:input_type -> lakemesh.node.v1.PendingRequest
+	33, // 31: lakemesh.node.v1.Node.Upload:input_type -> lakemesh.node.v1.UploadRequest
+	34, // 32: lakemesh.node.v1.Node.Seed:input_type -> lakemesh.node.v1.SeedChunk
+	24, // 33: lakemesh.node.v1.Node.Invalidate:input_type -> lakemesh.node.v1.InvalidateRequest
+	36, // 34: lakemesh.node.v1.Node.Watch:input_type -> lakemesh.node.v1.WatchRequest
+	26, // 35: lakemesh.node.v1.Node.Info:input_type -> lakemesh.node.v1.InfoRequest
+	5,  // 36: lakemesh.node.v1.Node.Read:output_type -> lakemesh.node.v1.ReadChunk
+	7,  // 37: lakemesh.node.v1.Node.Prefetch:output_type -> lakemesh.node.v1.PrefetchReply
+	3,  // 38: lakemesh.node.v1.Node.Has:output_type -> lakemesh.node.v1.HasReply
+	10, // 39: lakemesh.node.v1.Node.Stat:output_type -> lakemesh.node.v1.StatReply
+	11, // 40: lakemesh.node.v1.Node.StatAttrs:output_type -> lakemesh.node.v1.StatAttrsReply
+	13, // 41: lakemesh.node.v1.Node.List:output_type -> lakemesh.node.v1.ListReply
+	15, // 42: lakemesh.node.v1.Node.Write:output_type -> lakemesh.node.v1.WriteReply
+	17, // 43: lakemesh.node.v1.Node.Delete:output_type -> lakemesh.node.v1.DeleteReply
+	19, // 44: lakemesh.node.v1.Node.Mkdir:output_type -> lakemesh.node.v1.MkdirReply
+	21, // 45: lakemesh.node.v1.Node.Rename:output_type -> lakemesh.node.v1.RenameReply
+	23, // 46: lakemesh.node.v1.Node.WaitUploaded:output_type -> lakemesh.node.v1.WaitUploadedReply
+	32, // 47: lakemesh.node.v1.Node.Pending:output_type -> lakemesh.node.v1.PendingReply
+	15, // 48: lakemesh.node.v1.Node.Upload:output_type -> lakemesh.node.v1.WriteReply
+	35, // 49: lakemesh.node.v1.Node.Seed:output_type -> lakemesh.node.v1.SeedReply
+	25, // 50: lakemesh.node.v1.Node.Invalidate:output_type -> lakemesh.node.v1.InvalidateReply
+	37, // 51: lakemesh.node.v1.Node.Watch:output_type -> lakemesh.node.v1.Change
+	29, // 52: lakemesh.node.v1.Node.Info:output_type -> lakemesh.node.v1.InfoReply
+	36, // [36:53] is the sub-list for method output_type
+	19, // [19:36] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
