@@ -78,6 +78,11 @@ type Config struct {
 // are not allowed.
 var ErrNoNode = errors.New("no cache node of the region could serve")
 
+// ErrWriteInterrupted is a Put whose node failed after it had taken part
+// of the input: nothing was acknowledged, and a caller that can read its
+// input again retries (the failed node is skipped for a while).
+var ErrWriteInterrupted = errors.New("the node failed mid-write; nothing was acknowledged, retry the write")
+
 // Client reads and writes the namespace through a region's cache nodes.
 // It is safe for concurrent use; Close releases its connections.
 type Client struct {

@@ -74,7 +74,7 @@ func (c *Client) PutAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.
 	started := false
 	err = c.onCandidates(ctx, metaKey(p), func(_ nodepb.NodeClient, m region.Member) error {
 		if started {
-			return fmt.Errorf("put %s: the node failed mid-write; nothing was acknowledged, retry the write", p)
+			return fmt.Errorf("put %s: %w", p, ErrWriteInterrupted)
 		}
 		cc, err := c.conn(m.Addr)
 		if err != nil {

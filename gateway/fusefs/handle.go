@@ -20,6 +20,9 @@ import (
 // copyBuffer is the piece a copy-in reads at a time.
 const copyBuffer = 1 << 20
 
+// putTries bounds the Puts of a spool whose node failed mid-write.
+const putTries = 3
+
 // readHandle is a file open for reading: one version, read through the
 // router (which reads ahead on sequential access and fetches exact ranges
 // otherwise). It holds no buffer of its own.
@@ -416,14 +419,22 @@ func (w *writeHandle) flushLocked() syscall.Errno {
 	}
 	release := fsys.acquireUpload()
 	defer release()
-	var body io.Reader = bytes.NewReader(nil)
-	if w.spool != nil {
-		body = io.NewSectionReader(w.spool, 0, size)
-	}
 	ctx, cancel := fsys.uploadContext(size)
 	defer cancel()
 	start := time.Now()
-	e, err := fsys.ns.Put(ctx, p, body)
+	var e router.Entry
+	var err error
+	for try := 0; try < putTries; try++ {
+		var body io.Reader = bytes.NewReader(nil)
+		if w.spool != nil {
+			body = io.NewSectionReader(w.spool, 0, size)
+		}
+		// The spool can be read again: a node that failed mid-write is
+		// skipped by the next try.
+		if e, err = fsys.ns.Put(ctx, p, body); !errors.Is(err, router.ErrWriteInterrupted) {
+			break
+		}
+	}
 	if err != nil {
 		return fsys.errno(ctx, "flush", p, err)
 	}
