@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
@@ -92,6 +93,11 @@ func (n *Node) CommitLent(ctx context.Context, l *LentFile, size int64, sum uint
 	}
 	return entry, err
 }
+
+// StartWriteback starts writing bytes [off, off+n) of f to disk without
+// waiting (sync_file_range; nothing on other platforms): a client writing
+// a lent file does, piece by piece, so the commit's sync has little left.
+func StartWriteback(f *os.File, off, n int64) { startWriteback(f, off, n) }
 
 // LentCommit is a commit request's fields.
 type LentCommit struct {

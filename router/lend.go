@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"os"
 	"sync"
@@ -31,7 +32,21 @@ type LentSpool struct {
 
 	mu   sync.Mutex
 	conn *net.UnixConn // nil once committed or closed
+	// sum is the CRC-32C of the file's first sumTo bytes while they were
+	// written in order from the start (sumTo -1 once not), so the node
+	// need not read the file to take it; wbFrom is where the file's
+	// writeback was last started.
+	sum    uint32
+	sumTo  int64
+	wbFrom int64
 }
+
+// lentWriteback is the piece of a lent file whose writeback WriteAt
+// starts once it is written, as the node's journal does for the files it
+// writes itself.
+const lentWriteback = 4 << 20
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // LendSpool asks for a lent journal file for a new write of p with attrs.
 // It fails with an error wrapping cachenode.ErrNotLendable when the write
@@ -69,21 +84,62 @@ func (c *Client) LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*Len
 	return &LentSpool{c: c, p: p, file: f, conn: conn}, nil
 }
 
+// WriteAt writes b at off into the lent file (io.WriterAt): in any order,
+// while it is not committed.
+func (l *LentSpool) WriteAt(b []byte, off int64) (int, error) {
+	k, err := l.file.WriteAt(b, off)
+	if k > 0 {
+		l.mu.Lock()
+		if off == l.sumTo {
+			l.sum = crc32.Update(l.sum, castagnoli, b[:k])
+			l.sumTo += int64(k)
+		} else {
+			l.sumTo = -1 // rewritten, or a hole left: the node takes the sum
+		}
+		from, to := l.wbFrom, (off+int64(k))&^(lentWriteback-1)
+		if to > from {
+			l.wbFrom = to
+		}
+		l.mu.Unlock()
+		if to > from {
+			cachenode.StartWriteback(l.file, from, to-from)
+		}
+	}
+	return k, err
+}
+
+// Truncate sets the lent file's size.
+func (l *LentSpool) Truncate(size int64) error {
+	if err := l.file.Truncate(size); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case size == 0:
+		l.sum, l.sumTo = 0, 0
+	case size != l.sumTo:
+		l.sumTo = -1
+	}
+	return nil
+}
+
 // Path is the namespace path the file was lent for.
 func (l *LentSpool) Path() string { return l.p }
 
-// File is the lent file, open for reading and writing.
+// File is the lent file, open for reading and writing; write it with
+// WriteAt and Truncate.
 func (l *LentSpool) File() *os.File { return l.file }
 
-// Commit makes the lent file's first size bytes (the whole file: it must
-// be size bytes long) the path's new content, as a Put of them would, and
-// returns the entry. sum is their CRC-32C if known (sumKnown), else the
-// node takes it. A failed commit leaves the bytes in File, to be written
-// with Put instead; either way the file cannot be committed again.
-func (l *LentSpool) Commit(ctx context.Context, size int64, sum uint32, sumKnown bool) (Entry, error) {
+// Commit makes the lent file (which must be size bytes long) the path's
+// new content, as a Put of its bytes would, and returns the entry. A
+// failed commit leaves the bytes in File, to be written with Put instead;
+// either way the file cannot be committed again.
+func (l *LentSpool) Commit(ctx context.Context, size int64) (Entry, error) {
 	l.mu.Lock()
 	conn := l.conn
 	l.conn = nil
+	sum, sumKnown := l.sum, l.sumTo == size
 	l.mu.Unlock()
 	if conn == nil {
 		return Entry{}, fmt.Errorf("commit %s: %w", l.p, errLentSpoolDone)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,11 +149,11 @@ func TestLendSpool(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.File().WriteAt(patternAt(5, 0, MiB), 0); err != nil {
+		if _, err := l.WriteAt(patternAt(5, 0, MiB), 0); err != nil {
 			t.Fatal(err)
 		}
 		if commit {
-			if _, err := l.Commit(ctx, MiB+1, 0, false); err == nil {
+			if _, err := l.Commit(ctx, MiB+1); err == nil {
 				t.Fatalf("commit of %d bytes of a lent file holding %d: no error", MiB+1, MiB)
 			}
 		}
@@ -162,25 +165,72 @@ func TestLendSpool(t *testing.T) {
 	for _, n := range m.nodes {
 		waitJournalEmpty(t, n, "after the lent files were given up")
 	}
-	// A commit of the right size is a write-back write.
-	l, err := c.LendSpool(ctx, "/lake/s3/lent/ok.bin", nil)
-	if err != nil {
-		t.Fatal(err)
+	// A commit of the right size is a write-back write, whose record
+	// holds its bytes' CRC-32C, whether the client could take it (the
+	// bytes written in order) or the node had to.
+	data := patternAt(6, 0, 5*MiB+3)
+	m.proxy.Hold() // the records stay until the uploads
+	t.Cleanup(m.proxy.Release)
+	for _, inOrder := range []bool{true, false} {
+		p := fmt.Sprintf("/lake/s3/lent/ok-%v.bin", inOrder)
+		l, err := c.LendSpool(ctx, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		pieces := []int64{0, 3 * MiB, int64(len(data))}
+		if !inOrder {
+			pieces = []int64{3 * MiB, int64(len(data)), 0, 3 * MiB}
+		}
+		for i := 0; i+1 < len(pieces); i += 2 - boolInt(inOrder) {
+			from, to := pieces[i], pieces[i+1]
+			if _, err := l.WriteAt(data[from:to], from); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e, err := l.Commit(ctx, int64(len(data)))
+		if _, ok := cachenode.JournalNode(e.Version); err != nil || !ok || e.Size != int64(len(data)) {
+			t.Fatalf("commit: %+v, %v; want a journal version of %d bytes", e, err, len(data))
+		}
+		if got := readAll(t, c, p, MiB); got != sha256.Sum256(data) {
+			t.Fatalf("%s committed reads back other bytes", p)
+		}
+		if _, err := l.Commit(ctx, int64(len(data))); err == nil {
+			t.Fatal("a second commit of the same lent file: no error")
+		}
+		if sum := journalRecordCRC(t, m, e.Version); sum != crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)) {
+			t.Fatalf("%s (written in order: %v): the journal's record has CRC-32C %08x, not the bytes'", p, inOrder, sum)
+		}
 	}
-	defer l.Close()
-	if _, err := l.File().WriteAt(patternAt(6, 0, MiB), 0); err != nil {
-		t.Fatal(err)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
 	}
-	e, err := l.Commit(ctx, MiB, 0, false)
-	if _, ok := cachenode.JournalNode(e.Version); err != nil || !ok || e.Size != MiB {
-		t.Fatalf("commit: %+v, %v; want a journal version of %d bytes", e, err, MiB)
+	return 0
+}
+
+// journalRecordCRC reads the CRC-32C in the journal record of version v,
+// on whichever node holds it.
+func journalRecordCRC(t *testing.T, m *mesh, v string) uint32 {
+	t.Helper()
+	id := strings.TrimPrefix(v, "wb:")
+	for _, n := range m.nodes {
+		b, err := os.ReadFile(filepath.Join(n.cacheDir, "journal", strings.ReplaceAll(id, ":", "_")+".rec"))
+		if err != nil {
+			continue
+		}
+		var rec struct {
+			CRC32C uint32 `json:"crc32c"`
+		}
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.CRC32C
 	}
-	if got := readAll(t, c, "/lake/s3/lent/ok.bin", MiB); got != sha256.Sum256(patternAt(6, 0, MiB)) {
-		t.Fatal("the committed file reads back other bytes")
-	}
-	if _, err := l.Commit(ctx, MiB, 0, false); err == nil {
-		t.Fatal("a second commit of the same lent file: no error")
-	}
+	t.Fatalf("no node has the journal record of %s", v)
+	return 0
 }
 
 func mustDo(t *testing.T, what string, f func() error) {

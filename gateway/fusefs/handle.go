@@ -82,12 +82,6 @@ type writeHandle struct {
 	lent      *router.LentSpool
 	committed bool
 	lentGone  bool // its commit failed: flushes Put the spool instead
-	// sum is the CRC-32C of the content's first sumTo bytes, while they
-	// were written in order from the start (sumTo -1 once not), and
-	// wbFrom where the lent file's writeback was last started.
-	sum    uint32
-	sumTo  int64
-	wbFrom int64
 
 	size  atomic.Int64 // the content's size, once loaded
 	local atomic.Bool  // mirrors dirty for node.attrs, which reads it without mu
@@ -103,10 +97,9 @@ var (
 )
 
 func newWriteHandle(n *node, r *followReader, e router.Entry, empty bool) *writeHandle {
-	w := &writeHandle{n: n, r: r, base: e.Size, sumTo: -1}
+	w := &writeHandle{n: n, r: r, base: e.Size}
 	w.mtime.Store(time.Now().UnixNano())
 	if empty || e.Size == 0 {
-		w.sumTo = 0
 		// A new file, or one opened with O_TRUNC, must reach the lake
 		// even if nothing is written to it.
 		w.loaded = true
@@ -165,7 +158,7 @@ func (w *writeHandle) copyIn(n int64) syscall.Errno {
 	for off := int64(0); off < n; {
 		k, err := w.r.ReadAt(ctx, buf[:min(int64(len(buf)), n-off)], off)
 		if k > 0 {
-			if _, werr := w.spool.WriteAt(buf[:k], off); werr != nil {
+			if _, werr := w.writeAt(buf[:k], off); werr != nil {
 				return fsys.errno(nil, "spool", w.r.Entry().Path, werr)
 			}
 			off += int64(k)
@@ -193,7 +186,15 @@ func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32
 		return 0, errno
 	}
 	if w.lent != nil {
-		return w.writeLent(data, off)
+		// Into the node's journal: no stream to follow the appends.
+		k, err := w.lent.WriteAt(data, off)
+		if k > 0 {
+			w.grew(max(w.size.Load(), off+int64(k)))
+		}
+		if err != nil {
+			return uint32(k), spoolErrno(err)
+		}
+		return uint32(k), 0
 	}
 	old := w.size.Load()
 	if w.stream != nil && off == old {
@@ -341,14 +342,12 @@ func (w *writeHandle) truncate(size int64) syscall.Errno {
 	if errno := w.load(size); errno != 0 {
 		return errno
 	}
-	if err := w.spool.Truncate(size); err != nil {
+	truncate := w.spool.Truncate
+	if w.lent != nil {
+		truncate = w.lent.Truncate
+	}
+	if err := truncate(size); err != nil {
 		return spoolErrno(err)
-	}
-	if size < w.sumTo || size > w.sumTo && w.sumTo >= 0 {
-		w.sumTo = -1
-	}
-	if size == 0 {
-		w.sum, w.sumTo = 0, 0
 	}
 	w.size.Store(size)
 	w.mtime.Store(time.Now().UnixNano())
@@ -389,7 +388,7 @@ func (w *writeHandle) flushLocked() syscall.Errno {
 	if w.lent != nil && !w.committed && !w.lentGone {
 		if w.lent.Path() == p {
 			ctx, cancel := fsys.uploadContext(size)
-			e, err := w.lent.Commit(ctx, size, w.sum, w.sumTo == size)
+			e, err := w.lent.Commit(ctx, size)
 			cancel()
 			if err == nil {
 				fsys.log.Debug("file written into a lent journal file", "path", p, "bytes", size, "version", e.Version)

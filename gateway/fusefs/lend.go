@@ -3,7 +3,6 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"hash/crc32"
 	"io"
 	"syscall"
 
@@ -26,11 +25,6 @@ import (
 // checkpoint spent most of the machine's CPU copying its bytes four times
 // on the way (spool, socket, journal): see the README's figures.
 
-// lentWriteback is the piece of a lent file whose writeback is started
-// once written, as the journal does for the files it writes itself: the
-// commit's fsync then has little left to do.
-const lentWriteback = 4 << 20
-
 // spoolLender is a namespace that lends journal files (*router.Client).
 type spoolLender interface {
 	LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*router.LentSpool, error)
@@ -48,7 +42,7 @@ func (w *writeHandle) openSpool() syscall.Errno {
 		lent, err := l.LendSpool(ctx, p, nil)
 		cancel()
 		if err == nil {
-			w.lent, w.spool, w.wbFrom, w.lentGone = lent, lent.File(), 0, false
+			w.lent, w.spool, w.lentGone = lent, lent.File(), false
 			return 0
 		}
 		if !errors.Is(err, cachenode.ErrNotLendable) {
@@ -81,7 +75,7 @@ func (w *writeHandle) reopen() syscall.Errno {
 	for off := int64(0); off < size; {
 		k, err := old.File().ReadAt(buf[:min(int64(len(buf)), size-off)], off)
 		if k > 0 {
-			if _, werr := w.spool.WriteAt(buf[:k], off); werr != nil {
+			if _, werr := w.writeAt(buf[:k], off); werr != nil {
 				return spoolErrno(werr)
 			}
 			off += int64(k)
@@ -93,27 +87,11 @@ func (w *writeHandle) reopen() syscall.Errno {
 	return 0
 }
 
-// writeLent writes data at off into the lent file.
-func (w *writeHandle) writeLent(data []byte, off int64) (uint32, syscall.Errno) {
-	old := w.size.Load()
-	k, err := w.spool.WriteAt(data, off)
-	if k > 0 {
-		if off == w.sumTo {
-			w.sum = crc32.Update(w.sum, castagnoli, data[:k])
-			w.sumTo += int64(k)
-		} else {
-			w.sumTo = -1 // rewritten, or a hole left: the node takes the sum
-		}
-		if to := (off + int64(k)) &^ (lentWriteback - 1); to > w.wbFrom {
-			startWriteback(w.spool, w.wbFrom, to-w.wbFrom)
-			w.wbFrom = to
-		}
-		w.grew(max(old, off+int64(k)))
+// writeAt writes the content's bytes at off into the spool, through the
+// lent file's own writer when it is one (which keeps its checksum).
+func (w *writeHandle) writeAt(b []byte, off int64) (int, error) {
+	if w.lent != nil {
+		return w.lent.WriteAt(b, off)
 	}
-	if err != nil {
-		return uint32(k), spoolErrno(err)
-	}
-	return uint32(k), 0
+	return w.spool.WriteAt(b, off)
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
