@@ -62,6 +62,11 @@ func TestS3ETagAcrossWriteBackUpload(t *testing.T) {
 	s3Error(t, err, "", 304) // If-None-Match of the ETag before the upload
 	// Once the object changes, the old ETag names other bytes.
 	put(patternAt(72, 0, 1<<20))
+	// The gateway is on the nodes' host: it wrote both PUTs into journal
+	// files the path's node lent it (router.LentSpool).
+	if n := lentCommits(t, m, "/lake/s3/wb-etag/ckpt.bin"); n != 2 {
+		t.Errorf("%d of the 2 PUTs were written into lent journal files", n)
+	}
 	_, err = c.GetObject(ctx, &s3.GetObjectInput{Bucket: bucket, Key: key, IfMatch: aws.String(wbETag)})
 	s3Error(t, err, "", 412) // If-Match of an older version's ETag
 }

@@ -292,7 +292,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, req *request) error {
 		src = sum
 	}
 	in2 := &failFast{r: src, cancel: cancel}
-	e, err := s.ns.PutAttrs(putCtx, p, in2, up.Attrs)
+	e, err := s.putAttrs(putCtx, p, in2, up.Attrs)
 	if err == nil && e.Size != total {
 		err = fmt.Errorf("complete %s: the lake stored %d bytes of %d", p, e.Size, total)
 	}

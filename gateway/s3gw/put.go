@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -57,7 +58,7 @@ func (s *Server) putObject(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	e, err := s.ns.PutAttrs(putCtx, p, body, attrs)
+	e, err := s.putAttrs(putCtx, p, body, attrs)
 	if berr := body.failure(); berr != nil {
 		if err == nil {
 			s.log.Error("a Put succeeded although its body failed verification; the object may hold an unverified body", "path", p, "err", berr)
@@ -178,7 +179,7 @@ func (s *Server) copyObject(w http.ResponseWriter, req *request) error {
 	putCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	in := &failFast{r: &sectionReader{ctx: ctx, rd: rd, end: src.Size}, cancel: cancel}
-	e, err := s.ns.PutAttrs(putCtx, p, in, attrs)
+	e, err := s.putAttrs(putCtx, p, in, attrs)
 	if in.err != nil {
 		return toAPIError(in.err, targetRead, srcKey)
 	}
@@ -430,4 +431,30 @@ func checkStorageClass(h http.Header) *apiError {
 		return s3err("InvalidStorageClass", "the storage class %q is not an S3 storage class", truncate(sc, 64))
 	}
 	return nil
+}
+
+// lender is a namespace that lends journal files (*router.Client).
+type lender interface {
+	LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*router.LentSpool, error)
+}
+
+// putAttrs writes a whole object from r: into a journal file that the
+// node taking the path's writes lends the gateway, when that node is on
+// this host and journals the write (router.LentSpool: the bytes are
+// copied once, into the journal, and never sent), else with one Put. An
+// input that fails writes nothing either way.
+func (s *Server) putAttrs(ctx context.Context, p string, r io.Reader, attrs ufs.Attrs) (router.Entry, error) {
+	if l, ok := s.ns.(lender); ok {
+		if lent, err := l.LendSpool(ctx, p, attrs); err == nil {
+			defer lent.Close() // a file not committed is removed
+			buf := getChunk(chunkSize)
+			n, err := io.CopyBuffer(io.NewOffsetWriter(lent, 0), r, *buf)
+			putChunk(buf)
+			if err != nil {
+				return router.Entry{}, fmt.Errorf("put %s: read input: %w; nothing was written", p, err)
+			}
+			return lent.Commit(ctx, n)
+		}
+	}
+	return s.ns.PutAttrs(ctx, p, r, attrs)
 }
