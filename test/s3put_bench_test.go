@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -29,18 +28,8 @@ func BenchmarkS3GatewayWriteBackPut(b *testing.B) {
 	)
 	m := newMesh(b, meshOptions{policies: "  - path: /lake/s3/wbput\n    write_mode: back\n"})
 	gw := startS3Gateway(b, m)
-	newClient := func(endpoint, keyID, secret string) *s3.Client {
-		return s3.NewFromConfig(aws.Config{
-			Region:                     "us-east-1",
-			Credentials:                credentials.NewStaticCredentialsProvider(keyID, secret, ""),
-			RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		}, func(o *s3.Options) {
-			o.BaseEndpoint = aws.String(endpoint)
-			o.UsePathStyle = true
-		})
-	}
-	viaGateway := newClient(gw.url, gw.keyID, gw.secret)
-	direct := newClient("http://"+m.minio.Addr, m.minio.AccessKey, m.minio.SecretKey)
+	viaGateway := benchS3Client(gw.url, gw.keyID, gw.secret)
+	direct := benchS3Client("http://"+m.minio.Addr, m.minio.AccessKey, m.minio.SecretKey)
 	data := make([][]byte, objects)
 	for i := range data {
 		data[i] = patternAt(uint64(700+i), 0, size)

@@ -176,23 +176,9 @@ func TestWriteBackWhileItsNodeIsDown(t *testing.T) {
 	}
 	m.start(away)
 	m.waitMembers(len(m.nodes))
-	cc, err := grpc.NewClient(away.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		reply, err := nodepb.NewNodeClient(cc).Stat(sctx, &nodepb.StatRequest{Path: p})
-		cancel()
-		if err == nil && reply.GetEntry().GetVersion() == e.Version {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s, back after the write, answers a stat of %s with %v, %v; want the journal's version %s", away.id, p, reply.GetEntry(), err, e.Version)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitNodeStat(t, away, p, "back after the write", "the journal's version "+e.Version, func(got *nodepb.Entry) bool {
+		return got.GetVersion() == e.Version
+	})
 	var down *nodeProc
 	for _, n := range m.nodes {
 		if n.id == holder {
@@ -424,23 +410,31 @@ func TestEveryNodeKnowsWhatAnUploadCameFrom(t *testing.T) {
 	}
 	waitLake(t, m, p, data)
 	for _, n := range m.nodes {
-		cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
+		waitNodeStat(t, n, p, "after its upload", "the lake's version, uploaded from "+e.Version, func(got *nodepb.Entry) bool {
+			return !strings.HasPrefix(got.GetVersion(), "wb:") && got.GetUploadedFrom() == e.Version
+		})
+	}
+}
+
+// waitNodeStat asks node n for a stat of p (its own answer, not the
+// router's) until ok accepts it, for at most 30 s.
+func waitNodeStat(t *testing.T, n *nodeProc, p, when, want string, ok func(*nodepb.Entry) bool) {
+	t.Helper()
+	cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		reply, err := nodepb.NewNodeClient(cc).Stat(sctx, &nodepb.StatRequest{Path: p})
+		cancel()
+		if err == nil && ok(reply.GetEntry()) {
+			return
 		}
-		defer cc.Close()
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			reply, err := nodepb.NewNodeClient(cc).Stat(sctx, &nodepb.StatRequest{Path: p})
-			cancel()
-			got := reply.GetEntry()
-			if err == nil && !strings.HasPrefix(got.GetVersion(), "wb:") && got.GetUploadedFrom() == e.Version {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s answers a stat of %s after its upload with %v, %v; want the lake's version, uploaded from %s", n.id, p, got, err, e.Version)
-			}
-			time.Sleep(100 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s, %s, answers a stat of %s with %v, %v; want %s", n.id, when, p, reply.GetEntry(), err, want)
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

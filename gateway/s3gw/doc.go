@@ -82,7 +82,13 @@
 // ranged GET passes its end to Reader.Limit before the first read, so
 // readahead never fetches a page past the range, and its last chunk
 // reads only the bytes of the range. PutObject is one Namespace.Put; CopyObject
-// reads the source version and Puts it (across mounts too).
+// reads the source version and Puts it (across mounts too). When the node
+// a key's writes go to is on the gateway's host and journals them
+// (write_mode: back, or a lake homed in another region), the object is
+// written into a journal file that node lends the gateway instead
+// (router.LentSpool; putAttrs), and committed once the body verified: the
+// bytes are copied once, into the journal, and never sent. A body that
+// fails verification is never committed, and its file is removed.
 //
 // Multipart uploads spool their parts to files under Config.SpoolDir
 // (mode 0700): a part is renamed into place, named by its number and MD5,
