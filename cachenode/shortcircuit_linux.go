@@ -85,8 +85,10 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 		}
 		if r, err := scHeader(body); err == nil && r.u16() == scOpLend {
 			held = nil
-			s.serveLend(c, r)
-			return // one lent file per connection
+			if s.serveLend(c, r) {
+				return // one lent file per connection
+			}
+			continue // refused: the connection serves on
 		}
 		a := s.answer(body)
 		held = a.held // the client is done with the previous answer's
@@ -128,65 +130,65 @@ func readSCRequest(c *net.UnixConn, hdr []byte) ([]byte, error) {
 
 // serveLend lends a journal data file (lend.go) and waits, for as long
 // as the client writes it, for its commit; a connection that ends first
-// removes the file.
-func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) {
+// removes the file. It reports whether the connection is done: after a
+// lend it is, while a refused lend leaves it to serve the next request
+// (clients ask on pooled connections, and most writes are refused: they
+// are not journaled).
+func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
 	reply := func(b, oob []byte) bool {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		return writeMsg(c, b, oob) == nil
 	}
+	refuse := func(b []byte) bool { return !reply(b, nil) }
 	p, attrs, err := decodeLendRequest(r)
 	if err != nil {
 		s.errs.Add(1)
-		reply(scResponse(scError, err.Error()), nil)
-		return
+		return refuse(scResponse(scError, err.Error()))
 	}
 	w := s.cfg.Writes
 	if w == nil {
-		reply(notLendable("this node lends no journal files"), nil)
-		return
+		return refuse(notLendable("this node lends no journal files"))
 	}
 	if s.lending.Add(1) > scLendMax {
 		s.lending.Add(-1)
-		reply(notLendable(fmt.Sprintf("%d files are lent already", scLendMax)), nil)
-		return
+		return refuse(notLendable(fmt.Sprintf("%d files are lent already", scLendMax)))
 	}
 	defer s.lending.Add(-1)
 	l, err := w.LendJournal(p, attrs)
 	if errors.Is(err, ErrNotLendable) {
-		reply(notLendable(err.Error()), nil)
-		return
+		return refuse(notLendable(err.Error()))
 	}
 	if err != nil {
 		s.errs.Add(1)
-		reply(scResponse(scError, err.Error()), nil)
-		return
+		return refuse(scResponse(scError, err.Error()))
 	}
 	defer l.Abort() // nothing once committed
 	if !reply(encodeLent(l.e.ID), syscall.UnixRights(int(l.f.Fd()))) {
-		return
+		return true
 	}
 	s.lent.Add(1)
 	var hdr [4]byte
 	c.SetReadDeadline(time.Time{}) // a file is written for as long as it takes
 	body, err := readSCRequest(c, hdr[:])
 	if err != nil {
-		return
+		return true
 	}
 	cm, err := decodeCommitRequest(body)
 	if err != nil {
 		s.errs.Add(1)
 		reply(scResponse(scError, err.Error()), nil)
-		return
+		return true
 	}
 	e, err := w.CommitLent(context.Background(), l, cm.Size, cm.CRC32C, cm.CRCKnown)
 	if err != nil {
 		s.errs.Add(1)
 		s.log.Warn("lent journal file not committed", "path", p, "err", err)
 		reply(scResponse(scError, err.Error()), nil)
-		return
+		return true
 	}
 	s.committed.Add(1)
 	reply(encodeCommitted(e), nil)
+	return true
 }
 
 // LendJournalFile asks the node at the other end of c, a connection used

@@ -251,3 +251,33 @@ func TestShortCircuitMemoryReadWaitsForFill(t *testing.T) {
 		t.Fatalf("%d fetches; the memory read started one", src.started.Load())
 	}
 }
+
+// A refused lend leaves the connection serving: clients ask on pooled
+// connections, and most writes are not journaled.
+func TestShortCircuitRefusedLendKeepsTheConnection(t *testing.T) {
+	const pageSize, blockSize = 256 << 10, 64 << 10
+	s := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 16 << 20, MemoryBytes: 16 << 20, PageSize: pageSize, BlockSize: blockSize})
+	data := randomBytes(5, pageSize)
+	ref := FileRef{Mount: "/lake/test", Path: "d/f", Version: "v1", Size: int64(len(data))}
+	if err := s.Put(ref, 0, 0, data); err != nil {
+		t.Fatal(err)
+	}
+	_, c := serveShortCircuit(t, s, nil) // Writes unset: every lend is refused
+	deadline := time.Now().Add(5 * time.Second)
+	for range 3 {
+		if f, _, err := LendJournalFile(c, "/lake/test/d/new", nil, deadline); !errors.Is(err, ErrNotLendable) {
+			if f != nil {
+				f.Close()
+			}
+			t.Fatalf("lend from a node that lends nothing: %v, want ErrNotLendable", err)
+		}
+		f, dp, err := OpenShortCircuit(c, ShortCircuitRequest{Path: "/lake/test/d/f", Version: "v1", Size: ref.Size, PageSize: pageSize}, deadline)
+		if err != nil {
+			t.Fatalf("a page asked on the connection after a refused lend: %v", err)
+		}
+		f.Close()
+		if dp.Length != pageSize {
+			t.Fatalf("grant of %d bytes, want %d", dp.Length, pageSize)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"net"
@@ -66,19 +67,24 @@ func (c *Client) LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*Len
 	if m.Socket == "" || m.Host != sc.host {
 		return nil, fmt.Errorf("lend %s: %w: its node %s is on another host", p, cachenode.ErrNotLendable, m.ID)
 	}
+	// Asked on a pooled connection: a refusal (most writes are not
+	// journaled) leaves it for the next request; a lent file keeps it.
 	socket := cachenode.ShortCircuitSocket(m.Socket)
-	nc, err := net.DialTimeout("unix", socket, scTimeout)
+	conn, err := sc.conn(socket)
 	if err != nil {
 		return nil, fmt.Errorf("lend %s: %w", p, err)
 	}
-	conn := nc.(*net.UnixConn)
 	deadline := time.Now().Add(scTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	f, _, err := cachenode.LendJournalFile(conn, p, attrs, deadline)
 	if err != nil {
-		conn.Close()
+		if errors.Is(err, cachenode.ErrNotLendable) {
+			sc.putConn(socket, conn)
+		} else {
+			conn.Close()
+		}
 		return nil, fmt.Errorf("lend %s from node %s: %w", p, m.ID, err)
 	}
 	return &LentSpool{c: c, p: p, file: f, conn: conn}, nil
