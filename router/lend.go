@@ -91,7 +91,8 @@ func (c *Client) LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*Len
 }
 
 // WriteAt writes b at off into the lent file (io.WriterAt): in any order,
-// while it is not committed.
+// before Commit (after it the file is the journal's: writing it then is
+// the caller's error). WriteAt and Truncate are called one at a time.
 func (l *LentSpool) WriteAt(b []byte, off int64) (int, error) {
 	k, err := l.file.WriteAt(b, off)
 	if k > 0 {
