@@ -188,11 +188,16 @@ func (j *Journal) AppendAttrs(path string, r io.Reader, attrs ufs.Attrs) (Journa
 func (j *Journal) newEntry(path string, attrs ufs.Attrs) JournalEntry {
 	var rnd [6]byte
 	rand.Read(rnd[:])
-	j.mu.Lock()
-	j.seq++
-	seq := j.seq
-	j.mu.Unlock()
+	seq := j.nextSeq()
 	return JournalEntry{ID: fmt.Sprintf("%s:%d-%s", j.nodeID, seq, hex.EncodeToString(rnd[:])), Path: path, Seq: seq, Attrs: attrs}
+}
+
+// nextSeq takes the next place in the node's order of writes.
+func (j *Journal) nextSeq() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.seq++
+	return j.seq
 }
 
 // publish makes an entry whose data and record are on disk pending, and
@@ -240,12 +245,14 @@ func (l *LentFile) File() *os.File { return l.f }
 // Path is the namespace path the file is written for.
 func (l *LentFile) Path() string { return l.e.Path }
 
-// Commit makes the lent file the new content of its path, size bytes long,
-// once the bytes and the record are on disk; the file is the journal's
-// from then on. sum is their CRC-32C when known (the client computed it
-// while it wrote them in order); otherwise Commit reads the file to take
-// it. A file whose size is not size is refused and stays lent.
-func (l *LentFile) Commit(size int64, sum uint32, sumKnown bool) (JournalEntry, error) {
+// Commit makes the lent file the new content of its path, c.Size bytes
+// long, once the bytes and the record are on disk; the file is the
+// journal's from then on. c.CRC32C is their CRC-32C when known
+// (c.CRCKnown: the client took it while it wrote them in order);
+// otherwise Commit reads the file to take it. A file whose size is not
+// c.Size is refused and stays lent.
+func (l *LentFile) Commit(c LentCommit) (JournalEntry, error) {
+	size, sum := c.Size, c.CRC32C
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
@@ -262,7 +269,7 @@ func (l *LentFile) Commit(size int64, sum uint32, sumKnown bool) (JournalEntry, 
 	if err := l.f.Sync(); err != nil {
 		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
 	}
-	if !sumKnown {
+	if !c.CRCKnown {
 		if sum, err = crcOf(io.NewSectionReader(l.f, 0, size)); err != nil {
 			return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)
 		}
@@ -271,10 +278,7 @@ func (l *LentFile) Commit(size int64, sum uint32, sumKnown bool) (JournalEntry, 
 	e.Size, e.CRC32C, e.ModTime = size, sum, time.Now()
 	// The write is ordered by its commit, not by its lend: of two
 	// handles writing one path, the one closed last wins.
-	l.j.mu.Lock()
-	l.j.seq++
-	e.Seq = l.j.seq
-	l.j.mu.Unlock()
+	e.Seq = l.j.nextSeq()
 	if err := l.j.writeRecord(&e, l.fileID); err != nil {
 		os.Remove(l.j.recPath(l.fileID) + ".tmp")
 		return JournalEntry{}, fmt.Errorf("write-back journal: %s: %w", l.e.Path, err)

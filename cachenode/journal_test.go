@@ -179,7 +179,7 @@ func TestJournalLend(t *testing.T) {
 		if _, err := l.File().WriteAt(data[:half], 0); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Commit(int64(len(data))-1, 0, false); !errors.Is(err, errLentSize) {
+		if _, err := l.Commit(LentCommit{Size: int64(len(data)) - 1}); !errors.Is(err, errLentSize) {
 			t.Fatalf("commit at a size the file does not have: %v, want errLentSize", err)
 		}
 		if _, ok := j.Pending(l.Path()); ok {
@@ -189,14 +189,14 @@ func TestJournalLend(t *testing.T) {
 		if !known {
 			given = 0 // not known: the journal takes it
 		}
-		e, err := l.Commit(int64(len(data)), given, known)
+		e, err := l.Commit(LentCommit{Size: int64(len(data)), CRC32C: given, CRCKnown: known})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if e.Size != int64(len(data)) || e.CRC32C != sum || !maps.Equal(e.Attrs, attrsOf(i)) {
 			t.Fatalf("committed entry %+v, want %d bytes, CRC %08x, attrs %v", e, len(data), sum, attrsOf(i))
 		}
-		if _, err := l.Commit(int64(len(data)), sum, true); !errors.Is(err, errLentDone) {
+		if _, err := l.Commit(LentCommit{Size: int64(len(data)), CRC32C: sum, CRCKnown: true}); !errors.Is(err, errLentDone) {
 			t.Fatalf("second commit: %v, want errLentDone", err)
 		}
 		l.Abort() // after a commit: nothing
@@ -212,12 +212,12 @@ func TestJournalLend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2, err := second.Commit(0, 0, true)
+	e2, err := second.Commit(LentCommit{Size: 0, CRCKnown: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	first.File().Write(data[:10])
-	e1, err := first.Commit(10, 0, false)
+	e1, err := first.Commit(LentCommit{Size: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,15 +41,17 @@ import (
 // Wire format, on shortcircuit.go's framing:
 //
 //	request op 4 (lend): path, attrs as JSON (uint32 length + bytes each)
-//	response status 0 (lent, one descriptor attached): entry id
+//	response status 0 (lent, one descriptor attached): no fields
+//	response status 5 (not lendable, ErrNotLendable): message
 //	request op 5 (commit): size int64, CRC-32C uint32, flags uint16
 //	  (1: the CRC is known; otherwise the node reads the file to take it)
 //	response status 0: path, size int64, mtime unix nanoseconds int64,
 //	  version (the entry a Write answers)
 //	status 2 (error message) for either.
 const (
-	scOpLend   = 4
-	scOpCommit = 5
+	scOpLend      = 4
+	scOpCommit    = 5
+	scNotLendable = 5
 	// scLendMax bounds the files lent at once by one node: each holds a
 	// connection of the socket's MaxConns (the rest are left to reads).
 	scLendMax = 16
@@ -70,26 +72,23 @@ func (n *Node) LendJournal(p string, attrs ufs.Attrs) (*LentFile, error) {
 	if err := checkAttrs(lake, attrs); err != nil {
 		return nil, fmt.Errorf("write %s: %w", p, err)
 	}
-	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(p)
-	remote := lake.Region != "" && lake.Region != n.cfg.Region
-	if !back && !remote || n.cfg.Journal == nil {
+	if !n.journals(lake, p) || n.cfg.Journal == nil {
 		return nil, fmt.Errorf("write %s: %w", p, ErrNotLendable)
 	}
 	return n.cfg.Journal.Lend(p, attrs)
 }
 
-// CommitLent commits a lent file of size bytes (LentFile.Commit) and
-// answers as Write does.
-func (n *Node) CommitLent(ctx context.Context, l *LentFile, size int64, sum uint32, sumKnown bool) (*nodepb.Entry, error) {
+// CommitLent commits a lent file (LentFile.Commit) and answers as Write
+// does.
+func (n *Node) CommitLent(ctx context.Context, l *LentFile, c LentCommit) (*nodepb.Entry, error) {
 	start := time.Now()
-	e, err := l.Commit(size, sum, sumKnown)
+	e, err := l.Commit(c)
 	if err != nil {
 		return nil, err
 	}
-	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(e.Path)
-	entry, err := n.journaled(ctx, e, back)
+	entry, err := n.journaled(ctx, e, n.writeBack(e.Path))
 	if err == nil {
-		n.log.Info("file written into a lent journal file", "path", e.Path, "bytes", size, "took", time.Since(start))
+		n.log.Info("file written into a lent journal file", "path", e.Path, "bytes", e.Size, "took", time.Since(start))
 	}
 	return entry, err
 }
@@ -164,12 +163,6 @@ func decodeCommitRequest(body []byte) (LentCommit, error) {
 	return c, nil
 }
 
-func encodeLent(id string) []byte {
-	b := appendSCString(scResponse(scGranted, ""), id)
-	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
-	return b
-}
-
 func encodeCommitted(e *nodepb.Entry) []byte {
 	le := binary.LittleEndian
 	b := appendSCString(scResponse(scGranted, ""), e.GetPath())
@@ -197,7 +190,7 @@ func decodeLendStatus(body []byte) (*sidecarReader, error) {
 	switch st := r.u16(); st {
 	case scGranted:
 		return r, nil
-	case scNotHeld:
+	case scNotLendable:
 		return nil, fmt.Errorf("%w: %s", ErrNotLendable, r.str())
 	case scError:
 		return nil, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
@@ -206,16 +199,12 @@ func decodeLendStatus(body []byte) (*sidecarReader, error) {
 	}
 }
 
-func decodeLent(body []byte) (string, error) {
+func decodeLent(body []byte) error {
 	r, err := decodeLendStatus(body)
-	if err != nil {
-		return "", err
+	if err == nil && len(r.b) != 0 {
+		err = errBadSCFrame
 	}
-	id := r.str()
-	if r.err != nil || len(r.b) != 0 || id == "" {
-		return "", errBadSCFrame
-	}
-	return id, nil
+	return err
 }
 
 func decodeCommitted(body []byte) (*nodepb.Entry, error) {
@@ -228,12 +217,4 @@ func decodeCommitted(body []byte) (*nodepb.Entry, error) {
 		return nil, errBadSCFrame
 	}
 	return e, nil
-}
-
-// notLendable is the response that refuses a lend the client should
-// take as ErrNotLendable (status 4 carries a message here).
-func notLendable(msg string) []byte {
-	b := appendSCString(scResponse(scNotHeld, ""), msg)
-	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
-	return b
 }

@@ -493,13 +493,11 @@ func (n *Node) Write(stream nodepb.Node_WriteServer) error {
 	r := newWriteStreamReader(stream, first)
 	defer r.close()
 	start := time.Now()
-	back := n.cfg.WriteBack != nil && n.cfg.WriteBack(p)
-	remote := lake.Region != "" && lake.Region != n.cfg.Region
-	if back || remote {
+	if n.journals(lake, p) {
 		if n.cfg.Journal == nil {
 			return ToStatus(fmt.Errorf("write %s: %w", p, errNoJournal))
 		}
-		entry, err := n.writeJournaled(stream.Context(), lake, p, r, attrs, back)
+		entry, err := n.writeJournaled(stream.Context(), lake, p, r, attrs, n.writeBack(p))
 		if err != nil {
 			return ToStatus(err)
 		}

@@ -110,7 +110,7 @@ type ShortCircuitConfig struct {
 // one).
 type JournalLender interface {
 	LendJournal(p string, attrs ufs.Attrs) (*LentFile, error)
-	CommitLent(ctx context.Context, l *LentFile, size int64, sum uint32, sumKnown bool) (*nodepb.Entry, error)
+	CommitLent(ctx context.Context, l *LentFile, c LentCommit) (*nodepb.Entry, error)
 }
 
 // ShortCircuitStats counts a short-circuit server's answers.
@@ -317,9 +317,8 @@ func scResponse(status uint16, msg string) []byte {
 	b = append(b, scMagic...)
 	b = le.AppendUint16(b, scFormat)
 	b = le.AppendUint16(b, status)
-	if status == scError {
-		b = le.AppendUint32(b, uint32(len(msg)))
-		b = append(b, msg...)
+	if status == scError || status == scNotLendable {
+		b = appendSCString(b, msg)
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b

@@ -147,23 +147,23 @@ func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
 	}
 	w := s.cfg.Writes
 	if w == nil {
-		return refuse(notLendable("this node lends no journal files"))
+		return refuse(scResponse(scNotLendable, "this node lends no journal files"))
 	}
 	if s.lending.Add(1) > scLendMax {
 		s.lending.Add(-1)
-		return refuse(notLendable(fmt.Sprintf("%d files are lent already", scLendMax)))
+		return refuse(scResponse(scNotLendable, fmt.Sprintf("%d files are lent already", scLendMax)))
 	}
 	defer s.lending.Add(-1)
 	l, err := w.LendJournal(p, attrs)
 	if errors.Is(err, ErrNotLendable) {
-		return refuse(notLendable(err.Error()))
+		return refuse(scResponse(scNotLendable, err.Error()))
 	}
 	if err != nil {
 		s.errs.Add(1)
 		return refuse(scResponse(scError, err.Error()))
 	}
 	defer l.Abort() // nothing once committed
-	if !reply(encodeLent(l.e.ID), syscall.UnixRights(int(l.f.Fd()))) {
+	if !reply(scResponse(scGranted, ""), syscall.UnixRights(int(l.f.Fd()))) {
 		return true
 	}
 	s.lent.Add(1)
@@ -179,7 +179,7 @@ func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
 		reply(scResponse(scError, err.Error()), nil)
 		return true
 	}
-	e, err := w.CommitLent(context.Background(), l, cm.Size, cm.CRC32C, cm.CRCKnown)
+	e, err := w.CommitLent(context.Background(), l, cm)
 	if err != nil {
 		s.errs.Add(1)
 		s.log.Warn("lent journal file not committed", "path", p, "err", err)
@@ -193,30 +193,27 @@ func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
 
 // LendJournalFile asks the node at the other end of c, a connection used
 // for nothing else until the commit, to lend a journal data file for a
-// new write of p (lend.go). It returns the file, read-write, and the
-// entry's id; an error wrapping ErrNotLendable when the node does not lend
-// for this write. The caller commits on c (CommitLentFile) or closes c to
-// give the file up.
-func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, string, error) {
+// new write of p (lend.go). It returns the file, read-write, or an error
+// wrapping ErrNotLendable when the node does not lend for this write. The
+// caller commits on c (CommitLentFile) or closes c to give the file up.
+func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, error) {
 	c.SetDeadline(deadline)
 	defer c.SetDeadline(time.Time{})
 	if _, err := c.Write(encodeLendRequest(p, attrs)); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	body, fds, err := readSCFrame(c)
-	if err != nil {
-		closeFDs(fds)
-		return nil, "", err
+	if err == nil {
+		err = decodeLent(body)
 	}
-	id, err := decodeLent(body)
 	if err == nil && len(fds) != 1 {
 		err = fmt.Errorf("%w: %d descriptors with a lent file", errBadSCFrame, len(fds))
 	}
 	if err != nil {
 		closeFDs(fds)
-		return nil, "", err
+		return nil, err
 	}
-	return os.NewFile(uintptr(fds[0]), "lent journal file of "+p), id, nil
+	return os.NewFile(uintptr(fds[0]), "lent journal file of "+p), nil
 }
 
 // CommitLentFile commits the file lent on c and returns the entry the

@@ -42,8 +42,8 @@ func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte
 }
 
 // LendJournalFile fails: short-circuit writes are linux-only.
-func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, string, error) {
-	return nil, "", errNoShortCircuit
+func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, error) {
+	return nil, errNoShortCircuit
 }
 
 // CommitLentFile fails: short-circuit writes are linux-only.

@@ -265,7 +265,7 @@ func TestShortCircuitRefusedLendKeepsTheConnection(t *testing.T) {
 	_, c := serveShortCircuit(t, s, nil) // Writes unset: every lend is refused
 	deadline := time.Now().Add(5 * time.Second)
 	for range 3 {
-		if f, _, err := LendJournalFile(c, "/lake/test/d/new", nil, deadline); !errors.Is(err, ErrNotLendable) {
+		if f, err := LendJournalFile(c, "/lake/test/d/new", nil, deadline); !errors.Is(err, ErrNotLendable) {
 			if f != nil {
 				f.Close()
 			}

@@ -50,6 +50,20 @@ import (
 // from the bytes it kept on their way): the region wrote those bytes and
 // does not fetch them again. See seed.go.
 
+// writeBack says whether p is written back (acknowledged once in the
+// journal).
+func (n *Node) writeBack(p string) bool { return n.cfg.WriteBack != nil && n.cfg.WriteBack(p) }
+
+// homedElsewhere says whether lake is homed in another region, whose nodes
+// pull what is written to it here.
+func (n *Node) homedElsewhere(lake Lake) bool {
+	return lake.Region != "" && lake.Region != n.cfg.Region
+}
+
+// journals says whether a write of p in lake goes through the journal:
+// write-back, or a lake homed in another region.
+func (n *Node) journals(lake Lake, p string) bool { return n.writeBack(p) || n.homedElsewhere(lake) }
+
 // writeJournaled writes a file through the journal and, for write-through,
 // waits for its upload.
 func (n *Node) writeJournaled(ctx context.Context, lake Lake, p string, r *writeStreamReader, attrs ufs.Attrs, back bool) (*nodepb.Entry, error) {
@@ -110,7 +124,7 @@ func (n *Node) upload(ctx context.Context, e JournalEntry, class string) (*nodep
 	start := time.Now()
 	var entry *nodepb.Entry
 	local := true
-	if n.cfg.Upload != nil && lake.Region != "" && lake.Region != n.cfg.Region {
+	if n.cfg.Upload != nil && n.homedElsewhere(lake) {
 		entry, err = n.cfg.Upload(ctx, e, class)
 		local = errors.Is(err, ErrNoHomeNode)
 		if local {

@@ -78,7 +78,7 @@ func (c *Client) LendSpool(ctx context.Context, p string, attrs ufs.Attrs) (*Len
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	f, _, err := cachenode.LendJournalFile(conn, p, attrs, deadline)
+	f, err := cachenode.LendJournalFile(conn, p, attrs, deadline)
 	if err != nil {
 		if errors.Is(err, cachenode.ErrNotLendable) {
 			sc.putConn(socket, conn)

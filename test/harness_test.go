@@ -169,6 +169,19 @@ func (m *mesh) start(n *nodeProc) {
 // stop ends a node process with sig and waits for it.
 func (m *mesh) stop(n *nodeProc, sig syscall.Signal) { n.stop(sig) }
 
+// node returns the mesh's node with id, failing the test if there is
+// none.
+func (m *mesh) node(id string) *nodeProc {
+	m.t.Helper()
+	for _, n := range m.nodes {
+		if n.id == id {
+			return n
+		}
+	}
+	m.t.Fatalf("no node %q in the mesh", id)
+	return nil
+}
+
 // killAll kills every node with SIGKILL, starts them again and waits for
 // the region to see them all.
 func (m *mesh) killAll() {

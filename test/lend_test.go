@@ -97,15 +97,7 @@ func TestMountWritesIntoLentJournal(t *testing.T) {
 		t.Fatalf("stat %s: %+v, %v; want a journal version, or one uploaded from it", p2, st, err)
 	}
 	waitLake(t, m, p2, []byte("first"))
-	var owner *nodeProc
-	for _, n := range m.nodes {
-		if n.id == holder {
-			owner = n
-		}
-	}
-	if owner == nil {
-		t.Fatalf("no node %s", holder)
-	}
+	owner := m.node(holder)
 	want2 := patternAt(73, 0, 9*MiB+77)
 	before := journalData(t, owner) // "first" may stay a while after its upload
 	f, err = os.OpenFile(filepath.Join(lake, "orphan.pt"), os.O_WRONLY|os.O_TRUNC, 0)

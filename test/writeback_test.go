@@ -179,15 +179,7 @@ func TestWriteBackWhileItsNodeIsDown(t *testing.T) {
 	waitNodeStat(t, away, p, "back after the write", "the journal's version "+e.Version, func(got *nodepb.Entry) bool {
 		return got.GetVersion() == e.Version
 	})
-	var down *nodeProc
-	for _, n := range m.nodes {
-		if n.id == holder {
-			down = n
-		}
-	}
-	if down == nil {
-		t.Fatalf("no node %q in the mesh", holder)
-	}
+	down := m.node(holder)
 	time.Sleep(time.Second) // the announcement is on its way to every node
 	m.stop(down, syscall.SIGKILL)
 	m.waitMembers(len(m.nodes) - 1)

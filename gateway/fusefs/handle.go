@@ -154,12 +154,26 @@ func (w *writeHandle) copyIn(n int64) syscall.Errno {
 	defer release()
 	ctx, cancel := fsys.uploadContext(n)
 	defer cancel()
+	rerr, werr := w.copySpool(n, func(b []byte, off int64) (int, error) { return w.r.ReadAt(ctx, b, off) })
+	switch {
+	case werr != nil:
+		return fsys.errno(nil, "spool", w.r.Entry().Path, werr)
+	case rerr != nil:
+		return fsys.errno(ctx, "copy-in", w.r.Entry().Path, rerr)
+	}
+	return 0
+}
+
+// copySpool copies the first n bytes that readAt reads into the spool,
+// and returns the read's error (io.ErrUnexpectedEOF for fewer than n
+// bytes) or the spool's.
+func (w *writeHandle) copySpool(n int64, readAt func([]byte, int64) (int, error)) (rerr, werr error) {
 	buf := make([]byte, min(n, copyBuffer))
 	for off := int64(0); off < n; {
-		k, err := w.r.ReadAt(ctx, buf[:min(int64(len(buf)), n-off)], off)
+		k, err := readAt(buf[:min(int64(len(buf)), n-off)], off)
 		if k > 0 {
-			if _, werr := w.writeAt(buf[:k], off); werr != nil {
-				return fsys.errno(nil, "spool", w.r.Entry().Path, werr)
+			if _, err := w.writeAt(buf[:k], off); err != nil {
+				return nil, err
 			}
 			off += int64(k)
 		}
@@ -167,10 +181,10 @@ func (w *writeHandle) copyIn(n int64) syscall.Errno {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return fsys.errno(ctx, "copy-in", w.r.Entry().Path, err)
+			return err, nil
 		}
 	}
-	return 0
+	return nil, nil
 }
 
 func (w *writeHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

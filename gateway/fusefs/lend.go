@@ -1,9 +1,9 @@
 package fusefs
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"io"
 	"syscall"
 
 	"github.com/lakemesh/lakemesh/cachenode"
@@ -71,18 +71,8 @@ func (w *writeHandle) reopen() syscall.Errno {
 	if errno := w.openSpool(); errno != 0 {
 		return errno
 	}
-	buf := make([]byte, min(size, copyBuffer))
-	for off := int64(0); off < size; {
-		k, err := old.File().ReadAt(buf[:min(int64(len(buf)), size-off)], off)
-		if k > 0 {
-			if _, werr := w.writeAt(buf[:k], off); werr != nil {
-				return spoolErrno(werr)
-			}
-			off += int64(k)
-		}
-		if err != nil && !(errors.Is(err, io.EOF) && off >= size) {
-			return spoolErrno(err)
-		}
+	if rerr, werr := w.copySpool(size, old.File().ReadAt); rerr != nil || werr != nil {
+		return spoolErrno(cmp.Or(werr, rerr))
 	}
 	return 0
 }
