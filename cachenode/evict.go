@@ -167,11 +167,15 @@ func (s *Store) evictTier(t *tier) {
 	for _, e := range empties {
 		s.removeIfEmpty(e, false) // left over from a race with a pin command
 	}
+	var freed int64
 	for _, c := range cands {
 		if t.usedBytes() <= target {
 			break
 		}
-		s.evictFromTier(c.e, t, false)
+		freed += s.evictFromTier(c.e, t, false)
+	}
+	if t == s.mem && freed > 0 {
+		s.bufs.reclaim() // the blocks' buffers, for the next fills
 	}
 	used = t.usedBytes()
 	t.mu.Lock()

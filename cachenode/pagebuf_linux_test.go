@@ -5,6 +5,7 @@ package cachenode
 import (
 	"os"
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"unsafe"
 
@@ -111,5 +112,27 @@ func TestPageBuffersBounded(t *testing.T) {
 	})
 	if n, _ := p.pretouch(5, make(chan struct{})); n != 0 {
 		t.Fatalf("pretouch past the limit touched %d bytes", n)
+	}
+}
+
+// Once the memory tier is full, every fill takes the buffer of a page
+// evicted before it instead of fresh memory: eviction has the garbage
+// collector give the buffers back at once, where left to itself it would
+// wait for about as many bytes again of new allocations (here, with its
+// pacing off, for ever).
+func TestFillsPastAFullTierReuseEvictedBuffers(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	s := openTestStore(t, StoreConfig{MemoryBytes: 16 * mib, PretouchMemory: true})
+	<-s.pretouched
+	src := newFakeSource()
+	const pages = 24
+	data := randomBytes(4, pages*4*mib)
+	ref := src.add("f", "1", data)
+	c := newTestCache(t, s, src, CacheConfig{})
+	readAll(t, c, ref, data, mib, true)
+	// The 4 pretouched buffers and the pool's 4 spare ones at most, and
+	// a few more while a collection is on its way.
+	if fresh := s.bufs.fresh.Load(); fresh > 8 {
+		t.Fatalf("%d fills of %d pages read into fresh buffers (%d collections, %d reused), want at most 8", fresh, pages, s.bufs.collections.Load(), s.bufs.reused.Load())
 	}
 }

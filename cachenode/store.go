@@ -80,6 +80,12 @@ type StoreStats struct {
 	EvictedBytes     int64 // bytes freed by eviction, both tiers
 	MemoryAboveWater bool  // memory tier above its high watermark with nothing evictable
 	DiskAboveWater   bool  // disk tier above its high watermark with nothing evictable
+	// FreshBuffers counts the page buffers fills and promotions took
+	// from new memory rather than from the pool of evicted pages'
+	// buffers (pretouched ones not counted); BufferCollections the
+	// garbage collections the store ran to get evicted buffers back.
+	FreshBuffers      int64
+	BufferCollections int64
 }
 
 // Store is a node's page store: fixed-size pages of file versions, filled
@@ -239,6 +245,15 @@ func (s *Store) BlockSize() int64 { return s.geo.blockSize }
 // file's last page; 0 past the end of the file.
 func (s *Store) PageLen(ref FileRef, index int64) int64 { return s.geo.pageLen(ref.Size, index) }
 
+// BufferStats returns StoreStats.FreshBuffers and BufferCollections
+// without walking the pages.
+func (s *Store) BufferStats() (fresh, collections int64) {
+	if s.bufs == nil {
+		return 0, 0
+	}
+	return s.bufs.fresh.Load(), s.bufs.collections.Load()
+}
+
 // Stats returns a snapshot of the store's use and counters.
 func (s *Store) Stats() StoreStats {
 	st := StoreStats{
@@ -257,6 +272,7 @@ func (s *Store) Stats() StoreStats {
 		e.mu.RUnlock()
 	}
 	s.mu.RUnlock()
+	st.FreshBuffers, st.BufferCollections = s.BufferStats()
 	if t := s.mem; t != nil {
 		st.MemoryBytes, st.MemoryLimit, st.MemoryAboveWater = t.snapshot()
 		st.MemoryEvictions, st.EvictedBytes = t.evictions.Load(), t.evictedBytes.Load()

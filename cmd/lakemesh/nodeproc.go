@@ -254,6 +254,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	})
 	n.node = node
 	n.registerWatchMetrics()
+	n.registerMemoryMetrics()
 	const streamWorkers = 64
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 20),
@@ -645,5 +646,21 @@ func (n *runningNode) registerWatchMetrics() {
 			func() float64 { return float64(node.WatchStats().Changes) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_watch_dropped_total", Help: "Watch streams ended because they fell behind (their mounts then drop everything they cached)."},
 			func() float64 { return float64(node.WatchStats().Dropped) }),
+	)
+}
+
+// registerMemoryMetrics exports how the memory tier's page buffers are
+// reused on /metrics: fresh memory costs a fill the kernel's clearing of
+// every page of it.
+func (n *runningNode) registerMemoryMetrics() {
+	if n.registry == nil || n.store == nil {
+		return
+	}
+	store := n.store
+	n.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_memory_fresh_buffers_total", Help: "Page buffers that fills took from new memory, not from evicted pages (pretouched ones not counted)."},
+			func() float64 { f, _ := store.BufferStats(); return float64(f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_memory_buffer_collections_total", Help: "Garbage collections run to get evicted pages' buffers back for the next fills."},
+			func() float64 { _, c := store.BufferStats(); return float64(c) }),
 	)
 }
