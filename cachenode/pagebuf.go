@@ -28,9 +28,10 @@ import (
 // GOGC=100 it waits for about as many bytes again of new allocations, and
 // every fill past the owned buffers meanwhile reads into fresh memory. Once
 // the tier was full, a cold read's nodes spent 1.8-2.0 CPU-s per GiB, 72%
-// of it clearing new huge pages. So reclaim runs a collection as soon as
-// buffers are known to be dropped (an eviction pass freed memory blocks) or
-// wanted (get found none free).
+// of it clearing new huge pages. So an eviction pass that freed memory
+// blocks runs a collection at once (reclaim). get does not: with the tier
+// full of pinned pages nothing would come back, and it would collect
+// without end.
 type pageBuffers struct {
 	size  int
 	limit int
@@ -68,9 +69,6 @@ func (p *pageBuffers) get(n int64) []byte {
 		p.owned++
 	}
 	p.mu.Unlock()
-	if !own {
-		p.reclaim() // evicted buffers may be waiting for a collection
-	}
 	p.fresh.Add(1)
 	b := newFillBuffer(n)
 	if own {
