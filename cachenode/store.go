@@ -204,6 +204,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		if err := s.loadIndex(); err != nil {
 			return nil, fmt.Errorf("open page store %s: %w", cfg.Dir, err)
 		}
+		s.warnIfDiscard()
 	}
 	s.ev.start(s)
 	if s.bufs != nil && cfg.PretouchMemory {
