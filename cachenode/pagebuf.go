@@ -42,10 +42,12 @@ type pageBuffers struct {
 
 	reused, touched, fresh, collections atomic.Int64
 	collecting                          atomic.Bool
+	nextCollection                      atomic.Int64 // unix nanos: no collection before
+	gcGap                               int          // a collection that took d is followed by none for gcGap*d
 }
 
 func newPageBuffers(size int64, limit int) *pageBuffers {
-	return &pageBuffers{size: int(size), limit: limit}
+	return &pageBuffers{size: int(size), limit: limit, gcGap: 9}
 }
 
 // get returns a buffer of n bytes, whose contents are undefined: the
@@ -77,20 +79,25 @@ func (p *pageBuffers) get(n int64) []byte {
 	return b
 }
 
-// reclaim starts a garbage collection, unless one it started is still
-// running, so that the buffers nothing refers to any more come back. The
-// heap's bulk is the buffers, which hold no pointers and are not scanned:
-// a collection's work is the node's small objects (10 ms for 200,000 on
-// this project's machine), at most one at a time, and an eviction pass
-// frees a tenth of the tier.
+// reclaim starts a garbage collection, so that the buffers nothing refers
+// to any more come back. The heap's bulk is the buffers, which hold no
+// pointers and are not scanned: a collection's work is the node's small
+// objects (10 ms for 200,000 on this project's machine), and an eviction
+// pass frees a tenth of the tier. A node whose metadata runs to millions
+// of objects pays more per collection, so reclaim runs at most one at a
+// time and keeps them to a tenth of the time: after one that took d, none
+// starts for 9d (gcGap).
 func (p *pageBuffers) reclaim() {
-	if p == nil || !p.collecting.CompareAndSwap(false, true) {
+	if p == nil || time.Now().UnixNano() < p.nextCollection.Load() || !p.collecting.CompareAndSwap(false, true) {
 		return
 	}
 	p.collections.Add(1)
 	go func() {
 		defer p.collecting.Store(false)
+		start := time.Now()
 		runtime.GC()
+		end := time.Now()
+		p.nextCollection.Store(end.Add(time.Duration(p.gcGap) * end.Sub(start)).UnixNano())
 	}()
 }
 

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -124,6 +125,10 @@ func TestFillsPastAFullTierReuseEvictedBuffers(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	s := openTestStore(t, StoreConfig{MemoryBytes: 16 * mib, PretouchMemory: true})
 	<-s.pretouched
+	// Fills from memory outrun the pacing meant for a node's fills from a
+	// lake (TestReclaimKeepsCollectionsApart): a collection after every
+	// pass here.
+	s.bufs.gcGap = 0
 	src := newFakeSource()
 	const pages = 24
 	data := randomBytes(4, pages*4*mib)
@@ -135,4 +140,24 @@ func TestFillsPastAFullTierReuseEvictedBuffers(t *testing.T) {
 	if fresh := s.bufs.fresh.Load(); fresh > 8 {
 		t.Fatalf("%d fills of %d pages read into fresh buffers (%d collections, %d reused), want at most 8", fresh, pages, s.bufs.collections.Load(), s.bufs.reused.Load())
 	}
+}
+
+// After a collection that took d, reclaim starts none for 9d: a node whose
+// heap is large spends at most a tenth of its time collecting for buffers.
+func TestReclaimKeepsCollectionsApart(t *testing.T) {
+	p := newPageBuffers(mib, 4)
+	before := time.Now().UnixNano()
+	p.reclaim()
+	eventually(t, "the collection done", func() bool { return p.nextCollection.Load() != 0 && !p.collecting.Load() })
+	if next := p.nextCollection.Load(); next <= before {
+		t.Fatalf("next collection allowed at %d, before the first one started (%d)", next, before)
+	}
+	p.nextCollection.Store(time.Now().Add(time.Hour).UnixNano())
+	p.reclaim()
+	if got := p.collections.Load(); got != 1 {
+		t.Fatalf("%d collections, want 1: the second came within the gap", got)
+	}
+	p.nextCollection.Store(0)
+	p.reclaim()
+	eventually(t, "a collection once the gap is over", func() bool { return p.collections.Load() == 2 })
 }
