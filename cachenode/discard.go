@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -68,8 +69,8 @@ func pathWithin(path, dir string) bool {
 	return strings.HasPrefix(path, dir+"/")
 }
 
-// unescapeMountinfo undoes mountinfo's octal escapes of space, tab,
-// newline and backslash in paths.
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,
+// and tab, newline and backslash) in paths.
 func unescapeMountinfo(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
@@ -77,8 +78,8 @@ func unescapeMountinfo(s string) string {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\\' && i+3 < len(s) {
-			if v, ok := octal3(s[i+1 : i+4]); ok {
-				b.WriteByte(v)
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
 				i += 3
 				continue
 			}
@@ -86,20 +87,6 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func octal3(s string) (byte, bool) {
-	if len(s) != 3 {
-		return 0, false
-	}
-	var v int
-	for _, c := range s {
-		if c < '0' || c > '7' {
-			return 0, false
-		}
-		v = v*8 + int(c-'0')
-	}
-	return byte(v), v < 256
 }
 
 // mountinfoPath is where warnIfDiscard reads the mounts (a test's own
