@@ -41,9 +41,13 @@ type pageBuffers struct {
 	owned int
 
 	reused, touched, fresh, collections atomic.Int64
-	collecting                          atomic.Bool
+	collecting                          atomic.Bool  // a collection is running
 	nextCollection                      atomic.Int64 // unix nanos: no collection before
 	gcGap                               int          // a collection that took d is followed by none for gcGap*d
+
+	collectorOnce sync.Once
+	wake          chan struct{} // capacity 1: requests coalesce
+	stop, stopped chan struct{}
 }
 
 func newPageBuffers(size int64, limit int) *pageBuffers {
@@ -79,26 +83,68 @@ func (p *pageBuffers) get(n int64) []byte {
 	return b
 }
 
-// reclaim starts a garbage collection, so that the buffers nothing refers
-// to any more come back. The heap's bulk is the buffers, which hold no
-// pointers and are not scanned: a collection's work is the node's small
-// objects (10 ms for 200,000 on this project's machine), and an eviction
-// pass frees a tenth of the tier. A node whose metadata runs to millions
-// of objects pays more per collection, so reclaim runs at most one at a
-// time and keeps them to a tenth of the time: after one that took d, none
-// starts for 9d (gcGap).
+// reclaim asks for a garbage collection, so that the buffers nothing
+// refers to any more come back. The heap's bulk is the buffers, which
+// hold no pointers and are not scanned: a collection's work is the node's
+// small objects (10 ms for 200,000 on this project's machine), and an
+// eviction pass frees a tenth of the tier. One goroutine collects, so
+// requests made during a collection get one more after it. A node whose
+// metadata runs to millions of objects pays more per collection, so
+// collections keep to a tenth of the time: after one that took d, the
+// next waits 9d (gcGap).
 func (p *pageBuffers) reclaim() {
-	if p == nil || time.Now().UnixNano() < p.nextCollection.Load() || !p.collecting.CompareAndSwap(false, true) {
+	if p == nil {
 		return
 	}
-	p.collections.Add(1)
-	go func() {
-		defer p.collecting.Store(false)
+	p.collectorOnce.Do(func() {
+		p.wake, p.stop, p.stopped = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+		go p.collector()
+	})
+	select {
+	case p.wake <- struct{}{}:
+	default: // one is pending already
+	}
+}
+
+func (p *pageBuffers) collector() {
+	defer close(p.stopped)
+	for {
+		select {
+		case <-p.wake:
+		case <-p.stop:
+			return
+		}
+		if wait := time.Until(time.Unix(0, p.nextCollection.Load())); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-p.stop:
+				return
+			}
+		}
+		select {
+		case <-p.wake: // asked again while waiting: this collection serves it
+		default:
+		}
+		p.collecting.Store(true)
+		p.collections.Add(1)
 		start := time.Now()
 		runtime.GC()
 		end := time.Now()
 		p.nextCollection.Store(end.Add(time.Duration(p.gcGap) * end.Sub(start)).UnixNano())
-	}()
+		p.collecting.Store(false)
+	}
+}
+
+// close stops the collector, if reclaim started it.
+func (p *pageBuffers) close() {
+	if p == nil {
+		return
+	}
+	p.collectorOnce.Do(func() {}) // none starts after this
+	if p.stop != nil {
+		close(p.stop)
+		<-p.stopped
+	}
 }
 
 // newFillBuffer allocates a buffer a fill reads into and the memory tier

@@ -3,6 +3,8 @@
 package cachenode
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -134,30 +136,52 @@ func TestFillsPastAFullTierReuseEvictedBuffers(t *testing.T) {
 	data := randomBytes(4, pages*4*mib)
 	ref := src.add("f", "1", data)
 	c := newTestCache(t, s, src, CacheConfig{})
-	readAll(t, c, ref, data, mib, true)
-	// The 4 pretouched buffers and the pool's 4 spare ones at most, and
-	// a few more while a collection is on its way.
+	buf := make([]byte, 4*mib)
+	for i := range pages {
+		off := int64(i) * 4 * mib
+		if _, _, err := c.ReadAt(context.Background(), ref, buf, off, false); err != nil || !bytes.Equal(buf, data[off:off+4*mib]) {
+			t.Fatalf("page %d: %v, or other bytes", i, err)
+		}
+		// A fill from memory takes microseconds, a node's from a lake
+		// milliseconds: give the eviction the page's fill set off, and
+		// its collection, the time a lake's fill would (at most a
+		// second) before the next fill takes a buffer.
+		for deadline := time.Now().Add(time.Second); s.bufs.idle() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// The 4 pretouched buffers and the pool's 4 spare ones at most.
 	if fresh := s.bufs.fresh.Load(); fresh > 8 {
 		t.Fatalf("%d fills of %d pages read into fresh buffers (%d collections, %d reused), want at most 8", fresh, pages, s.bufs.collections.Load(), s.bufs.reused.Load())
 	}
 }
 
-// After a collection that took d, reclaim starts none for 9d: a node whose
-// heap is large spends at most a tenth of its time collecting for buffers.
+// After a collection that took d, the next waits 9d: a node whose heap is
+// large spends at most a tenth of its time collecting for buffers. A
+// request within the gap is served after it, not dropped.
 func TestReclaimKeepsCollectionsApart(t *testing.T) {
 	p := newPageBuffers(mib, 4)
+	defer p.close()
 	before := time.Now().UnixNano()
 	p.reclaim()
-	eventually(t, "the collection done", func() bool { return p.nextCollection.Load() != 0 && !p.collecting.Load() })
+	eventually(t, "the collection done", func() bool { return p.collections.Load() == 1 && p.nextCollection.Load() != 0 && !p.collecting.Load() })
 	if next := p.nextCollection.Load(); next <= before {
 		t.Fatalf("next collection allowed at %d, before the first one started (%d)", next, before)
 	}
-	p.nextCollection.Store(time.Now().Add(time.Hour).UnixNano())
+	gapEnd := time.Now().Add(300 * time.Millisecond)
+	p.nextCollection.Store(gapEnd.UnixNano())
 	p.reclaim()
+	p.reclaim() // coalesces with the one waiting
+	time.Sleep(100 * time.Millisecond)
 	if got := p.collections.Load(); got != 1 {
 		t.Fatalf("%d collections, want 1: the second came within the gap", got)
 	}
-	p.nextCollection.Store(0)
-	p.reclaim()
 	eventually(t, "a collection once the gap is over", func() bool { return p.collections.Load() == 2 })
+	if time.Now().Before(gapEnd) {
+		t.Fatalf("the second collection came before the gap's end")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := p.collections.Load(); got != 2 {
+		t.Fatalf("%d collections after two requests within the gap, want them as one", got)
+	}
 }

@@ -233,6 +233,7 @@ func (s *Store) Close() error {
 	s.ev.stop()
 	close(s.stopPretouch)
 	<-s.pretouched
+	s.bufs.close()
 	return nil
 }
 
