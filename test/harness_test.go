@@ -79,6 +79,7 @@ type meshOptions struct {
 // nodeProc is one `lakemesh node` process.
 type nodeProc struct {
 	id, addr, cacheDir, logPath string
+	metricsAddr                 string // its Prometheus /metrics
 	cmd                         *exec.Cmd
 	exited                      chan struct{}
 }
@@ -145,7 +146,7 @@ func (m *mesh) start(n *nodeProc) {
 		"--topology", m.topology, "--region", m.region, "--id", n.id,
 		"--listen", n.addr, "--consul", m.consul.HTTPAddr,
 		"--cache-dir", n.cacheDir, "--cache-size", "4GiB", "--memory-size", m.opts.memorySize,
-		"--memory-pretouch="+strconv.FormatBool(m.opts.pretouch), "--log-level", "info")
+		"--memory-pretouch="+strconv.FormatBool(m.opts.pretouch), "--log-level", "info", "--metrics", n.metricsAddr)
 	cmd.Env = append(os.Environ(), m.minio.Env()...)
 	if base := os.Getenv("LAKEMESH_BENCH_PPROF"); base != "" {
 		// Profiling a benchmark: node i serves pprof on port base+i.
@@ -358,9 +359,10 @@ func readInto(t testing.TB, c *router.Client, path string, bufSize int, w io.Wri
 func (m *mesh) startNodes(t testing.TB, count int) {
 	for i := 0; i < count; i++ {
 		n := &nodeProc{
-			id:       fmt.Sprintf("r1-node%d", i+1),
-			addr:     testenv.FreeAddr(t),
-			cacheDir: filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
+			id:          fmt.Sprintf("r1-node%d", i+1),
+			addr:        testenv.FreeAddr(t),
+			metricsAddr: testenv.FreeAddr(t),
+			cacheDir:    filepath.Join(t.TempDir(), fmt.Sprintf("cache%d", i+1)),
 		}
 		n.logPath = n.cacheDir + ".log"
 		m.nodes = append(m.nodes, n)

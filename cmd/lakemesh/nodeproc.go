@@ -254,7 +254,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 	})
 	n.node = node
 	n.registerWatchMetrics()
-	n.registerMemoryMetrics()
+	n.registerStoreMetrics()
 	const streamWorkers = 64
 	serverOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(16 << 20),
@@ -649,18 +649,76 @@ func (n *runningNode) registerWatchMetrics() {
 	)
 }
 
-// registerMemoryMetrics exports how the memory tier's page buffers are
-// reused on /metrics: fresh memory costs a fill the kernel's clearing of
-// every page of it.
-func (n *runningNode) registerMemoryMetrics() {
+// registerStoreMetrics exports the page store on /metrics: what each tier
+// holds and may hold, hits, misses, evictions, corrupt blocks dropped,
+// and how the memory tier's page buffers are reused (fresh memory costs a
+// fill the kernel's clearing of every page of it).
+func (n *runningNode) registerStoreMetrics() {
 	if n.registry == nil || n.store == nil {
 		return
 	}
-	store := n.store
-	n.registry.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_memory_fresh_buffers_total", Help: "Page buffers that fills took from new memory, not from evicted pages (pretouched ones not counted)."},
-			func() float64 { f, _ := store.BufferStats(); return float64(f) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakemesh_memory_buffer_collections_total", Help: "Garbage collections run to get evicted pages' buffers back for the next fills."},
-			func() float64 { _, c := store.BufferStats(); return float64(c) }),
-	)
+	n.registry.MustRegister(storeCollector{n.store})
+}
+
+// storeCollector reads the store's statistics once per scrape.
+type storeCollector struct{ s *cachenode.Store }
+
+var (
+	storeBytesDesc     = prometheus.NewDesc("lakemesh_cache_bytes", "Bytes of page blocks each tier of the page store holds.", []string{"tier"}, nil)
+	storeLimitDesc     = prometheus.NewDesc("lakemesh_cache_limit_bytes", "Each tier's size limit (--memory-size, --cache-size).", []string{"tier"}, nil)
+	storePagesDesc     = prometheus.NewDesc("lakemesh_cache_pages", "Pages held in either tier.", nil, nil)
+	storePinnedDesc    = prometheus.NewDesc("lakemesh_cache_pinned_pages", "Pages held that are pinned (never evicted).", nil, nil)
+	storeHitsDesc      = prometheus.NewDesc("lakemesh_cache_hits_total", "Page reads served from memory only, or needing the disk tier.", []string{"tier"}, nil)
+	storeMissesDesc    = prometheus.NewDesc("lakemesh_cache_misses_total", "Page reads that found blocks missing (and filled them).", nil, nil)
+	storeEvictDesc     = prometheus.NewDesc("lakemesh_cache_evictions_total", "Pages evicted from each tier.", []string{"tier"}, nil)
+	storeEvictedDesc   = prometheus.NewDesc("lakemesh_cache_evicted_bytes_total", "Bytes freed by eviction, both tiers.", nil, nil)
+	storeCorruptDesc   = prometheus.NewDesc("lakemesh_cache_corrupt_blocks_total", "Blocks dropped because their checksum failed (refetched, never served).", nil, nil)
+	storeFullDesc      = prometheus.NewDesc("lakemesh_cache_above_high_water", "1 while a tier is above its high watermark with nothing evictable (pinned or being written).", []string{"tier"}, nil)
+	storeFreshDesc     = prometheus.NewDesc("lakemesh_memory_fresh_buffers_total", "Page buffers that fills took from new memory, not from evicted pages (pretouched ones not counted).", nil, nil)
+	storeCollectedDesc = prometheus.NewDesc("lakemesh_memory_buffer_collections_total", "Garbage collections run to get evicted pages' buffers back for the next fills.", nil, nil)
+)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{storeBytesDesc, storeLimitDesc, storePagesDesc, storePinnedDesc, storeHitsDesc, storeMissesDesc,
+		storeEvictDesc, storeEvictedDesc, storeCorruptDesc, storeFullDesc, storeFreshDesc, storeCollectedDesc} {
+		ch <- d
+	}
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	flag := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, t := range []struct {
+		name         string
+		used, limit  int64
+		hits, evicts int64
+		above        bool
+	}{
+		{"memory", st.MemoryBytes, st.MemoryLimit, st.MemoryHits, st.MemoryEvictions, st.MemoryAboveWater},
+		{"disk", st.DiskBytes, st.DiskLimit, st.DiskHits, st.DiskEvictions, st.DiskAboveWater},
+	} {
+		gauge(storeBytesDesc, float64(t.used), t.name)
+		gauge(storeLimitDesc, float64(t.limit), t.name)
+		gauge(storeFullDesc, flag(t.above), t.name)
+		counter(storeHitsDesc, t.hits, t.name)
+		counter(storeEvictDesc, t.evicts, t.name)
+	}
+	gauge(storePagesDesc, float64(st.Pages))
+	gauge(storePinnedDesc, float64(st.PinnedPages))
+	counter(storeMissesDesc, st.Misses)
+	counter(storeEvictedDesc, st.EvictedBytes)
+	counter(storeCorruptDesc, st.CorruptBlocks)
+	counter(storeFreshDesc, st.FreshBuffers)
+	counter(storeCollectedDesc, st.BufferCollections)
 }
