@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/lakemesh/lakemesh/federation"
 )
 
 // A disk tier on a file system mounted with online discard (ext4's and
@@ -42,7 +44,7 @@ func discardMount(mountinfo io.Reader, dir string) (mountPoint, fsType string, d
 			continue
 		}
 		mp := unescapeMountinfo(f[4])
-		if !pathWithin(dir, mp) || len(mp) < best {
+		if !federation.Within(dir, mp) || len(mp) < best {
 			continue
 		}
 		best = len(mp)
@@ -59,14 +61,6 @@ func hasOption(opts, name string) bool {
 		}
 	}
 	return false
-}
-
-// pathWithin reports whether path is dir or lies under it.
-func pathWithin(path, dir string) bool {
-	if dir == "/" || path == dir {
-		return true
-	}
-	return strings.HasPrefix(path, dir+"/")
 }
 
 // unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,

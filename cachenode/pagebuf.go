@@ -41,7 +41,6 @@ type pageBuffers struct {
 	owned int
 
 	reused, touched, fresh, collections atomic.Int64
-	collecting                          atomic.Bool  // a collection is running
 	nextCollection                      atomic.Int64 // unix nanos: no collection before
 	gcGap                               int          // a collection that took d is followed by none for gcGap*d
 
@@ -125,13 +124,11 @@ func (p *pageBuffers) collector() {
 		case <-p.wake: // asked again while waiting: this collection serves it
 		default:
 		}
-		p.collecting.Store(true)
 		p.collections.Add(1)
 		start := time.Now()
 		runtime.GC()
 		end := time.Now()
 		p.nextCollection.Store(end.Add(time.Duration(p.gcGap) * end.Sub(start)).UnixNano())
-		p.collecting.Store(false)
 	}
 }
 

@@ -247,15 +247,6 @@ func (s *Store) BlockSize() int64 { return s.geo.blockSize }
 // file's last page; 0 past the end of the file.
 func (s *Store) PageLen(ref FileRef, index int64) int64 { return s.geo.pageLen(ref.Size, index) }
 
-// BufferStats returns StoreStats.FreshBuffers and BufferCollections
-// without walking the pages.
-func (s *Store) BufferStats() (fresh, collections int64) {
-	if s.bufs == nil {
-		return 0, 0
-	}
-	return s.bufs.fresh.Load(), s.bufs.collections.Load()
-}
-
 // Stats returns a snapshot of the store's use and counters.
 func (s *Store) Stats() StoreStats {
 	st := StoreStats{
@@ -274,7 +265,9 @@ func (s *Store) Stats() StoreStats {
 		e.mu.RUnlock()
 	}
 	s.mu.RUnlock()
-	st.FreshBuffers, st.BufferCollections = s.BufferStats()
+	if s.bufs != nil {
+		st.FreshBuffers, st.BufferCollections = s.bufs.fresh.Load(), s.bufs.collections.Load()
+	}
 	if t := s.mem; t != nil {
 		st.MemoryBytes, st.MemoryLimit, st.MemoryAboveWater = t.snapshot()
 		st.MemoryEvictions, st.EvictedBytes = t.evictions.Load(), t.evictedBytes.Load()

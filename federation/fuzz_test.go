@@ -78,7 +78,7 @@ func checkInvariants(t *testing.T, top *Topology) {
 			t.Errorf("mount %+v: bad region, metadata TTL or ufs", m)
 		}
 		for _, o := range top.Mounts[:i] {
-			if within(m.Path, o.Path) || within(o.Path, m.Path) {
+			if Within(m.Path, o.Path) || Within(o.Path, m.Path) {
 				t.Errorf("mounts %q and %q nest", o.Path, m.Path)
 			}
 		}
@@ -123,13 +123,13 @@ func FuzzResolve(f *testing.F) {
 		m, rel, ok := top.Resolve(p)
 		if !ok {
 			for _, mt := range top.Mounts {
-				if within(p, mt.Path) {
+				if Within(p, mt.Path) {
 					t.Fatalf("Resolve(%q) found nothing, but %q holds it", p, mt.Path)
 				}
 			}
 			return
 		}
-		if !within(p, m.Path) {
+		if !Within(p, m.Path) {
 			t.Fatalf("Resolve(%q) = %q, which does not hold it", p, m.Path)
 		}
 		if rel != "" && m.Path+"/"+rel != p {

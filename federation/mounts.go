@@ -97,7 +97,7 @@ func (d *decoder) mountPath(n *yaml.Node, field, p string, before []mountDecl) b
 		case o.path == p:
 			d.add(n.Line, field, "%q duplicates mount %q (line %d); mount paths must be unique", p, o.path, o.line)
 			return false
-		case within(p, o.path) || within(o.path, p):
+		case Within(p, o.path) || Within(o.path, p):
 			d.add(n.Line, field, "%q overlaps mount %q (line %d); mount paths must not nest", p, o.path, o.line)
 			return false
 		}

@@ -32,9 +32,9 @@ func comparable(p string) (string, bool) {
 	return path.Clean(p), true
 }
 
-// within says whether p is prefix or below it at a "/" boundary:
-// "/lake/a/b" is within "/lake/a", "/lake/ab" is not.
-func within(p, prefix string) bool {
+// Within says whether the slash-separated path p is prefix or below it at
+// a "/" boundary: "/lake/a/b" is within "/lake/a", "/lake/ab" is not.
+func Within(p, prefix string) bool {
 	if prefix == "/" {
 		return strings.HasPrefix(p, "/")
 	}
@@ -47,7 +47,7 @@ func within(p, prefix string) bool {
 // directory exists only while something is below it).
 func DirsAbove(p, root string) []string {
 	var dirs []string
-	for d, prev := path.Dir(p), p; d != prev && within(d, root); d, prev = path.Dir(d), d {
+	for d, prev := path.Dir(p), p; d != prev && Within(d, root); d, prev = path.Dir(d), d {
 		dirs = append(dirs, d)
 	}
 	return dirs

@@ -139,7 +139,7 @@ func (d *decoder) residency(n *yaml.Node, field string, home *mountDecl) ([]stri
 // mountOf returns the mount a policy path lies in, or nil.
 func mountOf(p string, mounts []mountDecl) *mountDecl {
 	for i := range mounts {
-		if mounts[i].path != "" && within(p, mounts[i].path) {
+		if mounts[i].path != "" && Within(p, mounts[i].path) {
 			return &mounts[i]
 		}
 	}

@@ -61,9 +61,12 @@ func (m *mesh) scrapeNodes(t *testing.T) map[string]float64 {
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
-			i := strings.LastIndexByte(line, ' ')
+			i := strings.LastIndexByte(line, ' ') // label values may hold spaces
+			if i < 0 {
+				t.Fatalf("scrape %s: bad line %q", n.id, line)
+			}
 			v, err := strconv.ParseFloat(line[i+1:], 64)
-			if i < 0 || err != nil {
+			if err != nil {
 				t.Fatalf("scrape %s: bad line %q", n.id, line)
 			}
 			sum[line[:i]] += v
