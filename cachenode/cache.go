@@ -294,8 +294,17 @@ func (c *Cache) AwaitFills(ctx context.Context, ref FileRef, index, off, end int
 			}
 		}
 		c.mu.Unlock()
+		// The bytes are wanted from memory: wait until the memory tier has
+		// them, not for their disk write; if it did not take them, until
+		// the disk has them.
+		ch := wait.held
 		select {
-		case <-wait.stored:
+		case <-ch:
+			ch = wait.stored
+		default:
+		}
+		select {
+		case <-ch:
 		case <-ctx.Done():
 			return false
 		}

@@ -799,3 +799,49 @@ func TestCacheAwaitFills(t *testing.T) {
 		t.Fatal("AwaitFills reported the bytes of a failed fill held")
 	}
 }
+
+// A disk that stalls does not stall a fill: the pages of a prefetched
+// extent reach the memory tier, and its readers, while the first page's
+// disk write waits, and they reach the disk once it goes on.
+func TestFillGoesOnWhileTheDiskStalls(t *testing.T) {
+	fake := newFakeSource()
+	data := randomBytes(41, ExtentPages*testPage)
+	ref := fake.add("f", "1", data)
+	s := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 64 * mib, MemoryBytes: 64 * mib, PageSize: testPage, BlockSize: testBlock})
+	gate := make(chan struct{})
+	var waiting atomic.Int64
+	s.diskGate = func() { waiting.Add(1); <-gate }
+	c := newTestCache(t, s, spanSource{fake}, CacheConfig{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(open) // before the cache's Close, which waits for its fills
+
+	pages := []int64{0, 1, 2, 3}
+	if got := c.PrefetchPages(ref, pages); got != len(pages) {
+		t.Fatalf("PrefetchPages took %d of %d pages", got, len(pages))
+	}
+	eventually(t, "the extent's fetch", func() bool { return fake.started.Load() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, page := range pages {
+		if !c.AwaitFills(ctx, ref, page, 0, testPage) {
+			t.Fatalf("page %d not in memory while the disk stalls", page)
+		}
+		p := make([]byte, testPage)
+		n, fs, err := c.ReadAt(ctx, ref, p, page*testPage, true)
+		if err != nil || n != testPage || !bytes.Equal(p, data[page*testPage:(page+1)*testPage]) {
+			t.Fatalf("read page %d while the disk stalls: %d bytes, %v (or wrong bytes)", page, n, err)
+		}
+		if fs[0].Tier != TierMemory {
+			t.Fatalf("page %d read from %s, want %s", page, fs[0].Tier, TierMemory)
+		}
+	}
+	if st := s.Stats(); st.DiskBytes != 0 || waiting.Load() != 1 {
+		t.Fatalf("while the disk stalls: %d bytes on disk, %d writes waiting; want 0 and 1", st.DiskBytes, waiting.Load())
+	}
+	open()
+	eventually(t, "the extent on disk", func() bool { return s.Stats().DiskBytes == int64(len(data)) })
+	if n := fake.fetchCount(); n != 1 {
+		t.Fatalf("%d fetches from the source, want 1", n)
+	}
+}

@@ -49,6 +49,9 @@ func (s *Store) makeDirs() error {
 // says the memory tier holds them too: then they bypass the page cache
 // (see pagewriter.go); otherwise the page cache is the only copy in RAM.
 func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory bool) (bool, error) {
+	if s.diskGate != nil {
+		s.diskGate()
+	}
 	e.diskMu.Lock()
 	defer e.diskMu.Unlock()
 

@@ -140,7 +140,15 @@
 // read does not wait for a page's files to be created and written on the
 // disk tier (0.7 ms of CPU per page in the small-file benchmark); a read
 // planned while the fetch is being stored waits on it and finds it done,
-// and is reported as served from memory. Fetches run with the caller's context values
+// and is reported as served from memory. A fetch's bytes go to the memory
+// tier first, at once, and then to the disk tier; the pages of a run (a
+// sequential reader's extent) are written to disk by a second goroutine
+// while the next page is read from the Source, so a disk that stalls
+// holds up the disk writes but not the bytes: readers that wait on a fill
+// in flight without copying from it (AwaitFills, for short-circuit reads
+// from memory) wait for the memory tier, not for the disk. The fetch
+// slot is held until the run's pages are on disk, which bounds the bytes
+// waiting for the disk (MaxConcurrentFetches runs). Fetches run with the caller's context values
 // but not its cancellation: they are cancelled by Close, or when every
 // caller waiting for them has gone. At most MaxConcurrentFetches fetches
 // run at once (a semaphore taken before a fetch goroutine starts); Prefetch

@@ -54,15 +54,18 @@ type fetch struct {
 	cancel context.CancelFunc
 	stop   func() bool // detaches ctx from Cache.ctx
 	done   chan struct{}
-	// stored is closed once the fetch has left inflight: its bytes are in
-	// the store, or it failed or was abandoned (AwaitFills).
-	stored chan struct{}
+	// held is closed once the bytes are in the memory tier, or it would
+	// not take them, or the fetch failed or was abandoned; stored once the
+	// fetch has left inflight: its bytes are in the store (on disk too),
+	// or it failed or was abandoned (AwaitFills waits for these).
+	held, stored chan struct{}
 
 	// Guarded by Cache.mu until done is closed, read-only after.
 	refs     int  // callers waiting for it, owner included
 	started  bool // a goroutine runs it
 	finished bool
 	data     []byte
+	crcs     []uint32 // of data's blocks
 	err      error
 	origin   *Origin // where the Source says the bytes came from, if it says
 }
@@ -166,7 +169,7 @@ func (c *Cache) newFetch(ctx context.Context, ref FileRef, id PageID, b int) *fe
 	return &fetch{
 		id: id, ref: ref, index: id.Index, b0: b, b1: b + 1,
 		ctx: fctx, cancel: cancel, stop: context.AfterFunc(c.ctx, cancel),
-		done: make(chan struct{}), stored: make(chan struct{}), refs: 1,
+		done: make(chan struct{}), held: make(chan struct{}), stored: make(chan struct{}), refs: 1,
 	}
 }
 
@@ -295,6 +298,7 @@ func (c *Cache) abandon(pending []*pageRead) {
 			c.detachLocked(f)
 			f.err, f.finished = errAbandoned, true
 			close(f.done)
+			close(f.held)
 			close(f.stored)
 			f.stop()
 			f.cancel()
@@ -304,7 +308,13 @@ func (c *Cache) abandon(pending []*pageRead) {
 
 // run performs a run of fetches of consecutive bytes of one file (most
 // often one fetch) with one Source fetch. As each fetch's bytes arrive, it
-// wakes that fetch's waiters and stores the bytes.
+// wakes that fetch's waiters and puts the bytes in the memory tier, where
+// short-circuit readers find them at once. A run of several fetches (a
+// sequential reader's extent) has a second goroutine write its pages to
+// the disk tier as they arrive, so reading the next page from the Source
+// overlaps creating and writing this one's file: a slow disk slows the
+// run's disk writes, not its reads. The fetch slot is held until every
+// page of the run is on disk, which bounds the bytes waiting for the disk.
 func (c *Cache) run(run []*fetch) {
 	defer c.wg.Done()
 	defer func() { <-c.fetchSlots }()
@@ -325,6 +335,22 @@ func (c *Cache) run(run []*fetch) {
 	c.fetches.Add(1)
 	rc, err := c.src.Fetch(ctx, first.ref, first.index*c.store.PageSize()+first.off, total)
 	stored := true
+	finish := func(f *fetch, p *stagedPut) {
+		stored = c.finishStore(f, p) && stored
+	}
+	var writes chan stagedFetch
+	var written chan bool
+	if len(run) > 1 {
+		writes, written = make(chan stagedFetch, len(run)), make(chan bool, 1)
+		go func() {
+			ok := true
+			for w := range writes {
+				ok = c.finishStore(w.f, w.p) && ok
+			}
+			written <- ok
+		}()
+		finish = func(f *fetch, p *stagedPut) { writes <- stagedFetch{f, p} }
+	}
 	for _, f := range run {
 		var data []byte
 		var crcs []uint32
@@ -350,35 +376,63 @@ func (c *Cache) run(run []*fetch) {
 		// The waiters copy from the fetch itself, so they are woken
 		// before the bytes are stored: a cold read does not wait for the
 		// page's files to be created and written. The fetch stays in
-		// inflight until Put returns, so a planner meanwhile waits on it
-		// (done at once) instead of fetching again: a block is still
-		// always stored, in flight, or neither.
+		// inflight until its bytes are on disk, so a planner meanwhile
+		// waits on it (done at once) instead of fetching again: a block
+		// is still always stored, in flight, or neither.
 		c.mu.Lock()
 		f.data, f.err, f.origin, f.finished = data, ferr, origin, true
 		close(f.done)
 		c.mu.Unlock()
+		var staged *stagedPut
 		if err == nil {
-			if perr := c.store.putChecked(f.ref, f.index, f.off, data, crcs); perr != nil {
+			var perr error
+			if staged, perr = c.store.stagePut(f.ref, f.index, f.off, data, crcs); perr != nil {
 				stored = false
-				c.storeErrors.Add(1)
-				c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", perr)
+				c.storeFailed(f, perr)
 			}
 		}
-		if f == run[len(run)-1] {
-			if cm, ok := rc.(Committer); ok && err == nil {
-				cm.Commit(stored)
-			}
-			if rc != nil {
-				rc.Close()
-			}
-		}
-		c.mu.Lock()
-		c.detachLocked(f)
-		c.mu.Unlock()
-		close(f.stored)
-		f.stop()
-		f.cancel()
+		close(f.held)
+		finish(f, staged)
 	}
+	if writes != nil {
+		close(writes)
+		stored = <-written && stored
+	}
+	if cm, ok := rc.(Committer); ok && err == nil {
+		cm.Commit(stored)
+	}
+	if rc != nil {
+		rc.Close()
+	}
+}
+
+// stagedFetch is a fetch whose bytes wait for the disk tier.
+type stagedFetch struct {
+	f *fetch
+	p *stagedPut
+}
+
+// finishStore writes a fetch's staged bytes (if any) to the disk tier,
+// then takes the fetch out of inflight and ends it. It reports whether
+// the bytes were kept.
+func (c *Cache) finishStore(f *fetch, p *stagedPut) bool {
+	kept := true
+	if err := p.finish(); err != nil {
+		kept = false
+		c.storeFailed(f, err)
+	}
+	c.mu.Lock()
+	c.detachLocked(f)
+	c.mu.Unlock()
+	close(f.stored)
+	f.stop()
+	f.cancel()
+	return kept
+}
+
+func (c *Cache) storeFailed(f *fetch, err error) {
+	c.storeErrors.Add(1)
+	c.log.Debug("fetched bytes not stored", "file", f.ref, "page", f.index, "err", err)
 }
 
 // readChecked fills buf from rc (anything short is an error) and returns

@@ -120,6 +120,10 @@ type Store struct {
 
 	ev     evictor
 	closed atomic.Bool
+
+	// diskGate, set by tests before the store is used, is called before
+	// a page's bytes are written to the disk tier: a disk that stalls.
+	diskGate func()
 }
 
 // entry is the store's record of one page.

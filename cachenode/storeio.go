@@ -311,40 +311,75 @@ func (s *Store) Put(ref FileRef, index, off int64, data []byte) error {
 // putChecked is Put of data whose blocks' checksums the caller computed
 // (crcs[i] is the checksum of data's block i) as the bytes arrived.
 func (s *Store) putChecked(ref FileRef, index, off int64, data []byte, crcs []uint32) error {
+	p, err := s.stagePut(ref, index, off, data, crcs)
+	if err != nil {
+		return err
+	}
+	return p.finish()
+}
+
+// stagedPut is a put whose bytes are in the memory tier (if it took
+// them) and not yet on disk: finish writes them there. Until then the
+// page is held (busy), so its memory blocks stay for the disk write.
+type stagedPut struct {
+	s     *Store
+	e     *entry
+	b0    int
+	data  []byte
+	crcs  []uint32
+	memOK bool
+}
+
+// stagePut is putChecked's first half: it checks the range and puts the
+// bytes in the memory tier. Its caller must call finish on what it
+// returns (nil, for no bytes, is fine).
+func (s *Store) stagePut(ref FileRef, index, off int64, data []byte, crcs []uint32) (*stagedPut, error) {
 	if s.closed.Load() {
-		return ErrStoreClosed
+		return nil, ErrStoreClosed
 	}
 	length := s.geo.pageLen(ref.Size, index)
 	bs := s.geo.blockSize
 	n := int64(len(data))
 	if length == 0 || off < 0 || off%bs != 0 || off+n > length || (n%bs != 0 && off+n != length) || int64(len(crcs)) != (n+bs-1)/bs {
-		return fmt.Errorf("put %s page %d bytes [%d,%d) (page length %d, block size %d): %w",
+		return nil, fmt.Errorf("put %s page %d bytes [%d,%d) (page length %d, block size %d): %w",
 			ref, index, off, off+n, length, bs, errPageRange)
 	}
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
-	b0 := int(off / bs)
 	e := s.acquire(ref, index, length)
-	defer s.wakeIfHigh() // after release: the pass may evict this page
-	defer s.release(e)
 	if e.length != length {
-		return fmt.Errorf("put %s page %d: page holds %d bytes, ref says %d: %w", ref, index, e.length, length, errPageRange)
+		s.release(e)
+		s.wakeIfHigh()
+		return nil, fmt.Errorf("put %s page %d: page holds %d bytes, ref says %d: %w", ref, index, e.length, length, errPageRange)
 	}
 	e.lastUse.Store(s.tick())
-	memOK, diskOK := false, false
+	p := &stagedPut{s: s, e: e, b0: int(off / bs), data: data, crcs: crcs}
 	if s.mem != nil {
-		memOK = s.putMemory(e, b0, data, crcs)
+		p.memOK = s.putMemory(e, p.b0, data, crcs)
 	}
+	return p, nil
+}
+
+// finish writes a staged put's bytes to the disk tier and lets the page
+// go.
+func (p *stagedPut) finish() error {
+	if p == nil {
+		return nil
+	}
+	s, e := p.s, p.e
+	defer s.wakeIfHigh() // after release: the pass may evict this page
+	defer s.release(e)
+	diskOK := false
 	var diskErr error
 	if s.disk != nil {
-		diskOK, diskErr = s.putDisk(e, b0, data, crcs, memOK)
+		diskOK, diskErr = s.putDisk(e, p.b0, p.data, p.crcs, p.memOK)
 	}
 	switch {
 	case diskErr != nil:
-		return fmt.Errorf("put %s page %d: %w", ref, index, diskErr)
-	case !memOK && !diskOK:
-		return fmt.Errorf("put %s page %d (%d bytes): %w", ref, index, n, ErrStoreFull)
+		return fmt.Errorf("put %s page %d: %w", e.ref, e.id.Index, diskErr)
+	case !p.memOK && !diskOK:
+		return fmt.Errorf("put %s page %d (%d bytes): %w", e.ref, e.id.Index, len(p.data), ErrStoreFull)
 	}
 	return nil
 }
