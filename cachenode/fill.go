@@ -65,7 +65,6 @@ type fetch struct {
 	started  bool // a goroutine runs it
 	finished bool
 	data     []byte
-	crcs     []uint32 // of data's blocks
 	err      error
 	origin   *Origin // where the Source says the bytes came from, if it says
 }
