@@ -21,7 +21,9 @@ import (
 //
 // Listings carry no attrs, so the node keeps the attrs it wrote or looked
 // up (one lake call, a HEAD on S3) for the mount's metadata TTL, for the
-// version it was told; an invalidation of the path drops them.
+// version it was told; an invalidation of the path drops them. A
+// StatAttrs whose stat misses the metadata cache asks the lake for both
+// with that one call.
 
 // attrsCacheEntries bounds the attrs a node keeps.
 const attrsCacheEntries = 1 << 16
@@ -105,7 +107,7 @@ func (c *attrsCache) drop(p string) {
 // one lake call. When the lake's file changed since Stat's answer, the
 // lake's newer entry is the answer, with its attrs.
 func (n *Node) StatAttrs(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatAttrsReply, error) {
-	st, err := n.Stat(ctx, req)
+	st, err := n.stat(ctx, req, true)
 	if err != nil {
 		return nil, err
 	}

@@ -318,6 +318,13 @@ func (n *Node) Has(ctx context.Context, req *nodepb.HasRequest) (*nodepb.HasRepl
 
 // Stat answers from the metadata cache, asking the lake on a miss.
 func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatReply, error) {
+	return n.stat(ctx, req, false)
+}
+
+// stat is Stat. withAttrs asks a lake that keeps attrs for them with the
+// same call when the stat misses (S3 answers both with one HEAD), and
+// keeps them for StatAttrs, which would otherwise ask the lake again.
+func (n *Node) stat(ctx context.Context, req *nodepb.StatRequest, withAttrs bool) (*nodepb.StatReply, error) {
 	p := req.GetPath()
 	lake, rel, err := n.cfg.Lakes.Resolve(p)
 	if errors.Is(err, ErrNoMount) {
@@ -341,7 +348,15 @@ func (n *Node) Stat(ctx context.Context, req *nodepb.StatRequest) (*nodepb.StatR
 		}
 	}
 	fi, err := n.meta.statIn(ctx, p, lake.MetadataTTL, func(ctx context.Context) (ufs.FileInfo, error) {
-		return lake.FS.Stat(ctx, rel)
+		afs, ok := lake.FS.(ufs.AttrFS)
+		if !withAttrs || !ok {
+			return lake.FS.Stat(ctx, rel)
+		}
+		fi, attrs, err := afs.StatAttrs(ctx, rel)
+		if err == nil && !fi.IsDir {
+			n.attrs.put(p, fi.Version, attrs, lake.MetadataTTL)
+		}
+		return fi, err
 	}, newDirLister(lake, p, rel))
 	if errors.Is(err, ufs.ErrNotFound) && !journalOnly(ctx) {
 		// A directory only pending files below it make yet.

@@ -176,6 +176,29 @@ func TestS3Gateway(t *testing.T) {
 		}
 	})
 
+	t.Run("a cold GET asks the lake for the object once", func(t *testing.T) {
+		const size, seed = 100 << 10, 502
+		m.upload("cold/small.bin", size, seed)
+		heads, gets := m.minio.Requests(t, "HeadObject"), m.minio.Requests(t, "GetObject")
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("s3"), Key: aws.String("cold/small.bin")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil || !bytes.Equal(got, patternAt(seed, 0, size)) {
+			t.Fatalf("GET returned %d bytes (%v), not the object's", len(got), err)
+		}
+		// Counted by MinIO: the stat and the attrs (headers, user
+		// metadata) of the object come from one HEAD, its bytes from one
+		// GET.
+		heads, gets = m.minio.Requests(t, "HeadObject")-heads, m.minio.Requests(t, "GetObject")-gets
+		t.Logf("cold GET of a 100 KiB object: %d HEAD, %d GET at MinIO", heads, gets)
+		if heads != 1 || gets != 1 {
+			t.Errorf("a cold GET cost MinIO %d HEADs and %d GETs, want 1 and 1", heads, gets)
+		}
+	})
+
 	t.Run("buckets and objects", func(t *testing.T) {
 		lb, err := c.ListBuckets(ctx, &s3.ListBucketsInput{})
 		if err != nil {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -87,6 +89,8 @@ func (m *MinIOServer) start(t testing.TB, bin string) error {
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
 		"MINIO_BROWSER=off",
 		"MINIO_UPDATE=off",
+		// Its request counters (Requests) readable without a token.
+		"MINIO_PROMETHEUS_AUTH_TYPE=public",
 	)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -181,6 +185,41 @@ func (m *MinIOServer) URI(bucket, prefix string) string {
 		prefix = "/" + prefix
 	}
 	return "s3://" + bucket + prefix + "?endpoint=" + m.Endpoint
+}
+
+// Requests is how many S3 requests of one API (as MinIO names them:
+// "HeadObject", "GetObject", "ListObjectsV2", ...) the server has
+// answered, from its own Prometheus counters (the v3 API group, which
+// counts at once): counted below lakemesh.
+func (m *MinIOServer) Requests(t testing.TB, api string) int64 {
+	t.Helper()
+	resp, err := http.Get(m.Endpoint + "/minio/metrics/v3/api/requests")
+	if err != nil {
+		t.Fatalf("minio metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("minio metrics: %s", resp.Status)
+	}
+	name := `name="` + api + `"`
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var n int64
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "minio_api_requests_total{") || !strings.Contains(line, name) {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("minio metrics: %q: %v", line, err)
+		}
+		n += int64(v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("minio metrics: %v", err)
+	}
+	return n
 }
 
 // Env is the environment a child process needs to reach this server
