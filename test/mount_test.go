@@ -162,7 +162,7 @@ func peakRSS(t *testing.T, pid int) int64 {
 
 // putMany uploads objects to MinIO with 32 goroutines; body gives each
 // one's content.
-func putMany(t *testing.T, m *mesh, keys []string, body func(i int) []byte) {
+func putMany(t testing.TB, m *mesh, keys []string, body func(i int) []byte) {
 	t.Helper()
 	var wg sync.WaitGroup
 	work := make(chan int)
