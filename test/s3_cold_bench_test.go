@@ -16,8 +16,9 @@ import (
 // yet through the `lakemesh s3` gateway (3-node region, no proxy in front
 // of MinIO), 16 at a time, then the same objects straight from MinIO, in
 // the same run; each round uploads a fresh set. It prints objects per
-// second on each side and what a cold GET cost MinIO in requests, from
-// MinIO's own counters: a GET through the gateway is the object's stat
+// second on each side, the CPU the serving processes spent per object
+// (from /proc) and what a cold GET cost MinIO in requests, from MinIO's
+// own counters: a GET through the gateway is the object's stat
 // (its attrs with it), its bytes, and now and then a listing of its
 // directory for the stats of its neighbours.
 //
@@ -71,7 +72,13 @@ func BenchmarkS3GatewayColdSmallGet(b *testing.B) {
 		}
 		return r
 	}
+	gatewaySide := []int{gw.proc.cmd.Process.Pid}
+	for _, n := range m.nodes {
+		gatewaySide = append(gatewaySide, n.cmd.Process.Pid)
+	}
+	minioSide := []int{childPID(b, "minio", m.minio.Addr)}
 	var gwRate, minioRate []float64
+	var gwCPU, gwMinioCPU, minioCPU time.Duration // CPU used while each side served
 	gwRequests := map[string]int64{}
 	got := 0
 	for b.Loop() {
@@ -83,14 +90,19 @@ func BenchmarkS3GatewayColdSmallGet(b *testing.B) {
 		}
 		putMany(b, m, keys, func(i int) []byte { return patternAt(uint64(round*objects+i), 0, size) })
 		before := requests()
+		gw0, gwm0 := cpuTime(gatewaySide), cpuTime(minioSide)
 		b.StartTimer()
 		gwRate = append(gwRate, getAll(viaGateway, "direct", keys))
 		b.StopTimer()
+		gwCPU += cpuTime(gatewaySide) - gw0
+		gwMinioCPU += cpuTime(minioSide) - gwm0
 		for api, n := range requests() {
 			gwRequests[api] += n - before[api]
 		}
 		got += objects
+		m0 := cpuTime(minioSide)
 		minioRate = append(minioRate, getAll(direct, bucket, keys))
+		minioCPU += cpuTime(minioSide) - m0
 		b.StartTimer()
 	}
 	b.StopTimer()
@@ -102,5 +114,7 @@ func BenchmarkS3GatewayColdSmallGet(b *testing.B) {
 	fmt.Printf("\nS3 gateway cold GETs of %d KiB objects vs MinIO direct (%d objects a round, %d readers, medians of %d rounds)\n", size>>10, objects, readers, len(gwRate))
 	fmt.Printf("| | gateway, cold | MinIO direct | ratio |\n|---|---|---|---|\n")
 	fmt.Printf("| objects/s | %.0f | %.0f | %.2fx |\n", median(gwRate), median(minioRate), median(gwRate)/median(minioRate))
-	fmt.Printf("| MinIO requests per object: HEAD, GET, LIST | %.2f, %.2f, %.3f | 0, 1, 0 | |\n\n", per("HeadObject"), per("GetObject"), per("ListObjectsV2"))
+	fmt.Printf("| MinIO requests per object: HEAD, GET, LIST | %.2f, %.2f, %.3f | 0, 1, 0 | |\n", per("HeadObject"), per("GetObject"), per("ListObjectsV2"))
+	ms := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(got) }
+	fmt.Printf("| CPU-ms per object: gateway and nodes, MinIO | %.2f, %.2f | -, %.2f | |\n\n", ms(gwCPU), ms(gwMinioCPU), ms(minioCPU))
 }
