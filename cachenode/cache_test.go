@@ -845,3 +845,53 @@ func TestFillGoesOnWhileTheDiskStalls(t *testing.T) {
 		t.Fatalf("%d fetches from the source, want 1", n)
 	}
 }
+
+// ctxAtCloseSource records, for every reader it hands out, whether the
+// fetch's context had ended by the time the cache closed the reader.
+type ctxAtCloseSource struct {
+	*fakeSource
+	closed, cancelled atomic.Int64
+}
+
+type ctxAtCloseReader struct {
+	io.ReadCloser
+	ctx context.Context
+	s   *ctxAtCloseSource
+}
+
+func (r ctxAtCloseReader) Close() error {
+	r.s.closed.Add(1)
+	if r.ctx.Err() != nil {
+		r.s.cancelled.Add(1)
+	}
+	return r.ReadCloser.Close()
+}
+
+func (s *ctxAtCloseSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.fakeSource.Fetch(ctx, ref, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return ctxAtCloseReader{ReadCloser: rc, ctx: ctx, s: s}, nil
+}
+
+// A fill closes its Source reader before it ends the fetch's context: a
+// reader cancelled before its Close may drop what it holds (an HTTP
+// response that has not seen EOF takes its connection with it).
+func TestFillClosesTheSourceBeforeItsContextEnds(t *testing.T) {
+	src := &ctxAtCloseSource{fakeSource: newFakeSource()}
+	data := randomBytes(43, 3*testPage)
+	ref := src.add("f", "1", data)
+	s := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 64 * mib, MemoryBytes: 64 * mib, PageSize: testPage, BlockSize: testBlock})
+	c := newTestCache(t, s, src, CacheConfig{})
+	for page := int64(0); page < 3; page++ {
+		p := make([]byte, testPage)
+		if n, _, err := c.ReadAt(context.Background(), ref, p, page*testPage, false); err != nil || n != testPage || !bytes.Equal(p, data[page*testPage:(page+1)*testPage]) {
+			t.Fatalf("read page %d: %d bytes, %v (or wrong bytes)", page, n, err)
+		}
+	}
+	eventually(t, "the fills' readers closed", func() bool { return src.closed.Load() == 3 })
+	if n := src.cancelled.Load(); n != 0 {
+		t.Fatalf("%d of 3 Source readers closed after their fetch's context ended", n)
+	}
+}

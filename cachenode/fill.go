@@ -334,21 +334,20 @@ func (c *Cache) run(run []*fetch) {
 	c.fetches.Add(1)
 	rc, err := c.src.Fetch(ctx, first.ref, first.index*c.store.PageSize()+first.off, total)
 	stored := true
-	finish := func(f *fetch, p *stagedPut) {
-		stored = c.finishStore(f, p) && stored
-	}
 	var writes chan stagedFetch
 	var written chan bool
 	if len(run) > 1 {
+		// The run's Source fetch has a context of its own (above), so
+		// the writer may end each fetch as soon as its page is on disk.
 		writes, written = make(chan stagedFetch, len(run)), make(chan bool, 1)
 		go func() {
 			ok := true
 			for w := range writes {
-				ok = c.finishStore(w.f, w.p) && ok
+				ok = c.writeStaged(w.f, w.p) && ok
+				c.endFetch(w.f)
 			}
 			written <- ok
 		}()
-		finish = func(f *fetch, p *stagedPut) { writes <- stagedFetch{f, p} }
 	}
 	for _, f := range run {
 		var data []byte
@@ -391,7 +390,11 @@ func (c *Cache) run(run []*fetch) {
 			}
 		}
 		close(f.held)
-		finish(f, staged)
+		if writes != nil {
+			writes <- stagedFetch{f, staged}
+		} else {
+			stored = c.writeStaged(f, staged) && stored
+		}
 	}
 	if writes != nil {
 		close(writes)
@@ -403,6 +406,12 @@ func (c *Cache) run(run []*fetch) {
 	if rc != nil {
 		rc.Close()
 	}
+	if writes == nil {
+		// Only now: the fetch's context is the Source fetch's, and a
+		// reader cancelled before its Close may drop what it holds (an
+		// HTTP response that has not seen EOF, its connection).
+		c.endFetch(first)
+	}
 }
 
 // stagedFetch is a fetch whose bytes wait for the disk tier.
@@ -411,22 +420,24 @@ type stagedFetch struct {
 	p *stagedPut
 }
 
-// finishStore writes a fetch's staged bytes (if any) to the disk tier,
-// then takes the fetch out of inflight and ends it. It reports whether
-// the bytes were kept.
-func (c *Cache) finishStore(f *fetch, p *stagedPut) bool {
-	kept := true
+// writeStaged writes a fetch's staged bytes (if any) to the disk tier and
+// reports whether the bytes were kept.
+func (c *Cache) writeStaged(f *fetch, p *stagedPut) bool {
 	if err := p.finish(); err != nil {
-		kept = false
 		c.storeFailed(f, err)
+		return false
 	}
+	return true
+}
+
+// endFetch takes a stored (or failed) fetch out of inflight and ends it.
+func (c *Cache) endFetch(f *fetch) {
 	c.mu.Lock()
 	c.detachLocked(f)
 	c.mu.Unlock()
 	close(f.stored)
 	f.stop()
 	f.cancel()
-	return kept
 }
 
 func (c *Cache) storeFailed(f *fetch, err error) {
