@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,11 +76,8 @@ func BenchmarkS3GatewayWarmGet(b *testing.B) {
 	fourStreams(viaGateway, "s3") // warm the nodes' cache
 	fourStreams(viaGateway, "s3")
 
-	gatewaySide := []int{gw.proc.cmd.Process.Pid}
-	for _, n := range m.nodes {
-		gatewaySide = append(gatewaySide, n.cmd.Process.Pid)
-	}
-	minioSide := []int{childPID(b, "minio", m.minio.Addr)}
+	gatewaySide := gatewayPIDs(gw, m)
+	minioSide := []int{m.minio.Pid}
 	var gwCPU, minioCPU time.Duration // CPU time used while they served
 	// The clients' (this process's) CPU time on each side: the same SDK
 	// client reads both, so what differs is where its bytes come from.
@@ -189,29 +185,14 @@ func cpuTime(pids []int) time.Duration {
 	return total
 }
 
-// childPID finds the process named name that this test process started
-// with arg on its command line (MinIO is started by testenv, which does
-// not tell its pid); 0 if there is none.
-func childPID(t testing.TB, name, arg string) int {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		stat, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			continue
-		}
-		lp, rp := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-		if lp < 0 || rp < lp || string(stat[lp+1:rp]) != name {
-			continue
-		}
-		f := strings.Fields(string(stat[rp+1:]))
-		cmdline, _ := os.ReadFile(d + "/cmdline")
-		if len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) && bytes.Contains(cmdline, []byte(arg)) {
-			pid, _ := strconv.Atoi(filepath.Base(d))
-			return pid
-		}
+// gatewayPIDs are the processes that serve a GET through the gateway:
+// the gateway and the region's nodes.
+func gatewayPIDs(gw *s3Gateway, m *mesh) []int {
+	pids := []int{gw.proc.cmd.Process.Pid}
+	for _, n := range m.nodes {
+		pids = append(pids, n.cmd.Process.Pid)
 	}
-	t.Logf("no %s process with %s among this test's children: its CPU time is not counted", name, arg)
-	return 0
+	return pids
 }
 
 // machineUse adds up the whole machine's CPU time (all CPUs, from the

@@ -72,11 +72,8 @@ func BenchmarkS3GatewayColdSmallGet(b *testing.B) {
 		}
 		return r
 	}
-	gatewaySide := []int{gw.proc.cmd.Process.Pid}
-	for _, n := range m.nodes {
-		gatewaySide = append(gatewaySide, n.cmd.Process.Pid)
-	}
-	minioSide := []int{childPID(b, "minio", m.minio.Addr)}
+	gatewaySide := gatewayPIDs(gw, m)
+	minioSide := []int{m.minio.Pid}
 	var gwRate, minioRate []float64
 	var gwCPU, gwMinioCPU, minioCPU time.Duration // CPU used while each side served
 	gwRequests := map[string]int64{}

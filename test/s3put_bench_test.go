@@ -54,11 +54,8 @@ func BenchmarkS3GatewayWriteBackPut(b *testing.B) {
 	streams(viaGateway, "s3", objects) // a first round of each: connections, journal directories
 	streams(direct, bucket, objects)
 
-	gatewaySide := []int{gw.proc.cmd.Process.Pid}
-	for _, n := range m.nodes {
-		gatewaySide = append(gatewaySide, n.cmd.Process.Pid)
-	}
-	minioSide := []int{childPID(b, "minio", m.minio.Addr)}
+	gatewaySide := gatewayPIDs(gw, m)
+	minioSide := []int{m.minio.Pid}
 	var gwCPU, minioCPU time.Duration
 	var gwBytes, minioBytes int64
 	timed := func(pids []int, cpu *time.Duration, sent *int64, n int, f func() float64) float64 {
