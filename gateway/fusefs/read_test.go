@@ -177,8 +177,16 @@ func TestMountPageCacheKeptPerVersion(t *testing.T) {
 	if got := readAll("second read"); !bytes.Equal(got, old) {
 		t.Fatalf("second read: %d bytes, not the file", len(got))
 	}
-	if n := len(tm.ns.readSizes()) - before; n != 0 {
-		t.Errorf("a second open of an unchanged version made %d reads of the namespace, want 0 (page cache not kept)", n)
+	// The kernel may drop a clean page now and then on its own (seen
+	// here: one to three 4 KiB pages of the 4 MiB, with no memory
+	// pressure), and reads those again; an open that drops the cache
+	// reads the whole file again.
+	reread := 0
+	for _, n := range tm.ns.readSizes()[before:] {
+		reread += n
+	}
+	if reread > len(old)/16 {
+		t.Errorf("a second open of an unchanged version read %d of the file's %d bytes from the namespace again, want at most a few pages (page cache not kept)", reread, len(old))
 	}
 
 	// Replace the file with another of the same size and mtime: a new
