@@ -75,7 +75,7 @@ func (s *Store) SetPinned(match func(PageInfo) bool, pinned bool) int {
 		meta := snapshotMetaLocked(e)
 		e.mu.Unlock()
 		if onDisk {
-			if err := s.writeMeta(e.id, meta); err != nil {
+			if err := s.writeMeta(e, meta); err != nil {
 				s.log.Warn("page pin not persisted", "page", e.id, "pinned", pinned, "err", err)
 			}
 		}

@@ -34,3 +34,15 @@ func directAligned(p []byte, off int64) bool {
 func startWriteback(f *os.File, off, n int64) {
 	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }
+
+// preallocate allocates n bytes of f's space (the file's size becomes n)
+// without writing them.
+func preallocate(f *os.File, n int64) error {
+	return unix.Fallocate(int(f.Fd()), 0, 0, n)
+}
+
+// punchHole gives bytes [off, off+n) of f back to the file system; they
+// read as zeros after, and the file's size is kept.
+func punchHole(f *os.File, off, n int64) error {
+	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}

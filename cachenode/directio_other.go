@@ -16,3 +16,12 @@ func directAligned([]byte, int64) bool { return false }
 
 // startWriteback: the final fsync writes everything.
 func startWriteback(*os.File, int64, int64) {}
+
+// preallocate makes f n bytes long; the space is allocated as written.
+func preallocate(f *os.File, n int64) error { return f.Truncate(n) }
+
+var errNoPunchHole = errors.New("punching holes not supported")
+
+// punchHole: the space of a dropped packed page comes back when its pack
+// is removed.
+func punchHole(*os.File, int64, int64) error { return errNoPunchHole }

@@ -11,6 +11,9 @@ import (
 // blocks present in its data file and their checksums. It is what a
 // short-circuit grant (shortcircuit.go) hands to a client on this host.
 type DiskPage struct {
+	// Base is the offset of the page's first byte in the file granted:
+	// 0 for a page's own data file, the slot's blocks in a pack.
+	Base      int64
 	Length    int64    // bytes of the page
 	BlockSize int64    // the store's block size
 	Present   []bool   // per block: the data file holds it
@@ -28,8 +31,9 @@ func (d DiskPage) Blocks() int {
 	return n
 }
 
-// OpenDiskPage opens page index of ref's data file read-only and returns
-// it with the blocks the disk tier holds in it and their checksums. It
+// OpenDiskPage opens page index of ref's data file (or, for a packed
+// page, its pack) read-only and returns it with where the page starts in
+// it, the blocks the disk tier holds and their checksums. It
 // fails with an error wrapping ErrMissing when the disk tier holds no
 // block of the page. The blocks listed are never rewritten with other
 // bytes while the file lives (a page's blocks are written once; a dropped
@@ -51,7 +55,15 @@ func (s *Store) OpenDiskPage(ref FileRef, index int64) (*os.File, DiskPage, erro
 	if e == nil || e.length != length {
 		return nil, DiskPage{}, notOnDisk
 	}
+	e.mu.RLock()
+	slot := e.slot
+	e.mu.RUnlock()
 	path := s.dataPath(id)
+	if slot != nil {
+		// Its pack; a pack's name is never used for another, so the
+		// file opened is the slot's unless the pack was removed.
+		path = slot.pack.path
+	}
 	// Open first, snapshot after: every block the snapshot lists was in
 	// the file named path when the snapshot was taken. The file opened is
 	// that one unless the page was dropped and written again in between,
@@ -64,8 +76,11 @@ func (s *Store) OpenDiskPage(ref FileRef, index int64) (*os.File, DiskPage, erro
 		return nil, DiskPage{}, fmt.Errorf("open page %s: %w", id, err)
 	}
 	dp := DiskPage{Length: length, BlockSize: s.geo.blockSize, Present: make([]bool, e.nblocks), CRCs: make([]uint32, e.nblocks)}
+	if slot != nil {
+		dp.Base = slot.data
+	}
 	e.mu.RLock()
-	if !e.dead && e.disk != nil {
+	if !e.dead && e.disk != nil && e.slot == slot {
 		for b := range e.nblocks {
 			if e.disk.has(b) {
 				dp.Present[b], dp.CRCs[b] = true, e.crc[b]
@@ -73,7 +88,7 @@ func (s *Store) OpenDiskPage(ref FileRef, index int64) (*os.File, DiskPage, erro
 		}
 	}
 	e.mu.RUnlock()
-	if dp.Blocks() == 0 || !sameFile(f, path) {
+	if dp.Blocks() == 0 || (slot == nil && !sameFile(f, path)) {
 		f.Close()
 		return nil, DiskPage{}, notOnDisk
 	}

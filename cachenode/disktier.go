@@ -55,7 +55,6 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 	e.diskMu.Lock()
 	defer e.diskMu.Unlock()
 
-	bs := s.geo.blockSize
 	var need int64
 	todo := make([]bool, len(crcs))
 	e.mu.RLock()
@@ -73,42 +72,31 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 	if !s.reserve(s.disk, need) {
 		return false, nil
 	}
+	d := &diskPut{s: s, e: e, b0: b0, data: data, crcs: crcs, todo: todo, need: need}
+	e.mu.RLock()
+	slot, first := e.slot, e.diskBytes == 0
+	e.mu.RUnlock()
+	switch {
+	case slot == nil && first && s.packs.takes(e.length, s.geo.pageSize):
+		return d.toNewSlot(inMemory)
+	case slot != nil:
+		w := s.packs.beginWrite(slot, inMemory)
+		defer s.packs.endWrite(slot)
+		return d.toSlot(slot, w)
+	}
 	path := s.dataPath(e.id)
 	f, err := openPageWriter(path, inMemory)
 	if err != nil {
 		s.disk.release(need)
 		return false, err
 	}
-	// Write each run of missing blocks with one call.
-	for i := 0; i < len(crcs); {
-		if !todo[i] {
-			i++
-			continue
-		}
-		j := i
-		for j < len(crcs) && todo[j] {
-			j++
-		}
-		lo, hi := int64(i)*bs, min(int64(j)*bs, int64(len(data)))
-		if err := f.WriteAt(data[lo:hi], int64(b0)*bs+lo); err != nil {
-			f.Close()
-			s.disk.release(need)
-			return false, fmt.Errorf("write page %s blocks [%d,%d) to %s: %w", e.id, b0+i, b0+j, path, err)
-		}
-		i = j
+	if err := d.writeBlocks(f, 0); err != nil {
+		f.Close()
+		return false, err
 	}
 	// The record lists the blocks just written; e lists them only once
 	// the file is closed (diskMu keeps other writers of the record out).
-	e.mu.RLock()
-	meta := snapshotMetaLocked(e)
-	e.mu.RUnlock()
-	for i := range crcs {
-		if todo[i] {
-			meta.disk.set(b0 + i)
-			meta.crc[b0+i] = crcs[i]
-		}
-	}
-	if err := s.writeRecord(f, meta); err != nil {
+	if err := s.writeRecord(f, d.record()); err != nil {
 		// The blocks are on disk and will be indexed in memory; only a
 		// restart would forget them.
 		s.log.Warn("page record not written", "page", e.id, "err", err)
@@ -117,15 +105,113 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 		s.disk.release(need)
 		return false, fmt.Errorf("close %s: %w", path, err)
 	}
-	e.mu.Lock()
-	for i := range crcs {
-		if todo[i] {
-			e.disk.set(b0 + i)
-			e.crc[b0+i] = crcs[i]
+	d.commit(nil)
+	return true, nil
+}
+
+// diskPut is one putDisk's blocks: those of data (blocks from b0) that
+// todo marks, need bytes of them, reserved in the disk tier. diskMu is
+// held.
+type diskPut struct {
+	s    *Store
+	e    *entry
+	b0   int
+	data []byte
+	crcs []uint32
+	todo []bool
+	need int64
+}
+
+// writeBlocks writes each run of the blocks to write with one call
+// through w, at base plus their page offsets. On failure the reserved
+// bytes are released.
+func (d *diskPut) writeBlocks(w *pageWriter, base int64) error {
+	bs := d.s.geo.blockSize
+	for i := 0; i < len(d.crcs); {
+		if !d.todo[i] {
+			i++
+			continue
+		}
+		j := i
+		for j < len(d.crcs) && d.todo[j] {
+			j++
+		}
+		lo, hi := int64(i)*bs, min(int64(j)*bs, int64(len(d.data)))
+		if err := w.WriteAt(d.data[lo:hi], base+int64(d.b0)*bs+lo); err != nil {
+			d.s.disk.release(d.need)
+			return fmt.Errorf("write page %s blocks [%d,%d) to %s: %w", d.e.id, d.b0+i, d.b0+j, w.path, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// record is the page's record listing the blocks written too.
+func (d *diskPut) record() pageMeta {
+	d.e.mu.RLock()
+	meta := snapshotMetaLocked(d.e)
+	d.e.mu.RUnlock()
+	for i := range d.crcs {
+		if d.todo[i] {
+			meta.disk.set(d.b0 + i)
+			meta.crc[d.b0+i] = d.crcs[i]
 		}
 	}
-	e.diskBytes += need
-	e.mu.Unlock()
+	meta.pageSize, meta.blockSize = d.s.geo.pageSize, d.s.geo.blockSize
+	return meta
+}
+
+// commit lists the blocks written in the entry, in slot when packed.
+func (d *diskPut) commit(slot *packSlot) {
+	e := d.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.slot = slot
+	for i := range d.crcs {
+		if d.todo[i] {
+			e.disk.set(d.b0 + i)
+			e.crc[d.b0+i] = d.crcs[i]
+		}
+	}
+	e.diskBytes += d.need
+}
+
+// toNewSlot writes the first blocks of a page that goes to a pack: a new
+// slot, the blocks, then the header listing them.
+func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
+	s := d.s
+	hdrLen := packHeaderLen(len(d.record().encode()))
+	slot, err := s.packs.alloc(hdrLen + alignUp(d.e.length))
+	if err != nil {
+		s.disk.release(d.need)
+		return false, err
+	}
+	slot.data = slot.off + hdrLen
+	w := &pageWriter{path: slot.pack.path, buffered: slot.pack.rw}
+	if inMemory {
+		w.direct = slot.pack.direct // alloc counted this write: open until it ends
+	}
+	ok, err := d.toSlot(slot, w)
+	s.packs.endWrite(slot)
+	if err != nil {
+		s.packs.free(slot)
+	}
+	return ok, err
+}
+
+// toSlot writes the blocks through w into slot, then its header listing
+// them: the first blocks of a new slot, or more of a page already
+// packed (a block filled after the first, or written again after a bad
+// checksum).
+func (d *diskPut) toSlot(slot *packSlot, w *pageWriter) (bool, error) {
+	if err := d.writeBlocks(w, slot.data); err != nil {
+		return false, err
+	}
+	if err := d.s.packs.writeHeader(slot, d.record().encode()); err != nil {
+		d.s.disk.release(d.need)
+		return false, err
+	}
+	d.commit(slot)
 	return true, nil
 }
 
@@ -152,10 +238,18 @@ func (s *Store) dropDiskLocked(e *entry) int64 {
 	return freed
 }
 
-// removePageFiles removes a page's data file, record and all; the caller
-// holds the entry's diskMu.
-func (s *Store) removePageFiles(id PageID) {
-	if err := os.Remove(s.dataPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.log.Warn("remove page file", "page", id, "path", s.dataPath(id), "err", err)
+// removePageFiles removes a page's disk copy: its data file, record and
+// all, or its pack slot. The caller holds the entry's diskMu.
+func (s *Store) removePageFiles(e *entry) {
+	e.mu.Lock()
+	slot := e.slot
+	e.slot = nil
+	e.mu.Unlock()
+	if slot != nil {
+		s.packs.free(slot)
+		return
+	}
+	if err := os.Remove(s.dataPath(e.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("remove page file", "page", e.id, "path", s.dataPath(e.id), "err", err)
 	}
 }

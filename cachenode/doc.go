@@ -71,6 +71,9 @@
 //	                                          record: FileRef, page index, block
 //	                                          bitmap, per-block CRCs, pin, expiry,
 //	                                          geometry, and its own CRC
+//	Dir/packs/<seq>.pack                      pages shorter than StoreConfig.PackBelow,
+//	                                          each in a slot: a header holding the same
+//	                                          record, then its blocks (pack.go)
 //
 // A fill writes its blocks into the data file, then the record, through
 // one descriptor: a cold page costs one file. When the memory tier holds
@@ -86,6 +89,13 @@
 // not match, and anything else under Dir/pages (format 1 sidecars,
 // leftover temporary files), are removed. The record's format is described
 // in index.go.
+//
+// Small pages (a small file, the short last page of a larger one) share
+// packs instead (pack.go): a file per page cost a cold small-file fill
+// more CPU than anything else, in the file system's inode allocation. A
+// slot is appended to the pack being filled and never reused; eviction
+// marks it free and punches a hole where its blocks were, and a full pack
+// goes when its last page does.
 //
 // # Short-circuit writes
 //

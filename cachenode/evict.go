@@ -262,7 +262,7 @@ func (s *Store) evictFromTier(e *entry, t *tier, force bool) int64 {
 	e.mu.Unlock()
 	if t == s.disk {
 		if freed > 0 {
-			s.removePageFiles(e.id)
+			s.removePageFiles(e)
 		}
 		e.diskMu.Unlock()
 	}

@@ -179,13 +179,21 @@ func decodeMeta(b []byte) (pageMeta, error) {
 	return m, nil
 }
 
-// writeMeta rewrites the record of a page whose data file exists (a pin,
-// a TTL, a dropped block); the caller holds the entry's diskMu, so record
-// writes of one page never interleave.
-func (s *Store) writeMeta(id PageID, m pageMeta) error {
-	f, err := os.OpenFile(s.dataPath(id), os.O_WRONLY, 0)
+// writeMeta rewrites the record of a page held on disk (a pin, a TTL, a
+// dropped block): in its data file, or in its pack slot's header. The
+// caller holds the entry's diskMu, so record writes of one page never
+// interleave.
+func (s *Store) writeMeta(e *entry, m pageMeta) error {
+	e.mu.RLock()
+	slot := e.slot
+	e.mu.RUnlock()
+	if slot != nil {
+		m.pageSize, m.blockSize = s.geo.pageSize, s.geo.blockSize
+		return s.packs.writeHeader(slot, m.encode())
+	}
+	f, err := os.OpenFile(s.dataPath(e.id), os.O_WRONLY, 0)
 	if err != nil {
-		return fmt.Errorf("write record of page %s: %w", id, err)
+		return fmt.Errorf("write record of page %s: %w", e.id, err)
 	}
 	w := &pageWriter{path: f.Name(), buffered: f}
 	if err := s.writeRecord(w, m); err != nil {
@@ -193,7 +201,7 @@ func (s *Store) writeMeta(id PageID, m pageMeta) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write record of page %s: %w", id, err)
+		return fmt.Errorf("write record of page %s: %w", e.id, err)
 	}
 	return nil
 }
@@ -242,7 +250,8 @@ func (s *Store) readRecord(path string) (pageMeta, os.FileInfo, error) {
 // record whose identity and geometry check out is indexed with the blocks
 // its record lists; everything else under Dir/pages (data files whose
 // record does not decode, format 1 sidecars, leftover temporary files) is
-// removed.
+// removed. Then the packs' pages (pack.go), which a page file of the same
+// page takes precedence over.
 func (s *Store) loadIndex() error {
 	if err := s.makeDirs(); err != nil {
 		return err
@@ -282,7 +291,11 @@ func (s *Store) loadIndex() error {
 			loaded++
 		}
 	}
-	s.log.Info("page store index loaded", "dir", s.cfg.Dir, "pages", loaded, "removed", removed,
+	packed, packsRemoved, err := s.loadPacks()
+	if err != nil {
+		return err
+	}
+	s.log.Info("page store index loaded", "dir", s.cfg.Dir, "pages", loaded+packed, "packed", packed, "removed", removed+packsRemoved,
 		"disk_bytes", s.disk.usedBytes(), "took", time.Since(start))
 	return nil
 }
@@ -293,30 +306,15 @@ func (s *Store) loadPage(path, base string) error {
 	if err != nil {
 		return err
 	}
-	if m.pageSize != s.geo.pageSize || m.blockSize != s.geo.blockSize {
-		return fmt.Errorf("page geometry %d/%d, store uses %d/%d", m.pageSize, m.blockSize, s.geo.pageSize, s.geo.blockSize)
+	if err := s.checkLoaded(m); err != nil {
+		return err
 	}
 	id := PageID{File: m.ref.ID(), Index: m.index}
 	if filepath.Base(s.pageBase(id)) != base {
 		return fmt.Errorf("record names %s, file is %s", id, base)
 	}
-	length := s.geo.pageLen(m.ref.Size, m.index)
-	if length == 0 || s.geo.blocks(length) != len(m.crc) {
-		return fmt.Errorf("page %s: %d blocks listed for a page of %d bytes", id, len(m.crc), length)
-	}
+	e := s.loadedEntry(id, m)
 	mtime := st.ModTime()
-	e := &entry{
-		id: id, ref: m.ref, length: length, nblocks: len(m.crc),
-		crc: m.crc, disk: m.disk, pinned: m.pinned, expires: m.expires,
-	}
-	for b := 0; b < e.nblocks; b++ {
-		if e.disk.has(b) {
-			e.diskBytes += s.geo.blockLen(length, b)
-		}
-	}
-	if e.diskBytes == 0 {
-		return fmt.Errorf("page %s holds no blocks", id)
-	}
 	e.lastUse.Store(mtime.UnixNano())
 	if mtime.UnixNano() > s.clock.Load() {
 		s.clock.Store(mtime.UnixNano())
@@ -326,6 +324,39 @@ func (s *Store) loadPage(path, base string) error {
 	// evictor brings the tier down, and fills wait for it.
 	s.disk.used += e.diskBytes
 	return nil
+}
+
+// checkLoaded checks a record read back from disk: the store's geometry,
+// a block list as long as the page, and at least one block held.
+func (s *Store) checkLoaded(m pageMeta) error {
+	if m.pageSize != s.geo.pageSize || m.blockSize != s.geo.blockSize {
+		return fmt.Errorf("page geometry %d/%d, store uses %d/%d", m.pageSize, m.blockSize, s.geo.pageSize, s.geo.blockSize)
+	}
+	length := s.geo.pageLen(m.ref.Size, m.index)
+	if length == 0 || s.geo.blocks(length) != len(m.crc) {
+		return fmt.Errorf("page %d of %s: %d blocks listed for a page of %d bytes", m.index, m.ref, len(m.crc), length)
+	}
+	for b := range m.crc {
+		if m.disk.has(b) {
+			return nil
+		}
+	}
+	return fmt.Errorf("page %d of %s holds no blocks", m.index, m.ref)
+}
+
+// loadedEntry is the entry of a page read back from disk with record m.
+func (s *Store) loadedEntry(id PageID, m pageMeta) *entry {
+	length := s.geo.pageLen(m.ref.Size, m.index)
+	e := &entry{
+		id: id, ref: m.ref, length: length, nblocks: len(m.crc),
+		crc: m.crc, disk: m.disk, pinned: m.pinned, expires: m.expires,
+	}
+	for b := 0; b < e.nblocks; b++ {
+		if e.disk.has(b) {
+			e.diskBytes += s.geo.blockLen(length, b)
+		}
+	}
+	return e
 }
 
 // pageFileName is the base name of a page's files.

@@ -28,7 +28,10 @@ import (
 // is written once and never rewritten with other bytes (a page is one
 // version of one file; a dropped block is written again only with the
 // same bytes), and a dropped page's file is unlinked, which leaves the
-// inode, and its blocks, to descriptors still open on it. A block torn by
+// inode, and its blocks, to descriptors still open on it. A packed page's
+// grant is a descriptor of its pack; its slot is never used for another
+// page, and once dropped it reads as zeros, which fail their checksums. A
+// block torn by
 // a crash or corrupted on disk fails its checksum in the client, which
 // then reads over gRPC (the node's own read drops and refetches it).
 //
@@ -41,14 +44,16 @@ import (
 //	response: magic "LMSC", format uint16 (1), status uint16,
 //	          status 0 (granted, one descriptor attached): page length int64,
 //	            block size int64, blocks uint32, bitmap uint64 per 64
-//	            blocks (present in the file), CRC-32C uint32 per block
+//	            blocks (present in the file), CRC-32C uint32 per block,
+//	            then for a packed page (pack.go) the offset int64 of its
+//	            first byte in the pack attached (a page file's is 0)
 //	          status 1: the disk tier does not hold the page
 //	          status 2: error message (uint32 length + bytes)
 //
 // Path and version name the page the way a gRPC Read names its file (the
 // namespace path and the version the client opened); the page size must be
-// the store's. Only the store's own page files are handed out, opened
-// O_RDONLY. Trust: any process that can connect to the socket can read the
+// the store's. Only the store's own page files and packs are handed out,
+// opened O_RDONLY. Trust: any process that can connect to the socket can read the
 // cached pages of every file, the same as one that can read the cache
 // directory; the socket is created 0660 like node.sock.
 const (
@@ -342,6 +347,9 @@ func encodeSCGrant(dp DiskPage) []byte {
 	for _, c := range dp.CRCs {
 		b = le.AppendUint32(b, c)
 	}
+	if dp.Base != 0 {
+		b = le.AppendUint64(b, uint64(dp.Base))
+	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b
 }
@@ -399,7 +407,10 @@ func decodeSCResponse(body []byte) (DiskPage, error) {
 		dp.Present[i] = bm.has(i)
 		dp.CRCs[i] = r.u32()
 	}
-	if r.err != nil || len(r.b) != 0 {
+	if len(r.b) == 8 {
+		dp.Base = r.i64() // a packed page
+	}
+	if r.err != nil || len(r.b) != 0 || dp.Base < 0 {
 		return dp, errBadSCFrame
 	}
 	return dp, nil

@@ -56,6 +56,12 @@ type StoreConfig struct {
 	// new node do not pay for fresh memory (see pageBuffers). The node
 	// then holds MemoryBytes of memory from the start.
 	PretouchMemory bool
+	// PackBelow > 0 packs the disk copies of pages shorter than it (and
+	// than PageSize) into shared files instead of a file per page (see
+	// pack.go); 0 gives every page a file of its own. Nodes use
+	// DefaultPackBelow. Packed pages already on disk are read whatever
+	// the setting.
+	PackBelow int64
 	// Classify is called when a page is first stored (nil: no pin, no TTL).
 	// It must not call the store.
 	Classify func(FileRef) Class
@@ -97,8 +103,9 @@ type Store struct {
 	log      *slog.Logger
 	classify func(FileRef) Class
 
-	mem  *tier // nil without a memory tier
-	disk *tier // nil without a disk tier
+	mem   *tier  // nil without a memory tier
+	disk  *tier  // nil without a disk tier
+	packs *packs // the disk tier's packs (pack.go); nil without a disk tier
 
 	// bufs recycles the page buffers of fills and promotions; nil
 	// without a memory tier. pretouched is closed when its pretouch is
@@ -145,6 +152,7 @@ type entry struct {
 	memBytes  int64
 	disk      bitmap // nil without a disk tier
 	diskBytes int64
+	slot      *packSlot // the disk copy's pack slot; nil: its own data file (or none)
 	pinned    bool
 	expires   int64 // unix nanos; 0 = no TTL
 	busy      int   // Puts in progress; a busy entry is never removed
@@ -205,7 +213,9 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	}
 	if cfg.Dir != "" {
 		s.disk = newTier(TierDisk, cfg.DiskBytes, cfg.HighWater, cfg.LowWater)
+		s.packs = newPacks(cfg.Dir, cfg.PackBelow, cfg.DiskBytes, cfg.Logger)
 		if err := s.loadIndex(); err != nil {
+			s.packs.close()
 			return nil, fmt.Errorf("open page store %s: %w", cfg.Dir, err)
 		}
 		s.warnIfDiscard()
@@ -235,6 +245,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.ev.stop()
+	if s.packs != nil {
+		s.packs.close()
+	}
 	close(s.stopPretouch)
 	<-s.pretouched
 	s.bufs.close()
@@ -384,6 +397,6 @@ func (s *Store) removeIfEmpty(e *entry, wait bool) {
 	e.mu.Unlock()
 	s.mu.Unlock()
 	if s.disk != nil {
-		s.removePageFiles(e.id)
+		s.removePageFiles(e)
 	}
 }

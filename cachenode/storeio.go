@@ -58,6 +58,7 @@ func (s *Store) Read(ref FileRef, index, off int64, p []byte) (n int, tier Tier,
 	}
 	onDisk := false
 	e.mu.RLock()
+	slot := e.slot
 	for b := b0; b < b1; b++ {
 		var m []byte
 		if e.mem != nil {
@@ -99,7 +100,7 @@ func (s *Store) Read(ref FileRef, index, off int64, p []byte) (n int, tier Tier,
 		for j < len(mem) && mem[j] == nil {
 			j++
 		}
-		runOK, err := s.readDisk(e, &f, b0+i, b0+j, crcs[i:j], p, off, end)
+		runOK, err := s.readDisk(e, slot, &f, b0+i, b0+j, crcs[i:j], p, off, end)
 		if err != nil {
 			return 0, "", err
 		}
@@ -126,12 +127,20 @@ func (s *Store) copyBlock(p []byte, off, end int64, b int, data []byte) {
 	copy(p[lo-off:hi-off], data[lo-start:hi-start])
 }
 
-// readDisk reads blocks [b0, b1) of a page from its data file, verifies
-// each, copies the verified parts that lie in [off, end) into p and
-// promotes them into memory. It reports false if a block failed its
-// checksum or the file was gone (evicted since the snapshot).
-func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []byte, off, end int64) (bool, error) {
-	if *f == nil {
+// readDisk reads blocks [b0, b1) of a page from its data file, or from
+// slot when the snapshot found it packed, verifies each, copies the
+// verified parts that lie in [off, end) into p and promotes them into
+// memory. It reports false if a block failed its checksum or the copy was
+// gone (evicted since the snapshot).
+func (s *Store) readDisk(e *entry, slot *packSlot, f **os.File, b0, b1 int, crcs []uint32, p []byte, off, end int64) (bool, error) {
+	base := int64(0)
+	if slot != nil {
+		// The pack's descriptor is the store's: not closed by Read. A
+		// slot freed since the snapshot reads as zeros, or fails to read
+		// once its pack is removed; either way the copy is gone, not
+		// corrupt.
+		*f, base = nil, slot.data
+	} else if *f == nil {
 		path := s.dataPath(e.id)
 		file, err := os.Open(path)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -153,7 +162,14 @@ func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []b
 		defer pool.Put(bp)
 		buf = (*bp)[:runLen]
 	}
-	if err := readDiskRun(*f, runOff, buf); err != nil {
+	file := *f
+	if slot != nil {
+		file = slot.pack.rw
+	}
+	if err := readDiskRun(file, base+runOff, buf); err != nil {
+		if slot != nil && s.slotGone(e, slot) {
+			return false, nil
+		}
 		return false, fmt.Errorf("read page %s blocks [%d,%d): %w", e.id, b0, b1, err)
 	}
 	ok := true
@@ -164,7 +180,9 @@ func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []b
 		lo := int64(b-b0) * bs
 		blk := buf[lo:min(lo+bs, runLen)]
 		if blockCRC(blk) != crcs[b-b0] {
-			s.dropCorrupt(e, b, TierDisk, crcs[b-b0])
+			if slot == nil || !s.slotGone(e, slot) {
+				s.dropCorrupt(e, b, TierDisk, crcs[b-b0])
+			}
 			ok = false
 			continue
 		}
@@ -179,6 +197,13 @@ func (s *Store) readDisk(e *entry, f **os.File, b0, b1 int, crcs []uint32, p []b
 		s.promote(e, promote, bufs, verified)
 	}
 	return ok, nil
+}
+
+// slotGone reports whether a page's disk copy is no longer in slot.
+func (s *Store) slotGone(e *entry, slot *packSlot) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.slot != slot
 }
 
 // scratch returns a buffer of at least n bytes for a disk read that is not
@@ -235,11 +260,11 @@ func (s *Store) dropCorrupt(e *entry, b int, from Tier, c uint32) {
 		dead, left, meta := e.dead, e.diskBytes, snapshotMetaLocked(e)
 		e.mu.RUnlock()
 		if !dead && left > 0 {
-			if err := s.writeMeta(e.id, meta); err != nil {
+			if err := s.writeMeta(e, meta); err != nil {
 				s.log.Warn("page record not written", "page", e.id, "err", err)
 			}
 		} else if !dead {
-			s.removePageFiles(e.id)
+			s.removePageFiles(e)
 		}
 		e.diskMu.Unlock()
 	}

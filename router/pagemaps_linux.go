@@ -40,10 +40,11 @@ func newPageMaps() *pageMaps {
 	return &pageMaps{maps: map[scKey]*list.Element{}, lru: list.New()}
 }
 
-// acquire returns the mapping of the page file of grant (key), length
-// bytes, all of them on disk, mapping it from own (a descriptor of the
-// same file) when there is none for this grant. The caller releases it.
-func (pm *pageMaps) acquire(key scKey, grant, own *os.File, length int64) (*pageMap, error) {
+// acquire returns the mapping of the page of grant (key), length bytes
+// from file offset base, all of them on disk, mapping it from own (a
+// descriptor of the same file) when there is none for this grant. The
+// caller releases it.
+func (pm *pageMaps) acquire(key scKey, grant, own *os.File, base, length int64) (*pageMap, error) {
 	now := time.Now()
 	pm.mu.Lock()
 	if el, ok := pm.maps[key]; ok {
@@ -57,7 +58,7 @@ func (pm *pageMaps) acquire(key scKey, grant, own *os.File, length int64) (*page
 	}
 	pm.mu.Unlock()
 
-	mem, err := mapFile(own, 0, length)
+	mem, err := mapFile(own, base, base+length)
 	if err != nil {
 		return nil, err
 	}

@@ -510,7 +510,7 @@ func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) er
 			for k := b; k < j; k += step {
 				hi := min(k+step, j)
 				dst := buf[k*bs-off : min(hi*bs, dp.Length)-off]
-				if _, err := file.ReadAt(dst, k*bs); err != nil {
+				if _, err := file.ReadAt(dst, dp.Base+k*bs); err != nil {
 					return err // io.EOF: the file is shorter than the grant
 				}
 				for c := k; c < hi; c++ {
@@ -530,7 +530,7 @@ func readGranted(file *os.File, dp cachenode.DiskPage, off int64, buf []byte) er
 			bp = &s
 		}
 		blk := (*bp)[:blen]
-		_, err := file.ReadAt(blk, start)
+		_, err := file.ReadAt(blk, dp.Base+start)
 		if err == nil && cachenode.BlockCRC(blk) != dp.CRCs[b] {
 			err = fmt.Errorf("block %d: %w", b, errBlockCRC)
 		}

@@ -75,6 +75,7 @@ func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
 	lakes := cachenode.NewLakes([]cachenode.Lake{{Path: "/lake/a", FS: fs, MetadataTTL: topo.Mounts[0].MetadataTTL, Region: "r"}})
 	n.store, err = cachenode.OpenStore(cachenode.StoreConfig{
 		Dir: n.cacheDir, DiskBytes: 1 << 30, MemoryBytes: memory, PageSize: pageSize, BlockSize: min(pageSize, 32<<10), Logger: log,
+		PackBelow: pageSize, // a file's short last page is packed, as on a node: read at its offset in the pack
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -102,7 +102,7 @@ func (sc *shortCircuit) section(ctx context.Context, f *File, m region.Member, p
 	}
 	err = sc.verify(key, file, own, dp, pageOff, end)
 	if err == nil {
-		_, err = own.Seek(pageOff, io.SeekStart)
+		_, err = own.Seek(dp.Base+pageOff, io.SeekStart)
 	}
 	if err != nil {
 		own.Close()

@@ -32,14 +32,15 @@ func reopen(file *os.File) (*os.File, error) {
 	return own, oerr
 }
 
-// verify checks, from a read-only mapping of the page's data file, the
+// verify checks, from a read-only mapping of the page's data file (or of
+// its slot in a pack), the
 // checksum of every block that bytes [off, end) of the page touch. A page
 // whose blocks are all on disk is mapped whole, once per grant (pageMaps);
 // another page has just the blocks the range touches mapped, which the
 // grant says are on disk, so fully written, and unmapped after.
 func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.DiskPage, off, end int64) error {
 	if dp.Blocks() == len(dp.Present) {
-		p, err := sc.maps.acquire(key, grant, own, dp.Length)
+		p, err := sc.maps.acquire(key, grant, own, dp.Base, dp.Length)
 		if err != nil {
 			return err
 		}
@@ -49,8 +50,8 @@ func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.Disk
 	bs := dp.BlockSize
 	mapEnd := min((end+bs-1)/bs*bs, dp.Length) // end of the last block touched
 	pageSize := int64(os.Getpagesize())
-	mapAt := off / bs * bs / pageSize * pageSize
-	mem, err := mapFile(own, mapAt, mapEnd)
+	mapAt := off / bs * bs / pageSize * pageSize // dp.Base is a multiple of pageSize too
+	mem, err := mapFile(own, dp.Base+mapAt, dp.Base+mapEnd)
 	if err != nil {
 		return err
 	}

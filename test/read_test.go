@@ -135,13 +135,24 @@ func TestKillNodeMidRead(t *testing.T) {
 	}
 }
 
-// A restarted node serves its cached pages from disk with no lake read.
+// A restarted node serves its cached pages from disk with no lake read:
+// a large file's pages, each in a file of its own, and small files',
+// which share packs (cachenode/pack.go).
 func TestRestartedNodesServeFromDisk(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	const size = 48 * MiB
+	const smallFiles, smallSize = 20, 100 << 10
 	want := m.upload("warm/file.bin", size, 4)
 	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes on the first read")
+	}
+	smallWant := make([][32]byte, smallFiles)
+	for i := range smallFiles {
+		key := fmt.Sprintf("warm/small-%d", i)
+		smallWant[i] = m.upload(key, smallSize, uint64(100+i))
+		if got := readAll(t, m.client(), "/lake/s3/"+key, 4*MiB); got != smallWant[i] {
+			t.Fatalf("wrong bytes on the first read of %s", key)
+		}
 	}
 	// A read is answered before its page's disk copy is written (the
 	// disk tier is a cache): the file is cached once the nodes' disk
@@ -154,7 +165,7 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 				onDisk += info.GetCache().GetDiskBytes()
 			}
 		}
-		if onDisk >= size {
+		if onDisk >= size+smallFiles*smallSize {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -163,12 +174,33 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // a page's bytes are counted as its write begins
+	var pageFiles, packs int
+	for _, n := range m.nodes {
+		filepath.WalkDir(n.cacheDir, func(p string, d os.DirEntry, err error) error {
+			switch {
+			case err != nil || d.IsDir():
+			case filepath.Ext(p) == ".page":
+				pageFiles++
+			case filepath.Ext(p) == ".pack":
+				packs++
+			}
+			return nil
+		})
+	}
+	if pageFiles != size/(4*MiB) || packs == 0 {
+		t.Fatalf("the nodes hold %d page files and %d packs; want one file per page of the large file (%d) and the small files in packs", pageFiles, packs, size/(4*MiB))
+	}
 	m.killAll()
 	m.proxy.Reset()
 	if got := readAll(t, m.client(), "/lake/s3/warm/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes after the restart")
 	}
-	// The stat after the restart asks MinIO (a HEAD: headers only); no
+	for i := range smallFiles {
+		if got := readAll(t, m.client(), fmt.Sprintf("/lake/s3/warm/small-%d", i), 4*MiB); got != smallWant[i] {
+			t.Fatalf("wrong bytes of small file %d after the restart", i)
+		}
+	}
+	// The stats after the restart ask MinIO (HEADs: headers only); no
 	// page may be read again.
 	if got := m.lakeBytes(); got > 64*1024 {
 		t.Fatalf("after a restart MinIO sent %d bytes for a cached file; want only metadata (< 64 KiB)", got)

@@ -143,6 +143,7 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 		DiskBytes:      o.diskBytes,
 		PageSize:       o.pageSize,
 		BlockSize:      o.blockSize,
+		PackBelow:      cachenode.DefaultPackBelow,
 		Classify: func(ref cachenode.FileRef) cachenode.Class {
 			p := policies.For(ref.Mount + "/" + ref.Path)
 			return cachenode.Class{Pin: p.Pin, TTL: p.TTL}

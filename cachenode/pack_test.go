@@ -1,0 +1,283 @@
+package cachenode
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// filesUnder lists the regular files below dir/sub.
+func filesUnder(t *testing.T, dir, sub string) []string {
+	t.Helper()
+	var files []string
+	filepath.WalkDir(filepath.Join(dir, sub), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	return files
+}
+
+type packedFile struct {
+	ref  FileRef
+	data []byte
+}
+
+// putSmallFiles stores n one-page files of assorted lengths under prefix
+// (none a multiple of the block size but one) and returns them.
+func putSmallFiles(t *testing.T, s *Store, prefix string, n int) []packedFile {
+	t.Helper()
+	var out []packedFile
+	for i := range n {
+		size := 100 + i*3001%(testPage-200)
+		if i == 3 {
+			size = 5 * testBlock
+		}
+		data := randomBytes(uint64(100+i), size)
+		ref := FileRef{Mount: "/m", Path: fmt.Sprintf("%s/%d", prefix, i), Version: "v1", Size: int64(size)}
+		if err := s.Put(ref, 0, 0, data); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, packedFile{ref, data})
+	}
+	return out
+}
+
+func readStored(t *testing.T, s *Store, ref FileRef, index int64) ([]byte, Tier, error) {
+	t.Helper()
+	p := make([]byte, s.PageLen(ref, index))
+	n, tier, err := s.Read(ref, index, 0, p)
+	return p[:n], tier, err
+}
+
+// Pages shorter than PackBelow share pack files instead of a data file
+// each (a cold small-file fill spent most of its CPU creating them); a
+// whole page of a larger file keeps its own file. Packed pages are read
+// back from disk, verified, survive a restart, and an evicted one is
+// gone after it, its blocks given back to the file system.
+func TestStorePacksSmallPages(t *testing.T) {
+	dir := t.TempDir()
+	cfg := StoreConfig{Dir: dir, DiskBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock, PackBelow: testPage}
+	s := openTestStore(t, cfg)
+	files := putSmallFiles(t, s, "small", 20)
+	// A two-page file: page 0 is whole (its own file), page 1 short.
+	big := randomBytes(7, testPage+10_000)
+	bigRef := FileRef{Mount: "/m", Path: "big", Version: "v1", Size: int64(len(big))}
+	for i, off := range []int64{0, testPage} {
+		if err := s.Put(bigRef, int64(i), 0, big[off:min(off+testPage, int64(len(big)))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pageFiles, packFiles := filesUnder(t, dir, pagesDir), filesUnder(t, dir, packsDir)
+	if len(pageFiles) != 1 || !strings.HasSuffix(pageFiles[0], pageFileName(PageID{File: bigRef.ID(), Index: 0})+dataSuffix) {
+		t.Fatalf("page files %v; want the big file's first page's alone", pageFiles)
+	}
+	if len(packFiles) != 1 {
+		t.Fatalf("packs %v; want one", packFiles)
+	}
+	check := func(when string, fs []packedFile) {
+		t.Helper()
+		for _, f := range fs {
+			got, tier, err := readStored(t, s, f.ref, 0)
+			if err != nil || tier != TierDisk || !bytes.Equal(got, f.data) {
+				t.Fatalf("%s: read of %s: %d bytes from %q, %v; want its %d bytes from disk", when, f.ref.Path, len(got), tier, err, len(f.data))
+			}
+		}
+		got, _, err := readStored(t, s, bigRef, 1)
+		if err != nil || !bytes.Equal(got, big[testPage:]) {
+			t.Fatalf("%s: the big file's short page: %v", when, err)
+		}
+	}
+	check("after the fills", files)
+	if st := s.Stats(); st.Pages != 22 {
+		t.Fatalf("%d pages; want 22", st.Pages)
+	}
+	used := s.Stats().DiskBytes
+
+	// A restart serves them all from disk.
+	s.Close()
+	s = openTestStore(t, cfg)
+	if st := s.Stats(); st.Pages != 22 || st.DiskBytes != used {
+		t.Fatalf("after a restart: %d pages, %d disk bytes; want 22 and %d", st.Pages, st.DiskBytes, used)
+	}
+	check("after a restart", files)
+
+	// Evict half: their slots are freed and their blocks read as zeros.
+	f, dp, err := s.OpenDiskPage(files[1].ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if dp.Base == 0 || dp.Base%DirectAlign != 0 {
+		t.Fatalf("second packed page starts at %d; want a later aligned offset", dp.Base)
+	}
+	evicted := func(pi PageInfo) bool {
+		var i int
+		fmt.Sscanf(pi.Ref.Path, "small/%d", &i)
+		return strings.HasPrefix(pi.Ref.Path, "small/") && i%2 == 1
+	}
+	if n, _ := s.Evict(evicted); n != 10 {
+		t.Fatalf("evicted %d pages; want 10", n)
+	}
+	held := make([]byte, len(files[1].data))
+	if _, err := f.ReadAt(held, dp.Base); err != nil || !bytes.Equal(held, make([]byte, len(held))) {
+		t.Fatalf("an evicted packed page's bytes read through a descriptor held before: %v, zeros %v; want zeros", err, bytes.Equal(held, make([]byte, len(held))))
+	}
+	var kept []packedFile
+	for i, f := range files {
+		if i%2 == 0 {
+			kept = append(kept, f)
+		}
+	}
+	s.Close()
+	s = openTestStore(t, cfg)
+	if st := s.Stats(); st.Pages != 12 {
+		t.Fatalf("after evicting 10 and a restart: %d pages; want 12", st.Pages)
+	}
+	check("after evictions and a restart", kept)
+	if _, _, err := readStored(t, s, files[1].ref, 0); !errors.Is(err, ErrMissing) {
+		t.Fatalf("an evicted page after a restart: %v; want ErrMissing", err)
+	}
+}
+
+// A packed page's grant is its pack with the page's offset in it (past
+// the slot's header, so never 0): the
+// blocks read there through the descriptor the socket hands out are the
+// page's.
+func TestShortCircuitGrantsPackedPages(t *testing.T) {
+	const pageSize, blockSize = 256 << 10, 64 << 10
+	s := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 16 << 20, PageSize: pageSize, BlockSize: blockSize, PackBelow: pageSize})
+	var refs []FileRef
+	var datas [][]byte
+	for i := range 3 {
+		data := randomBytes(uint64(30+i), 70_000+i)
+		ref := FileRef{Mount: "/lake/test", Path: fmt.Sprintf("d/f%d", i), Version: "v1", Size: int64(len(data))}
+		if err := s.Put(ref, 0, 0, data); err != nil {
+			t.Fatal(err)
+		}
+		refs, datas = append(refs, ref), append(datas, data)
+	}
+	_, c := serveShortCircuit(t, s, nil)
+	for i, ref := range refs {
+		f, dp, err := OpenShortCircuit(c, ShortCircuitRequest{Path: "/lake/test/" + ref.Path, Version: "v1", Size: ref.Size, PageSize: pageSize, Page: 0}, time.Now().Add(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dp.Base <= 0 || dp.Base%DirectAlign != 0 || dp.Length != ref.Size || len(dp.Present) != 2 || !dp.Present[0] || !dp.Present[1] {
+			t.Fatalf("grant of packed page %d: base %d, %+v", i, dp.Base, dp)
+		}
+		got := make([]byte, ref.Size)
+		if _, err := f.ReadAt(got, dp.Base); err != nil || !bytes.Equal(got, datas[i]) {
+			t.Fatalf("packed page %d read through its grant at %d: %v, equal %v", i, dp.Base, err, bytes.Equal(got, datas[i]))
+		}
+		for b := range 2 {
+			if BlockCRC(got[b*blockSize:min((b+1)*blockSize, len(got))]) != dp.CRCs[b] {
+				t.Fatalf("packed page %d block %d: checksum differs from the grant's", i, b)
+			}
+		}
+		f.Close()
+	}
+}
+
+// A corrupt block of a packed page is detected, dropped and never
+// served; its neighbours in the pack are not touched.
+func TestStorePackedPageCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, StoreConfig{Dir: dir, DiskBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock, PackBelow: testPage})
+	files := putSmallFiles(t, s, "c", 3)
+	f, dp, err := s.OpenDiskPage(files[1].ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	flipByte(t, filepath.Join(dir, packsDir, fmt.Sprintf("%016x%s", 1, packSuffix)), dp.Base+10)
+	if _, _, err := readStored(t, s, files[1].ref, 0); !errors.Is(err, ErrMissing) {
+		t.Fatalf("read of the corrupt packed page: %v; want ErrMissing", err)
+	}
+	if st := s.Stats(); st.CorruptBlocks != 1 {
+		t.Fatalf("%d corrupt blocks counted; want 1", st.CorruptBlocks)
+	}
+	for _, i := range []int{0, 2} {
+		if got, _, err := readStored(t, s, files[i].ref, 0); err != nil || !bytes.Equal(got, files[i].data) {
+			t.Fatalf("neighbour %d of the corrupt page: %v", i, err)
+		}
+	}
+	// Written again, it reads right (a fill after the drop).
+	if err := s.Put(files[1].ref, 0, 0, files[1].data); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := readStored(t, s, files[1].ref, 0); err != nil || !bytes.Equal(got, files[1].data) {
+		t.Fatalf("the corrupt page written again: %v", err)
+	}
+}
+
+// Packs roll over when full; a full pack whose pages are all dropped is
+// removed. A header torn by a crash ends its pack's index there on the
+// next open: the slots before it are served, the rest dropped.
+func TestStorePacksRollOverAndTornHeaders(t *testing.T) {
+	dir := t.TempDir()
+	cfg := StoreConfig{Dir: dir, DiskBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock, PackBelow: testPage}
+	s := openTestStore(t, cfg)
+	s.packs.limit = 2 * testPage
+	files := putSmallFiles(t, s, "r", 12)
+	packs := filesUnder(t, dir, packsDir)
+	if len(packs) < 3 {
+		t.Fatalf("%d packs for 12 pages of %d bytes in all in packs of 2 pages; want 3 or more", len(packs), s.Stats().DiskBytes)
+	}
+	if n, _ := s.Evict(func(PageInfo) bool { return true }); n != 12 {
+		t.Fatalf("evicted %d; want 12", n)
+	}
+	if left := filesUnder(t, dir, packsDir); len(left) != 1 {
+		t.Fatalf("packs left after every page was dropped: %v; want the one still taking slots", left)
+	}
+	s.Close()
+
+	// Three pages in a new pack; then the second's header is torn.
+	s = openTestStore(t, cfg)
+	files = putSmallFiles(t, s, "t", 3)
+	f, dp, err := s.OpenDiskPage(files[1].ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pack := f.Name()
+	f.Close()
+	s.Close()
+	hdrStart := dp.Base - packHeaderLen(0) // the header is at least one block
+	for hdrStart > 0 {
+		h, err := readPackHeaderAt(pack, hdrStart)
+		if err == nil && !h.free && hdrStart+h.size > dp.Base {
+			break
+		}
+		hdrStart -= DirectAlign
+	}
+	flipByte(t, pack, hdrStart+5)
+	s = openTestStore(t, cfg)
+	if got, _, err := readStored(t, s, files[0].ref, 0); err != nil || !bytes.Equal(got, files[0].data) {
+		t.Fatalf("the page before the torn header: %v", err)
+	}
+	for _, i := range []int{1, 2} {
+		if _, _, err := readStored(t, s, files[i].ref, 0); !errors.Is(err, ErrMissing) {
+			t.Fatalf("page %d at or after the torn header: %v; want ErrMissing", i, err)
+		}
+	}
+}
+
+func readPackHeaderAt(path string, off int64) (packHeader, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return packHeader{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return packHeader{}, err
+	}
+	return readPackHeader(f, off, st.Size())
+}
