@@ -51,9 +51,9 @@ import (
 //
 // On open, every pack is read slot by slot from its first; a header that
 // does not decode ends the pack there (a crash while its slot was being
-// written; the slots after it are lost to the cache and their space comes
-// back when the pack is removed). Packs are never appended to after a
-// restart: new slots go to a new pack.
+// written; the slots after it are lost to the cache), and the space from
+// there to the pack's end is given back. Packs are never appended to
+// after a restart: new slots go to a new pack.
 const (
 	packsDir   = "packs"
 	packSuffix = ".pack"
@@ -434,6 +434,9 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 			if !isZeros(rw, off) {
 				s.log.Warn("pack read up to a slot it cannot read; the slots after it are dropped", "path", path, "offset", off, "err", err)
 			}
+			// Nothing after off is read again: its space, allocated
+			// when the pack was started or by the slots dropped, goes.
+			_ = punchHole(rw, off, st.Size()-off)
 			break
 		}
 		slot := &packSlot{pack: p, off: off, data: off + packHeaderLen(len(h.rec)), size: h.size}
