@@ -82,7 +82,7 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 	case slot != nil:
 		w := s.packs.beginWrite(slot, inMemory)
 		defer s.packs.endWrite(slot)
-		return d.toSlot(slot, w)
+		return d.toSlot(slot, w, d.record().encode())
 	}
 	path := s.dataPath(e.id)
 	f, err := openPageWriter(path, inMemory)
@@ -180,7 +180,8 @@ func (d *diskPut) commit(slot *packSlot) {
 // slot, the blocks, then the header listing them.
 func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	s := d.s
-	hdrLen := packHeaderLen(len(d.record().encode()))
+	rec := d.record().encode()
+	hdrLen := packHeaderLen(len(rec))
 	slot, err := s.packs.alloc(hdrLen + alignUp(d.e.length))
 	if err != nil {
 		s.disk.release(d.need)
@@ -191,7 +192,7 @@ func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	if inMemory {
 		w.direct = slot.pack.direct // alloc counted this write: open until it ends
 	}
-	ok, err := d.toSlot(slot, w)
+	ok, err := d.toSlot(slot, w, rec)
 	s.packs.endWrite(slot)
 	if err != nil {
 		s.packs.free(slot)
@@ -199,15 +200,15 @@ func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	return ok, err
 }
 
-// toSlot writes the blocks through w into slot, then its header listing
-// them: the first blocks of a new slot, or more of a page already
-// packed (a block filled after the first, or written again after a bad
-// checksum).
-func (d *diskPut) toSlot(slot *packSlot, w *pageWriter) (bool, error) {
+// toSlot writes the blocks through w into slot, then its header holding
+// rec, the record that lists them: the first blocks of a new slot, or
+// more of a page already packed (a block filled after the first, or
+// written again after a bad checksum).
+func (d *diskPut) toSlot(slot *packSlot, w *pageWriter, rec []byte) (bool, error) {
 	if err := d.writeBlocks(w, slot.data); err != nil {
 		return false, err
 	}
-	if err := d.s.packs.writeHeader(slot, d.record().encode()); err != nil {
+	if err := d.s.packs.writeHeader(slot, rec); err != nil {
 		d.s.disk.release(d.need)
 		return false, err
 	}

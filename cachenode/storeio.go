@@ -133,23 +133,22 @@ func (s *Store) copyBlock(p []byte, off, end int64, b int, data []byte) {
 // memory. It reports false if a block failed its checksum or the copy was
 // gone (evicted since the snapshot).
 func (s *Store) readDisk(e *entry, slot *packSlot, f **os.File, b0, b1 int, crcs []uint32, p []byte, off, end int64) (bool, error) {
-	base := int64(0)
+	file, base := *f, int64(0)
 	if slot != nil {
 		// The pack's descriptor is the store's: not closed by Read. A
 		// slot freed since the snapshot reads as zeros, or fails to read
 		// once its pack is removed; either way the copy is gone, not
 		// corrupt.
-		*f, base = nil, slot.data
-	} else if *f == nil {
-		path := s.dataPath(e.id)
-		file, err := os.Open(path)
+		file, base = slot.pack.rw, slot.data
+	} else if file == nil {
+		opened, err := os.Open(s.dataPath(e.id))
 		if errors.Is(err, fs.ErrNotExist) {
 			return false, nil
 		}
 		if err != nil {
 			return false, fmt.Errorf("read page %s: %w", e.id, err)
 		}
-		*f = file
+		file, *f = opened, opened
 	}
 	bs := s.geo.blockSize
 	runOff := int64(b0) * bs
@@ -161,10 +160,6 @@ func (s *Store) readDisk(e *entry, slot *packSlot, f **os.File, b0, b1 int, crcs
 		bp, pool := s.scratch(runLen)
 		defer pool.Put(bp)
 		buf = (*bp)[:runLen]
-	}
-	file := *f
-	if slot != nil {
-		file = slot.pack.rw
 	}
 	if err := readDiskRun(file, base+runOff, buf); err != nil {
 		if slot != nil && s.slotGone(e, slot) {
