@@ -7,6 +7,12 @@ import (
 	"fmt"
 	"time"
 	"unsafe"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 )
 
 // Memory short-circuit reads. A page a client on the node's host reads is
@@ -35,15 +41,30 @@ import (
 //
 //	request op 2: op 1's fields, then off int64, end int64 (page offsets)
 //	request op 3: no fields, no response (release the blocks held)
+//	request op 6: op 2's fields, then sequential uint16 (1: fill whole
+//	  pages), class (uint32 length + bytes): op 2, filling what the node
+//	  does not hold
 //	response status 3 (in memory): page length int64, block size int64,
 //	  first block uint32, blocks uint32, waited uint32 (1: the node waited
 //	  for a fill in flight), then per block: address uint64, length
-//	  uint32, CRC-32C uint32
+//	  uint32, CRC-32C uint32; to op 6, then the fill's report (a
+//	  nodepb.PageFetch, uint32 length + protobuf; length 0 when the node
+//	  fetched nothing)
 //	response status 1: the memory tier does not hold every block asked for
 //	response status 4: the node holds no block of the page at all
+//
+// A filling read (op 6) is a cold read's whole way on this host: without
+// it the client asks for memory, is told "not held", and reads over gRPC,
+// whose framing costs both processes more than the page's copy (a cold
+// 100 KiB file through a FUSE mount spent a quarter of the node's CPU in
+// gRPC). Its fill is the one a gRPC Read would start, with the same
+// singleflight, fill context and report; only the bytes come back through
+// memory. When the memory tier does not keep what the fill fetched (a tier
+// too small), the answer is status 1 and the client reads the page file.
 const (
 	scOpMemory  = 2
 	scOpRelease = 3
+	scOpFill    = 6
 	scInMemory  = 3
 	scNotHeld   = 4
 	// scMaxMemBlocks bounds the blocks of one memory answer.
@@ -51,6 +72,10 @@ const (
 	// scAwaitFill bounds how long a memory read waits for a fill in
 	// flight (clients give up on an answer after 2 s).
 	scAwaitFill = time.Second
+	// ShortCircuitFillTimeout bounds a filling memory read's fill (a
+	// client waits this long and a little more for the answer, then reads
+	// over gRPC, which joins the fill if it goes on).
+	ShortCircuitFillTimeout = time.Minute
 )
 
 // ErrNotHeld comes with ErrMissing when the node holds no block of the
@@ -75,6 +100,9 @@ type MemoryGrant struct {
 	First     int
 	Blocks    []MemoryBlock
 	Waited    bool // the node waited for a fill in flight of some of them
+	// Fetch is a filling read's report of the fetch (op 6): nil when the
+	// node fetched nothing for it.
+	Fetch *nodepb.PageFetch
 }
 
 // MemoryBlocks returns the memory tier's blocks that bytes [off, end) of
@@ -115,22 +143,43 @@ func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blo
 	return b0, blocks, crcs, nil
 }
 
-// answerMemory answers a memory read (op 2): the grant, and the blocks the
-// connection holds until the client is done with them.
+// answerMemory answers a memory read (op 2, or op 6 when req.Fill): the
+// grant, and the blocks the connection holds until the client is done with
+// them.
 func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) ([]byte, [][]byte) {
 	first, blocks, crcs, err := s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
 	waited := false
+	var fetch []byte
 	if errors.Is(err, ErrMissing) && s.cfg.Cache != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
-		if s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End) {
-			waited = true
+		if req.Fill {
+			// A read that found blocks missing, as Store.Read counts
+			// one (for op 2, the client's gRPC read counts it).
+			s.cfg.Store.misses.Add(1)
+			fetch, err = s.fill(ref, req)
+			if err != nil {
+				s.errs.Add(1)
+				return scResponse(scError, err.Error()), nil
+			}
 			first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
+			if errors.Is(err, ErrMissing) {
+				// The memory tier did not keep them: the client asks
+				// for the page file next, once they are in it.
+				ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
+				s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End)
+				cancel()
+			}
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
+			if s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End) {
+				waited = true
+				first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
+			}
+			cancel()
 		}
-		cancel()
 	}
 	if errors.Is(err, ErrMissing) {
 		s.notInMemory.Add(1)
-		if errors.Is(err, ErrNotHeld) {
+		if errors.Is(err, ErrNotHeld) && !req.Fill {
 			// Nothing to grant a descriptor of either: the client need
 			// not ask for one.
 			return scResponse(scNotHeld, ""), nil
@@ -142,6 +191,9 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 		return scResponse(scError, err.Error()), nil
 	}
 	s.memGrants.Add(1)
+	if len(fetch) > 0 {
+		s.fills.Add(1)
+	}
 	le := binary.LittleEndian
 	b := scResponse(scInMemory, "")
 	b = le.AppendUint64(b, uint64(s.cfg.Store.geo.pageLen(ref.Size, req.Page)))
@@ -158,12 +210,55 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 		b = le.AppendUint32(b, uint32(len(m)))
 		b = le.AppendUint32(b, crcs[i])
 	}
+	if req.Fill {
+		b = le.AppendUint32(b, uint32(len(fetch)))
+		b = append(b, fetch...)
+	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b, blocks
 }
 
-// decodeMemoryGrant decodes the rest of a status 3 response.
-func decodeMemoryGrant(r *sidecarReader) (MemoryGrant, error) {
+// fill fetches the bytes a filling memory read asks for, as a gRPC Read
+// of them would (Node.Read), and returns the fill's report of the page
+// (nodepb.PageFetch, encoded), or nil when nothing was fetched (the node
+// held the bytes on disk, or they came in meanwhile).
+func (s *ShortCircuitServer) fill(ref FileRef, req ShortCircuitRequest) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, ShortCircuitFillTimeout)
+	defer cancel()
+	if req.Class != "" {
+		ctx = WithFill(ctx, Fill{Class: req.Class})
+	}
+	off := req.Page*s.cfg.Store.PageSize() + req.Off
+	ctx, span := s.cfg.Tracer.Start(ctx, "node.read", trace.WithAttributes(
+		attribute.String("lakemesh.path", req.Path),
+		attribute.Int64("lakemesh.offset", off),
+		attribute.Int64("lakemesh.length", req.End-req.Off),
+		attribute.String("lakemesh.node", s.cfg.Node),
+		attribute.Bool("lakemesh.short_circuit", true),
+	))
+	defer span.End()
+	fs, err := s.cfg.Cache.Fill(ctx, ref, off, req.End-req.Off, req.Sequential)
+	if err != nil {
+		span.RecordError(err)
+		return nil, fmt.Errorf("fill %s: %w", req.Path, err)
+	}
+	var sum fetchSummary
+	sum.add(fs)
+	pf := sum.by[req.Page]
+	if pf == nil || (pf.Tier == string(TierMemory) && pf.Region == "") {
+		return nil, nil
+	}
+	pf.Bytes = req.End - req.Off
+	b, err := proto.Marshal(pf)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// decodeMemoryGrant decodes the rest of a status 3 response, to a filling
+// read (op 6) when fill.
+func decodeMemoryGrant(r *sidecarReader, fill bool) (MemoryGrant, error) {
 	var g MemoryGrant
 	g.Length, g.BlockSize = r.i64(), r.i64()
 	g.First = int(r.u32())
@@ -178,6 +273,14 @@ func decodeMemoryGrant(r *sidecarReader) (MemoryGrant, error) {
 		want := min(g.BlockSize, g.Length-int64(g.First+i)*g.BlockSize)
 		if int64(g.Blocks[i].Len) != want {
 			return g, fmt.Errorf("%w: block %d of %d bytes, want %d", errBadSCFrame, g.First+i, g.Blocks[i].Len, want)
+		}
+	}
+	if fill {
+		if pf := r.str(); pf != "" && r.err == nil {
+			g.Fetch = &nodepb.PageFetch{}
+			if err := proto.Unmarshal([]byte(pf), g.Fetch); err != nil {
+				return g, fmt.Errorf("%w: fetch report: %v", errBadSCFrame, err)
+			}
 		}
 	}
 	if r.err != nil || len(r.b) != 0 {

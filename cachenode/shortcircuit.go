@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/ufs"
 )
@@ -88,11 +91,20 @@ type ShortCircuitRequest struct {
 	// Off and End are the page offsets of the bytes a memory read
 	// (ReadShortCircuitMemory) asks for.
 	Off, End int64
+	// Fill makes a memory read fetch the bytes it asks for when the node
+	// holds none of them (op 6, memgrant.go), and answer from memory once
+	// they are in, where it would otherwise answer "not held" and the
+	// client would read them over gRPC. Sequential and Class are the
+	// fill's, as in a gRPC Read: whole pages, and the transfer class.
+	Fill       bool
+	Sequential bool
+	Class      string
 }
 
-// errShortCircuitRefused is a node's answer that is neither a grant nor
-// "not on disk".
-var errShortCircuitRefused = errors.New("short-circuit read refused by node")
+// ErrShortCircuitRefused is a node's answer that is neither a grant nor
+// "not on disk": a bad request, or a filling read whose fill failed (the
+// client reads over gRPC, whose answer names the error).
+var ErrShortCircuitRefused = errors.New("short-circuit read refused by node")
 
 // ShortCircuitConfig is what a node's short-circuit server needs.
 type ShortCircuitConfig struct {
@@ -100,10 +112,18 @@ type ShortCircuitConfig struct {
 	Store *Store
 	// Cache, when set, lets a memory read wait for the fill in flight of
 	// the blocks it asks for (a readahead's) instead of being answered
-	// "not in memory" and read over gRPC.
+	// "not in memory" and read over gRPC, and a filling memory read (op 6)
+	// fetch them.
 	Cache *Cache
-	// MaxConns bounds the connections served at once (default 64); more
-	// wait in the listen backlog.
+	// Tracer traces filling memory reads as a gRPC Read is ("node.read");
+	// nil traces nothing.
+	Tracer trace.Tracer
+	// Node names this node in the reports of filling memory reads.
+	Node string
+	// MaxConns bounds the connections served at once (default 256: a
+	// filling read holds its connection while its page comes, and each
+	// client on the host waits for up to 16 of those); more wait in the
+	// listen backlog.
 	MaxConns int
 	// Writes, when set, lends journal data files to clients on this host
 	// for their writes (lend.go).
@@ -123,6 +143,7 @@ type ShortCircuitStats struct {
 	Grants       int64 // descriptors handed out
 	NotOnDisk    int64 // requests for pages the disk tier does not hold
 	MemoryGrants int64 // memory reads answered with the blocks' addresses
+	Fills        int64 // of those, filling reads (op 6) that fetched the blocks first
 	NotInMemory  int64 // memory reads of blocks the memory tier does not hold
 	Errors       int64 // requests refused (bad request, unknown mount, I/O)
 	Lent         int64 // journal data files lent for writes
@@ -136,8 +157,11 @@ type ShortCircuitServer struct {
 	log *slog.Logger
 	sem chan struct{}
 
-	grants, notOnDisk, memGrants, notInMemory, errs atomic.Int64
-	lent, committed, lending                        atomic.Int64
+	grants, notOnDisk, memGrants, fills, notInMemory, errs atomic.Int64
+	lent, committed, lending                               atomic.Int64
+
+	ctx  context.Context // ends at Close: filling reads' fills give up
+	stop context.CancelFunc
 
 	mu     sync.Mutex // guards closed, lis, conns
 	closed bool
@@ -149,13 +173,17 @@ type ShortCircuitServer struct {
 // NewShortCircuitServer returns a server for cfg.
 func NewShortCircuitServer(cfg ShortCircuitConfig) *ShortCircuitServer {
 	if cfg.MaxConns <= 0 {
-		cfg.MaxConns = 64
+		cfg.MaxConns = 256
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	ctx, stop := context.WithCancel(context.Background())
 	return &ShortCircuitServer{
-		cfg: cfg, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxConns),
+		cfg: cfg, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxConns), ctx: ctx, stop: stop,
 		conns: map[interface{ Close() error }]struct{}{},
 	}
 }
@@ -164,7 +192,7 @@ func NewShortCircuitServer(cfg ShortCircuitConfig) *ShortCircuitServer {
 func (s *ShortCircuitServer) Stats() ShortCircuitStats {
 	return ShortCircuitStats{
 		Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(),
-		MemoryGrants: s.memGrants.Load(), NotInMemory: s.notInMemory.Load(),
+		MemoryGrants: s.memGrants.Load(), Fills: s.fills.Load(), NotInMemory: s.notInMemory.Load(),
 		Errors: s.errs.Load(), Lent: s.lent.Load(), Committed: s.committed.Load(),
 	}
 }
@@ -172,6 +200,7 @@ func (s *ShortCircuitServer) Stats() ShortCircuitStats {
 // Close stops Serve, closes every connection and waits for their
 // goroutines.
 func (s *ShortCircuitServer) Close() error {
+	s.stop()
 	s.mu.Lock()
 	s.closed = true
 	var err error
@@ -234,7 +263,8 @@ func (s *ShortCircuitServer) answer(body []byte) scAnswer {
 		return scAnswer{resp: scResponse(scError, fmt.Sprintf("page size %d, node uses %d", req.PageSize, ps))}
 	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: req.Version, Size: req.Size}
-	if op == scOpMemory {
+	if op == scOpMemory || op == scOpFill {
+		req.Fill = op == scOpFill
 		resp, held := s.answerMemory(ref, req)
 		return scAnswer{resp: resp, held: held}
 	}
@@ -252,8 +282,8 @@ func (s *ShortCircuitServer) answer(body []byte) scAnswer {
 	return scAnswer{resp: encodeSCGrant(dp), file: f, fd: f.Fd()}
 }
 
-// encodeSCRequest encodes a request of op (scOpOpen, scOpMemory or
-// scOpRelease, which carries no fields).
+// encodeSCRequest encodes a request of op (scOpOpen, scOpMemory,
+// scOpFill or scOpRelease, which carries no fields).
 func encodeSCRequest(op uint16, r ShortCircuitRequest) []byte {
 	le := binary.LittleEndian
 	b := make([]byte, 4, 4+4+4+40+8+len(r.Path)+len(r.Version))
@@ -269,9 +299,17 @@ func encodeSCRequest(op uint16, r ShortCircuitRequest) []byte {
 			b = append(b, s...)
 		}
 	}
-	if op == scOpMemory {
+	if op == scOpMemory || op == scOpFill {
 		b = le.AppendUint64(b, uint64(r.Off))
 		b = le.AppendUint64(b, uint64(r.End))
+	}
+	if op == scOpFill {
+		var seq uint16
+		if r.Sequential {
+			seq = 1
+		}
+		b = le.AppendUint16(b, seq)
+		b = appendSCString(b, r.Class)
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b
@@ -300,11 +338,14 @@ func decodeSCRequest(body []byte) (uint16, ShortCircuitRequest, error) {
 	}
 	op := r.u16()
 	switch op {
-	case scOpOpen, scOpMemory:
+	case scOpOpen, scOpMemory, scOpFill:
 		q.Page, q.Size, q.PageSize = r.i64(), r.i64(), r.i64()
 		q.Path, q.Version = r.str(), r.str()
-		if op == scOpMemory {
+		if op != scOpOpen {
 			q.Off, q.End = r.i64(), r.i64()
+		}
+		if op == scOpFill {
+			q.Fill, q.Sequential, q.Class = true, r.u16() == 1, r.str()
 		}
 	case scOpRelease:
 	default:
@@ -354,30 +395,30 @@ func encodeSCGrant(dp DiskPage) []byte {
 	return b
 }
 
-// decodeSCMemoryResponse decodes the response to a memory read: the
-// blocks' addresses, or an error wrapping ErrMissing (not all in memory)
-// or errShortCircuitRefused.
-func decodeSCMemoryResponse(body []byte) (MemoryGrant, error) {
+// decodeSCMemoryResponse decodes the response to a memory read (a
+// filling one when fill): the blocks' addresses, or an error wrapping
+// ErrMissing (not all in memory) or ErrShortCircuitRefused.
+func decodeSCMemoryResponse(body []byte, fill bool) (MemoryGrant, error) {
 	r, err := scHeader(body)
 	if err != nil {
 		return MemoryGrant{}, err
 	}
 	switch st := r.u16(); st {
 	case scInMemory:
-		return decodeMemoryGrant(r)
+		return decodeMemoryGrant(r, fill)
 	case scNotOnDisk:
 		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w", ErrMissing)
 	case scNotHeld:
 		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w: %w", ErrMissing, ErrNotHeld)
 	case scError:
-		return MemoryGrant{}, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
+		return MemoryGrant{}, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
 	default:
 		return MemoryGrant{}, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}
 }
 
 // decodeSCResponse decodes a response body: the grant, or an error
-// wrapping ErrMissing (not on disk) or errShortCircuitRefused.
+// wrapping ErrMissing (not on disk) or ErrShortCircuitRefused.
 func decodeSCResponse(body []byte) (DiskPage, error) {
 	var dp DiskPage
 	r, err := scHeader(body)
@@ -389,7 +430,7 @@ func decodeSCResponse(body []byte) (DiskPage, error) {
 	case scNotOnDisk:
 		return dp, fmt.Errorf("short-circuit: %w", ErrMissing)
 	case scError:
-		return dp, fmt.Errorf("%w: %s", errShortCircuitRefused, r.str())
+		return dp, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
 	default:
 		return dp, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}

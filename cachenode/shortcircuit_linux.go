@@ -330,38 +330,50 @@ var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksu
 // must be len(buf) bytes, from the memory tier of the node at the other
 // end of c (memgrant.go): it asks where the blocks lie, copies them with
 // process_vm_readv(2) and verifies every block's checksum before any of
-// its bytes is used. It returns TierMemory, or TierWait when the node
-// waited for a fill in flight of some of them. Errors wrapping ErrMissing
-// (not all in memory), ErrMemoryReadDenied and ErrShortCircuitChecksum
-// leave c usable; any other error leaves it unusable.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (Tier, error) {
+// its bytes is used. When req.Fill, the node fetches the bytes first if it
+// holds none of them. It reports where the bytes came from: TierMemory,
+// TierWait when the node waited for a fill in flight of some of them, or
+// the filling read's own report (its tier, and the region, lines and cost
+// when they crossed a line). Errors wrapping ErrMissing (not all in
+// memory), ErrMemoryReadDenied, ErrShortCircuitChecksum and a node's
+// refusal (a fill that failed) leave c usable; any other error leaves it
+// unusable.
+func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (*nodepb.PageFetch, error) {
 	if req.End-req.Off != int64(len(buf)) || len(buf) == 0 {
-		return "", fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
+		return nil, fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
+	}
+	op := uint16(scOpMemory)
+	if req.Fill {
+		op = scOpFill
 	}
 	c.SetDeadline(deadline)
-	if _, err := c.Write(encodeSCRequest(scOpMemory, req)); err != nil {
-		return "", err
+	if _, err := c.Write(encodeSCRequest(op, req)); err != nil {
+		return nil, err
 	}
 	body, fds, err := readSCFrame(c)
 	closeFDs(fds)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	g, err := decodeSCMemoryResponse(body)
+	g, err := decodeSCMemoryResponse(body, req.Fill)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	err = copyMemoryGrant(c, g, req.Off, buf)
 	// Done with the blocks: the node lets go of them. A failed write
 	// leaves c broken, which the next request finds.
 	c.Write(encodeSCRequest(scOpRelease, ShortCircuitRequest{}))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	if g.Waited {
-		return TierWait, nil
+	switch {
+	case g.Fetch != nil:
+		return g.Fetch, nil
+	case g.Waited:
+		return &nodepb.PageFetch{Page: req.Page, Tier: string(TierWait), Bytes: int64(len(buf))}, nil
+	default:
+		return &nodepb.PageFetch{Page: req.Page, Tier: string(TierMemory), Bytes: int64(len(buf))}, nil
 	}
-	return TierMemory, nil
 }
 
 // copyMemoryGrant copies page bytes [off, off+len(buf)) from the node's

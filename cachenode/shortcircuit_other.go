@@ -37,8 +37,8 @@ var ErrMemoryReadDenied = errNoShortCircuit
 var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksum")
 
 // ReadShortCircuitMemory fails: short-circuit reads are linux-only.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (Tier, error) {
-	return "", errNoShortCircuit
+func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (*nodepb.PageFetch, error) {
+	return nil, errNoShortCircuit
 }
 
 // LendJournalFile fails: short-circuit writes are linux-only.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -100,7 +101,7 @@ func TestShortCircuitGrantsDiskBlocks(t *testing.T) {
 	if _, _, err := ask(1, pageSize); !errors.Is(err, ErrMissing) {
 		t.Fatalf("page not on disk: %v; want ErrMissing", err)
 	}
-	if _, _, err := ask(0, 2*pageSize); !errors.Is(err, errShortCircuitRefused) {
+	if _, _, err := ask(0, 2*pageSize); !errors.Is(err, ErrShortCircuitRefused) {
 		t.Fatalf("another page size: %v; want a refusal", err)
 	}
 	if st := srv.Stats(); st.Grants != 2 || st.NotOnDisk != 1 || st.Errors != 1 {
@@ -174,7 +175,7 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := decodeSCMemoryResponse(body)
+	g, err := decodeSCMemoryResponse(body, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +236,8 @@ func TestShortCircuitMemoryReadWaitsForFill(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		tier, err := ReadShortCircuitMemory(c, req, buf, deadline)
-		got <- result{tier, err}
+		pf, err := ReadShortCircuitMemory(c, req, buf, deadline)
+		got <- result{Tier(pf.GetTier()), err}
 	}()
 	time.Sleep(200 * time.Millisecond) // the read is at the node, waiting
 	close(src.gate)
@@ -279,5 +280,69 @@ func TestShortCircuitRefusedLendKeepsTheConnection(t *testing.T) {
 		if dp.Length != pageSize {
 			t.Fatalf("grant of %d bytes, want %d", dp.Length, pageSize)
 		}
+	}
+}
+
+// A filling memory read (op 6) of a page the node holds none of fetches
+// it once, as a gRPC Read would, and copies it from memory, reporting the
+// fill's tier; a second one finds it in memory and fetches nothing. A
+// fill that fails is refused with its error and leaves the connection
+// serving.
+func TestShortCircuitMemoryReadFills(t *testing.T) {
+	src := newFakeSource()
+	data := randomBytes(43, 2*testPage+1000)
+	ref := src.add("f", "1", data)
+	cache := smallCache(t, src, CacheConfig{})
+	srv, c := serveShortCircuit(t, cache.Store(), cache)
+	deadline := time.Now().Add(5 * time.Second)
+	req := func(page, off, end int64) ShortCircuitRequest {
+		return ShortCircuitRequest{Path: "/lake/test/f", Version: "1", Size: ref.Size, PageSize: testPage, Page: page, Off: off, End: end, Fill: true}
+	}
+
+	for i, r := range [][3]int64{{1, 100, testPage}, {1, 0, testPage}, {2, 0, 1000}} {
+		buf := make([]byte, r[2]-r[1])
+		pf, err := ReadShortCircuitMemory(c, req(r[0], r[1], r[2]), buf, deadline)
+		if err != nil {
+			t.Fatalf("filling read %d: %v", i, err)
+		}
+		at := r[0]*testPage + r[1]
+		if !bytes.Equal(buf, data[at:at+r[2]-r[1]]) {
+			t.Fatalf("filling read %d: bytes differ", i)
+		}
+		want := TierLake
+		if i == 1 {
+			want = TierMemory // the first read filled page 1
+		}
+		if Tier(pf.GetTier()) != want || pf.GetPage() != r[0] {
+			t.Fatalf("filling read %d: %s of page %d; want %s of page %d", i, pf.GetTier(), pf.GetPage(), want, r[0])
+		}
+	}
+	if got := src.started.Load(); got != 2 {
+		t.Fatalf("%d fetches from the source; want one per cold page (2)", got)
+	}
+	if st := srv.Stats(); st.Fills != 2 || st.MemoryGrants != 3 {
+		t.Fatalf("server stats %+v; want 3 memory grants, 2 of them fills", st)
+	}
+	if m := cache.Store().Stats().Misses; m != 2 {
+		t.Fatalf("the store counted %d misses; want one per cold page read (2)", m)
+	}
+
+	// Without Fill, a page nobody holds is "not held" and nothing is
+	// fetched.
+	plain := req(0, 0, testPage)
+	plain.Fill = false
+	if _, err := ReadShortCircuitMemory(c, plain, make([]byte, testPage), deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 2 {
+		t.Fatalf("a plain memory read of a cold page: %v, %d fetches; want ErrNotHeld and no fetch", err, src.started.Load())
+	}
+
+	src.mu.Lock()
+	src.fail = errors.New("lake unreachable")
+	src.mu.Unlock()
+	if _, err := ReadShortCircuitMemory(c, req(0, 0, testPage), make([]byte, testPage), deadline); !errors.Is(err, ErrShortCircuitRefused) || !strings.Contains(err.Error(), "lake unreachable") {
+		t.Fatalf("a filling read whose fill fails: %v; want it refused with the fill's error", err)
+	}
+	buf := make([]byte, 1000)
+	if pf, err := ReadShortCircuitMemory(c, req(2, 0, 1000), buf, deadline); err != nil || Tier(pf.GetTier()) != TierMemory || !bytes.Equal(buf, data[2*testPage:]) {
+		t.Fatalf("a read on the connection after a refused fill: %s, %v", pf.GetTier(), err)
 	}
 }

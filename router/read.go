@@ -165,12 +165,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 	}
 	ps := f.c.cfg.PageSize
 	if sequential && end-off < ps && end-off >= directReadMin && off/ps == (end-1)/ps &&
-		f.readShortCircuited(ctx, f.pageMembers(off/ps), off/ps, off, p[:end-off]) {
-		// The page's owner is on this host and has the blocks on disk:
-		// they go from its page file straight into p, with no copy
-		// through the file's page buffer and without waiting for the
-		// file's other reads (a FUSE mount's kernel sends a sequential
-		// reader's readahead as several concurrent 1 MiB reads).
+		f.readShortCircuited(ctx, f.pageMembers(off/ps), off/ps, off, p[:end-off], true) {
+		// The page's owner is on this host: the blocks go from its
+		// memory or page file (filled first when it held none of them)
+		// straight into p, with no copy through the file's page buffer
+		// and without waiting for the file's other reads (a FUSE mount's
+		// kernel sends a sequential reader's readahead as several
+		// concurrent 1 MiB reads).
 		n := int(end - off)
 		if n < len(p) {
 			return n, io.EOF
@@ -305,16 +306,17 @@ func (f *File) bufferPage(ctx context.Context, page, start, n int64) (bool, erro
 
 // readShortCircuited fills buf with the bytes at off, all inside page,
 // from the memory or the page file of members[0] (the page's owner) when
-// it is on this host and holds the blocks, each block verified as it is
-// read; the read is traced as a page fetch from that tier, marked
-// lakemesh.short_circuit. It reports false, having read nothing the
+// it is on this host, each block verified as it is read; when that node
+// holds none of the bytes, it fills them first and the read comes from its
+// memory. The read is traced as a page fetch from where the bytes came,
+// marked lakemesh.short_circuit. It reports false, having read nothing the
 // caller may use, otherwise.
-func (f *File) readShortCircuited(ctx context.Context, members []region.Member, page, off int64, buf []byte) bool {
+func (f *File) readShortCircuited(ctx context.Context, members []region.Member, page, off int64, buf []byte, sequential bool) bool {
 	start := time.Now()
 	if len(members) == 0 {
 		return false
 	}
-	tier, ok := f.c.sc.read(ctx, f, members[0], page, off, buf)
+	fetch, ok := f.c.sc.read(ctx, f, members[0], page, off, buf, sequential)
 	if !ok {
 		return false
 	}
@@ -322,14 +324,31 @@ func (f *File) readShortCircuited(ctx context.Context, members []region.Member, 
 		attribute.Int64("lakemesh.page", page),
 		attribute.Int64("lakemesh.offset", off),
 		attribute.Int64("lakemesh.bytes", int64(len(buf))),
-		attribute.String("lakemesh.source", tier),
+		attribute.String("lakemesh.source", fetch.GetTier()),
 		attribute.Bool("lakemesh.short_circuit", true),
 		attribute.String("lakemesh.node", members[0].ID),
 		attribute.String("lakemesh.node_addr", members[0].Addr),
 		attribute.Int64("lakemesh.duration_us", time.Since(start).Microseconds()),
 	))
+	setOrigin(span, fetch)
 	span.End()
 	return true
+}
+
+// setOrigin adds to a page fetch's span where a node's fill of the page
+// came from, when it came over a line.
+func setOrigin(span trace.Span, fetch *nodepb.PageFetch) {
+	if fetch.GetRegion() == "" {
+		return
+	}
+	span.SetAttributes(
+		attribute.String("lakemesh.from_region", fetch.GetRegion()),
+		attribute.String("lakemesh.from_node", fetch.GetSourceNode()),
+		attribute.StringSlice("lakemesh.lines", fetch.GetLines()),
+		attribute.Int64("lakemesh.crossed_bytes", fetch.GetCrossed()),
+		attribute.Int64("lakemesh.budget_wait_us", fetch.GetWaitNanos()/1000),
+		attribute.Float64("lakemesh.cost", fetch.GetCost()),
+	)
 }
 
 // readPiece fills buf with the bytes at off, all inside one page, from the
@@ -343,7 +362,7 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 		return fmt.Errorf("read %s: this version is in the write-back journal of node %s until its lake has it, and %s is not up in region %s; it can be read once that node is back: %w",
 			f.entry.Path, holder, holder, f.c.cfg.Region, ErrNoNode)
 	}
-	if f.readShortCircuited(ctx, members, page, off, buf) {
+	if f.readShortCircuited(ctx, members, page, off, buf, sequential) {
 		return nil
 	}
 	start := time.Now()
@@ -411,16 +430,7 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 	} else if fetch != nil {
 		tier = fetch.GetTier()
 	}
-	if fetch != nil && fetch.GetRegion() != "" {
-		span.SetAttributes(
-			attribute.String("lakemesh.from_region", fetch.GetRegion()),
-			attribute.String("lakemesh.from_node", fetch.GetSourceNode()),
-			attribute.StringSlice("lakemesh.lines", fetch.GetLines()),
-			attribute.Int64("lakemesh.crossed_bytes", fetch.GetCrossed()),
-			attribute.Int64("lakemesh.budget_wait_us", fetch.GetWaitNanos()/1000),
-			attribute.Float64("lakemesh.cost", fetch.GetCost()),
-		)
-	}
+	setOrigin(span, fetch)
 	span.SetAttributes(
 		attribute.String("lakemesh.source", tier),
 		attribute.String("lakemesh.node", served.ID),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 	"github.com/lakemesh/lakemesh/region"
 )
 
@@ -45,6 +46,13 @@ const (
 	scConnIdle = 30 * time.Second
 	// scTimeout bounds one ask.
 	scTimeout = 2 * time.Second
+	// scMaxFills bounds the filling memory reads (a cold page's fill, at
+	// the node, through the short-circuit socket) a client waits for at
+	// once; more ask for memory only and read a page nobody holds over
+	// gRPC. A fill holds its connection, which a node serves a bounded
+	// number of (cachenode.ShortCircuitConfig.MaxConns), for as long as a
+	// cold page takes to come, over a line perhaps.
+	scMaxFills = 16
 	// scMemoryReadMin is the smallest read that asks for the node's
 	// memory before a page file. Each memory read is a round trip to the
 	// node, where a page file's grant, once held, serves reads with a
@@ -71,9 +79,11 @@ type shortCircuit struct {
 	down   map[string]time.Time    // socket -> not dialled again until
 	noMem  map[string]bool         // socket -> its node's memory cannot be read from here
 	maps   *pageMaps               // page files mapped for sections (zerocopy.go); own lock
+	fills  chan struct{}           // filling memory reads waited for (scMaxFills)
 
 	reads     atomic.Int64 // page pieces served by short-circuit
 	memReads  atomic.Int64 // of those, copied from the node's memory tier
+	fillReads atomic.Int64 // of those, filled by the node for the read (cold pages)
 	sections  atomic.Int64 // verified sections handed out (zerocopy.go)
 	asks      atomic.Int64 // grants asked for
 	corrupt   atomic.Int64 // blocks that failed their checksum
@@ -110,19 +120,20 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 		host: host, downFor: downFor, log: log,
 		grants: map[scKey]*list.Element{}, lru: list.New(),
 		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{},
-		maps: newPageMaps(),
+		maps: newPageMaps(), fills: make(chan struct{}, scMaxFills),
 	}
 }
 
 // read fills buf with the bytes at file offset off of page, all inside
 // the page, from member m's memory or through a short-circuit grant of its
-// page file, and says where the bytes were ("memory"; "wait": memory, once
-// the node's fill in flight was done; or "disk"). It reports false, having
-// read nothing the caller may use, when the page must be read over gRPC
-// instead.
-func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte) (string, bool) {
+// page file, and reports where the bytes came from: memory; wait (memory,
+// once the node's fill in flight was done); disk; or, when the node held
+// none of them and filled them for this read, the fill's own report. It
+// reports false, having read nothing the caller may use, when the page
+// must be read over gRPC instead.
+func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page, off int64, buf []byte, sequential bool) (*nodepb.PageFetch, bool) {
 	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
-		return "", false
+		return nil, false
 	}
 	ps := f.c.cfg.PageSize
 	pageLen := min(ps, f.entry.Size-page*ps)
@@ -131,19 +142,19 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	key := scKey{node: m.Addr, file: f.id, page: page}
 	small := len(buf) < scMemoryReadMin
 	if !small {
-		if tier, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf); ok {
-			return tier, true
+		if pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential); ok {
+			return pf, true
 		}
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
 		if small {
-			if tier, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf); ok {
-				return tier, true
+			if pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential); ok {
+				return pf, true
 			}
 		}
 		sc.fallbacks.Add(1)
-		return "", false
+		return nil, false
 	}
 	err := readGranted(file, dp, pageOff, buf)
 	if err != nil {
@@ -153,22 +164,24 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 		sc.log.Debug("short-circuit read failed, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 		sc.drop(key, file)
 		sc.fallbacks.Add(1)
-		return "", false
+		return nil, false
 	}
 	sc.reads.Add(1)
-	return string(cachenode.TierDisk), true
+	return &nodepb.PageFetch{Page: page, Tier: string(cachenode.TierDisk), Bytes: int64(len(buf))}, true
 }
 
 // readMemory reads page bytes [off, off+len(buf)) from member m's memory
 // tier (cachenode.ReadShortCircuitMemory): a page a cold read's readahead
 // has just filled is there, and reading it back from the page file would
-// read from disk what the node only just wrote. It does not ask when the
+// read from disk what the node only just wrote. When the node holds none
+// of the bytes, it fills them for this read (a cold page), unless
+// scMaxFills such reads are waiting already. It does not ask when the
 // client holds a grant of the page's file that covers the bytes (a pread
 // through it needs no round trip to the node), nor after this process was
-// refused reading m's memory. It says where the bytes were (memory, or
-// wait: the node waited for the fill in flight), or reports false, having
-// read nothing the caller may use, when they must be read otherwise.
-func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte) (string, bool) {
+// refused reading m's memory. It reports where the bytes came from, or
+// false, having read nothing the caller may use, when they must be read
+// otherwise.
+func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte, sequential bool) (*nodepb.PageFetch, bool) {
 	socket := cachenode.ShortCircuitSocket(m.Socket)
 	end := off + int64(len(buf))
 	sc.mu.Lock()
@@ -179,26 +192,37 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 	}
 	sc.mu.Unlock()
 	if skip {
-		return "", false
+		return nil, false
 	}
 	conn, err := sc.conn(socket)
 	if err != nil {
-		return "", false
+		return nil, false
+	}
+	req := cachenode.ShortCircuitRequest{
+		Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size, PageSize: f.c.cfg.PageSize, Page: page,
+		Off: off, End: end, Sequential: sequential, Class: f.c.cfg.Class,
 	}
 	deadline := time.Now().Add(scTimeout)
+	select {
+	case sc.fills <- struct{}{}:
+		defer func() { <-sc.fills }()
+		req.Fill = true
+		deadline = time.Now().Add(cachenode.ShortCircuitFillTimeout + scTimeout)
+	default:
+	}
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	tier, err := cachenode.ReadShortCircuitMemory(conn, cachenode.ShortCircuitRequest{
-		Path: f.entry.Path, Version: f.entry.Version, Size: f.entry.Size, PageSize: f.c.cfg.PageSize, Page: page,
-		Off: off, End: end,
-	}, buf, deadline)
+	pf, err := cachenode.ReadShortCircuitMemory(conn, req, buf, deadline)
 	switch {
 	case err == nil:
 		sc.putConn(socket, conn)
 		sc.reads.Add(1)
 		sc.memReads.Add(1)
-		return string(tier), true
+		if req.Fill && pf.GetTier() != string(cachenode.TierMemory) && pf.GetTier() != string(cachenode.TierWait) {
+			sc.fillReads.Add(1)
+		}
+		return pf, true
 	case errors.Is(err, cachenode.ErrMissing):
 		sc.putConn(socket, conn)
 		if errors.Is(err, cachenode.ErrNotHeld) {
@@ -220,11 +244,16 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		sc.putConn(socket, conn)
 		sc.corrupt.Add(1)
 		sc.log.Debug("short-circuit memory read failed its checksum, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+	case errors.Is(err, cachenode.ErrShortCircuitRefused):
+		// A fill that failed, or a node that does not know the request
+		// (an older one): the read over gRPC says why, or serves it.
+		sc.putConn(socket, conn)
+		sc.log.Debug("short-circuit memory read refused, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	default:
 		conn.Close()
 		sc.log.Debug("short-circuit memory read failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	}
-	return "", false
+	return nil, false
 }
 
 // covers says whether a grant of a page of pageLen bytes lists every

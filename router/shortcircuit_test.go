@@ -13,11 +13,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 
 	"github.com/lakemesh/lakemesh/cachenode"
@@ -216,46 +219,99 @@ func TestShortCircuitReadsWarmPages(t *testing.T) {
 	}
 }
 
-// A read of a page its node holds in neither tier asks the node once
-// (the memory read's answer says so) and reads over gRPC, which fills the
-// page; the client does not also ask for a descriptor of a page file that
-// does not exist. Later reads of the page copy it from the node's memory.
-func TestShortCircuitColdPageAsksOnce(t *testing.T) {
-	n := startSCNode(t, 2*testPageSize, 1<<30)
-	c := n.client(t, true)
-	f := openFile(t, c)
-	defer f.Close()
-	ctx := context.Background()
+// A read of a page its node on this host holds in neither tier is filled
+// by the node for the read and copied from its memory: no gRPC read, no
+// ask for a page file that does not exist, and the page fetch's span says
+// the bytes came from the lake. Later reads of the page copy it from
+// memory. A node whose memory does not keep the page hands out its page
+// file instead; a client with scMaxFills fills waiting reads over gRPC.
+func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 	const piece = 512 << 10 // random reads: no readahead, no page buffer
-	for i, off := range []int64{piece, testPageSize + 2*piece, piece, testPageSize + 2*piece} {
-		if i == 2 {
-			// A fill's readers get its bytes before the store has
-			// them: wait for the store, then read the same bytes again.
-			for _, at := range []int64{piece, testPageSize + 2*piece} {
-				for deadline := time.Now().Add(5 * time.Second); len(n.store.Missing(f.ref, at/testPageSize, at%testPageSize, piece)) > 0; {
-					if time.Now().After(deadline) {
-						t.Fatalf("the node never stored the bytes at %d it read", at)
-					}
-					time.Sleep(time.Millisecond)
-				}
+	offsets := []int64{piece, testPageSize + 2*piece, piece, testPageSize + 2*piece}
+	readAll := func(t *testing.T, n *scNode, c *Client) {
+		t.Helper()
+		f := openFile(t, c)
+		defer f.Close()
+		for _, off := range offsets {
+			buf := make([]byte, piece)
+			if _, err := f.ReadAt(context.Background(), buf, off); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(buf, n.data[off:off+piece]) {
+				t.Fatalf("read at %d: bytes differ", off)
 			}
 		}
-		buf := make([]byte, piece)
-		if _, err := f.ReadAt(ctx, buf, off); err != nil {
+	}
+
+	t.Run("memory", func(t *testing.T) {
+		n := startSCNode(t, 2*testPageSize, 1<<30)
+		rec := tracetest.NewSpanRecorder()
+		c, err := New(Config{
+			Topology: n.topo, Region: "r", Members: region.NewStatic(n.member), PageSize: n.pageSize,
+			Host: "this-host", Logger: slog.New(slog.DiscardHandler),
+			TracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)),
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(buf, n.data[off:off+piece]) {
-			t.Fatalf("read at %d: bytes differ", off)
+		t.Cleanup(func() { c.Close() })
+		readAll(t, n, c)
+		st := n.sc.Stats()
+		if st.NotOnDisk != 0 || st.Grants != 0 || n.readRPCs.Load() != 0 {
+			t.Errorf("%d page files asked for that did not exist, %d granted, %d gRPC reads; want none", st.NotOnDisk, st.Grants, n.readRPCs.Load())
 		}
-	}
-	st := n.sc.Stats()
-	if st.NotOnDisk != 0 || st.Grants != 0 {
-		t.Errorf("the node was asked for %d page files it did not have and granted %d; want none", st.NotOnDisk, st.Grants)
-	}
-	if st.NotInMemory != 2 || n.readRPCs.Load() != 2 || c.sc.memReads.Load() != 2 {
-		t.Errorf("%d memory misses, %d gRPC reads, %d memory reads; want one miss and one gRPC read per cold page (2), then memory reads (2)",
-			st.NotInMemory, n.readRPCs.Load(), c.sc.memReads.Load())
-	}
+		if st.Fills != 2 || c.sc.fillReads.Load() != 2 || c.sc.memReads.Load() != 4 {
+			t.Errorf("node filled %d pages for memory reads, client counted %d filled and %d memory reads; want a fill per cold page (2), then memory reads (4 in all)",
+				st.Fills, c.sc.fillReads.Load(), c.sc.memReads.Load())
+		}
+		var sources []string
+		for _, s := range rec.Ended() {
+			if s.Name() != "page.fetch" {
+				continue
+			}
+			src, sc := "", false
+			for _, a := range s.Attributes() {
+				switch a.Key {
+				case "lakemesh.source":
+					src = a.Value.AsString()
+				case "lakemesh.short_circuit":
+					sc = a.Value.AsBool()
+				}
+			}
+			if !sc {
+				t.Errorf("a page fetch not marked short-circuit")
+			}
+			sources = append(sources, src)
+		}
+		if want := []string{"lake", "lake", "memory", "memory"}; !slices.Equal(sources, want) {
+			t.Errorf("page fetches came from %v; want %v", sources, want)
+		}
+	})
+
+	t.Run("disk only", func(t *testing.T) {
+		n := startSCNode(t, 2*testPageSize, 0)
+		c := n.client(t, true)
+		readAll(t, n, c)
+		if st := n.sc.Stats(); st.Fills != 0 || st.Grants != 2 || n.readRPCs.Load() != 0 {
+			t.Errorf("%d memory fills, %d page files granted, %d gRPC reads; want the pages filled and read through their files (2 grants), no gRPC read",
+				st.Fills, st.Grants, n.readRPCs.Load())
+		}
+	})
+
+	t.Run("fills bounded", func(t *testing.T) {
+		n := startSCNode(t, 2*testPageSize, 1<<30)
+		c := n.client(t, true)
+		for range scMaxFills {
+			c.sc.fills <- struct{}{}
+		}
+		readAll(t, n, c)
+		// A cold page is "not held" to a plain memory read: it goes over
+		// gRPC, which fills it, and the page files are not asked for.
+		if st := n.sc.Stats(); st.Fills != 0 || st.NotInMemory != 2 || st.NotOnDisk != 0 || n.readRPCs.Load() != 2 {
+			t.Errorf("%d fills, %d memory misses, %d page files asked for, %d gRPC reads; want no fill, one miss and one gRPC read per cold page (2)",
+				st.Fills, st.NotInMemory, st.NotOnDisk, n.readRPCs.Load())
+		}
+	})
 }
 
 // readPageFiles has c's short-circuit reads of n's pages go through page

@@ -29,7 +29,10 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 		o.log.Warn("short-circuit socket not served; clients on this host read over gRPC", "socket", path, "err", err)
 		return
 	}
-	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: n.cache, Writes: n.node, Logger: o.log})
+	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{
+		Lakes: lakes, Store: n.store, Cache: n.cache, Writes: n.node, Logger: o.log,
+		Tracer: o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode"), Node: o.id,
+	})
 	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
 	if n.registry != nil {
 		sc := n.shortCircuit
@@ -43,6 +46,8 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 				func(s cachenode.ShortCircuitStats) int64 { return s.NotOnDisk }},
 			{"lakemesh_shortcircuit_memory_grants_total", "Memory short-circuit reads answered with where the memory tier's blocks lie, for clients on this host to copy.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.MemoryGrants }},
+			{"lakemesh_shortcircuit_fills_total", "Memory short-circuit reads of pages the node held none of, filled for the reader first (cold pages read on this host).",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Fills }},
 			{"lakemesh_shortcircuit_not_in_memory_total", "Memory short-circuit reads of blocks the memory tier did not hold.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.NotInMemory }},
 			{"lakemesh_shortcircuit_errors_total", "Short-circuit requests refused.",
