@@ -337,8 +337,9 @@ var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksu
 // when they crossed a line). Errors wrapping ErrMissing (not all in
 // memory), ErrMemoryReadDenied, ErrShortCircuitChecksum and a node's
 // refusal (a fill that failed) leave c usable; any other error leaves it
-// unusable.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (*nodepb.PageFetch, error) {
+// unusable. The end of ctx ends the wait for the answer at once (a fill
+// may take long; it goes on at the node).
+func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (pf *nodepb.PageFetch, err error) {
 	if req.End-req.Off != int64(len(buf)) || len(buf) == 0 {
 		return nil, fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
 	}
@@ -347,6 +348,21 @@ func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte
 		op = scOpFill
 	}
 	c.SetDeadline(deadline)
+	if ctx.Done() != nil {
+		poked := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			c.SetDeadline(time.Now())
+			close(poked)
+		})
+		defer func() {
+			if !stop() {
+				<-poked // the deadline is set before the next user of c sets its own
+				if err != nil {
+					err = fmt.Errorf("short-circuit memory read given up: %w", ctx.Err())
+				}
+			}
+		}()
+	}
 	if _, err := c.Write(encodeSCRequest(op, req)); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@
 package cachenode
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -37,7 +38,7 @@ var ErrMemoryReadDenied = errNoShortCircuit
 var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksum")
 
 // ReadShortCircuitMemory fails: short-circuit reads are linux-only.
-func ReadShortCircuitMemory(c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (*nodepb.PageFetch, error) {
+func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (*nodepb.PageFetch, error) {
 	return nil, errNoShortCircuit
 }
 

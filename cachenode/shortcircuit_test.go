@@ -4,6 +4,7 @@ package cachenode
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -140,7 +141,7 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	}
 	read := func(page, off, end int64) ([]byte, error) {
 		buf := make([]byte, end-off)
-		_, err := ReadShortCircuitMemory(c, req(page, off, end), buf, time.Now().Add(5*time.Second))
+		_, err := ReadShortCircuitMemory(context.Background(), c, req(page, off, end), buf, time.Now().Add(5*time.Second))
 		return buf, err
 	}
 
@@ -159,7 +160,7 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	}
 	none := req(0, 0, blockSize)
 	none.Version = "v2"
-	if _, err := ReadShortCircuitMemory(c, none, make([]byte, blockSize), time.Now().Add(5*time.Second)); !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotHeld) {
+	if _, err := ReadShortCircuitMemory(context.Background(), c, none, make([]byte, blockSize), time.Now().Add(5*time.Second)); !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotHeld) {
 		t.Fatalf("a page the node does not hold: %v; want ErrMissing and ErrNotHeld", err)
 	}
 	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 2 {
@@ -223,7 +224,7 @@ func TestShortCircuitMemoryReadWaitsForFill(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 
 	buf := make([]byte, testPage)
-	if _, err := ReadShortCircuitMemory(c, req, buf, deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 0 {
+	if _, err := ReadShortCircuitMemory(context.Background(), c, req, buf, deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 0 {
 		t.Fatalf("a page nobody fills: %v, %d fetches started; want ErrNotHeld and none", err, src.started.Load())
 	}
 	if !cache.Prefetch(ref, 0) {
@@ -236,7 +237,7 @@ func TestShortCircuitMemoryReadWaitsForFill(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		pf, err := ReadShortCircuitMemory(c, req, buf, deadline)
+		pf, err := ReadShortCircuitMemory(context.Background(), c, req, buf, deadline)
 		got <- result{Tier(pf.GetTier()), err}
 	}()
 	time.Sleep(200 * time.Millisecond) // the read is at the node, waiting
@@ -301,7 +302,7 @@ func TestShortCircuitMemoryReadFills(t *testing.T) {
 
 	for i, r := range [][3]int64{{1, 100, testPage}, {1, 0, testPage}, {2, 0, 1000}} {
 		buf := make([]byte, r[2]-r[1])
-		pf, err := ReadShortCircuitMemory(c, req(r[0], r[1], r[2]), buf, deadline)
+		pf, err := ReadShortCircuitMemory(context.Background(), c, req(r[0], r[1], r[2]), buf, deadline)
 		if err != nil {
 			t.Fatalf("filling read %d: %v", i, err)
 		}
@@ -331,18 +332,18 @@ func TestShortCircuitMemoryReadFills(t *testing.T) {
 	// fetched.
 	plain := req(0, 0, testPage)
 	plain.Fill = false
-	if _, err := ReadShortCircuitMemory(c, plain, make([]byte, testPage), deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 2 {
+	if _, err := ReadShortCircuitMemory(context.Background(), c, plain, make([]byte, testPage), deadline); !errors.Is(err, ErrNotHeld) || src.started.Load() != 2 {
 		t.Fatalf("a plain memory read of a cold page: %v, %d fetches; want ErrNotHeld and no fetch", err, src.started.Load())
 	}
 
 	src.mu.Lock()
 	src.fail = errors.New("lake unreachable")
 	src.mu.Unlock()
-	if _, err := ReadShortCircuitMemory(c, req(0, 0, testPage), make([]byte, testPage), deadline); !errors.Is(err, ErrShortCircuitRefused) || !strings.Contains(err.Error(), "lake unreachable") {
+	if _, err := ReadShortCircuitMemory(context.Background(), c, req(0, 0, testPage), make([]byte, testPage), deadline); !errors.Is(err, ErrShortCircuitRefused) || !strings.Contains(err.Error(), "lake unreachable") {
 		t.Fatalf("a filling read whose fill fails: %v; want it refused with the fill's error", err)
 	}
 	buf := make([]byte, 1000)
-	if pf, err := ReadShortCircuitMemory(c, req(2, 0, 1000), buf, deadline); err != nil || Tier(pf.GetTier()) != TierMemory || !bytes.Equal(buf, data[2*testPage:]) {
+	if pf, err := ReadShortCircuitMemory(context.Background(), c, req(2, 0, 1000), buf, deadline); err != nil || Tier(pf.GetTier()) != TierMemory || !bytes.Equal(buf, data[2*testPage:]) {
 		t.Fatalf("a read on the connection after a refused fill: %s, %v", pf.GetTier(), err)
 	}
 }

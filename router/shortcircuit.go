@@ -145,6 +145,9 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 		if pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential); ok {
 			return pf, true
 		}
+		if ctx.Err() != nil {
+			return nil, false // given up: no grant to wait for
+		}
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
@@ -213,7 +216,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	pf, err := cachenode.ReadShortCircuitMemory(conn, req, buf, deadline)
+	pf, err := cachenode.ReadShortCircuitMemory(ctx, conn, req, buf, deadline)
 	switch {
 	case err == nil:
 		sc.putConn(socket, conn)

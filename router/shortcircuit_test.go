@@ -314,6 +314,78 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 	})
 }
 
+// A read given up while its node fills the page for it (an interrupted
+// FUSE request; here a node that never answers) returns at once, and the
+// connection is not used again.
+func TestShortCircuitFillGivenUp(t *testing.T) {
+	n := startSCNode(t, testPageSize, 1<<30)
+	// Replace the node's short-circuit socket with one that takes
+	// requests and never answers, as a node waiting for a slow fill.
+	sock := cachenode.ShortCircuitSocket(n.member.Socket)
+	n.sc.Close()
+	// Closing its listener removes the socket (in Serve, if that had not
+	// started yet): wait for that before taking the path.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node's short-circuit socket outlived its server")
+		}
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	asked := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			asked <- c
+		}
+	}()
+	c := n.client(t, true)
+	f := openFile(t, c)
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(ctx, make([]byte, 512<<10), 0)
+		done <- err
+	}()
+	var conn net.Conn
+	select {
+	case conn = <-asked:
+		defer conn.Close()
+	case err := <-done:
+		t.Fatalf("the read ended (%v) without asking the node's short-circuit socket", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the read never asked the node's short-circuit socket")
+	}
+	time.Sleep(100 * time.Millisecond) // the request is at the node
+	cancel()
+	// Not waiting means well under the 2 s a short-circuit ask may take
+	// (and the minute a fill may).
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("a read given up during its fill: %v; want context.Canceled", err)
+		}
+	case <-time.After(1500 * time.Millisecond):
+		t.Fatal("a read given up kept waiting for its fill")
+	}
+	c.sc.mu.Lock()
+	idle := len(c.sc.idle[sock])
+	c.sc.mu.Unlock()
+	if idle != 0 {
+		t.Errorf("%d connections pooled after a read given up; want none", idle)
+	}
+}
+
 // readPageFiles has c's short-circuit reads of n's pages go through page
 // files even where n's memory tier holds the pages, as for a client that
 // may not read n's memory.
