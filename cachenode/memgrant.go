@@ -152,10 +152,13 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 	var fetch []byte
 	if errors.Is(err, ErrMissing) && s.cfg.Cache != nil {
 		if req.Fill {
-			// A read that found blocks missing, as Store.Read counts
-			// one (for op 2, the client's gRPC read counts it).
-			s.cfg.Store.misses.Add(1)
 			fetch, err = s.fill(ref, req)
+			if err != nil || len(fetch) > 0 {
+				// A read that found blocks missing in both tiers, as
+				// Store.Read counts one (for op 2, the client's gRPC
+				// read counts it); one the disk tier held is not.
+				s.cfg.Store.misses.Add(1)
+			}
 			if err != nil {
 				s.errs.Add(1)
 				return scResponse(scError, err.Error()), nil

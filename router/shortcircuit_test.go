@@ -296,6 +296,12 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 			t.Errorf("%d memory fills, %d page files granted, %d gRPC reads; want the pages filled and read through their files (2 grants), no gRPC read",
 				st.Fills, st.Grants, n.readRPCs.Load())
 		}
+		// A second client, holding no grants, asks for the pages on disk
+		// with filling reads: nothing is fetched and nothing is a miss.
+		readAll(t, n, n.client(t, true))
+		if m := n.store.Stats().Misses; m != 2 || n.sc.Stats().Fills != 0 {
+			t.Errorf("the store counted %d misses, the node %d fills; want one miss per cold page (2), none for pages its disk tier held", m, n.sc.Stats().Fills)
+		}
 	})
 
 	t.Run("fills bounded", func(t *testing.T) {
