@@ -62,10 +62,14 @@ func TestMountDropsWhatItIsToldChanged(t *testing.T) {
 	}
 	lakeFile("f.txt", "one")
 	soon("first read", "f.txt", "one")
-	// Changed behind the mount's back: it keeps the old answer...
+	// Changed behind the mount's back: it keeps the old answer, never
+	// the new content... (A read error is no new content either: when the
+	// kernel asks for a clean cached page again, as 6.18 does now and
+	// then, see TestMountPageCacheKeptPerVersion, the mount refuses to
+	// read the old version from a lake that has a new one.)
 	lakeFile("f.txt", "two, longer")
 	time.Sleep(200 * time.Millisecond)
-	if got, _ := os.ReadFile(tm.path("f.txt")); string(got) != "one" {
+	if got, err := os.ReadFile(tm.path("f.txt")); err == nil && string(got) != "one" {
 		t.Fatalf("the mount read %q before it was told of the change: the test shows nothing", got)
 	}
 	// ...until told.
