@@ -167,17 +167,11 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 			if errors.Is(err, ErrMissing) {
 				// The memory tier did not keep them: the client asks
 				// for the page file next, once they are in it.
-				ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
-				s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End)
-				cancel()
+				s.awaitFills(ref, req)
 			}
-		} else {
-			ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
-			if s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End) {
-				waited = true
-				first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
-			}
-			cancel()
+		} else if s.awaitFills(ref, req) {
+			waited = true
+			first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
 		}
 	}
 	if errors.Is(err, ErrMissing) {
@@ -219,6 +213,15 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b, blocks
+}
+
+// awaitFills waits, at most scAwaitFill, until the fills in flight of the
+// bytes req asks for are stored (Cache.AwaitFills), and reports whether
+// they are.
+func (s *ShortCircuitServer) awaitFills(ref FileRef, req ShortCircuitRequest) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), scAwaitFill)
+	defer cancel()
+	return s.cfg.Cache.AwaitFills(ctx, ref, req.Page, req.Off, req.End)
 }
 
 // fill fetches the bytes a filling memory read asks for, as a gRPC Read

@@ -264,8 +264,7 @@ func (s *ShortCircuitServer) answer(body []byte) scAnswer {
 	}
 	ref := FileRef{Mount: lake.Path, Path: rel, Version: req.Version, Size: req.Size}
 	if op == scOpMemory || op == scOpFill {
-		req.Fill = op == scOpFill
-		resp, held := s.answerMemory(ref, req)
+		resp, held := s.answerMemory(ref, req) // decodeSCRequest set req.Fill for op 6
 		return scAnswer{resp: resp, held: held}
 	}
 	f, dp, err := s.cfg.Store.OpenDiskPage(ref, req.Page)
