@@ -76,7 +76,20 @@ type Cache struct {
 	closed   atomic.Bool // set under mu; read without it on the fast path
 
 	fetches, fetchedBytes, fetchErrors, waits, storeErrors, prefetches, prefetchDropped atomic.Int64
+
+	// aheadOrigins holds, by page, where the bytes of readaheads' fetches
+	// that have left inflight came from, until a read claims them
+	// (ClaimAhead); at most maxAheadOrigins pages. Guarded by mu.
+	aheadOrigins map[PageID]*Origin
+	// unclaimed counts the origins of readaheads' fetches not yet claimed
+	// (in inflight or in aheadOrigins), so that reads skip the lock when
+	// there are none. Changed under mu.
+	unclaimed atomic.Int64
 }
+
+// maxAheadOrigins bounds the pages whose readahead crossings wait for a
+// read to claim them; beyond it the oldest-looking (any) is dropped.
+const maxAheadOrigins = 4096
 
 // NewCache returns a fill layer over store that fills from src.
 func NewCache(store *Store, src Source, cfg CacheConfig) *Cache {
@@ -100,7 +113,62 @@ func NewCache(store *Store, src Source, cfg CacheConfig) *Cache {
 		ctx:           ctx,
 		cancel:        cancel,
 		inflight:      make(map[PageID][]*fetch),
+		aheadOrigins:  make(map[PageID]*Origin),
 	}
+}
+
+// ClaimAhead returns where the bytes of page index of ref came from when
+// a readahead fetched them (a Prefetch) and no read has reported them
+// yet, marked Ahead, and nil otherwise. A crossing made ahead of a reader
+// is thus reported once, by the first read that uses the page: ReadAt
+// and Fill claim for the pages they touch; a front end that serves a
+// page without them (a short-circuit memory read) calls it.
+func (c *Cache) ClaimAhead(ref FileRef, index int64) *Origin {
+	if c.unclaimed.Load() == 0 {
+		return nil
+	}
+	pid := PageID{File: ref.ID(), Index: index}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var o *Origin
+	for _, f := range c.inflight[pid] {
+		if f.ahead && f.finished && f.origin != nil && !f.claimed {
+			f.claimed = true
+			c.unclaimed.Add(-1)
+			o = mergeOrigin(o, f.origin)
+		}
+	}
+	if kept := c.aheadOrigins[pid]; kept != nil {
+		delete(c.aheadOrigins, pid)
+		c.unclaimed.Add(-1)
+		o = mergeOrigin(o, kept)
+	}
+	if o != nil {
+		o.Ahead = true
+	}
+	return o
+}
+
+// keepAheadLocked keeps the origin of a readahead's fetch leaving
+// inflight, if no read claimed it, for ClaimAhead. c.mu is held.
+func (c *Cache) keepAheadLocked(f *fetch) {
+	if !f.ahead || f.origin == nil || f.claimed {
+		return
+	}
+	f.claimed = true // moved: counted once, by its entry
+	if kept := c.aheadOrigins[f.id]; kept != nil {
+		mergeOrigin(kept, f.origin)
+		c.unclaimed.Add(-1)
+		return
+	}
+	if len(c.aheadOrigins) >= maxAheadOrigins {
+		for pid := range c.aheadOrigins {
+			delete(c.aheadOrigins, pid)
+			c.unclaimed.Add(-1)
+			break
+		}
+	}
+	c.aheadOrigins[f.id] = mergeOrigin(nil, f.origin)
 }
 
 // Store is the page store the cache fills.
@@ -167,7 +235,7 @@ func (c *Cache) ReadAt(ctx context.Context, ref FileRef, p []byte, off int64, se
 		k, tier, err := c.store.Read(ref, i, r.start, r.dst)
 		switch {
 		case err == nil && int64(k) == r.end-r.start:
-			fetches = append(fetches, Fetch{Page: i, Tier: tier, Bytes: int64(k), Duration: time.Since(start)})
+			fetches = append(fetches, Fetch{Page: i, Tier: tier, Bytes: int64(k), Duration: time.Since(start), Origin: c.ClaimAhead(ref, i)})
 			continue
 		case err != nil && !errors.Is(err, ErrMissing):
 			return 0, nil, fmt.Errorf("read %s page %d: %w", ref, i, err)
@@ -245,7 +313,7 @@ func (c *Cache) Fill(ctx context.Context, ref FileRef, off, n int64, sequential 
 			fillLo, fillN = 0, c.store.PageLen(ref, i)
 		}
 		if len(c.store.Missing(ref, i, fillLo, fillN)) == 0 {
-			fetches = append(fetches, Fetch{Page: i, Tier: TierMemory, Duration: time.Since(start)})
+			fetches = append(fetches, Fetch{Page: i, Tier: TierMemory, Duration: time.Since(start), Origin: c.ClaimAhead(ref, i)})
 			continue
 		}
 		pending = append(pending, &pageRead{index: i, start: lo - i*ps, end: hi - i*ps, slot: len(fetches)})
@@ -354,7 +422,7 @@ func (c *Cache) PrefetchPages(ref FileRef, pages []int64) int {
 		for _, index := range pages[taken : taken+n] {
 			length := c.store.PageLen(ref, index)
 			if length > 0 && len(c.store.Missing(ref, index, 0, length)) > 0 {
-				reads = append(reads, &pageRead{index: index, start: 0, end: length}) // no dst: fill only
+				reads = append(reads, &pageRead{index: index, start: 0, end: length, ahead: true}) // no dst: fill only
 			}
 		}
 		if len(reads) > 0 && !c.prefetch(ref, reads) {

@@ -895,3 +895,102 @@ func TestFillClosesTheSourceBeforeItsContextEnds(t *testing.T) {
 		t.Fatalf("%d of 3 Source readers closed after their fetch's context ended", n)
 	}
 }
+
+// originSource says its bytes crossed a line, as a federated source does.
+type originSource struct{ *fakeSource }
+
+type originReader struct {
+	io.ReadCloser
+	n int64
+}
+
+func (r originReader) Origin() Origin {
+	return Origin{Region: "far", Node: "far-1", Lines: []string{"far->here"}, Crossed: r.n, Cost: float64(r.n) / 1e9}
+}
+
+func (s originSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.fakeSource.Fetch(ctx, ref, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return originReader{rc, n}, nil
+}
+
+// A page a readahead brought over a line is reported, once, by the first
+// read that uses it: found in the store (ReadAt, Fill), or waited for
+// while the readahead fetched it. A read's own fetch is reported to it
+// alone.
+func TestCacheReadAheadCrossingReportedOnce(t *testing.T) {
+	src := originSource{newFakeSource()}
+	data := randomBytes(51, 4*testPage)
+	ref := src.add("f", "1", data)
+	c := smallCache(t, src, CacheConfig{})
+	ctx := context.Background()
+	p := make([]byte, testPage)
+	crossedAhead := func(what string, fs []Fetch, want Tier) {
+		t.Helper()
+		if len(fs) != 1 || fs[0].Tier != want || fs[0].Origin == nil || !fs[0].Origin.Ahead || fs[0].Origin.Crossed != testPage || fs[0].Origin.Lines[0] != "far->here" {
+			t.Fatalf("%s: %+v (origin %+v); want tier %s with the readahead's crossing of %d bytes", what, fs, fs[0].Origin, want, testPage)
+		}
+	}
+	crossedNone := func(what string, fs []Fetch) {
+		t.Helper()
+		if len(fs) != 1 || fs[0].Origin != nil {
+			t.Fatalf("%s: %+v (origin %+v); want no crossing reported again", what, fs, fs[0].Origin)
+		}
+	}
+	held := func(page int64) func() bool {
+		return func() bool { return len(c.Store().Missing(ref, page, 0, testPage)) == 0 }
+	}
+
+	// Found in the store: ReadAt claims it, a second read does not.
+	c.Prefetch(ref, 0)
+	eventually(t, "page 0 read ahead", held(0))
+	_, fs, err := c.ReadAt(ctx, ref, p, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossedAhead("first read of a page read ahead", fs, TierMemory)
+	_, fs, _ = c.ReadAt(ctx, ref, p, 0, false)
+	crossedNone("second read", fs)
+
+	// Found by a filling read (a short-circuit one).
+	c.Prefetch(ref, 1)
+	eventually(t, "page 1 read ahead", held(1))
+	fs, err = c.Fill(ctx, ref, testPage, testPage, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossedAhead("filling read of a page read ahead", fs, TierMemory)
+	fs, _ = c.Fill(ctx, ref, testPage, testPage, true)
+	crossedNone("second filling read", fs)
+
+	// Waited for while the readahead fetched it.
+	src.gate = make(chan struct{})
+	c.Prefetch(ref, 2)
+	eventually(t, "page 2's readahead fetch", func() bool { return src.started.Load() == 3 })
+	got := make(chan []Fetch, 1)
+	go func() {
+		_, fs, err := c.ReadAt(ctx, ref, make([]byte, testPage), 2*testPage, false)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- fs
+	}()
+	eventually(t, "the read waiting on the readahead", func() bool { return c.Stats().Waits == 1 })
+	close(src.gate)
+	crossedAhead("read that waited on a readahead", <-got, TierWait)
+	_, fs, _ = c.ReadAt(ctx, ref, p, 2*testPage, false)
+	crossedNone("read after it", fs)
+
+	// A read's own fetch: reported to it, not to the next read.
+	_, fs, _ = c.ReadAt(ctx, ref, p, 3*testPage, false)
+	if fs[0].Tier != TierRemote || fs[0].Origin == nil || fs[0].Origin.Ahead {
+		t.Fatalf("cold read: %+v (origin %+v); want its own crossing, not a readahead's", fs, fs[0].Origin)
+	}
+	_, fs, _ = c.ReadAt(ctx, ref, p, 3*testPage, false)
+	crossedNone("read after a cold read", fs)
+	if n := c.unclaimed.Load(); n != 0 || len(c.aheadOrigins) != 0 {
+		t.Fatalf("%d origins left unclaimed (%d kept); want none", n, len(c.aheadOrigins))
+	}
+}

@@ -24,6 +24,7 @@ type pageRead struct {
 	start, end int64  // page-relative bytes wanted
 	dst        []byte // where they go; nil for a fill only (Prefetch)
 	slot       int    // index of its report in ReadAt's fetches
+	ahead      bool   // a readahead's (Prefetch): its fetches' origins wait for a read to claim them
 
 	owned  []*fetch // fetches this read started, this attempt
 	waited []*fetch // other callers' fetches it waits for, this attempt
@@ -33,7 +34,8 @@ type pageRead struct {
 
 	tier    Tier
 	fetched int64
-	origin  *Origin // merged from the fetches it owned, when their Source reports one
+	origin  *Origin // merged from the fetches it owned, when their Source reports one, and claimed
+	claimed *Origin // what it claimed of readaheads' origins (ClaimAhead)
 	doneAt  time.Time
 }
 
@@ -67,6 +69,9 @@ type fetch struct {
 	data     []byte
 	err      error
 	origin   *Origin // where the Source says the bytes came from, if it says
+	// ahead: a readahead's fetch, whose origin no read owns; the first
+	// read that uses its bytes claims it (claimed; see ClaimAhead).
+	ahead, claimed bool
 }
 
 func (f *fetch) covers(b int) bool { return f.b0 <= b && b < f.b1 }
@@ -148,6 +153,7 @@ func (c *Cache) plan(ctx context.Context, ref FileRef, pending []*pageRead, sequ
 					continue
 				}
 				cur = c.newFetch(ctx, ref, pid, b)
+				cur.ahead = r.ahead
 				r.owned = append(r.owned, cur)
 			}
 		}
@@ -379,6 +385,9 @@ func (c *Cache) run(run []*fetch) {
 		// is still always stored, in flight, or neither.
 		c.mu.Lock()
 		f.data, f.err, f.origin, f.finished = data, ferr, origin, true
+		if f.ahead && origin != nil {
+			c.unclaimed.Add(1)
+		}
 		close(f.done)
 		c.mu.Unlock()
 		var staged *stagedPut
@@ -434,6 +443,7 @@ func (c *Cache) writeStaged(f *fetch, p *stagedPut) bool {
 func (c *Cache) endFetch(f *fetch) {
 	c.mu.Lock()
 	c.detachLocked(f)
+	c.keepAheadLocked(f)
 	c.mu.Unlock()
 	close(f.stored)
 	f.stop()
@@ -544,6 +554,11 @@ func (c *Cache) assemble(ref FileRef, r *pageRead) (again bool, err error) {
 		// as held in memory (the memory tier keeps the fetch's buffer).
 		r.tier = TierMemory
 	}
+	if !r.ahead {
+		// Kept across attempts: a claim is made once.
+		r.claimed = mergeOrigin(r.claimed, c.ClaimAhead(ref, r.index))
+		r.origin = mergeOrigin(r.origin, r.claimed)
+	}
 	if r.dst == nil {
 		r.doneAt = time.Now()
 		return false, nil
@@ -593,6 +608,7 @@ func mergeOrigin(into, o *Origin) *Origin {
 	into.Crossed += o.Crossed
 	into.Wait += o.Wait
 	into.Cost += o.Cost
+	into.Ahead = into.Ahead || o.Ahead
 	for _, l := range o.Lines {
 		if !slices.Contains(into.Lines, l) {
 			into.Lines = append(into.Lines, l)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -148,12 +149,12 @@ func (s *Store) MemoryBlocks(ref FileRef, index, off, end int64) (first int, blo
 // them.
 func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) ([]byte, [][]byte) {
 	first, blocks, crcs, err := s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
-	waited := false
+	waited, filled := false, false
 	var fetch []byte
 	if errors.Is(err, ErrMissing) && s.cfg.Cache != nil {
 		if req.Fill {
-			fetch, err = s.fill(ref, req)
-			if err != nil || len(fetch) > 0 {
+			fetch, filled, err = s.fill(ref, req)
+			if err != nil || filled {
 				// A read that found blocks missing in both tiers, as
 				// Store.Read counts one (for op 2, the client's gRPC
 				// read counts it); one the disk tier held is not.
@@ -173,6 +174,12 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 			waited = true
 			first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
 		}
+	} else if err == nil && req.Fill && s.cfg.Cache != nil {
+		// A page a readahead brought over a line: the first read that
+		// can say so reports the crossing (op 2 cannot).
+		if o := s.cfg.Cache.ClaimAhead(ref, req.Page); o != nil {
+			fetch, err = fetchReport([]Fetch{{Page: req.Page, Tier: TierMemory, Origin: o}}, req)
+		}
 	}
 	if errors.Is(err, ErrMissing) {
 		s.notInMemory.Add(1)
@@ -188,7 +195,7 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 		return scResponse(scError, err.Error()), nil
 	}
 	s.memGrants.Add(1)
-	if len(fetch) > 0 {
+	if filled {
 		s.fills.Add(1)
 	}
 	le := binary.LittleEndian
@@ -228,7 +235,7 @@ func (s *ShortCircuitServer) awaitFills(ref FileRef, req ShortCircuitRequest) bo
 // of them would (Node.Read), and returns the fill's report of the page
 // (nodepb.PageFetch, encoded), or nil when nothing was fetched (the node
 // held the bytes on disk, or they came in meanwhile).
-func (s *ShortCircuitServer) fill(ref FileRef, req ShortCircuitRequest) ([]byte, error) {
+func (s *ShortCircuitServer) fill(ref FileRef, req ShortCircuitRequest) (report []byte, fetched bool, err error) {
 	ctx, cancel := context.WithTimeout(s.ctx, ShortCircuitFillTimeout)
 	defer cancel()
 	if req.Class != "" {
@@ -246,8 +253,17 @@ func (s *ShortCircuitServer) fill(ref FileRef, req ShortCircuitRequest) ([]byte,
 	fs, err := s.cfg.Cache.Fill(ctx, ref, off, req.End-req.Off, req.Sequential)
 	if err != nil {
 		span.RecordError(err)
-		return nil, fmt.Errorf("fill %s: %w", req.Path, err)
+		return nil, false, fmt.Errorf("fill %s: %w", req.Path, err)
 	}
+	fetched = slices.ContainsFunc(fs, func(f Fetch) bool { return f.Page == req.Page && f.Tier != TierMemory })
+	report, err = fetchReport(fs, req)
+	return report, fetched, err
+}
+
+// fetchReport encodes the report of req's page among fs for a filling
+// read's answer: nil when the page was held in memory and crossed no line
+// for this read.
+func fetchReport(fs []Fetch, req ShortCircuitRequest) ([]byte, error) {
 	var sum fetchSummary
 	sum.add(fs)
 	pf := sum.by[req.Page]
@@ -255,11 +271,7 @@ func (s *ShortCircuitServer) fill(ref FileRef, req ShortCircuitRequest) ([]byte,
 		return nil, nil
 	}
 	pf.Bytes = req.End - req.Off
-	b, err := proto.Marshal(pf)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return proto.Marshal(pf)
 }
 
 // decodeMemoryGrant decodes the rest of a status 3 response, to a filling

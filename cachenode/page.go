@@ -91,6 +91,9 @@ type Origin struct {
 	Crossed int64         // bytes that crossed lines (once per line)
 	Wait    time.Duration // time spent waiting for budget grants
 	Cost    float64       // what the crossing cost, from the lines' cost_per_gb
+	// Ahead: the bytes were fetched by a readahead before the read that
+	// reports them asked (Cache.ClaimAhead).
+	Ahead bool
 }
 
 // OriginReader is implemented by the reader a Source returns when it can

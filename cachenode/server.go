@@ -278,6 +278,7 @@ func (s *fetchSummary) add(fs []Fetch) {
 			pf.Crossed += o.Crossed
 			pf.WaitNanos += o.Wait.Nanoseconds()
 			pf.Cost += o.Cost
+			pf.Ahead = pf.Ahead || o.Ahead
 		}
 	}
 }

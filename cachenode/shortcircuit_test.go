@@ -347,3 +347,31 @@ func TestShortCircuitMemoryReadFills(t *testing.T) {
 		t.Fatalf("a read on the connection after a refused fill: %s, %v", pf.GetTier(), err)
 	}
 }
+
+// A filling memory read (op 6) of a page a readahead brought over a line
+// and the memory tier holds reports the crossing, once; it is not a fill.
+func TestShortCircuitMemoryReadReportsReadAhead(t *testing.T) {
+	src := originSource{newFakeSource()}
+	data := randomBytes(44, testPage)
+	ref := src.add("f", "1", data)
+	cache := smallCache(t, src, CacheConfig{})
+	srv, c := serveShortCircuit(t, cache.Store(), cache)
+	cache.Prefetch(ref, 0)
+	eventually(t, "page 0 read ahead", func() bool { return len(cache.Store().Missing(ref, 0, 0, testPage)) == 0 })
+	req := ShortCircuitRequest{Path: "/lake/test/f", Version: "1", Size: ref.Size, PageSize: testPage, Page: 0, Off: 0, End: testPage, Fill: true}
+	deadline := time.Now().Add(5 * time.Second)
+	buf := make([]byte, testPage)
+	pf, err := ReadShortCircuitMemory(context.Background(), c, req, buf, deadline)
+	if err != nil || !bytes.Equal(buf, data) {
+		t.Fatalf("memory read of a page read ahead: %v", err)
+	}
+	if Tier(pf.GetTier()) != TierMemory || !pf.GetAhead() || pf.GetCrossed() != testPage || pf.GetRegion() != "far" || pf.GetBytes() != testPage {
+		t.Fatalf("report %v; want memory, read ahead from far, %d bytes crossed", pf, testPage)
+	}
+	if pf, err = ReadShortCircuitMemory(context.Background(), c, req, buf, deadline); err != nil || pf.GetRegion() != "" {
+		t.Fatalf("second read: %v, report %v; want no crossing reported again", err, pf)
+	}
+	if st := srv.Stats(); st.Fills != 0 || st.MemoryGrants != 2 {
+		t.Fatalf("server stats %+v; want 2 memory grants, no fill", st)
+	}
+}

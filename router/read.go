@@ -336,7 +336,8 @@ func (f *File) readShortCircuited(ctx context.Context, members []region.Member, 
 }
 
 // setOrigin adds to a page fetch's span where a node's fill of the page
-// came from, when it came over a line.
+// came from, when it came over a line, and whether a readahead crossed it
+// before this read asked.
 func setOrigin(span trace.Span, fetch *nodepb.PageFetch) {
 	if fetch.GetRegion() == "" {
 		return
@@ -348,6 +349,7 @@ func setOrigin(span trace.Span, fetch *nodepb.PageFetch) {
 		attribute.Int64("lakemesh.crossed_bytes", fetch.GetCrossed()),
 		attribute.Int64("lakemesh.budget_wait_us", fetch.GetWaitNanos()/1000),
 		attribute.Float64("lakemesh.cost", fetch.GetCost()),
+		attribute.Bool("lakemesh.read_ahead", fetch.GetAhead()),
 	)
 }
 

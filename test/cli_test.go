@@ -156,6 +156,27 @@ func TestDemoAndClientCommands(t *testing.T) {
 	if !regexp.MustCompile(`page 0 +(memory|disk)( \(short-circuit\))? `).MatchString(trace2) || strings.Contains(trace2, " lake ") || strings.Contains(trace2, " remote ") {
 		t.Fatalf("warm trace should be served from this region's cache:\n%s", trace2)
 	}
+	// A page the readahead brought over the line before the reader asked
+	// for it is reported, once, by the read that uses it: the first half
+	// of part-0003 starts the readahead of the second, which then crosses
+	// (the status shows the line at 32 MiB); the whole file's trace shows
+	// the second half read ahead, and its total is that half.
+	_, half, _ := run(t, "cat", "--node", node, "--trace", "--length", "8388608", "/lake/hdfs-bj/train/part-0003")
+	if !regexp.MustCompile(`lines idc-bj->gpu-wlcb: 8.0 MiB crossed, budget wait \S+, cost 0\.000084`).MatchString(half) {
+		t.Fatalf("trace of the first half does not total its bytes over the line:\n%s", half)
+	}
+	aheadDone := time.Now().Add(20 * time.Second)
+	for !regexp.MustCompile(`idc-bj->gpu-wlcb\s+\S+ \S+/s\s+6Gbps\s+\d+%\s+32\.0 MiB`).MatchString(lm("status")) {
+		if time.Now().After(aheadDone) {
+			t.Fatalf("the readahead of part-0003's second half did not cross the line within 20s:\n%s", lm("status"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, whole, _ := run(t, "cat", "--node", node, "--trace", "/lake/hdfs-bj/train/part-0003")
+	if !regexp.MustCompile(`page 3 .*\n.*└─ read ahead from idc-bj \(idc-bj-\d\) over idc-bj->gpu-wlcb: 4.0 MiB crossed`).MatchString(whole) ||
+		!regexp.MustCompile(`lines idc-bj->gpu-wlcb: 8.0 MiB crossed, budget wait \S+, cost 0\.000084`).MatchString(whole) {
+		t.Fatalf("trace after the readahead does not show the second half read ahead over the line, once:\n%s", whole)
+	}
 	stat := lm("stat", "/lake/s3-use1/train/part-0001")
 	if !strings.Contains(stat, "size:     16777216") || !strings.Contains(stat, "version:") {
 		t.Fatalf("stat output:\n%s", stat)

@@ -339,12 +339,16 @@ type PageFetch struct {
 	// region whose cache or lake served them, the lines they crossed
 	// ("from->to", in the order the bytes flowed), the bytes that crossed,
 	// the time spent waiting for budget, and what the crossing cost.
-	Region        string   `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
-	Lines         []string `protobuf:"bytes,6,rep,name=lines,proto3" json:"lines,omitempty"`
-	Crossed       int64    `protobuf:"varint,7,opt,name=crossed,proto3" json:"crossed,omitempty"`
-	WaitNanos     int64    `protobuf:"varint,8,opt,name=wait_nanos,json=waitNanos,proto3" json:"wait_nanos,omitempty"`
-	Cost          float64  `protobuf:"fixed64,9,opt,name=cost,proto3" json:"cost,omitempty"`
-	SourceNode    string   `protobuf:"bytes,10,opt,name=source_node,json=sourceNode,proto3" json:"source_node,omitempty"` // the node in the serving region
+	Region     string   `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
+	Lines      []string `protobuf:"bytes,6,rep,name=lines,proto3" json:"lines,omitempty"`
+	Crossed    int64    `protobuf:"varint,7,opt,name=crossed,proto3" json:"crossed,omitempty"`
+	WaitNanos  int64    `protobuf:"varint,8,opt,name=wait_nanos,json=waitNanos,proto3" json:"wait_nanos,omitempty"`
+	Cost       float64  `protobuf:"fixed64,9,opt,name=cost,proto3" json:"cost,omitempty"`
+	SourceNode string   `protobuf:"bytes,10,opt,name=source_node,json=sourceNode,proto3" json:"source_node,omitempty"` // the node in the serving region
+	// ahead: the crossing was a readahead's, made before this read asked
+	// for the page; a read-ahead page's crossing is reported once, to the
+	// first read that uses it.
+	Ahead         bool `protobuf:"varint,11,opt,name=ahead,proto3" json:"ahead,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -447,6 +451,13 @@ func (x *PageFetch) GetSourceNode() string {
 		return x.SourceNode
 	}
 	return ""
+}
+
+func (x *PageFetch) GetAhead() bool {
+	if x != nil {
+		return x.Ahead
+	}
+	return false
 }
 
 type ReadChunk struct {
@@ -2439,7 +2450,7 @@ const file_node_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\"\x1e\n" +
 	"\bHasReply\x12\x12\n" +
-	"\x04held\x18\x01 \x01(\bR\x04held\"\xfb\x01\n" +
+	"\x04held\x18\x01 \x01(\bR\x04held\"\x91\x02\n" +
 	"\tPageFetch\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x03R\x04page\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x14\n" +
@@ -2453,7 +2464,8 @@ const file_node_proto_rawDesc = "" +
 	"\x04cost\x18\t \x01(\x01R\x04cost\x12\x1f\n" +
 	"\vsource_node\x18\n" +
 	" \x01(\tR\n" +
-	"sourceNode\"j\n" +
+	"sourceNode\x12\x14\n" +
+	"\x05ahead\x18\v \x01(\bR\x05ahead\"j\n" +
 	"\tReadChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x125\n" +
 	"\afetches\x18\x02 \x03(\v2\x1b.lakemesh.node.v1.PageFetchR\afetches\x12\x12\n" +

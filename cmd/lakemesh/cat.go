@@ -102,8 +102,9 @@ standard OTEL_EXPORTER_OTLP_* variables are set.`,
 // printTrace renders the page.fetch spans of one cat as a tree a person
 // reads at a glance: a line per page (source, bytes, time, node), and
 // under a page that came from another region, where from, over which
-// lines, the bytes that crossed, the wait for budget and the cost; then
-// totals by source and by line.
+// lines, the bytes that crossed, the wait for budget and the cost ("read
+// ahead from" when the node's readahead crossed them before this read
+// asked); then totals by source and by line.
 func printTrace(w io.Writer, path, version, region string, bytes int64, took time.Duration, spans []sdktrace.ReadOnlySpan) {
 	type row struct {
 		page               int64
@@ -113,6 +114,7 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 		bytes, crossed     int64
 		wait               time.Duration
 		cost               float64
+		ahead              bool
 		dur                time.Duration
 		err                string
 	}
@@ -149,6 +151,8 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 				r.wait = time.Duration(a.Value.AsInt64()) * time.Microsecond
 			case "lakemesh.cost":
 				r.cost = a.Value.AsFloat64()
+			case "lakemesh.read_ahead":
+				r.ahead = a.Value.AsBool()
 			}
 		}
 		if s.Status().Description != "" {
@@ -215,8 +219,12 @@ func printTrace(w io.Writer, path, version, region string, bytes int64, took tim
 			if r.fromNd != "" {
 				from += " (" + r.fromNd + ")"
 			}
-			fmt.Fprintf(w, "%s   └─ from %s over %s: %s crossed, budget wait %s, cost %.6f\n",
-				stem, from, strings.Join(r.lines, " then "), humanBytes(r.crossed), r.wait.Round(time.Microsecond), r.cost)
+			how := "from"
+			if r.ahead {
+				how = "read ahead from" // crossed before this read asked
+			}
+			fmt.Fprintf(w, "%s   └─ %s %s over %s: %s crossed, budget wait %s, cost %.6f\n",
+				stem, how, from, strings.Join(r.lines, " then "), humanBytes(r.crossed), r.wait.Round(time.Microsecond), r.cost)
 		}
 	}
 	if len(rows) > maxRows {
