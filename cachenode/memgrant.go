@@ -51,7 +51,9 @@ import (
 //	  uint32, CRC-32C uint32; to op 6, then the fill's report (a
 //	  nodepb.PageFetch, uint32 length + protobuf; length 0 when the node
 //	  fetched nothing)
-//	response status 1: the memory tier does not hold every block asked for
+//	response status 1: the memory tier does not hold every block asked for;
+//	  to op 6, then the fill's report as for status 3 (the client reads
+//	  the page file, and reports the fill)
 //	response status 4: the node holds no block of the page at all
 //
 // A filling read (op 6) is a cold read's whole way on this host: without
@@ -188,7 +190,12 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 			// not ask for one.
 			return scResponse(scNotHeld, ""), nil
 		}
-		return scResponse(scNotOnDisk, ""), nil
+		b := scResponse(scNotOnDisk, "")
+		if req.Fill {
+			// The client reads the page file, and reports this.
+			b = appendSCReport(b, fetch)
+		}
+		return b, nil
 	}
 	if err != nil {
 		s.errs.Add(1)
@@ -215,11 +222,21 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 		b = le.AppendUint32(b, crcs[i])
 	}
 	if req.Fill {
-		b = le.AppendUint32(b, uint32(len(fetch)))
-		b = append(b, fetch...)
+		b = appendSCReport(b, fetch)
 	}
 	le.PutUint32(b, uint32(len(b)-4))
 	return b, blocks
+}
+
+// appendSCReport appends a filling read's report (length-prefixed; empty
+// when the node fetched nothing for it) to response b, whose length
+// prefix it sets.
+func appendSCReport(b, report []byte) []byte {
+	le := binary.LittleEndian
+	b = le.AppendUint32(b, uint32(len(report)))
+	b = append(b, report...)
+	le.PutUint32(b, uint32(len(b)-4))
+	return b
 }
 
 // awaitFills waits, at most scAwaitFill, until the fills in flight of the
@@ -294,15 +311,30 @@ func decodeMemoryGrant(r *sidecarReader, fill bool) (MemoryGrant, error) {
 		}
 	}
 	if fill {
-		if pf := r.str(); pf != "" && r.err == nil {
-			g.Fetch = &nodepb.PageFetch{}
-			if err := proto.Unmarshal([]byte(pf), g.Fetch); err != nil {
-				return g, fmt.Errorf("%w: fetch report: %v", errBadSCFrame, err)
-			}
+		var err error
+		if g.Fetch, err = decodeSCReport(r); err != nil {
+			return g, err
 		}
 	}
 	if r.err != nil || len(r.b) != 0 {
 		return g, errBadSCFrame
 	}
 	return g, nil
+}
+
+// decodeSCReport decodes a filling read's report (appendSCReport): nil
+// when the node fetched nothing for the read.
+func decodeSCReport(r *sidecarReader) (*nodepb.PageFetch, error) {
+	b := r.str()
+	switch {
+	case r.err != nil:
+		return nil, errBadSCFrame
+	case b == "":
+		return nil, nil
+	}
+	pf := &nodepb.PageFetch{}
+	if err := proto.Unmarshal([]byte(b), pf); err != nil {
+		return nil, fmt.Errorf("%w: fetch report: %v", errBadSCFrame, err)
+	}
+	return pf, nil
 }

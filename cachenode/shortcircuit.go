@@ -406,7 +406,14 @@ func decodeSCMemoryResponse(body []byte, fill bool) (MemoryGrant, error) {
 	case scInMemory:
 		return decodeMemoryGrant(r, fill)
 	case scNotOnDisk:
-		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w", ErrMissing)
+		var g MemoryGrant
+		if fill {
+			var err error
+			if g.Fetch, err = decodeSCReport(r); err != nil {
+				return g, err
+			}
+		}
+		return g, fmt.Errorf("short-circuit memory read: %w", ErrMissing)
 	case scNotHeld:
 		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w: %w", ErrMissing, ErrNotHeld)
 	case scError:

@@ -337,8 +337,11 @@ var ErrShortCircuitChecksum = errors.New("short-circuit block failed its checksu
 // when they crossed a line). Errors wrapping ErrMissing (not all in
 // memory), ErrMemoryReadDenied, ErrShortCircuitChecksum and a node's
 // refusal (a fill that failed) leave c usable; any other error leaves it
-// unusable. The end of ctx ends the wait for the answer at once (a fill
-// may take long; it goes on at the node).
+// unusable. With an error, pf is the report of a fill the node made for
+// this read when it made one (the memory tier did not keep the bytes, or
+// this process may not copy them): the caller reads the bytes otherwise
+// and reports it. The end of ctx ends the wait for the answer at once (a
+// fill may take long; it goes on at the node).
 func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircuitRequest, buf []byte, deadline time.Time) (pf *nodepb.PageFetch, err error) {
 	if req.End-req.Off != int64(len(buf)) || len(buf) == 0 {
 		return nil, fmt.Errorf("memory read of page bytes [%d,%d) into %d bytes", req.Off, req.End, len(buf))
@@ -373,14 +376,14 @@ func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircu
 	}
 	g, err := decodeSCMemoryResponse(body, req.Fill)
 	if err != nil {
-		return nil, err
+		return g.Fetch, err
 	}
 	err = copyMemoryGrant(c, g, req.Off, buf)
 	// Done with the blocks: the node lets go of them. A failed write
 	// leaves c broken, which the next request finds.
 	c.Write(encodeSCRequest(scOpRelease, ShortCircuitRequest{}))
 	if err != nil {
-		return nil, err
+		return g.Fetch, err
 	}
 	switch {
 	case g.Fetch != nil:

@@ -375,3 +375,28 @@ func TestShortCircuitMemoryReadReportsReadAhead(t *testing.T) {
 		t.Fatalf("server stats %+v; want 2 memory grants, no fill", st)
 	}
 }
+
+// A filling read whose fill the memory tier did not keep (none here) is
+// answered "not in memory" with the fill's report: the client reads the
+// page file and reports where the bytes came from, over which line.
+func TestShortCircuitFillNotKeptInMemoryReports(t *testing.T) {
+	src := originSource{newFakeSource()}
+	data := randomBytes(45, testPage)
+	ref := src.add("f", "1", data)
+	store := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock})
+	cache := newTestCache(t, store, src, CacheConfig{})
+	_, c := serveShortCircuit(t, store, cache)
+	req := ShortCircuitRequest{Path: "/lake/test/f", Version: "1", Size: ref.Size, PageSize: testPage, Page: 0, Off: 0, End: testPage, Fill: true}
+	pf, err := ReadShortCircuitMemory(context.Background(), c, req, make([]byte, testPage), time.Now().Add(5*time.Second))
+	if !errors.Is(err, ErrMissing) {
+		t.Fatalf("filling read with no memory tier: %v; want ErrMissing", err)
+	}
+	if Tier(pf.GetTier()) != TierRemote || pf.GetRegion() != "far" || pf.GetCrossed() != testPage {
+		t.Fatalf("report %v; want the fill's: remote, from far, %d bytes crossed", pf, testPage)
+	}
+	f, _, err := OpenShortCircuit(c, req, time.Now().Add(5*time.Second))
+	if err != nil {
+		t.Fatalf("the page file after the fill: %v", err)
+	}
+	f.Close()
+}

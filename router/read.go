@@ -46,11 +46,16 @@ type File struct {
 	readahead int64
 	limit     atomic.Int64 // readahead stops here (Limit); the size by default
 
-	mu       sync.Mutex // guards lastEnd, frontier, inRun, ahead
+	mu       sync.Mutex // guards lastEnd, frontier, inRun, ahead, crossings
 	lastEnd  int64      // end of the previous read: sequential detection
 	frontier int64      // the furthest end of the current sequential run
 	inRun    bool       // the previous read was sequential
 	ahead    int64      // pages below this index have been prefetched
+	// crossings: by page, the reports of fills over a line that a node
+	// made for a short-circuit read of this File which then read the
+	// bytes otherwise; the read that gets them reports it (withCrossing).
+	crossings map[int64]*nodepb.PageFetch
+	kept      atomic.Int32 // len(crossings), read without mu
 
 	// page holds the last whole page a sequential reader fetched, so a
 	// stream of small reads (8 KiB from io.Copy, 128 KiB from a kernel)
@@ -318,8 +323,10 @@ func (f *File) readShortCircuited(ctx context.Context, members []region.Member, 
 	}
 	fetch, ok := f.c.sc.read(ctx, f, members[0], page, off, buf, sequential)
 	if !ok {
+		f.keepCrossing(page, fetch)
 		return false
 	}
+	fetch = f.withCrossing(page, fetch)
 	_, span := f.c.tracer.Start(ctx, "page.fetch", trace.WithTimestamp(start), trace.WithAttributes(
 		attribute.Int64("lakemesh.page", page),
 		attribute.Int64("lakemesh.offset", off),
@@ -333,6 +340,45 @@ func (f *File) readShortCircuited(ctx context.Context, members []region.Member, 
 	setOrigin(span, fetch)
 	span.End()
 	return true
+}
+
+// keepCrossing keeps pf, the report of a fill a node made for a read of
+// page that then failed to read the bytes that way, when the fill crossed
+// a line: the read that gets the bytes reports it (withCrossing).
+func (f *File) keepCrossing(page int64, pf *nodepb.PageFetch) {
+	if pf.GetRegion() == "" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.crossings == nil {
+		f.crossings = map[int64]*nodepb.PageFetch{}
+	}
+	if _, ok := f.crossings[page]; !ok {
+		f.kept.Add(1)
+	}
+	f.crossings[page] = pf
+}
+
+// withCrossing returns fetch, the report of a read of page, or, when it
+// reports no crossing and one was kept for the page (keepCrossing), that
+// one (taken) for the read's bytes.
+func (f *File) withCrossing(page int64, fetch *nodepb.PageFetch) *nodepb.PageFetch {
+	if f.kept.Load() == 0 || fetch.GetRegion() != "" {
+		return fetch
+	}
+	f.mu.Lock()
+	kept := f.crossings[page]
+	if kept != nil {
+		delete(f.crossings, page)
+		f.kept.Add(-1)
+	}
+	f.mu.Unlock()
+	if kept == nil {
+		return fetch
+	}
+	kept.Bytes = fetch.GetBytes()
+	return kept
 }
 
 // setOrigin adds to a page fetch's span where a node's fill of the page
@@ -430,6 +476,7 @@ func (f *File) readPiece(ctx context.Context, page, off int64, buf []byte, seque
 		err = f.c.directRead(ctx, f, off+int64(got), buf[got:])
 		tier, served = "direct", region.Member{}
 	} else if fetch != nil {
+		fetch = f.withCrossing(page, fetch)
 		tier = fetch.GetTier()
 	}
 	setOrigin(span, fetch)

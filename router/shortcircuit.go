@@ -141,23 +141,31 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 	end := pageOff + int64(len(buf))
 	key := scKey{node: m.Addr, file: f.id, page: page}
 	small := len(buf) < scMemoryReadMin
+	// filled is the report of a fill the node made for this read whose
+	// bytes are then read otherwise (a memory tier that did not keep
+	// them): what this read reports, or hands back when it fails.
+	var filled *nodepb.PageFetch
 	if !small {
-		if pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential); ok {
+		pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential)
+		if ok {
 			return pf, true
 		}
+		filled = pf
 		if ctx.Err() != nil {
-			return nil, false // given up: no grant to wait for
+			return filled, false // given up: no grant to wait for
 		}
 	}
 	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
 	if !ok {
 		if small {
-			if pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential); ok {
+			pf, ok := sc.readMemory(ctx, f, m, key, page, pageLen, pageOff, buf, sequential)
+			if ok {
 				return pf, true
 			}
+			filled = pf
 		}
 		sc.fallbacks.Add(1)
-		return nil, false
+		return filled, false
 	}
 	err := readGranted(file, dp, pageOff, buf)
 	if err != nil {
@@ -167,9 +175,13 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 		sc.log.Debug("short-circuit read failed, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 		sc.drop(key, file)
 		sc.fallbacks.Add(1)
-		return nil, false
+		return filled, false
 	}
 	sc.reads.Add(1)
+	if filled != nil {
+		filled.Bytes = int64(len(buf))
+		return filled, true
+	}
 	return &nodepb.PageFetch{Page: page, Tier: string(cachenode.TierDisk), Bytes: int64(len(buf))}, true
 }
 
@@ -183,7 +195,8 @@ func (sc *shortCircuit) read(ctx context.Context, f *File, m region.Member, page
 // through it needs no round trip to the node), nor after this process was
 // refused reading m's memory. It reports where the bytes came from, or
 // false, having read nothing the caller may use, when they must be read
-// otherwise.
+// otherwise, with the report of the fill the node made for them if it
+// made one.
 func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member, key scKey, page, pageLen, off int64, buf []byte, sequential bool) (*nodepb.PageFetch, bool) {
 	socket := cachenode.ShortCircuitSocket(m.Socket)
 	end := off + int64(len(buf))
@@ -256,7 +269,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		conn.Close()
 		sc.log.Debug("short-circuit memory read failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	}
-	return nil, false
+	return pf, false
 }
 
 // covers says whether a grant of a page of pageLen bytes lists every

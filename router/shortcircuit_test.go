@@ -243,9 +243,9 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 		}
 	}
 
-	t.Run("memory", func(t *testing.T) {
-		n := startSCNode(t, 2*testPageSize, 1<<30)
-		rec := tracetest.NewSpanRecorder()
+	// traced returns a short-circuit client of n whose spans rec keeps.
+	traced := func(t *testing.T, n *scNode) (c *Client, rec *tracetest.SpanRecorder) {
+		rec = tracetest.NewSpanRecorder()
 		c, err := New(Config{
 			Topology: n.topo, Region: "r", Members: region.NewStatic(n.member), PageSize: n.pageSize,
 			Host: "this-host", Logger: slog.New(slog.DiscardHandler),
@@ -255,15 +255,10 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		readAll(t, n, c)
-		st := n.sc.Stats()
-		if st.NotOnDisk != 0 || st.Grants != 0 || n.readRPCs.Load() != 0 {
-			t.Errorf("%d page files asked for that did not exist, %d granted, %d gRPC reads; want none", st.NotOnDisk, st.Grants, n.readRPCs.Load())
-		}
-		if st.Fills != 2 || c.sc.fillReads.Load() != 2 || c.sc.memReads.Load() != 4 {
-			t.Errorf("node filled %d pages for memory reads, client counted %d filled and %d memory reads; want a fill per cold page (2), then memory reads (4 in all)",
-				st.Fills, c.sc.fillReads.Load(), c.sc.memReads.Load())
-		}
+		return c, rec
+	}
+	// sources lists the page fetches' sources, each marked short-circuit.
+	sources := func(t *testing.T, rec *tracetest.SpanRecorder) []string {
 		var sources []string
 		for _, s := range rec.Ended() {
 			if s.Name() != "page.fetch" {
@@ -283,18 +278,38 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 			}
 			sources = append(sources, src)
 		}
-		if want := []string{"lake", "lake", "memory", "memory"}; !slices.Equal(sources, want) {
-			t.Errorf("page fetches came from %v; want %v", sources, want)
+		return sources
+	}
+
+	t.Run("memory", func(t *testing.T) {
+		n := startSCNode(t, 2*testPageSize, 1<<30)
+		c, rec := traced(t, n)
+		readAll(t, n, c)
+		st := n.sc.Stats()
+		if st.NotOnDisk != 0 || st.Grants != 0 || n.readRPCs.Load() != 0 {
+			t.Errorf("%d page files asked for that did not exist, %d granted, %d gRPC reads; want none", st.NotOnDisk, st.Grants, n.readRPCs.Load())
+		}
+		if st.Fills != 2 || c.sc.fillReads.Load() != 2 || c.sc.memReads.Load() != 4 {
+			t.Errorf("node filled %d pages for memory reads, client counted %d filled and %d memory reads; want a fill per cold page (2), then memory reads (4 in all)",
+				st.Fills, c.sc.fillReads.Load(), c.sc.memReads.Load())
+		}
+		if got, want := sources(t, rec), []string{"lake", "lake", "memory", "memory"}; !slices.Equal(got, want) {
+			t.Errorf("page fetches came from %v; want %v", got, want)
 		}
 	})
 
 	t.Run("disk only", func(t *testing.T) {
 		n := startSCNode(t, 2*testPageSize, 0)
-		c := n.client(t, true)
+		c, rec := traced(t, n)
 		readAll(t, n, c)
 		if st := n.sc.Stats(); st.Fills != 0 || st.Grants != 2 || n.readRPCs.Load() != 0 {
 			t.Errorf("%d memory fills, %d page files granted, %d gRPC reads; want the pages filled and read through their files (2 grants), no gRPC read",
 				st.Fills, st.Grants, n.readRPCs.Load())
+		}
+		// The cold pages' reads report the node's fill, though their
+		// bytes came from the page files.
+		if got, want := sources(t, rec), []string{"lake", "lake", "disk", "disk"}; !slices.Equal(got, want) {
+			t.Errorf("page fetches came from %v; want %v", got, want)
 		}
 		// A second client, holding no grants, asks for the pages on disk
 		// with filling reads: nothing is fetched and nothing is a miss.
@@ -672,5 +687,32 @@ func TestReadGrantedChecksEveryBlock(t *testing.T) {
 		if err := readGranted(f, dp, r[0], got); err != nil || !bytes.Equal(got, data[r[0]:r[1]]) {
 			t.Fatalf("read [%d,%d) = %v, equal %v", r[0], r[1], err, bytes.Equal(got, data[r[0]:r[1]]))
 		}
+	}
+}
+
+// A fill's crossing that a short-circuit read got but could not use (it
+// then failed) is reported by the read of the page that gets the bytes,
+// once, unless that read reports a crossing of its own.
+func TestFileKeepsAFillsCrossingForTheReadThatGetsTheBytes(t *testing.T) {
+	f := &File{}
+	crossing := &nodepb.PageFetch{Page: 2, Tier: "remote", Region: "far", Lines: []string{"far->here"}, Crossed: 4096, Bytes: 4096}
+	f.keepCrossing(2, crossing)
+	f.keepCrossing(3, &nodepb.PageFetch{Page: 3, Tier: "lake"}) // no line crossed: nothing to keep
+	if f.kept.Load() != 1 {
+		t.Fatalf("%d kept; want the crossing only", f.kept.Load())
+	}
+	disk := &nodepb.PageFetch{Page: 2, Tier: "disk", Bytes: 100}
+	if got := f.withCrossing(1, disk); got != disk {
+		t.Fatalf("another page's read reports %v", got)
+	}
+	own := &nodepb.PageFetch{Page: 2, Tier: "remote", Region: "other", Bytes: 100}
+	if got := f.withCrossing(2, own); got != own {
+		t.Fatalf("a read with its own crossing reports %v", got)
+	}
+	if got := f.withCrossing(2, disk); got.GetRegion() != "far" || got.GetCrossed() != 4096 || got.GetBytes() != 100 || got.GetTier() != "remote" {
+		t.Fatalf("the read that gets the bytes reports %v; want the fill's crossing, its own 100 bytes", got)
+	}
+	if got := f.withCrossing(2, disk); got != disk || f.kept.Load() != 0 {
+		t.Fatalf("a second read reports %v (%d kept); want its own report", got, f.kept.Load())
 	}
 }
