@@ -128,6 +128,9 @@ type ShortCircuitConfig struct {
 	// Writes, when set, lends journal data files to clients on this host
 	// for their writes (lend.go).
 	Writes JournalLender
+	// Stat, when set, answers stats on the socket (op 7, scstat.go) as
+	// the node's gRPC Stat does: the entry, or a gRPC status error.
+	Stat   func(ctx context.Context, p string) (*nodepb.Entry, error)
 	Logger *slog.Logger
 }
 
@@ -145,6 +148,7 @@ type ShortCircuitStats struct {
 	MemoryGrants int64 // memory reads answered with the blocks' addresses
 	Fills        int64 // of those, filling reads (op 6) that fetched the blocks first
 	NotInMemory  int64 // memory reads of blocks the memory tier does not hold
+	Stats        int64 // stats answered (op 7), found or not
 	Errors       int64 // requests refused (bad request, unknown mount, I/O)
 	Lent         int64 // journal data files lent for writes
 	Committed    int64 // of those, committed
@@ -157,8 +161,8 @@ type ShortCircuitServer struct {
 	log *slog.Logger
 	sem chan struct{}
 
-	grants, notOnDisk, memGrants, fills, notInMemory, errs atomic.Int64
-	lent, committed, lending                               atomic.Int64
+	grants, notOnDisk, memGrants, fills, notInMemory, stats, errs atomic.Int64
+	lent, committed, lending                                      atomic.Int64
 
 	ctx  context.Context // ends at Close: filling reads' fills give up
 	stop context.CancelFunc
@@ -193,7 +197,7 @@ func (s *ShortCircuitServer) Stats() ShortCircuitStats {
 	return ShortCircuitStats{
 		Grants: s.grants.Load(), NotOnDisk: s.notOnDisk.Load(),
 		MemoryGrants: s.memGrants.Load(), Fills: s.fills.Load(), NotInMemory: s.notInMemory.Load(),
-		Errors: s.errs.Load(), Lent: s.lent.Load(), Committed: s.committed.Load(),
+		Stats: s.stats.Load(), Errors: s.errs.Load(), Lent: s.lent.Load(), Committed: s.committed.Load(),
 	}
 }
 
@@ -250,8 +254,11 @@ func (s *ShortCircuitServer) answer(body []byte) scAnswer {
 		s.errs.Add(1)
 		return scAnswer{resp: scResponse(scError, err.Error())}
 	}
-	if op == scOpRelease {
+	switch op {
+	case scOpRelease:
 		return scAnswer{}
+	case scOpStat:
+		return scAnswer{resp: s.answerStat(req.Path)}
 	}
 	lake, rel, err := s.cfg.Lakes.Resolve(req.Path)
 	if err != nil {
@@ -347,6 +354,8 @@ func decodeSCRequest(body []byte) (uint16, ShortCircuitRequest, error) {
 			q.Fill, q.Sequential, q.Class = true, r.u16() == 1, r.str()
 		}
 	case scOpRelease:
+	case scOpStat:
+		q.Path = r.str()
 	default:
 		return 0, q, fmt.Errorf("%w: op %d", errBadSCFrame, op)
 	}

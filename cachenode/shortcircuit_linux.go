@@ -351,21 +351,12 @@ func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircu
 		op = scOpFill
 	}
 	c.SetDeadline(deadline)
-	if ctx.Done() != nil {
-		poked := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			c.SetDeadline(time.Now())
-			close(poked)
-		})
-		defer func() {
-			if !stop() {
-				<-poked // the deadline is set before the next user of c sets its own
-				if err != nil {
-					err = fmt.Errorf("short-circuit memory read given up: %w", ctx.Err())
-				}
-			}
-		}()
-	}
+	ended := watchCtx(ctx, c)
+	defer func() {
+		if ended() && err != nil {
+			err = fmt.Errorf("short-circuit memory read given up: %w", ctx.Err())
+		}
+	}()
 	if _, err := c.Write(encodeSCRequest(op, req)); err != nil {
 		return nil, err
 	}
@@ -393,6 +384,52 @@ func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircu
 	default:
 		return &nodepb.PageFetch{Page: req.Page, Tier: string(TierMemory), Bytes: int64(len(buf))}, nil
 	}
+}
+
+// watchCtx makes the end of ctx end what c is blocked on (it sets c's
+// deadline to now). The returned func stops that and reports whether ctx
+// ended, once c's deadline is set: before the next user of c sets its own.
+func watchCtx(ctx context.Context, c *net.UnixConn) (ended func() bool) {
+	if ctx.Done() == nil {
+		return func() bool { return false }
+	}
+	poked := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		c.SetDeadline(time.Now())
+		close(poked)
+	})
+	return func() bool {
+		if stop() {
+			return false
+		}
+		<-poked
+		return true
+	}
+}
+
+// StatShortCircuit asks the node at the other end of c for its Stat of p
+// (op 7, scstat.go). answered reports whether err, if any, is the node's
+// answer: a gRPC status error, as its gRPC Stat would have returned. When
+// it is not, the caller asks over gRPC; c is usable after a refusal (an
+// error wrapping ErrShortCircuitRefused: a node that does not answer
+// stats here), unusable after any other. The end of ctx ends the wait.
+func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, deadline time.Time) (e *nodepb.Entry, answered bool, err error) {
+	c.SetDeadline(deadline)
+	ended := watchCtx(ctx, c)
+	defer func() {
+		if ended() && !answered {
+			err = fmt.Errorf("short-circuit stat given up: %w", ctx.Err())
+		}
+	}()
+	if _, err := c.Write(encodeSCStat(p)); err != nil {
+		return nil, false, err
+	}
+	body, fds, err := readSCFrame(c)
+	closeFDs(fds)
+	if err != nil {
+		return nil, false, err
+	}
+	return decodeSCStatReply(body)
 }
 
 // copyMemoryGrant copies page bytes [off, off+len(buf)) from the node's

@@ -42,6 +42,11 @@ func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircu
 	return nil, errNoShortCircuit
 }
 
+// StatShortCircuit fails: short-circuit stats are linux-only.
+func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, deadline time.Time) (*nodepb.Entry, bool, error) {
+	return nil, false, errNoShortCircuit
+}
+
 // LendJournalFile fails: short-circuit writes are linux-only.
 func LendJournalFile(c *net.UnixConn, p string, attrs ufs.Attrs, deadline time.Time) (*os.File, error) {
 	return nil, errNoShortCircuit

@@ -59,7 +59,14 @@ func (c *Client) Stat(ctx context.Context, p string) (Entry, error) {
 		return Entry{}, err
 	}
 	var e Entry
-	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
+	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, m region.Member) error {
+		// A node on this host answers on its short-circuit socket.
+		if se, answered, err := c.sc.stat(ctx, m, p); answered {
+			if err == nil {
+				e = entryFrom(se)
+			}
+			return err
+		}
 		r, err := nc.Stat(ctx, &nodepb.StatRequest{Path: p})
 		if err == nil {
 			e = entryFrom(r.GetEntry())

@@ -78,6 +78,7 @@ type shortCircuit struct {
 	idle   map[string][]scConn     // socket -> idle connections
 	down   map[string]time.Time    // socket -> not dialled again until
 	noMem  map[string]bool         // socket -> its node's memory cannot be read from here
+	noStat map[string]bool         // socket -> its node does not answer stats there
 	maps   *pageMaps               // page files mapped for sections (zerocopy.go); own lock
 	fills  chan struct{}           // filling memory reads waited for (scMaxFills)
 
@@ -88,6 +89,7 @@ type shortCircuit struct {
 	asks      atomic.Int64 // grants asked for
 	corrupt   atomic.Int64 // blocks that failed their checksum
 	fallbacks atomic.Int64 // reads that wanted a grant and went over gRPC
+	stats     atomic.Int64 // stats the socket answered
 }
 
 // scKey names a grant: one page of one file version on one node. The
@@ -119,7 +121,7 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 	return &shortCircuit{
 		host: host, downFor: downFor, log: log,
 		grants: map[scKey]*list.Element{}, lru: list.New(),
-		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{},
+		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{}, noStat: map[string]bool{},
 		maps: newPageMaps(), fills: make(chan struct{}, scMaxFills),
 	}
 }
@@ -270,6 +272,52 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		sc.log.Debug("short-circuit memory read failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	}
 	return pf, false
+}
+
+// stat asks member m for its Stat of p on its short-circuit socket when m
+// is on this host (a FUSE mount's lookups: gRPC's framing cost more than
+// the node's answer). answered reports whether the node answered: the
+// entry, or its error as its gRPC Stat would have returned it. Otherwise
+// the caller asks over gRPC.
+func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string) (e *nodepb.Entry, answered bool, err error) {
+	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
+		return nil, false, nil
+	}
+	socket := cachenode.ShortCircuitSocket(m.Socket)
+	sc.mu.Lock()
+	skip := sc.closed || sc.noStat[socket]
+	sc.mu.Unlock()
+	if skip {
+		return nil, false, nil
+	}
+	conn, err := sc.conn(socket)
+	if err != nil {
+		return nil, false, nil
+	}
+	// A stat the node's metadata cache misses asks the lake: as long as
+	// a fill may take.
+	deadline := time.Now().Add(cachenode.ShortCircuitFillTimeout + scTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	e, answered, err = cachenode.StatShortCircuit(ctx, conn, p, deadline)
+	switch {
+	case answered:
+		sc.putConn(socket, conn)
+		sc.stats.Add(1)
+		return e, true, err
+	case errors.Is(err, cachenode.ErrShortCircuitRefused):
+		// A node that does not answer stats there: not asked again.
+		sc.putConn(socket, conn)
+		sc.mu.Lock()
+		sc.noStat[socket] = true
+		sc.mu.Unlock()
+		sc.log.Debug("short-circuit stat refused, stats go over gRPC", "node", m.Addr, "err", err)
+	default:
+		conn.Close()
+		sc.log.Debug("short-circuit stat failed, asking over gRPC", "path", p, "node", m.Addr, "err", err)
+	}
+	return nil, false, nil
 }
 
 // covers says whether a grant of a page of pageLen bytes lists every

@@ -42,6 +42,23 @@ type scNode struct {
 	data              []byte
 	pageSize          int64
 	readRPCs          atomic.Int64 // gRPC Read streams the node served
+	statRPCs          atomic.Int64 // gRPC Stats the node answered
+	scConfig          cachenode.ShortCircuitConfig
+}
+
+// restartShortCircuit serves the node's short-circuit socket anew, with
+// its configuration changed by change.
+func (n *scNode) restartShortCircuit(t testing.TB, change func(*cachenode.ShortCircuitConfig)) {
+	t.Helper()
+	n.sc.Close() // removes the socket
+	lis, err := net.Listen("unix", cachenode.ShortCircuitSocket(n.member.Socket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.scConfig
+	change(&cfg)
+	n.sc = cachenode.NewShortCircuitServer(cfg)
+	go n.sc.Serve(lis)
 }
 
 // startSCNode starts a node of testPageSize pages over a file of size
@@ -103,11 +120,23 @@ func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
 			n.readRPCs.Add(1)
 		}
 		return h(srv, ss)
+	}), grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if info.FullMethod == nodepb.Node_Stat_FullMethodName {
+			n.statRPCs.Add(1)
+		}
+		return h(ctx, req)
 	}))
-	nodepb.RegisterNodeServer(srv, cachenode.NewNode(cachenode.NodeConfig{
+	node := cachenode.NewNode(cachenode.NodeConfig{
 		ID: "n1", Region: "r", Addr: n.member.Addr, Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
-	}))
-	n.sc = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: cache, Logger: log})
+	})
+	nodepb.RegisterNodeServer(srv, node)
+	n.scConfig = cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
+		Stat: func(ctx context.Context, p string) (*nodepb.Entry, error) {
+			r, err := node.Stat(ctx, &nodepb.StatRequest{Path: p})
+			return r.GetEntry(), err
+		},
+	}
+	n.sc = cachenode.NewShortCircuitServer(n.scConfig)
 	go srv.Serve(tcp)
 	go srv.Serve(unix)
 	go n.sc.Serve(fdLis)
@@ -340,6 +369,12 @@ func TestShortCircuitColdPageFilledByNode(t *testing.T) {
 // connection is not used again.
 func TestShortCircuitFillGivenUp(t *testing.T) {
 	n := startSCNode(t, testPageSize, 1<<30)
+	// The file's entry from the node before its socket stops answering
+	// (a stat would ask there too).
+	e, err := n.client(t, false).Stat(context.Background(), "/lake/a/f")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Replace the node's short-circuit socket with one that takes
 	// requests and never answers, as a node waiting for a slow fill.
 	sock := cachenode.ShortCircuitSocket(n.member.Socket)
@@ -370,7 +405,10 @@ func TestShortCircuitFillGivenUp(t *testing.T) {
 		}
 	}()
 	c := n.client(t, true)
-	f := openFile(t, c)
+	f, err := c.OpenEntry(e)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer f.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -714,5 +752,45 @@ func TestFileKeepsAFillsCrossingForTheReadThatGetsTheBytes(t *testing.T) {
 	}
 	if got := f.withCrossing(2, disk); got != disk || f.kept.Load() != 0 {
 		t.Fatalf("a second read reports %v (%d kept); want its own report", got, f.kept.Load())
+	}
+}
+
+// A client on a node's host stats on the node's short-circuit socket, not
+// over gRPC, and gets what gRPC would answer: the entry, or the same
+// error. A node that does not answer stats there is asked over gRPC, and
+// after its first refusal not asked there again.
+func TestShortCircuitStat(t *testing.T) {
+	n := startSCNode(t, testPageSize, 1<<30)
+	ctx := context.Background()
+	sc, grpcOnly := n.client(t, true), n.client(t, false)
+	for _, p := range []string{"/lake/a/f", "/lake", "/lake/a/missing", "/elsewhere/x"} {
+		want, wantErr := grpcOnly.Stat(ctx, p)
+		got, err := sc.Stat(ctx, p)
+		if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Errorf("stat %s: %+v, %v; gRPC answers %+v, %v", p, got, err, want, wantErr)
+		}
+		if wantErr != nil && errors.Is(wantErr, ufs.ErrNotFound) != errors.Is(err, ufs.ErrNotFound) {
+			t.Errorf("stat %s: %v is not the same kind of error as gRPC's %v", p, err, wantErr)
+		}
+	}
+	if _, err := sc.Stat(ctx, "/lake/a/missing"); !errors.Is(err, ufs.ErrNotFound) {
+		t.Errorf("stat of a missing file: %v; want ufs.ErrNotFound", err)
+	}
+	if got := n.statRPCs.Load(); got != 4 {
+		t.Errorf("the node answered %d gRPC stats; want only the gRPC-only client's 4", got)
+	}
+	if got := n.sc.Stats().Stats; got != 5 {
+		t.Errorf("the short-circuit socket answered %d stats; want 5", got)
+	}
+
+	n.restartShortCircuit(t, func(cfg *cachenode.ShortCircuitConfig) { cfg.Stat = nil })
+	old := n.client(t, true)
+	for range 2 {
+		if e, err := old.Stat(ctx, "/lake/a/f"); err != nil || e.Size != int64(len(n.data)) {
+			t.Fatalf("stat through a node that does not answer stats on its socket: %+v, %v", e, err)
+		}
+	}
+	if st := n.sc.Stats(); st.Errors != 1 || n.statRPCs.Load() != 6 {
+		t.Errorf("%d refusals, %d gRPC stats; want the socket asked once (1 refusal), both stats over gRPC (6 in all)", st.Errors, n.statRPCs.Load())
 	}
 }

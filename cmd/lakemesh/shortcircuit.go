@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lakemesh/lakemesh/cachenode"
+	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 )
 
 // serveShortCircuit serves the node's short-circuit socket next to its
 // gRPC socket (cachenode.ShortCircuitSocket: <cache-dir>/node.fd.sock by
 // default), through which clients on this host read cached pages
-// themselves, from the node's memory or its page files. Clients find it by
+// themselves, from the node's memory or its page files, and stat paths
+// without gRPC's framing. Clients find it by
 // that name, so nothing more is advertised. Clients there also write
 // journaled files into data files the node lends them
 // (cachenode/lend.go). It is a shortcut: when it
@@ -32,6 +36,10 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{
 		Lakes: lakes, Store: n.store, Cache: n.cache, Writes: n.node, Logger: o.log,
 		Tracer: o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode"), Node: o.id,
+		Stat: func(ctx context.Context, p string) (*nodepb.Entry, error) {
+			r, err := n.node.Stat(ctx, &nodepb.StatRequest{Path: p})
+			return r.GetEntry(), err
+		},
 	})
 	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
 	if n.registry != nil {
@@ -50,6 +58,8 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 				func(s cachenode.ShortCircuitStats) int64 { return s.Fills }},
 			{"lakemesh_shortcircuit_not_in_memory_total", "Memory short-circuit reads of blocks the memory tier did not hold.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.NotInMemory }},
+			{"lakemesh_shortcircuit_stats_total", "Stats answered on the short-circuit socket to clients on this host (found or not).",
+				func(s cachenode.ShortCircuitStats) int64 { return s.Stats }},
 			{"lakemesh_shortcircuit_errors_total", "Short-circuit requests refused.",
 				func(s cachenode.ShortCircuitStats) int64 { return s.Errors }},
 			{"lakemesh_shortcircuit_lent_total", "Journal data files lent to clients on this host, which write a file's bytes into them themselves.",
