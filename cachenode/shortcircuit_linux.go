@@ -3,6 +3,7 @@
 package cachenode
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -77,15 +78,19 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 	var hdr [4]byte
 	var held [][]byte
 	defer runtime.KeepAlive(&held)
+	// One read takes a whole request (and a release with the request
+	// after it, when both have come): a request frame is a few hundred
+	// bytes.
+	br := bufio.NewReaderSize(c, 4<<10)
 	for {
 		c.SetReadDeadline(time.Now().Add(scIdle))
-		body, err := readSCRequest(c, hdr[:])
+		body, err := readSCRequest(c, br, hdr[:])
 		if err != nil {
 			return
 		}
 		if r, err := scHeader(body); err == nil && r.u16() == scOpLend {
 			held = nil
-			if s.serveLend(c, r) {
+			if s.serveLend(c, br, r) {
 				return // one lent file per connection
 			}
 			continue // refused: the connection serves on
@@ -110,10 +115,10 @@ func (s *ShortCircuitServer) serveConn(c *net.UnixConn) {
 	}
 }
 
-// readSCRequest reads one request frame (the read deadline of its first
-// byte is the caller's).
-func readSCRequest(c *net.UnixConn, hdr []byte) ([]byte, error) {
-	if _, err := io.ReadFull(c, hdr[:4]); err != nil {
+// readSCRequest reads one request frame from c through br (the read
+// deadline of its first byte is the caller's).
+func readSCRequest(c *net.UnixConn, br *bufio.Reader, hdr []byte) ([]byte, error) {
+	if _, err := io.ReadFull(br, hdr[:4]); err != nil {
 		return nil, err
 	}
 	n := binary.LittleEndian.Uint32(hdr[:4])
@@ -121,8 +126,10 @@ func readSCRequest(c *net.UnixConn, hdr []byte) ([]byte, error) {
 		return nil, errBadSCFrame
 	}
 	body := make([]byte, n)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(c, body); err != nil {
+	if br.Buffered() < int(n) {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	}
+	if _, err := io.ReadFull(br, body); err != nil {
 		return nil, err
 	}
 	return body, nil
@@ -134,7 +141,7 @@ func readSCRequest(c *net.UnixConn, hdr []byte) ([]byte, error) {
 // lend it is, while a refused lend leaves it to serve the next request
 // (clients ask on pooled connections, and most writes are refused: they
 // are not journaled).
-func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
+func (s *ShortCircuitServer) serveLend(c *net.UnixConn, br *bufio.Reader, r *sidecarReader) bool {
 	reply := func(b, oob []byte) bool {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		return writeMsg(c, b, oob) == nil
@@ -169,7 +176,7 @@ func (s *ShortCircuitServer) serveLend(c *net.UnixConn, r *sidecarReader) bool {
 	s.lent.Add(1)
 	var hdr [4]byte
 	c.SetReadDeadline(time.Time{}) // a file is written for as long as it takes
-	body, err := readSCRequest(c, hdr[:])
+	body, err := readSCRequest(c, br, hdr[:])
 	if err != nil {
 		return true
 	}

@@ -39,8 +39,10 @@ const (
 	// the node dropped the page the client lets go of the descriptor, so
 	// the unlinked file's blocks are freed on disk.
 	scGrantTTL = 10 * time.Second
-	// scIdleConns bounds the idle connections kept per socket.
-	scIdleConns = 4
+	// scIdleConns bounds the idle connections kept per socket: as many
+	// as filling reads may be in flight, so a burst of cold small files
+	// (16 readers) does not dial and close a connection per file.
+	scIdleConns = scMaxFills
 	// scConnIdle: an idle connection older than this is closed, not used
 	// (the node closes idle connections after a while).
 	scConnIdle = 30 * time.Second
