@@ -39,10 +39,11 @@ const (
 	// the node dropped the page the client lets go of the descriptor, so
 	// the unlinked file's blocks are freed on disk.
 	scGrantTTL = 10 * time.Second
-	// scIdleConns bounds the idle connections kept per socket: as many
-	// as filling reads may be in flight, so a burst of cold small files
-	// (16 readers) does not dial and close a connection per file.
-	scIdleConns = scMaxFills
+	// scIdleConns bounds the idle connections kept per socket. Each is a
+	// connection the node serves (cachenode.ShortCircuitConfig.MaxConns
+	// bounds them, for all its clients): 16, as many as a client's
+	// filling reads, measured no faster on cold small files than 4.
+	scIdleConns = 4
 	// scConnIdle: an idle connection older than this is closed, not used
 	// (the node closes idle connections after a while).
 	scConnIdle = 30 * time.Second
@@ -296,9 +297,11 @@ func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string) (e 
 	if err != nil {
 		return nil, false, nil
 	}
-	// A stat the node's metadata cache misses asks the lake: as long as
-	// a fill may take.
-	deadline := time.Now().Add(cachenode.ShortCircuitFillTimeout + scTimeout)
+	// Most stats are answered from the node's metadata cache. One that
+	// asks the lake and takes longer than an ask may is asked again over
+	// gRPC, which joins the node's lake call in flight; a socket that does
+	// not answer (a node serving its most connections) costs no more.
+	deadline := time.Now().Add(scTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}

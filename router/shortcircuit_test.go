@@ -46,6 +46,40 @@ type scNode struct {
 	scConfig          cachenode.ShortCircuitConfig
 }
 
+// muteShortCircuit replaces the node's short-circuit socket with one that
+// takes requests and never answers; the connections come on the channel.
+func (n *scNode) muteShortCircuit(t *testing.T) <-chan net.Conn {
+	t.Helper()
+	sock := cachenode.ShortCircuitSocket(n.member.Socket)
+	n.sc.Close()
+	// Closing its listener removes the socket (in Serve, if that had not
+	// started yet): wait for that before taking the path.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the node's short-circuit socket outlived its server")
+		}
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lis.Close() })
+	asked := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			asked <- c
+		}
+	}()
+	return asked
+}
+
 // restartShortCircuit serves the node's short-circuit socket anew, with
 // its configuration changed by change.
 func (n *scNode) restartShortCircuit(t testing.TB, change func(*cachenode.ShortCircuitConfig)) {
@@ -375,35 +409,8 @@ func TestShortCircuitFillGivenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Replace the node's short-circuit socket with one that takes
-	// requests and never answers, as a node waiting for a slow fill.
-	sock := cachenode.ShortCircuitSocket(n.member.Socket)
-	n.sc.Close()
-	// Closing its listener removes the socket (in Serve, if that had not
-	// started yet): wait for that before taking the path.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		if _, err := os.Stat(sock); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the node's short-circuit socket outlived its server")
-		}
-	}
-	lis, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lis.Close() })
-	asked := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			asked <- c
-		}
-	}()
+	// As a node waiting for a slow fill.
+	asked := n.muteShortCircuit(t)
 	c := n.client(t, true)
 	f, err := c.OpenEntry(e)
 	if err != nil {
@@ -438,7 +445,7 @@ func TestShortCircuitFillGivenUp(t *testing.T) {
 		t.Fatal("a read given up kept waiting for its fill")
 	}
 	c.sc.mu.Lock()
-	idle := len(c.sc.idle[sock])
+	idle := len(c.sc.idle[cachenode.ShortCircuitSocket(n.member.Socket)])
 	c.sc.mu.Unlock()
 	if idle != 0 {
 		t.Errorf("%d connections pooled after a read given up; want none", idle)
@@ -781,6 +788,18 @@ func TestShortCircuitStat(t *testing.T) {
 	}
 	if got := n.sc.Stats().Stats; got != 5 {
 		t.Errorf("the short-circuit socket answered %d stats; want 5", got)
+	}
+
+	// A socket that does not answer (a node serving its most
+	// connections): the stat is asked over gRPC after an ask's 2 s.
+	muted := startSCNode(t, testPageSize, 1<<30)
+	muted.muteShortCircuit(t)
+	start := time.Now()
+	if e, err := muted.client(t, true).Stat(ctx, "/lake/a/f"); err != nil || e.Size != int64(len(muted.data)) || muted.statRPCs.Load() != 1 {
+		t.Fatalf("stat through a socket that does not answer: %+v, %v, %d gRPC stats", e, err, muted.statRPCs.Load())
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("stat through a socket that does not answer took %v; want the 2 s an ask may take, then gRPC", took)
 	}
 
 	n.restartShortCircuit(t, func(cfg *cachenode.ShortCircuitConfig) { cfg.Stat = nil })
