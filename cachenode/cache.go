@@ -132,7 +132,7 @@ func (c *Cache) ClaimAhead(ref FileRef, index int64) *Origin {
 	defer c.mu.Unlock()
 	var o *Origin
 	for _, f := range c.inflight[pid] {
-		if f.ahead && f.finished && f.origin != nil && !f.claimed {
+		if f.finished && f.crossedAhead() && !f.claimed {
 			f.claimed = true
 			c.unclaimed.Add(-1)
 			o = mergeOrigin(o, f.origin)
@@ -152,7 +152,7 @@ func (c *Cache) ClaimAhead(ref FileRef, index int64) *Origin {
 // keepAheadLocked keeps the origin of a readahead's fetch leaving
 // inflight, if no read claimed it, for ClaimAhead. c.mu is held.
 func (c *Cache) keepAheadLocked(f *fetch) {
-	if !f.ahead || f.origin == nil || f.claimed {
+	if !f.crossedAhead() || f.claimed {
 		return
 	}
 	f.claimed = true // moved: counted once, by its entry

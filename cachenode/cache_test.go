@@ -994,3 +994,36 @@ func TestCacheReadAheadCrossingReportedOnce(t *testing.T) {
 		t.Fatalf("%d origins left unclaimed (%d kept); want none", n, len(c.aheadOrigins))
 	}
 }
+
+// peerSource says its bytes came from a peer of the region: no line.
+type peerSource struct{ *fakeSource }
+
+type peerReader struct{ io.ReadCloser }
+
+func (peerReader) Origin() Origin { return Origin{Region: "here", Node: "here-2"} }
+
+func (s peerSource) Fetch(ctx context.Context, ref FileRef, off, n int64) (io.ReadCloser, error) {
+	rc, err := s.fakeSource.Fetch(ctx, ref, off, n)
+	if err != nil {
+		return nil, err
+	}
+	return peerReader{rc}, nil
+}
+
+// A readahead that crossed no line leaves nothing to report.
+func TestCacheReadAheadWithinTheRegionReportsNothing(t *testing.T) {
+	src := peerSource{newFakeSource()}
+	ref := src.add("f", "1", randomBytes(52, testPage))
+	c := smallCache(t, src, CacheConfig{})
+	c.Prefetch(ref, 0)
+	eventually(t, "page 0 read ahead", func() bool { return len(c.Store().Missing(ref, 0, 0, testPage)) == 0 })
+	eventually(t, "the readahead's fetch done", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.inflight) == 0
+	})
+	_, fs, err := c.ReadAt(context.Background(), ref, make([]byte, testPage), 0, false)
+	if err != nil || fs[0].Origin != nil || c.unclaimed.Load() != 0 || len(c.aheadOrigins) != 0 {
+		t.Fatalf("read of a page read ahead from a peer: %v, origin %+v, %d unclaimed; want nothing to report", err, fs[0].Origin, c.unclaimed.Load())
+	}
+}

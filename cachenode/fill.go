@@ -76,6 +76,13 @@ type fetch struct {
 
 func (f *fetch) covers(b int) bool { return f.b0 <= b && b < f.b1 }
 
+// crossedAhead reports whether f is a readahead's fetch whose bytes
+// crossed a line: its origin waits for a read to claim it. (A readahead
+// from the lake or a peer of the region crossed none: nothing to report.)
+func (f *fetch) crossedAhead() bool {
+	return f.ahead && f.origin != nil && len(f.origin.Lines) > 0
+}
+
 // fill makes the bytes of every pending read available and copies them
 // into their dst, planning, fetching and waiting as often as needed (at
 // most maxFillAttempts times per page).
@@ -385,7 +392,7 @@ func (c *Cache) run(run []*fetch) {
 		// is still always stored, in flight, or neither.
 		c.mu.Lock()
 		f.data, f.err, f.origin, f.finished = data, ferr, origin, true
-		if f.ahead && origin != nil {
+		if f.crossedAhead() {
 			c.unclaimed.Add(1)
 		}
 		close(f.done)
