@@ -99,6 +99,8 @@ type ShortCircuitRequest struct {
 	Fill       bool
 	Sequential bool
 	Class      string
+
+	withAttrs bool // a stat's (op 7): with the file's attrs
 }
 
 // ErrShortCircuitRefused is a node's answer that is neither a grant nor
@@ -129,8 +131,9 @@ type ShortCircuitConfig struct {
 	// for their writes (lend.go).
 	Writes JournalLender
 	// Stat, when set, answers stats on the socket (op 7, scstat.go) as
-	// the node's gRPC Stat does: the entry, or a gRPC status error.
-	Stat   func(ctx context.Context, p string) (*nodepb.Entry, error)
+	// the node's gRPC Stat (or StatAttrs, withAttrs) does: the reply, or
+	// a gRPC status error.
+	Stat   func(ctx context.Context, p string, withAttrs bool) (*nodepb.StatAttrsReply, error)
 	Logger *slog.Logger
 }
 
@@ -258,7 +261,7 @@ func (s *ShortCircuitServer) answer(body []byte) scAnswer {
 	case scOpRelease:
 		return scAnswer{}
 	case scOpStat:
-		return scAnswer{resp: s.answerStat(req.Path)}
+		return scAnswer{resp: s.answerStat(req.Path, req.withAttrs)}
 	}
 	lake, rel, err := s.cfg.Lakes.Resolve(req.Path)
 	if err != nil {
@@ -355,7 +358,7 @@ func decodeSCRequest(body []byte) (uint16, ShortCircuitRequest, error) {
 		}
 	case scOpRelease:
 	case scOpStat:
-		q.Path = r.str()
+		q.Path, q.withAttrs = r.str(), r.u16()&1 != 0
 	default:
 		return 0, q, fmt.Errorf("%w: op %d", errBadSCFrame, op)
 	}

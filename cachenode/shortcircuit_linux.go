@@ -414,13 +414,14 @@ func watchCtx(ctx context.Context, c *net.UnixConn) (ended func() bool) {
 	}
 }
 
-// StatShortCircuit asks the node at the other end of c for its Stat of p
-// (op 7, scstat.go). answered reports whether err, if any, is the node's
-// answer: a gRPC status error, as its gRPC Stat would have returned. When
-// it is not, the caller asks over gRPC; c is usable after a refusal (an
-// error wrapping ErrShortCircuitRefused: a node that does not answer
-// stats here), unusable after any other. The end of ctx ends the wait.
-func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, deadline time.Time) (e *nodepb.Entry, answered bool, err error) {
+// StatShortCircuit asks the node at the other end of c for its Stat of p,
+// or its StatAttrs when withAttrs (op 7, scstat.go). answered reports
+// whether err, if any, is the node's answer: a gRPC status error, as its
+// gRPC call would have returned. When it is not, the caller asks over
+// gRPC; c is usable after a refusal (an error wrapping
+// ErrShortCircuitRefused: a node that does not answer stats here),
+// unusable after any other. The end of ctx ends the wait.
+func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, withAttrs bool, deadline time.Time) (reply *nodepb.StatAttrsReply, answered bool, err error) {
 	c.SetDeadline(deadline)
 	ended := watchCtx(ctx, c)
 	defer func() {
@@ -428,7 +429,7 @@ func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, deadline t
 			err = fmt.Errorf("short-circuit stat given up: %w", ctx.Err())
 		}
 	}()
-	if _, err := c.Write(encodeSCStat(p)); err != nil {
+	if _, err := c.Write(encodeSCStat(p, withAttrs)); err != nil {
 		return nil, false, err
 	}
 	body, fds, err := readSCFrame(c)

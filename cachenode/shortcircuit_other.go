@@ -43,7 +43,7 @@ func ReadShortCircuitMemory(ctx context.Context, c *net.UnixConn, req ShortCircu
 }
 
 // StatShortCircuit fails: short-circuit stats are linux-only.
-func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, deadline time.Time) (*nodepb.Entry, bool, error) {
+func StatShortCircuit(ctx context.Context, c *net.UnixConn, p string, withAttrs bool, deadline time.Time) (*nodepb.StatAttrsReply, bool, error) {
 	return nil, false, errNoShortCircuit
 }
 

@@ -61,9 +61,9 @@ func (c *Client) Stat(ctx context.Context, p string) (Entry, error) {
 	var e Entry
 	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, m region.Member) error {
 		// A node on this host answers on its short-circuit socket.
-		if se, answered, err := c.sc.stat(ctx, m, p); answered {
+		if r, answered, err := c.sc.stat(ctx, m, p, false); answered {
 			if err == nil {
-				e = entryFrom(se)
+				e = entryFrom(r.GetEntry())
 			}
 			return err
 		}
@@ -89,8 +89,11 @@ func (c *Client) StatAttrs(ctx context.Context, p string) (Entry, ufs.Attrs, err
 	}
 	var e Entry
 	var attrs ufs.Attrs
-	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, _ region.Member) error {
-		r, err := nc.StatAttrs(ctx, &nodepb.StatRequest{Path: p})
+	err = c.onCandidates(ctx, metaKey(p), func(nc nodepb.NodeClient, m region.Member) error {
+		r, answered, err := c.sc.stat(ctx, m, p, true)
+		if !answered {
+			r, err = nc.StatAttrs(ctx, &nodepb.StatRequest{Path: p})
+		}
 		if err == nil {
 			e, attrs = entryFrom(r.GetEntry()), r.GetAttrs()
 		}

@@ -277,12 +277,13 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 	return pf, false
 }
 
-// stat asks member m for its Stat of p on its short-circuit socket when m
-// is on this host (a FUSE mount's lookups: gRPC's framing cost more than
-// the node's answer). answered reports whether the node answered: the
-// entry, or its error as its gRPC Stat would have returned it. Otherwise
-// the caller asks over gRPC.
-func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string) (e *nodepb.Entry, answered bool, err error) {
+// stat asks member m for its Stat of p (StatAttrs when withAttrs) on its
+// short-circuit socket when m is on this host (a FUSE mount's lookups, an
+// S3 gateway's GETs: gRPC's framing cost more than the node's answer).
+// answered reports whether the node answered: the reply, or its error as
+// its gRPC call would have returned it. Otherwise the caller asks over
+// gRPC.
+func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string, withAttrs bool) (reply *nodepb.StatAttrsReply, answered bool, err error) {
 	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
 		return nil, false, nil
 	}
@@ -305,12 +306,12 @@ func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string) (e 
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	e, answered, err = cachenode.StatShortCircuit(ctx, conn, p, deadline)
+	reply, answered, err = cachenode.StatShortCircuit(ctx, conn, p, withAttrs, deadline)
 	switch {
 	case answered:
 		sc.putConn(socket, conn)
 		sc.stats.Add(1)
-		return e, true, err
+		return reply, true, err
 	case errors.Is(err, cachenode.ErrShortCircuitRefused):
 		// A node that does not answer stats there: not asked again.
 		sc.putConn(socket, conn)

@@ -42,7 +42,7 @@ type scNode struct {
 	data              []byte
 	pageSize          int64
 	readRPCs          atomic.Int64 // gRPC Read streams the node served
-	statRPCs          atomic.Int64 // gRPC Stats the node answered
+	statRPCs          atomic.Int64 // gRPC Stats and StatAttrs the node answered
 	scConfig          cachenode.ShortCircuitConfig
 }
 
@@ -155,7 +155,7 @@ func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
 		}
 		return h(srv, ss)
 	}), grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		if info.FullMethod == nodepb.Node_Stat_FullMethodName {
+		if info.FullMethod == nodepb.Node_Stat_FullMethodName || info.FullMethod == nodepb.Node_StatAttrs_FullMethodName {
 			n.statRPCs.Add(1)
 		}
 		return h(ctx, req)
@@ -164,12 +164,7 @@ func startSCNodePages(t testing.TB, size int, memory, pageSize int64) *scNode {
 		ID: "n1", Region: "r", Addr: n.member.Addr, Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
 	})
 	nodepb.RegisterNodeServer(srv, node)
-	n.scConfig = cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: cache, Logger: log,
-		Stat: func(ctx context.Context, p string) (*nodepb.Entry, error) {
-			r, err := node.Stat(ctx, &nodepb.StatRequest{Path: p})
-			return r.GetEntry(), err
-		},
-	}
+	n.scConfig = cachenode.ShortCircuitConfig{Lakes: lakes, Store: n.store, Cache: cache, Logger: log, Stat: node.ShortCircuitStat}
 	n.sc = cachenode.NewShortCircuitServer(n.scConfig)
 	go srv.Serve(tcp)
 	go srv.Serve(unix)
@@ -783,11 +778,25 @@ func TestShortCircuitStat(t *testing.T) {
 	if _, err := sc.Stat(ctx, "/lake/a/missing"); !errors.Is(err, ufs.ErrNotFound) {
 		t.Errorf("stat of a missing file: %v; want ufs.ErrNotFound", err)
 	}
-	if got := n.statRPCs.Load(); got != 4 {
-		t.Errorf("the node answered %d gRPC stats; want only the gRPC-only client's 4", got)
+	// With the file's attrs (an S3 GET's or HEAD's).
+	if _, err := grpcOnly.PutAttrs(ctx, "/lake/a/typed", strings.NewReader("{}"), ufs.Attrs{"content-type": "application/json", "x-amz-meta-team": "ml"}); err != nil {
+		t.Fatal(err)
 	}
-	if got := n.sc.Stats().Stats; got != 5 {
-		t.Errorf("the short-circuit socket answered %d stats; want 5", got)
+	for _, p := range []string{"/lake/a/typed", "/lake/a/f", "/lake", "/lake/a/missing"} {
+		want, wantAttrs, wantErr := grpcOnly.StatAttrs(ctx, p)
+		got, attrs, err := sc.StatAttrs(ctx, p)
+		if fmt.Sprint(got, attrs, err) != fmt.Sprint(want, wantAttrs, wantErr) {
+			t.Errorf("stat with attrs %s: %+v %v, %v; gRPC answers %+v %v, %v", p, got, attrs, err, want, wantAttrs, wantErr)
+		}
+	}
+	if _, attrs, _ := sc.StatAttrs(ctx, "/lake/a/typed"); attrs["x-amz-meta-team"] != "ml" {
+		t.Errorf("attrs of a file put with them: %v", attrs)
+	}
+	if got := n.statRPCs.Load(); got != 8 {
+		t.Errorf("the node answered %d gRPC stats; want only the gRPC-only client's 8", got)
+	}
+	if got := n.sc.Stats().Stats; got != 10 {
+		t.Errorf("the short-circuit socket answered %d stats; want 10", got)
 	}
 
 	// A socket that does not answer (a node serving its most
@@ -809,7 +818,7 @@ func TestShortCircuitStat(t *testing.T) {
 			t.Fatalf("stat through a node that does not answer stats on its socket: %+v, %v", e, err)
 		}
 	}
-	if st := n.sc.Stats(); st.Errors != 1 || n.statRPCs.Load() != 6 {
-		t.Errorf("%d refusals, %d gRPC stats; want the socket asked once (1 refusal), both stats over gRPC (6 in all)", st.Errors, n.statRPCs.Load())
+	if st := n.sc.Stats(); st.Errors != 1 || n.statRPCs.Load() != 10 {
+		t.Errorf("%d refusals, %d gRPC stats; want the socket asked once (1 refusal), both stats over gRPC (10 in all)", st.Errors, n.statRPCs.Load())
 	}
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lakemesh/lakemesh/cachenode"
-	"github.com/lakemesh/lakemesh/cachenode/nodepb"
 )
 
 // serveShortCircuit serves the node's short-circuit socket next to its
@@ -36,10 +33,7 @@ func (n *runningNode) serveShortCircuit(lakes *cachenode.Lakes) {
 	n.shortCircuit = cachenode.NewShortCircuitServer(cachenode.ShortCircuitConfig{
 		Lakes: lakes, Store: n.store, Cache: n.cache, Writes: n.node, Logger: o.log,
 		Tracer: o.tp.Tracer("github.com/lakemesh/lakemesh/cachenode"), Node: o.id,
-		Stat: func(ctx context.Context, p string) (*nodepb.Entry, error) {
-			r, err := n.node.Stat(ctx, &nodepb.StatRequest{Path: p})
-			return r.GetEntry(), err
-		},
+		Stat: n.node.ShortCircuitStat,
 	})
 	go n.shortCircuit.Serve(lis) // Close stops it and removes the socket
 	if n.registry != nil {
