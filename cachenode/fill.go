@@ -397,6 +397,9 @@ func (c *Cache) run(run []*fetch) {
 		}
 		close(f.done)
 		c.mu.Unlock()
+		if testHookBeforeStage != nil {
+			testHookBeforeStage()
+		}
 		var staged *stagedPut
 		if err == nil {
 			var perr error
@@ -429,6 +432,10 @@ func (c *Cache) run(run []*fetch) {
 		c.endFetch(first)
 	}
 }
+
+// testHookBeforeStage, set by tests, runs after a fetch's waiters are
+// woken and before its bytes go to the store: a slow memory tier.
+var testHookBeforeStage func()
 
 // stagedFetch is a fetch whose bytes wait for the disk tier.
 type stagedFetch struct {

@@ -167,10 +167,12 @@ func (s *ShortCircuitServer) answerMemory(ref FileRef, req ShortCircuitRequest) 
 				return scResponse(scError, err.Error()), nil
 			}
 			first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
-			if errors.Is(err, ErrMissing) {
-				// The memory tier did not keep them: the client asks
-				// for the page file next, once they are in it.
-				s.awaitFills(ref, req)
+			if errors.Is(err, ErrMissing) && s.awaitFills(ref, req) {
+				// A fill's readers are woken before the memory tier
+				// takes its bytes: they are there now, or the memory
+				// tier did not keep them and the page file has them,
+				// which the client asks for next.
+				first, blocks, crcs, err = s.cfg.Store.MemoryBlocks(ref, req.Page, req.Off, req.End)
 			}
 		} else if s.awaitFills(ref, req) {
 			waited = true

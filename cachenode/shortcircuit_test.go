@@ -400,3 +400,26 @@ func TestShortCircuitFillNotKeptInMemoryReports(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A filling read's fill wakes it before the memory tier has the bytes: the
+// node waits for them and answers from memory, not "not in memory" (the
+// client then asked for a page file not written yet, and read over gRPC).
+func TestShortCircuitFillAnswersOnceTheMemoryTierHasIt(t *testing.T) {
+	src := newFakeSource()
+	data := randomBytes(46, testPage)
+	ref := src.add("f", "1", data)
+	store := openTestStore(t, StoreConfig{Dir: t.TempDir(), DiskBytes: 16 << 20, MemoryBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock})
+	cache := newTestCache(t, store, src, CacheConfig{})
+	srv, c := serveShortCircuit(t, store, cache)
+	testHookBeforeStage = func() { time.Sleep(50 * time.Millisecond) }
+	t.Cleanup(func() { testHookBeforeStage = nil })
+	req := ShortCircuitRequest{Path: "/lake/test/f", Version: "1", Size: ref.Size, PageSize: testPage, Page: 0, Off: 0, End: testPage, Fill: true}
+	buf := make([]byte, testPage)
+	pf, err := ReadShortCircuitMemory(context.Background(), c, req, buf, time.Now().Add(5*time.Second))
+	if err != nil || !bytes.Equal(buf, data) || Tier(pf.GetTier()) != TierLake {
+		t.Fatalf("filling read with a slow memory tier: %v, %s; want the page from memory, filled from the lake", err, pf.GetTier())
+	}
+	if st := srv.Stats(); st.Fills != 1 || st.NotInMemory != 0 {
+		t.Fatalf("server stats %+v; want one fill answered from memory", st)
+	}
+}
