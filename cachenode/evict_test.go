@@ -125,7 +125,14 @@ func TestEvictionNeverTakesPinnedPages(t *testing.T) {
 	if n := s.SetPinned(func(pi PageInfo) bool { return pi.ID.Index < 5 }, false); n != 5 {
 		t.Fatalf("SetPinned = %d", n)
 	}
-	eventually(t, "eviction after unpin", func() bool { return s.Stats().MemoryBytes <= 85*tenPages/100 })
+	// Below high water again: down to low water when the pass after the
+	// unpin found them all unpinned, or just under high water when a pass
+	// already running saw the first of them only (the tier is then below
+	// high water, and nothing more need go).
+	eventually(t, "eviction after unpin", func() bool {
+		st := s.Stats()
+		return st.MemoryEvictions > 2 && st.MemoryBytes < 95*tenPages/100
+	})
 	for i := int64(5); i < 10; i++ {
 		if !holds(s, pinned, i) {
 			t.Fatalf("still-pinned page %d evicted", i)
