@@ -40,9 +40,10 @@ const (
 	// the unlinked file's blocks are freed on disk.
 	scGrantTTL = 10 * time.Second
 	// scIdleConns bounds the idle connections kept per socket. Each is a
-	// connection the node serves (cachenode.ShortCircuitConfig.MaxConns
-	// bounds them, for all its clients): 16, as many as a client's
-	// filling reads, measured no faster on cold small files than 4.
+	// connection the node serves, and it serves a bounded number for all
+	// its clients (cachenode.ShortCircuitConfig.MaxConns), so few are
+	// kept: 16 (as many as a client's filling reads) measured no faster
+	// on cold small files.
 	scIdleConns = 4
 	// scConnIdle: an idle connection older than this is closed, not used
 	// (the node closes idle connections after a while).
