@@ -46,9 +46,9 @@ type scNode struct {
 	scConfig          cachenode.ShortCircuitConfig
 }
 
-// muteShortCircuit replaces the node's short-circuit socket with one that
-// takes requests and never answers; the connections come on the channel.
-func (n *scNode) muteShortCircuit(t *testing.T) <-chan net.Conn {
+// takeShortCircuitSocket stops the node's short-circuit server and
+// listens on its socket's path.
+func (n *scNode) takeShortCircuitSocket(t testing.TB) net.Listener {
 	t.Helper()
 	sock := cachenode.ShortCircuitSocket(n.member.Socket)
 	n.sc.Close()
@@ -66,6 +66,14 @@ func (n *scNode) muteShortCircuit(t *testing.T) <-chan net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return lis
+}
+
+// muteShortCircuit replaces the node's short-circuit socket with one that
+// takes requests and never answers; the connections come on the channel.
+func (n *scNode) muteShortCircuit(t *testing.T) <-chan net.Conn {
+	t.Helper()
+	lis := n.takeShortCircuitSocket(t)
 	t.Cleanup(func() { lis.Close() })
 	asked := make(chan net.Conn, 16)
 	go func() {
@@ -84,11 +92,7 @@ func (n *scNode) muteShortCircuit(t *testing.T) <-chan net.Conn {
 // its configuration changed by change.
 func (n *scNode) restartShortCircuit(t testing.TB, change func(*cachenode.ShortCircuitConfig)) {
 	t.Helper()
-	n.sc.Close() // removes the socket
-	lis, err := net.Listen("unix", cachenode.ShortCircuitSocket(n.member.Socket))
-	if err != nil {
-		t.Fatal(err)
-	}
+	lis := n.takeShortCircuitSocket(t)
 	cfg := n.scConfig
 	change(&cfg)
 	n.sc = cachenode.NewShortCircuitServer(cfg)
