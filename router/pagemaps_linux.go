@@ -42,8 +42,8 @@ func newPageMaps() *pageMaps {
 
 // acquire returns the mapping of the page of grant (key), length bytes
 // from file offset base, all of them on disk, mapping it from own (a
-// descriptor of the same file) when there is none for this grant. The
-// caller releases it.
+// descriptor of the same file) when there is none for this grant (and
+// keeping it, unless the client has closed). The caller releases it.
 func (pm *pageMaps) acquire(key scKey, grant, own *os.File, base, length int64) (*pageMap, error) {
 	now := time.Now()
 	pm.mu.Lock()
@@ -66,10 +66,11 @@ func (pm *pageMaps) acquire(key scKey, grant, own *os.File, base, length int64) 
 	var unmap []*pageMap
 	pm.mu.Lock()
 	if pm.closed {
+		// A section sent after its client closed: a mapping of its own,
+		// unmapped by its release.
 		pm.mu.Unlock()
-		p.gone, p.refs = true, 0
-		syscall.Munmap(p.mem)
-		return nil, fmt.Errorf("client closed")
+		p.gone = true
+		return p, nil
 	}
 	if el, ok := pm.maps[key]; ok {
 		unmap = pm.removeLocked(el, unmap)

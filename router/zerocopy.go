@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
@@ -13,11 +14,20 @@ import (
 // Zero-copy sends of short-circuited pages. A front end that writes a
 // file's bytes to a socket (the S3 gateway) costs two copies per byte on
 // the short-circuit path: pread from the page cache into its buffer, and
-// the socket write from that buffer. Section instead verifies the blocks
-// of a range from a read-only mapping of the granted page file (the
-// checksum reads the page cache where it is: no copy) and hands out a
-// descriptor positioned at the range, which the caller sends with
-// sendfile (net/http does for an *io.LimitedReader over an *os.File).
+// the socket write from that buffer. Section instead hands out a
+// descriptor of the granted page file positioned at the range, which
+// Section.Send sends with sendfile (net/http does for an
+// *io.LimitedReader over an *os.File), a piece at a time, each piece's
+// blocks verified from a read-only mapping of the page file (the checksum
+// reads the page cache where it is: no copy) just before the piece goes.
+// Each piece is verified just before it is sent, not the range whole
+// before any of it: the time between a block's check and its send is a
+// sendfile call, and a range of many pages no longer waits for all of
+// them to be checked before its first byte goes. (That the piece would
+// still be in the CPU's caches when the client copies it, saving a read
+// of memory, did not show: four warm GETs at once through the gateway,
+// seven pairs of runs against the whole-range check on 2026-12-07, 0.91x
+// to 1.13x, median 1.01x.)
 //
 // Why the bytes verified are the bytes sent: both come from the same
 // inode, the same range, through the same page cache. A block of a page
@@ -29,29 +39,75 @@ import (
 // descriptor does not affect it. The one case a checksum after the send
 // would catch and this does not is a disk that silently returns other
 // bytes when a page evicted from the page cache between the check and the
-// send (milliseconds) is read again; the pread path would catch it.
+// send (microseconds) is read again; the pread path would catch it.
 
-// Section is a verified byte range of a file, in a page file of a node on
-// this host, to send with sendfile.
+// sectionPiece is how many bytes of a section Send checks, then sends, at
+// a time (a multiple of every block size in use, so that no block is
+// checked twice): small enough to stay in the CPU's caches from the check
+// to the receiver's copy, large enough that a sendfile call carries many
+// segments. A variable for tests.
+var sectionPiece int64 = 1 << 20
+
+// ErrSectionCheck is wrapped in Send's error when a piece failed its
+// check: the bytes Send reports sent are right, and the caller reads the
+// rest of the section otherwise (File.ReadAt, which the node serves after
+// dropping the bad block).
+var ErrSectionCheck = errors.New("a block of the section failed its checksum")
+
+// Section is a byte range of a file, in a page file of a node on this
+// host, to send with Send.
 type Section struct {
 	// File is a read-only descriptor of its own, positioned at the
 	// range's first byte. The caller closes it.
 	File *os.File
 	// Length is the range's length: read no more than this from File.
 	Length int64
+
+	at    int64                     // the range's offset in its page: pieces end at multiples of sectionPiece from the page's start
+	check func(from, n int64) error // verifies [from, from+n) of the range; nil: nothing to verify
 }
 
-// Reader returns the section's bytes as an *io.LimitedReader over the
-// *os.File, the shape net's sendfile recognizes.
-func (s Section) Reader() *io.LimitedReader { return &io.LimitedReader{R: s.File, N: s.Length} }
+// NewSection is a Section of the n bytes of file from its current
+// offset, whose pieces Send passes to check (offsets from the section's
+// start) before it sends them; check nil sends them unchecked. For
+// Readers other than File that hand out sections of bytes they vouch
+// for.
+func NewSection(file *os.File, n int64, check func(from, n int64) error) Section {
+	return Section{File: file, Length: n, check: check}
+}
+
+// Send sends the section's bytes to w (an http.ResponseWriter's
+// ReadFrom sends an *os.File's with sendfile) a piece at a time, each
+// piece checked just before it is sent. It returns how many bytes went;
+// after a piece failed its check, the error wraps ErrSectionCheck and no
+// byte of that piece or later has been sent.
+func (s Section) Send(w io.ReaderFrom) (int64, error) {
+	var sent int64
+	for sent < s.Length {
+		k := min(s.Length, (s.at+sent)/sectionPiece*sectionPiece+sectionPiece-s.at) - sent
+		if s.check != nil {
+			if err := s.check(sent, k); err != nil {
+				return sent, fmt.Errorf("%w: %v", ErrSectionCheck, err)
+			}
+		}
+		n, err := w.ReadFrom(&io.LimitedReader{R: s.File, N: k})
+		sent += n
+		if err == nil && n != k {
+			err = fmt.Errorf("sent %d of a piece's %d bytes: %w", n, k, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
 
 // Section returns bytes [off, off+n) of f, all inside one page, as a
-// Section, after verifying every block they touch against its checksum.
-// It reports false, having verified nothing the caller may use, when the
-// page is not short-circuited (its member is not on this host, the
-// node's disk tier does not hold those blocks, a block fails its
-// checksum, another platform than Linux): the caller reads the range with
-// ReadAt instead. Like ReadAt, it counts in sequential detection, so a
+// Section whose blocks Send verifies against their checksums as it sends
+// them. It reports false when the page is not short-circuited (its member
+// is not on this host, the node's disk tier does not hold those blocks,
+// another platform than Linux): the caller reads the range with ReadAt
+// instead. Like ReadAt, it counts in sequential detection, so a
 // sequential reader's readahead runs whichever way it reads.
 func (f *File) Section(ctx context.Context, off, n int64) (Section, bool) {
 	ps := f.c.cfg.PageSize
@@ -66,55 +122,56 @@ func (f *File) Section(ctx context.Context, off, n int64) (Section, bool) {
 	if len(members) == 0 {
 		return Section{}, false
 	}
-	file, ok := f.c.sc.section(ctx, f, members[0], page, off, n)
+	sec, ok := f.c.sc.section(ctx, f, members[0], page, off, n)
 	if !ok {
 		return Section{}, false
 	}
 	if f.sequential(off, off+n) {
 		f.readAhead(off + n)
 	}
-	return Section{File: file, Length: n}, true
+	return sec, true
 }
 
-// section returns a descriptor of its own of the page file of page,
-// positioned at file offset off, once every block that bytes [off, off+n)
-// touch has been verified from a mapping of it, through a short-circuit
-// grant from member m. It reports false when the caller must read the
-// bytes otherwise.
-func (sc *shortCircuit) section(ctx context.Context, f *File, m region.Member, page, off, n int64) (*os.File, bool) {
+// section returns a section of a descriptor of its own of the page file
+// of page, positioned at file offset off, through a short-circuit grant
+// from member m, whose check verifies blocks from a mapping of the file.
+// It reports false when the caller must read the bytes otherwise.
+func (sc *shortCircuit) section(ctx context.Context, f *File, m region.Member, page, off, n int64) (Section, bool) {
 	if sc == nil || !cachenode.ShortCircuitSupported || m.Socket == "" || m.Host != sc.host {
-		return nil, false
+		return Section{}, false
 	}
 	ps := f.c.cfg.PageSize
 	pageLen := min(ps, f.entry.Size-page*ps)
 	pageOff := off - page*ps
-	end := pageOff + n
 	key := scKey{node: m.Addr, file: f.id, page: page}
-	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, end)
+	file, dp, ok := sc.grant(ctx, key, f, m, page, pageLen, pageOff, pageOff+n)
 	if !ok {
-		return nil, false // the ReadAt the caller falls back to counts it
+		return Section{}, false // the ReadAt the caller falls back to counts it
 	}
 	own, err := reopen(file)
+	if err == nil {
+		if _, err = own.Seek(dp.Base+pageOff, io.SeekStart); err != nil {
+			own.Close()
+		}
+	}
 	if err != nil {
 		// The grant was closed meanwhile (LRU, TTL), or /proc is missing.
 		sc.log.Debug("short-circuit section: page file not reopened", "path", f.entry.Path, "page", page, "err", err)
-		return nil, false
-	}
-	err = sc.verify(key, file, own, dp, pageOff, end)
-	if err == nil {
-		_, err = own.Seek(dp.Base+pageOff, io.SeekStart)
-	}
-	if err != nil {
-		own.Close()
-		if errors.Is(err, errBlockCRC) {
-			sc.corrupt.Add(1)
-		}
-		sc.log.Debug("short-circuit section failed, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
-		// As after a failed read: the grant goes, and the fallback
-		// reads over gRPC, where the node drops a bad block.
-		sc.drop(key, file)
-		return nil, false
+		return Section{}, false
 	}
 	sc.sections.Add(1)
-	return own, true
+	check := func(from, k int64) error {
+		err := sc.verify(key, file, own, dp, pageOff+from, pageOff+from+k)
+		if err != nil {
+			if errors.Is(err, errBlockCRC) {
+				sc.corrupt.Add(1)
+			}
+			sc.log.Debug("short-circuit section failed its check, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+			// As after a failed read: the grant goes, and the fallback
+			// reads over gRPC, where the node drops a bad block.
+			sc.drop(key, file)
+		}
+		return err
+	}
+	return Section{File: own, Length: n, at: pageOff, check: check}, true
 }

@@ -5,20 +5,34 @@ package router
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
 
-// readSection reads a section whole and closes it.
+// readSection sends a section whole into a buffer and closes it.
 func readSection(t *testing.T, sec Section) []byte {
 	t.Helper()
 	defer sec.File.Close()
-	got, err := io.ReadAll(sec.Reader())
+	return sendSection(t, sec)
+}
+
+// sendSection sends a section whole into a buffer.
+func sendSection(t *testing.T, sec Section) []byte {
+	t.Helper()
+	var got bytes.Buffer
+	n, err := sec.Send(&got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return got
+	if n != sec.Length || int64(got.Len()) != n {
+		t.Fatalf("sent %d bytes (%d in the buffer) of a section of %d", n, got.Len(), sec.Length)
+	}
+	return got.Bytes()
 }
 
 // sectionOf returns the section of [off, off+n) of f, waiting for the
@@ -93,48 +107,65 @@ func TestSectionOutlivesItsGrant(t *testing.T) {
 	a := sectionOf(t, f, 1000, 5000)
 	b := sectionOf(t, f, 100000, 5000)
 	c.sc.close()
-	half := make([]byte, 2500)
-	if _, err := io.ReadFull(a.Reader(), half); err != nil {
-		t.Fatal(err)
-	}
+	first := a
+	first.Length = 2500
+	half := sendSection(t, first)
 	if got := readSection(t, b); !bytes.Equal(got, n.data[100000:105000]) {
 		t.Fatal("second section: wrong bytes")
 	}
-	rest := readSection(t, Section{File: a.File, Length: 2500})
+	second := a
+	second.Length, second.at = 2500, a.at+2500
+	second.check = func(from, k int64) error { return a.check(2500+from, k) }
+	rest := readSection(t, second)
 	if !bytes.Equal(append(half, rest...), n.data[1000:6000]) {
 		t.Fatal("first section: wrong bytes")
 	}
 }
 
-// A byte flipped in a page file: no section of its block is handed out,
-// and ReadAt, the caller's fallback, returns the file's bytes.
+// A byte flipped in a page file: a section over its block sends the
+// pieces before it and stops at the piece that holds it, before any of
+// its bytes go, and ReadAt, the caller's fallback for the rest, returns
+// the file's bytes.
 func TestSectionCorruptBlock(t *testing.T) {
 	n := startSCNode(t, 3*testPageSize, 0)
 	n.warm(t)
 	// Page 1 whole on disk before its byte is flipped.
 	n.page1OnDisk(t)
 	n.corruptPage1(t)
+	defer func(p int64) { sectionPiece = p }(sectionPiece)
+	sectionPiece = 32 << 10 // a block a piece
 
 	c := n.client(t, true)
 	ctx := context.Background()
 	f := openFile(t, c)
-	const off, k = testPageSize + 90000, 20000 // blocks 2 and 3 of page 1
-	if sec, ok := f.Section(ctx, off, k); ok {
-		got := readSection(t, sec)
-		t.Fatalf("a section over a corrupt block (its bytes right: %v)", bytes.Equal(got, n.data[off:off+k]))
+	const off, k = testPageSize + 90000, 20000 // blocks 2 and 3 of page 1; byte 100000 flipped
+	sec, ok := f.Section(ctx, off, k)
+	if !ok {
+		t.Fatal("no section of page 1")
+	}
+	var got bytes.Buffer
+	sent, err := sec.Send(&got)
+	sec.File.Close()
+	if !errors.Is(err, ErrSectionCheck) {
+		t.Fatalf("sending a section over a corrupt block: %v; want ErrSectionCheck", err)
+	}
+	const good = 3*32<<10 - 90000 // the piece before block 3
+	if sent != good || !bytes.Equal(got.Bytes(), n.data[off:off+good]) {
+		t.Fatalf("sent %d bytes before the corrupt block (%d in the buffer, right: %v); want the %d of block 2",
+			sent, got.Len(), bytes.Equal(got.Bytes(), n.data[off:off+int64(got.Len())]), good)
 	}
 	if c.sc.corrupt.Load() == 0 {
 		t.Errorf("the client found no corrupt block")
 	}
-	buf := make([]byte, k)
-	if _, err := f.ReadAt(ctx, buf, off); err != nil {
+	buf := make([]byte, k-good)
+	if _, err := f.ReadAt(ctx, buf, off+good); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(buf, n.data[off:off+k]) {
+	if !bytes.Equal(buf, n.data[off+good:off+k]) {
 		t.Fatal("the fallback read returned wrong bytes")
 	}
 	// Other pages still go by sections.
-	sec := sectionOf(t, f, 2*testPageSize, 1000)
+	sec = sectionOf(t, f, 2*testPageSize, 1000)
 	if got := readSection(t, sec); !bytes.Equal(got, n.data[2*testPageSize:2*testPageSize+1000]) {
 		t.Fatal("wrong bytes")
 	}
@@ -188,4 +219,58 @@ func openFile(t *testing.T, c *Client) *File {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// Send checks a section a piece at a time, each piece just before it
+// goes, pieces ending at multiples of sectionPiece from the page's start,
+// and stops before a piece that fails.
+func TestSectionSendChecksEachPieceBeforeItGoes(t *testing.T) {
+	defer func(p int64) { sectionPiece = p }(sectionPiece)
+	sectionPiece = 16 << 10
+	data := make([]byte, 100<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	path := filepath.Join(t.TempDir(), "page")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const at, n = 5000, 60000 // the section's place in its page
+	for _, failAt := range []int64{-1, 40000} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Seek(at, io.SeekStart)
+		var out bytes.Buffer
+		var pieces [][2]int64
+		sec := Section{File: f, Length: n, at: at, check: func(from, k int64) error {
+			if int64(out.Len()) != from {
+				t.Errorf("piece at %d checked with %d bytes sent", from, out.Len())
+			}
+			pieces = append(pieces, [2]int64{at + from, at + from + k})
+			if failAt >= from && failAt < from+k {
+				return errors.New("bad block")
+			}
+			return nil
+		}}
+		sent, err := sec.Send(&out)
+		f.Close()
+		want := [][2]int64{{5000, 16384}, {16384, 32768}, {32768, 49152}, {49152, 65000}}
+		wantSent := int64(n)
+		if failAt >= 0 {
+			want, wantSent = want[:3], 32768-at
+			if !errors.Is(err, ErrSectionCheck) {
+				t.Errorf("Send over a piece that fails its check: %v", err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(pieces) != fmt.Sprint(want) {
+			t.Errorf("pieces checked (page offsets) %v; want %v", pieces, want)
+		}
+		if sent != wantSent || !bytes.Equal(out.Bytes(), data[at:at+wantSent]) {
+			t.Errorf("sent %d bytes (right: %v); want %d", sent, bytes.Equal(out.Bytes(), data[at:at+int64(out.Len())]), wantSent)
+		}
+	}
 }

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/region"
 	"github.com/lakemesh/lakemesh/router"
@@ -306,6 +309,80 @@ func TestCorruptPageRefetched(t *testing.T) {
 	}
 	if m.lakeBytes() == 0 {
 		t.Fatal("no bytes refetched from the lake after corrupting pages")
+	}
+	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
+}
+
+// The same through the S3 gateway, which sends warm pages from their
+// files with sendfile, checking each piece just before it goes: a GET
+// after the page files were corrupted returns the object's bytes, the
+// corrupt blocks refetched from the lake.
+func TestS3GatewayCorruptPageRefetched(t *testing.T) {
+	m := newMesh(t, meshOptions{nodes: 1, memorySize: "0"})
+	gw := startS3Gateway(t, m, "--log-level", "debug")
+	c := gw.client(gw.secret)
+	const size = 8 * MiB
+	const key = "corrupt/gw.bin"
+	m.upload(key, size, 6)
+	get := func() []byte {
+		t.Helper()
+		out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("s3"), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Body.Close()
+		b, err := io.ReadAll(out.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if !bytes.Equal(get(), patternAt(6, 0, size)) {
+		t.Fatal("wrong bytes on the first GET")
+	}
+	// Both pages whole on disk (the node writes them after it answered).
+	var files []string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		files = files[:0]
+		filepath.WalkDir(m.nodes[0].cacheDir, func(p string, d os.DirEntry, err error) error {
+			if fi, ierr := d.Info(); err == nil && ierr == nil && !d.IsDir() && filepath.Ext(p) == ".page" && fi.Size() >= 4*MiB {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if len(files) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("page files on disk after 10s: %v; want 2 whole", files)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The gateway asks again for a page that was not on disk after a
+	// second (router's scAskEvery).
+	time.Sleep(1100 * time.Millisecond)
+	if !bytes.Equal(get(), patternAt(6, 0, size)) {
+		t.Fatal("wrong bytes on the warm GET")
+	}
+	for _, p := range files {
+		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fh.WriteAt([]byte("corrupt!"), 2*MiB+100) // past the first pieces
+		fh.Close()
+	}
+	m.proxy.Reset()
+	if !bytes.Equal(get(), patternAt(6, 0, size)) {
+		t.Fatal("corrupt bytes were served")
+	}
+	if m.lakeBytes() == 0 {
+		t.Fatal("no bytes refetched from the lake after corrupting pages")
+	}
+	log, _ := os.ReadFile(gw.proc.logPath)
+	if n := strings.Count(string(log), "short-circuit section failed its check"); n != len(files) {
+		t.Fatalf("the gateway's log tells of %d sections that failed their check; want %d, one a page:\n%s", n, len(files), log)
 	}
 	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
 }

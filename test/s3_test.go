@@ -41,8 +41,8 @@ type s3Gateway struct {
 
 // startS3Gateway runs `lakemesh s3` against the mesh's first node, with a
 // fresh credentials file and a bucket directory, and waits until it
-// answers.
-func startS3Gateway(t testing.TB, m *mesh) *s3Gateway {
+// answers. args go after the defaults, so they override them.
+func startS3Gateway(t testing.TB, m *mesh, args ...string) *s3Gateway {
 	t.Helper()
 	dir := t.TempDir()
 	gw := &s3Gateway{keyID: "lakemesh-e2e", secret: rand.Text()}
@@ -57,8 +57,8 @@ func startS3Gateway(t testing.TB, m *mesh) *s3Gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(lakemeshBin, "s3", "--node", m.nodes[0].addr, "--listen", addr, "--credentials", creds,
-		"--spool-dir", filepath.Join(dir, "spool"), "--bucket-dir", "/lake/s3/buckets", "--log-level", "info")
+	p.cmd = exec.Command(lakemeshBin, append([]string{"s3", "--node", m.nodes[0].addr, "--listen", addr, "--credentials", creds,
+		"--spool-dir", filepath.Join(dir, "spool"), "--bucket-dir", "/lake/s3/buckets", "--log-level", "info"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if addr := os.Getenv("LAKEMESH_BENCH_S3_PPROF"); addr != "" {

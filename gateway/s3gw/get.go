@@ -208,6 +208,7 @@ type pendingChunk struct {
 	buf      *[]byte // nil when sections hold the chunk
 	n        int
 	sections []router.Section
+	at       int64 // the chunk's first byte in the object
 	err      error
 	done     chan struct{} // closed once buf, n, sections and err are set
 }
@@ -224,7 +225,7 @@ func (c *pendingChunk) release() {
 	c.sections = nil
 }
 
-// zeroCopyReader is a Reader that hands out verified ranges of the page
+// zeroCopyReader is a Reader that hands out ranges of the page
 // files of nodes on this host, to send with sendfile (router.File does).
 type zeroCopyReader interface {
 	pagedReader
@@ -242,10 +243,10 @@ type zeroCopyReader interface {
 //
 // A chunk whose pages are all short-circuited (router.File.Section) is
 // not read at all: its blocks are verified where they lie in the page
-// cache and the verified ranges go from the page files to the socket with
-// sendfile, so the gateway copies none of its bytes. A chunk is verified
-// whole before any of its bytes is sent, so a block that fails its
-// checksum makes the chunk be read the usual way, never a wrong byte sent.
+// cache, a piece at a time, each piece just before it goes from the page
+// file to the socket with sendfile, so the gateway copies none of its
+// bytes. A block that fails its checksum has the rest of its chunk read
+// the usual way: never a wrong byte sent.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	size := int64(chunkSizeFor(rd))
@@ -276,6 +277,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 				defer close(c.done)
 				if zc != nil {
 					if c.sections = pageSections(ctx, zc, at, n); c.sections != nil {
+						c.at, c.n = at, int(n)
 						return
 					}
 				}
@@ -306,8 +308,22 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 		}
 		var err error
 		if c.sections != nil {
-			err = sendSections(rf, c.sections)
+			var sent int64
+			sent, err = sendSections(rf, c.sections)
 			s.zeroCopyChunks.Add(1)
+			if errors.Is(err, router.ErrSectionCheck) {
+				// A block failed its checksum before it went: the rest
+				// of the chunk is read the usual way (its node drops the
+				// block and fills it again) into a buffer of its own.
+				c.release()
+				c.buf = getChunk(int(size))
+				rest := (*c.buf)[:int64(c.n)-sent]
+				if _, err := readFull(ctx, rd, rest, c.at+sent); err != nil {
+					c.release()
+					return err
+				}
+				_, err = w.Write(rest)
+			}
 		} else {
 			_, err = w.Write((*c.buf)[:c.n])
 		}
@@ -340,22 +356,22 @@ func pageSections(ctx context.Context, rd zeroCopyReader, off, n int64) []router
 	return secs
 }
 
-// sendSections sends verified sections through w's ReadFrom, which, for
-// the *io.LimitedReader over an *os.File that a section reads as, is
-// sendfile from the page file to the connection (net/http's response and
-// net.TCPConn). A failure after the first byte cuts the response short,
-// which the client sees; it never sends a byte it did not verify.
-func sendSections(w io.ReaderFrom, secs []router.Section) error {
+// sendSections sends sections through w's ReadFrom (router.Section.Send),
+// which, for the *io.LimitedReader over an *os.File that a section sends
+// as, is sendfile from the page file to the connection (net/http's
+// response and net.TCPConn), and returns the bytes sent. It never sends a
+// byte that was not verified: after a block failed its checksum the error
+// wraps router.ErrSectionCheck, and the caller sends the rest otherwise.
+func sendSections(w io.ReaderFrom, secs []router.Section) (int64, error) {
+	var sent int64
 	for _, sec := range secs {
-		n, err := w.ReadFrom(sec.Reader())
-		if err == nil && n != sec.Length {
-			err = fmt.Errorf("sent %d of a section's %d bytes", n, sec.Length)
-		}
+		n, err := sec.Send(w)
+		sent += n
 		if err != nil {
-			return err
+			return sent, err
 		}
 	}
-	return nil
+	return sent, nil
 }
 
 // readFull fills buf from off, failing if the object ends first.

@@ -24,6 +24,8 @@ type sectionLakes struct {
 	router.Namespace
 	dir      string       // the directory of mount /lake/a
 	bad      atomic.Int64 // a page with no section; -1 for none
+	corrupt  atomic.Int64 // an object offset whose piece fails its check; -1 for none
+	checked  atomic.Int64 // bytes checked
 	sections atomic.Int64 // handed out
 	reads    atomic.Int64 // ReadAt calls
 }
@@ -67,7 +69,13 @@ func (r *sectionFileReader) Section(_ context.Context, off, n int64) (router.Sec
 		return router.Section{}, false
 	}
 	r.l.sections.Add(1)
-	return router.Section{File: f, Length: n}, true
+	return router.NewSection(f, n, func(from, k int64) error {
+		if bad := r.l.corrupt.Load(); bad >= off+from && bad < off+from+k {
+			return fmt.Errorf("byte %d: checksum mismatch", bad)
+		}
+		r.l.checked.Add(k)
+		return nil
+	}), true
 }
 
 // GETs whose pages all have sections go out with sendfile, whole and
@@ -76,6 +84,7 @@ func (r *sectionFileReader) Section(_ context.Context, off, n int64) (router.Sec
 func TestGetSendsSections(t *testing.T) {
 	sl := &sectionLakes{}
 	sl.bad.Store(-1)
+	sl.corrupt.Store(-1)
 	g := newTestGateway(t, withNamespace(func(ns router.Namespace) router.Namespace { sl.Namespace = ns; return sl }))
 	sl.dir = g.lakes.Dir("/lake/a")
 	const size = 3<<20 + 5*sectionPage + 1234 // 4 chunks of 1 MiB, the last short
@@ -108,6 +117,23 @@ func TestGetSendsSections(t *testing.T) {
 	if sl.reads.Load() != 0 || g.srv.zeroCopyChunks.Load() == 0 {
 		t.Fatalf("%d ReadAt calls and %d chunks sent with sendfile; want none and some", sl.reads.Load(), g.srv.zeroCopyChunks.Load())
 	}
+	var sent int64
+	for _, r := range ranges {
+		sent += r.last - r.first + 1
+	}
+	if got := sl.checked.Load(); got != sent {
+		t.Fatalf("%d bytes checked of the %d sent", got, sent)
+	}
+
+	// A block that fails its check in the middle of a chunk: the bytes
+	// before it went with sendfile, the rest of the chunk is read.
+	sl.corrupt.Store(2<<20 + 3*sectionPage + 100)
+	check()
+	if sl.reads.Load() == 0 {
+		t.Error("nothing was read after a section failed its check")
+	}
+	sl.corrupt.Store(-1)
+	sl.reads.Store(0)
 
 	sl.bad.Store(17) // in the second chunk
 	chunks := g.srv.zeroCopyChunks.Load()
