@@ -4,6 +4,8 @@ package cachenode
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"syscall"
 	"unsafe"
@@ -45,4 +47,31 @@ func preallocate(f *os.File, n int64) error {
 // read as zeros after, and the file's size is kept.
 func punchHole(f *os.File, off, n int64) error {
 	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// writeDirectv writes bufs, one after another, at off of f, a descriptor
+// opened by openDirect, with one pwritev(2): every buffer's address and
+// length, and off, must be multiples of DirectAlign. A short write is an
+// error wrapping io.ErrShortWrite.
+func writeDirectv(f *os.File, bufs [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	want := 0
+	for _, b := range bufs {
+		want += len(b)
+	}
+	var n int
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		n, werr = unix.Pwritev(int(fd), bufs, off)
+		return true
+	}); err != nil {
+		return err
+	}
+	if werr == nil && n != want {
+		werr = fmt.Errorf("wrote %d of %d bytes: %w", n, want, io.ErrShortWrite)
+	}
+	return werr
 }

@@ -25,3 +25,6 @@ var errNoPunchHole = errors.New("punching holes not supported")
 // punchHole: the space of a dropped packed page comes back when its pack
 // is removed.
 func punchHole(*os.File, int64, int64) error { return errNoPunchHole }
+
+// writeDirectv: no direct writes on this platform.
+func writeDirectv(*os.File, [][]byte, int64) error { return errNoDirectIO }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // On-disk layout of the disk tier (see doc.go):
@@ -189,15 +190,69 @@ func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	}
 	slot.data = slot.off + hdrLen
 	w := &pageWriter{path: slot.pack.path, buffered: slot.pack.rw}
+	var ok, once bool
 	if inMemory {
 		w.direct = slot.pack.direct // alloc counted this write: open until it ends
+		once, err = d.toNewSlotOnce(slot, w, rec)
+		ok = once && err == nil
 	}
-	ok, err := d.toSlot(slot, w, rec)
+	if !once {
+		ok, err = d.toSlot(slot, w, rec)
+	}
 	s.packs.endWrite(slot)
 	if err != nil {
 		s.packs.free(slot)
 	}
 	return ok, err
+}
+
+// toNewSlotOnce writes a new slot's header and its page's blocks, the
+// whole page, with one direct write (pwritev): a small file's fill costs
+// one write to the disk where blocks then header cost two, and three
+// when the page's length is not a multiple of DirectAlign (its tail went
+// through the page cache; here it is padded with zeros, which the slot
+// has room for). It reports false, having written nothing, when it
+// cannot: d is not the whole page, the page's buffer is not aligned,
+// direct writes are off or refused; the caller writes blocks, then
+// header. A crash in the middle of the write may leave the header on
+// disk without all the blocks: they fail their checksums when read, as a
+// torn block does, and the page is filled again.
+func (d *diskPut) toNewSlotOnce(slot *packSlot, w *pageWriter, rec []byte) (bool, error) {
+	if w.direct == nil || w.refused.Load() || d.b0 != 0 || int64(len(d.data)) != d.e.length || slot.off%directAlign != 0 {
+		return false, nil
+	}
+	for _, t := range d.todo {
+		if !t {
+			return false, nil
+		}
+	}
+	bufs := [][]byte{encodePackHeader(slot.size, rec, slot.data-slot.off)}
+	head := len(d.data) &^ (directAlign - 1)
+	if head > 0 {
+		if !directAligned(d.data[:head], 0) {
+			return false, nil
+		}
+		bufs = append(bufs, d.data[:head])
+	}
+	if tail := d.data[head:]; len(tail) > 0 {
+		b := AlignedBuffer(directAlign)
+		copy(b, tail)
+		bufs = append(bufs, b)
+	}
+	switch err := writeDirectv(w.direct, bufs, slot.off); {
+	case err == nil:
+	case errors.Is(err, syscall.EINVAL):
+		// The device wants a larger alignment: no more direct writes.
+		w.refused.Store(true)
+		return false, nil
+	case errors.Is(err, io.ErrShortWrite), errors.Is(err, errNoDirectIO):
+		return false, nil // the two writes rewrite it all
+	default:
+		d.s.disk.release(d.need)
+		return true, fmt.Errorf("write page %s to %s: %w", d.e.id, w.path, err)
+	}
+	d.commit(slot)
+	return true, nil
 }
 
 // toSlot writes the blocks through w into slot, then its header holding

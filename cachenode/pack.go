@@ -39,9 +39,13 @@ import (
 //	record bytes uint32, then the page's record (index.go; 0 when free)
 //	checksum     uint32 CRC-32C of everything before it
 //
-// The blocks are written before the header, and the header is
-// rewritten in place when the record changes (its length never does for
-// a page). A page whose disk copy is dropped has its header rewritten
+// A new slot holding a whole page that is also in the memory tier (a
+// cold small file's fill) is written with one direct write, header and
+// blocks together; otherwise the blocks are written before the header.
+// A header on disk whose blocks are not (a crash in the middle) lists
+// blocks that fail their checksums when read, as torn blocks do. The
+// header is rewritten in place when the record changes (its length never
+// does for a page). A page whose disk copy is dropped has its header rewritten
 // as free and the rest of its slot's blocks given back to the file
 // system (a hole punched); a slot is never used for another page, so a
 // reader holding a descriptor of the pack finds either the page's bytes

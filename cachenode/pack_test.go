@@ -2,11 +2,13 @@ package cachenode
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -289,4 +291,93 @@ func readPackHeaderAt(path string, off int64) (packHeader, error) {
 		return packHeader{}, err
 	}
 	return readPackHeader(f, off, st.Size())
+}
+
+// A cold small file filled into memory and a pack is written to disk
+// with one direct write, header and blocks together, whatever its length
+// (its tail padded within the slot), where blocks then header took two,
+// and three when the length was not a multiple of DirectAlign. Counted
+// by the kernel (/proc/self/io): the write-type system calls, less the Go
+// runtime's 8-byte eventfd wakeups, told apart by the bytes written,
+// which are the new slots' bytes and 8 a wakeup. The pages read back
+// from disk after a restart.
+func TestStorePacksAColdPageWithOneWrite(t *testing.T) {
+	dir := t.TempDir()
+	cfg := StoreConfig{MemoryBytes: 64 << 20, Dir: dir, DiskBytes: 256 << 20, PackBelow: 1 << 20, Logger: quietLogger()}
+	s := openTestStore(t, cfg)
+	sizes := []int64{100 << 10, 100<<10 + 1000, 3000, 64 << 10}
+	var refs []FileRef
+	for i, size := range sizes {
+		refs = append(refs, FileRef{Mount: "/lake/a", Path: fmt.Sprintf("small/%d", i), Version: "1", Size: size})
+	}
+	src := memSource{data: randomBytes(98, 200<<10)}
+	c := newTestCache(t, s, src, CacheConfig{})
+	// The first fill creates the pack; whether it writes directly is the
+	// file system's say.
+	p := make([]byte, 200<<10)
+	first := FileRef{Mount: "/lake/a", Path: "small/first", Version: "1", Size: 8192}
+	if _, _, err := c.ReadAt(context.Background(), first, p[:first.Size], 0, true); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if f, _, err := s.OpenDiskPage(first, 0); err == nil {
+			f.Close() // written and listed
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first page not on disk after 10s")
+		}
+	}
+	packEnd := func() (int64, bool) {
+		s.packs.mu.Lock()
+		defer s.packs.mu.Unlock()
+		a := s.packs.active
+		return a.end, a.direct != nil
+	}
+	end0, direct := packEnd()
+	if !direct {
+		t.Skipf("the file system of %s refuses direct writes: packs are written through the page cache", dir)
+	}
+	calls0, bytes0 := procIO(t)
+	for _, ref := range refs {
+		if _, fs, err := c.ReadAt(context.Background(), ref, p[:ref.Size], 0, true); err != nil || fs[0].Tier != TierLake {
+			t.Fatalf("ReadAt %s: %v %+v", ref.Path, err, fs)
+		}
+	}
+	c.Close() // the disk writes
+	calls1, bytes1 := procIO(t)
+	end1, _ := packEnd()
+	slots := end1 - end0
+	wakeups := (bytes1 - bytes0 - slots) / 8
+	if (bytes1-bytes0-slots)%8 != 0 || calls1-calls0-wakeups != int64(len(refs)) {
+		t.Errorf("%d write calls of %d bytes for %d cold small pages in %d bytes of slots; want one write a page, its slot whole, and 8-byte wakeups",
+			calls1-calls0, bytes1-bytes0, len(refs), slots)
+	}
+	s.Close()
+	s = openTestStore(t, StoreConfig{Dir: dir, DiskBytes: 256 << 20, PackBelow: 1 << 20, Logger: quietLogger()})
+	for _, ref := range refs {
+		got, tier, err := readStored(t, s, ref, 0)
+		if err != nil || tier != TierDisk || !bytes.Equal(got, src.data[:ref.Size]) {
+			t.Fatalf("after a restart, %s (%d bytes): %d bytes from %q, %v", ref.Path, ref.Size, len(got), tier, err)
+		}
+	}
+}
+
+// procIO is this process's count of write-type system calls so far, and
+// the bytes they wrote (/proc/self/io's syscw and wchar).
+func procIO(t *testing.T) (calls, written int64) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no /proc/self/io: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			calls, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
+			written, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return calls, written
 }
