@@ -28,8 +28,9 @@ import (
 // So a GET to a custom endpoint with path-style addressing (MinIO, Ceph
 // and the other S3-compatible stores a region runs next to) is built and
 // signed here: the SDK's credentials (its standard chain, cached), its
-// SigV4 signer and its HTTP client, with the path escaped as the SDK
-// escapes it. Only a 200 or 206 reply is taken. Anything else (an error
+// SigV4 signer and its HTTP client (or, for a plain-HTTP endpoint with no
+// proxy, connections of its own: s3_conn.go), with the path escaped as
+// the SDK escapes it. Only a 200 or 206 reply is taken. Anything else (an error
 // status, a failed connection, credentials that cannot be had) makes the
 // same read go through the SDK's GetObject, which retries, maps errors
 // and follows the store's rules as before: errors keep one code path,
@@ -67,7 +68,7 @@ func newLeanGetter(client *s3.Client, bucket string) *leanGetter {
 		return nil
 	}
 	prefix := strings.TrimSuffix(base.Path, "/") + "/" + bucket + "/"
-	return &leanGetter{
+	g := &leanGetter{
 		base:          base,
 		prefix:        prefix,
 		escapedPrefix: httpbinding.EscapePath(prefix, false),
@@ -77,6 +78,10 @@ func newLeanGetter(client *s3.Client, bucket string) *leanGetter {
 		// S3 signs the path as sent, not escaped again.
 		signer: v4.NewSigner(func(so *v4.SignerOptions) { so.DisableURIPathEscaping = true }),
 	}
+	if raw := rawHTTPFor(base); raw != nil {
+		g.client = raw
+	}
+	return g
 }
 
 // get sends a GET of key's bytes [first, last] (If-Match ifMatch when not
