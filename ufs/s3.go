@@ -175,9 +175,17 @@ func parseS3Options(q url.Values) (s3Options, error) {
 
 func (f *s3FS) String() string { return f.uri }
 
-// Close has nothing to release: the SDK owns its connection pool, whose
-// idle connections time out on their own.
-func (f *s3FS) Close() error { return nil }
+// Close closes the idle connections of the lean path's own GETs
+// (s3_conn.go); the SDK owns its connection pool, whose idle connections
+// time out on their own.
+func (f *s3FS) Close() error {
+	if f.lean != nil {
+		if raw, ok := f.lean.client.(*rawHTTP); ok {
+			raw.close()
+		}
+	}
+	return nil
+}
 
 func (f *s3FS) Stat(ctx context.Context, p string) (FileInfo, error) {
 	fi, _, err := f.stat(ctx, p)

@@ -28,8 +28,9 @@ type rawHTTP struct {
 	addr   string // host:port to dial
 	dialer net.Dialer
 
-	mu   sync.Mutex
-	idle []*rawConn // most recently used last
+	mu     sync.Mutex
+	idle   []*rawConn // most recently used last
+	closed bool       // the lake was closed: no connection is kept
 }
 
 const (
@@ -105,12 +106,24 @@ func (h *rawHTTP) conn(ctx context.Context) (*rawConn, bool, error) {
 func (h *rawHTTP) put(rc *rawConn) {
 	rc.since = time.Now()
 	h.mu.Lock()
-	if len(h.idle) < rawMaxIdle {
+	if len(h.idle) < rawMaxIdle && !h.closed {
 		h.idle = append(h.idle, rc)
 		rc = nil
 	}
 	h.mu.Unlock()
 	if rc != nil {
+		rc.c.Close()
+	}
+}
+
+// close closes the idle connections, and those of GETs still being read
+// once they end.
+func (h *rawHTTP) close() {
+	h.mu.Lock()
+	idle := h.idle
+	h.idle, h.closed = nil, true
+	h.mu.Unlock()
+	for _, rc := range idle {
 		rc.c.Close()
 	}
 }

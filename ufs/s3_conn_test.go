@@ -82,6 +82,21 @@ func TestRawHTTPReusesConnections(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections after two replies with Connection: close; want 2 (the pooled one, then one that was closed)", n)
 	}
+
+	// Closed (the lake's Close), it keeps no connection.
+	resp, err := rawGet(t, context.Background(), raw, srv.URL+"/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.close()
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	raw.mu.Lock()
+	idle := len(raw.idle)
+	raw.mu.Unlock()
+	if idle != 0 {
+		t.Fatalf("%d idle connections after close; want none", idle)
+	}
 }
 
 // A pooled connection the server closed meanwhile: the GET goes again on
