@@ -43,9 +43,9 @@ import (
 
 // sectionPiece is how many bytes of a section Send checks, then sends, at
 // a time (a multiple of every block size in use, so that no block is
-// checked twice): small enough to stay in the CPU's caches from the check
-// to the receiver's copy, large enough that a sendfile call carries many
-// segments. A variable for tests.
+// checked twice): a check and the send of what it checked are one
+// sendfile call apart, and a sendfile call carries many segments. A
+// variable for tests.
 var sectionPiece int64 = 1 << 20
 
 // ErrSectionCheck is wrapped in Send's error when a piece failed its

@@ -285,24 +285,11 @@ func TestCorruptPageRefetched(t *testing.T) {
 		t.Fatal("wrong bytes on the first read")
 	}
 	// Flip bytes in the middle of every page file of the node.
-	var files []string
-	filepath.WalkDir(m.nodes[0].cacheDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && filepath.Ext(p) == ".page" {
-			files = append(files, p)
-		}
-		return nil
-	})
+	files := pageFilesIn(m.nodes[0].cacheDir, 0)
 	if len(files) == 0 {
 		t.Fatal("no .page files in the cache directory")
 	}
-	for _, p := range files {
-		fh, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fh.WriteAt([]byte("corrupt!"), 1*MiB+100)
-		fh.Close()
-	}
+	corruptFiles(t, files, 1*MiB+100)
 	m.proxy.Reset()
 	if got := readAll(t, c, "/lake/s3/corrupt/file.bin", 4*MiB); got != want {
 		t.Fatal("corrupt bytes were served")
@@ -344,13 +331,7 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 	var files []string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		files = files[:0]
-		filepath.WalkDir(m.nodes[0].cacheDir, func(p string, d os.DirEntry, err error) error {
-			if fi, ierr := d.Info(); err == nil && ierr == nil && !d.IsDir() && filepath.Ext(p) == ".page" && fi.Size() >= 4*MiB {
-				files = append(files, p)
-			}
-			return nil
-		})
+		files = pageFilesIn(m.nodes[0].cacheDir, 4*MiB)
 		if len(files) == 2 {
 			break
 		}
@@ -365,14 +346,7 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 	if !bytes.Equal(get(), patternAt(6, 0, size)) {
 		t.Fatal("wrong bytes on the warm GET")
 	}
-	for _, p := range files {
-		fh, err := os.OpenFile(p, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fh.WriteAt([]byte("corrupt!"), 2*MiB+100) // past the first pieces
-		fh.Close()
-	}
+	corruptFiles(t, files, 2*MiB+100) // past the first pieces
 	m.proxy.Reset()
 	if !bytes.Equal(get(), patternAt(6, 0, size)) {
 		t.Fatal("corrupt bytes were served")
@@ -385,6 +359,38 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 		t.Fatalf("the gateway's log tells of %d sections that failed their check; want %d, one a page:\n%s", n, len(files), log)
 	}
 	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
+}
+
+// pageFilesIn returns the page files (.page) under a node's cache
+// directory that hold at least minSize bytes.
+func pageFilesIn(dir string, minSize int64) []string {
+	var files []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Ext(p) != ".page" {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.Size() >= minSize {
+			files = append(files, p)
+		}
+		return nil
+	})
+	return files
+}
+
+// corruptFiles writes "corrupt!" at off of every file.
+func corruptFiles(t *testing.T, files []string, off int64) {
+	t.Helper()
+	for _, p := range files {
+		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fh.WriteAt([]byte("corrupt!"), off)
+		fh.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // 1,000 random 4 KiB reads of a cold 1 GiB object: lake bytes read <= 16x

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/lakemesh/lakemesh/internal/testenv"
-	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // BenchmarkS3ReadRangeSmall reads a 100 KiB object whole with ReadRange,
@@ -25,7 +24,7 @@ func BenchmarkS3ReadRangeSmall(b *testing.B) {
 	const size = 100 << 10
 	data := randomBytes(size, 77)
 	m.PutObject(b, "bench", "small.bin", data)
-	fs := openLakeTB(b, m.URI("bench", ""))
+	fs := openLake(b, m.URI("bench", ""))
 	ctx := context.Background()
 	fi, err := fs.Stat(ctx, "small.bin")
 	if err != nil {
@@ -57,13 +56,4 @@ func BenchmarkS3ReadRangeSmall(b *testing.B) {
 	cpu := time.Duration(syscall.TimevalToNsec(after.Utime) - syscall.TimevalToNsec(before.Utime) +
 		syscall.TimevalToNsec(after.Stime) - syscall.TimevalToNsec(before.Stime))
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/get")
-}
-
-func openLakeTB(tb testing.TB, uri string) ufs.FS {
-	tb.Helper()
-	fs, err := ufs.Open(context.Background(), uri)
-	if err != nil {
-		tb.Fatalf("open %s: %v", uri, err)
-	}
-	return fs
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/lakemesh/lakemesh/ufs/ufstest"
 )
 
-func openLake(t *testing.T, uri string) ufs.FS {
+func openLake(t testing.TB, uri string) ufs.FS {
 	t.Helper()
 	fs, err := ufs.Open(t.Context(), uri)
 	if err != nil {
