@@ -67,11 +67,29 @@ func (g *governor) extend(until time.Time) { g.until.Store(int64(until.Sub(g.bor
 func (g *governor) expired() bool { return int64(time.Since(g.born)) >= g.until.Load() }
 
 // close stops granting, tells every waiter to ask again (whoever governs
-// next) and waits for the loop.
+// next) and waits for the loop. Requests already delivered to the
+// subscription are answered too, "requeue" like the queue's waiters:
+// unsubscribing at once would drop them, and each of their nodes would
+// wait grantRequestTimeout (1.5 s) before asking anyone else.
 func (g *governor) close() {
-	g.sub.Unsubscribe() // fails only on a closed connection, where it is gone anyway
-	g.stop()
+	g.stop() // the loop answers its queue; receive answers what comes after
 	<-g.done
+	if g.b.cfg.Conn.Status() != nats.CONNECTED {
+		g.sub.Unsubscribe() // no answer can go out anyway
+		return
+	}
+	closed := g.sub.StatusChanged(nats.SubscriptionClosed)
+	if err := g.sub.Drain(); err != nil {
+		g.sub.Unsubscribe()
+		return
+	}
+	t := time.NewTimer(governorKVTimeout)
+	defer t.Stop()
+	select {
+	case <-closed: // the server sends no more, and every delivered request was answered
+	case <-t.C: // NATS went away meanwhile; the requests left are lost with it
+		g.sub.Unsubscribe()
+	}
 }
 
 func (g *governor) receive(ctx context.Context, m *nats.Msg) {
@@ -88,6 +106,11 @@ func (g *governor) receive(ctx context.Context, m *nats.Msg) {
 	select {
 	case g.in <- grantCall{req: req, reply: m.Reply}:
 	case <-ctx.Done():
+		// Closing: no place in a line that is gone; ask again at once,
+		// whoever governs next.
+		if m.Reply != "" {
+			g.answer(m.Reply, grantReply{Verdict: verdictRequeue, Term: g.term})
+		}
 	}
 }
 

@@ -223,3 +223,55 @@ func drainNews[T any](news <-chan T) {
 		}
 	}
 }
+
+// TestBudgetGovernorCloseAnswersEveryRequest: a governor that closes
+// answers every request it has received, those still waiting in its
+// subscription included, so that no node waits grantRequestTimeout for an
+// answer that never comes (a stall of 1.5 s at every handover, when the
+// requests then in flight were dropped).
+func TestBudgetGovernorCloseAnswersEveryRequest(t *testing.T) {
+	ns := startBudgetNATS(t, t.TempDir(), 0)
+	nodes := startBudgetNodes(t, ns.ClientURL(), 1, 0)
+	budgetLeader(t, nodes, -1)
+	b := nodes[0].budget
+
+	nc := connectBudgetNATS(t, ns.ClientURL())
+	inbox := nats.NewInbox()
+	replies, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := replies.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	// Far more than the budget grants in a second: most wait in the
+	// governor's queue, and the last ones are still in its subscription
+	// when it closes.
+	const asked = 200
+	data, _ := json.Marshal(grantRequest{Class: Preload, Bytes: MaxGrant, Node: "node-x"})
+	for range asked {
+		if err := nc.PublishRequest(b.grants, inbox, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	answered := 0
+	deadline := time.Now().Add(500 * time.Millisecond) // well under grantRequestTimeout
+	for answered < asked {
+		m, err := replies.NextMsg(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		var r grantReply
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatalf("answer %q: %v", m.Data, err)
+		}
+		answered++
+	}
+	if answered != asked {
+		t.Fatalf("%d of %d requests answered by the closing governor; the others would wait %v", answered, asked, grantRequestTimeout)
+	}
+}
