@@ -3,6 +3,7 @@ package cachenode
 import (
 	"bufio"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -83,27 +84,31 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// mountinfoPath is where warnIfDiscard reads the mounts (a test's own
+// mountinfoPath is where WarnIfDiscard reads the mounts (a test's own
 // file in tests).
 var mountinfoPath = "/proc/self/mountinfo"
 
-// warnIfDiscard logs a warning when the disk tier's directory is on a
-// file system mounted with online discard.
-func (s *Store) warnIfDiscard() {
+// WarnIfDiscard logs a warning to log when dir (a cache directory) is on
+// a file system mounted with online discard, and reports whether it
+// did. A store opened on dir warns by itself unless told the caller did
+// (StoreConfig.DiscardChecked).
+func WarnIfDiscard(log *slog.Logger, dir string) bool {
 	f, err := os.Open(mountinfoPath)
 	if err != nil {
-		return // not Linux, or no /proc: nothing to tell
+		return false // not Linux, or no /proc: nothing to tell
 	}
 	defer f.Close()
-	dir, err := filepath.Abs(s.cfg.Dir)
+	abs, err := filepath.Abs(dir)
 	if err == nil {
-		dir, err = filepath.EvalSymlinks(dir)
+		abs, err = filepath.EvalSymlinks(abs)
 	}
 	if err != nil {
-		return
+		return false
 	}
-	if mp, fsType, discard := discardMount(f, dir); discard {
-		s.log.Warn("cache directory is on a file system mounted with online discard: each eviction discards the evicted pages' blocks and fills wait behind the discards, which slowed cold reads past a full disk tier by 20-50% in tests; mount it without discard and run fstrim periodically",
-			"dir", s.cfg.Dir, "mount", mp, "fstype", fsType)
+	mp, fsType, discard := discardMount(f, abs)
+	if discard {
+		log.Warn("cache directory is on a file system mounted with online discard: each eviction discards the evicted pages' blocks and fills wait behind the discards, which slowed cold reads past a full disk tier by 20-50% in tests; mount it without discard and run fstrim periodically",
+			"dir", dir, "mount", mp, "fstype", fsType)
 	}
+	return discard
 }

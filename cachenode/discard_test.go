@@ -62,5 +62,16 @@ func TestStoreWarnsOfOnlineDiscard(t *testing.T) {
 		if warned != c.warn {
 			t.Errorf("%s: warned %v, want %v; logs:\n%s", c.name, warned, c.warn, logs.String())
 		}
+		// A caller that checked already (lakemesh up, for all its
+		// nodes at once) is not warned again by each store.
+		logs.Reset()
+		s = openTestStore(t, StoreConfig{Dir: dir, DiskBytes: 64 * mib, Logger: slog.New(slog.NewTextHandler(&logs, nil)), DiscardChecked: true})
+		s.Close()
+		if strings.Contains(logs.String(), "online discard") {
+			t.Errorf("%s: a store told the caller checked warned all the same:\n%s", c.name, logs.String())
+		}
+		if got := WarnIfDiscard(slog.New(slog.DiscardHandler), dir); got != c.warn {
+			t.Errorf("%s: WarnIfDiscard %v, want %v", c.name, got, c.warn)
+		}
 	}
 }

@@ -67,6 +67,11 @@ type StoreConfig struct {
 	Classify func(FileRef) Class
 	// Logger receives the store's events (nil: slog.Default()).
 	Logger *slog.Logger
+	// DiscardChecked says the caller has already checked Dir's file
+	// system for online discard (CheckDiscard) and warned; the store
+	// does not warn again. `lakemesh up`, whose nodes share one work
+	// directory, warns once for all of them.
+	DiscardChecked bool
 }
 
 // StoreStats is a snapshot of a store's use and counters.
@@ -218,7 +223,9 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 			s.packs.close()
 			return nil, fmt.Errorf("open page store %s: %w", cfg.Dir, err)
 		}
-		s.warnIfDiscard()
+		if !cfg.DiscardChecked {
+			WarnIfDiscard(s.log, cfg.Dir)
+		}
 	}
 	s.ev.start(s)
 	if s.bufs != nil && cfg.PretouchMemory {

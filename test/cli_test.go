@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/internal/testenv"
 )
 
@@ -79,7 +82,8 @@ func TestDemoAndClientCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
+	var upLog lockedBuffer
+	cmd.Stderr = io.MultiWriter(os.Stderr, &upLog)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +106,15 @@ func TestDemoAndClientCommands(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("lakemesh up did not come up within 60s")
+	}
+	// Its nodes share one work directory: a cache on a file system that
+	// discards online is warned about once, not once per node.
+	warnings := 0
+	if cachenode.WarnIfDiscard(slog.New(slog.DiscardHandler), work) {
+		warnings = 1
+	}
+	if got := strings.Count(upLog.String(), "mounted with online discard"); got != warnings {
+		t.Errorf("lakemesh up warned %d times about online discard; want %d:\n%s", got, warnings, upLog.String())
 	}
 	node := fmt.Sprintf("127.0.0.1:%d", port)
 	lm := func(args ...string) string {

@@ -63,13 +63,16 @@ type nodeOptions struct {
 	natsURL       string // NATS server of the region; "" runs without mesh events, claims or governors
 	natsCreds     string // NATS credentials file (a secret: named by a flag, never in the topology)
 	cacheDir      string
-	diskBytes     int64
-	memoryBytes   int64
-	pretouch      bool // StoreConfig.PretouchMemory
-	pageSize      int64
-	blockSize     int64
-	log           *slog.Logger
-	tp            trace.TracerProvider
+	// discardChecked: the caller warned about cacheDir's file system
+	// already (StoreConfig.DiscardChecked).
+	discardChecked bool
+	diskBytes      int64
+	memoryBytes    int64
+	pretouch       bool // StoreConfig.PretouchMemory
+	pageSize       int64
+	blockSize      int64
+	log            *slog.Logger
+	tp             trace.TracerProvider
 }
 
 // runningNode is one started cache node.
@@ -148,7 +151,8 @@ func startNode(ctx context.Context, o nodeOptions) (_ *runningNode, err error) {
 			p := policies.For(ref.Mount + "/" + ref.Path)
 			return cachenode.Class{Pin: p.Pin, TTL: p.TTL}
 		},
-		Logger: o.log,
+		Logger:         o.log,
+		DiscardChecked: o.discardChecked,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)

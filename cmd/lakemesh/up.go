@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/lakemesh/lakemesh/cachenode"
 	"github.com/lakemesh/lakemesh/federation"
 	"github.com/lakemesh/lakemesh/region"
 )
@@ -124,6 +125,13 @@ so client commands reach it without flags. Deployments across machines use
 				memberships[r] = region.NewStatic(ms...)
 				all = append(all, ms)
 			}
+			// Every demo node's cache is under the work directory: one
+			// warning about its file system, not one per node.
+			cacheRoot := filepath.Join(workdir, "cache")
+			if err := os.MkdirAll(cacheRoot, 0o755); err != nil {
+				return err
+			}
+			cachenode.WarnIfDiscard(log, cacheRoot)
 			for i, r := range regions {
 				for _, m := range all[i] {
 					n, err := startNode(ctx, nodeOptions{
@@ -137,12 +145,13 @@ so client commands reach it without flags. Deployments across machines use
 						regions: func(_ context.Context, name string) (region.Membership, error) {
 							return memberships[name], nil
 						},
-						natsURL:     buses[r].ClientURL(),
-						cacheDir:    filepath.Join(workdir, "cache", m.ID),
-						diskBytes:   disk,
-						memoryBytes: mem,
-						log:         log.With("node", m.ID),
-						tp:          tp,
+						natsURL:        buses[r].ClientURL(),
+						cacheDir:       filepath.Join(cacheRoot, m.ID),
+						discardChecked: true,
+						diskBytes:      disk,
+						memoryBytes:    mem,
+						log:            log.With("node", m.ID),
+						tp:             tp,
 					})
 					if err != nil {
 						return fmt.Errorf("start node %s: %w", m.ID, err)
