@@ -680,6 +680,11 @@ func (n *Node) WaitUploaded(ctx context.Context, req *nodepb.WaitUploadedRequest
 // Invalidate drops cached metadata at and below a path.
 func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*nodepb.InvalidateReply, error) {
 	p := strings.TrimSuffix(req.GetPath(), "/")
+	if err := n.mountedOrAbove(p); err != nil {
+		// lakemesh sync of a mistyped mount is said so, not answered
+		// "0 entries dropped".
+		return nil, ToStatus(err)
+	}
 	n.tellWatchers(req)
 	if req.GetSelfOnly() {
 		dropped := n.meta.invalidateSelf(p)
@@ -697,6 +702,22 @@ func (n *Node) Invalidate(ctx context.Context, req *nodepb.InvalidateRequest) (*
 		reply.MeshPublished = true
 	}
 	return reply, nil
+}
+
+// mountedOrAbove returns an error wrapping ErrNoMount for a path that is
+// neither in a mount nor a directory above the mounts ("/", "/lake").
+func (n *Node) mountedOrAbove(p string) error {
+	if n.cfg.Lakes == nil {
+		return nil // a node of tests that serve no lakes
+	}
+	_, _, err := n.cfg.Lakes.Resolve(cmp.Or(p, "/"))
+	if !errors.Is(err, ErrNoMount) {
+		return nil
+	}
+	if _, above := n.virtualChildren(p); above {
+		return nil
+	}
+	return err
 }
 
 // InvalidateLocal drops cached metadata at and below a path on this node;

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -160,6 +161,20 @@ func TestNodeNamespaceAndBadPaths(t *testing.T) {
 		_, err := nc.Stat(ctx, &nodepb.StatRequest{Path: path})
 		if !errors.Is(FromStatus(err), want) {
 			t.Errorf("stat %s: %v, want %v", path, err, want)
+		}
+	}
+	// Invalidating (lakemesh sync): a mount, a path in it and the
+	// directories above the mounts are fine; a path beside them is no
+	// mount's, and said so.
+	for _, path := range []string{"/", "/lake", "/lake/", "/lake/a", "/lake/a/x.txt"} {
+		if _, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: path}); err != nil {
+			t.Errorf("invalidate %s: %v", path, err)
+		}
+	}
+	for _, path := range []string{"/lake/b", "/nowhere", "/lake/ab"} {
+		_, err := nc.Invalidate(ctx, &nodepb.InvalidateRequest{Path: path})
+		if !errors.Is(FromStatus(err), ErrNoMount) || !strings.Contains(err.Error(), path) {
+			t.Errorf("invalidate %s: %v, want %v naming the path", path, err, ErrNoMount)
 		}
 	}
 }

@@ -310,6 +310,9 @@ func (c *Client) Sync(ctx context.Context, p string) (dropped int, mesh bool, er
 				mesh = mesh || r.GetMeshPublished()
 				continue
 			}
+			if err := cachenode.FromStatus(err); errors.Is(err, cachenode.ErrNoMount) {
+				return 0, false, err // every node would say the same
+			}
 		}
 		errs = append(errs, fmt.Errorf("node %s (%s): %w", m.ID, m.Addr, err))
 	}

@@ -258,6 +258,7 @@ func TestDemoAndClientCommands(t *testing.T) {
 		{[]string{"cat", "--node", node, "lake/s3-use1/README.txt"}, `a namespace path starts with /`},
 		{[]string{"cat", "--node", node, "/lake/s3-use1/../../etc/passwd"}, `".." is not allowed`},
 		{[]string{"cat", "--node", node, "/lake/s3-use1/train"}, `is a directory`},
+		{[]string{"sync", "--node", node, "/lake/s3-usw1"}, `path "/lake/s3-usw1": no mount holds this path`},
 		{[]string{"ls", "--node", "127.0.0.1:1", "/lake"}, `127.0.0.1:1`},
 	} {
 		_, stderr, code := run(t, tc.args...)
