@@ -1,15 +1,13 @@
 package cachenode
 
 import (
-	"bufio"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/lakemesh/lakemesh/federation"
+	"github.com/lakemesh/lakemesh/internal/mountinfo"
 )
 
 // A disk tier on a file system mounted with online discard (ext4's and
@@ -27,66 +25,25 @@ import (
 // without discard, run fstrim from a timer).
 
 // discardMount reports the mount point and file system type of the mount
-// that holds dir, if that mount discards online. mountinfo is the text of
+// that holds dir, if that mount discards online. table is the text of
 // /proc/self/mountinfo (proc(5)); dir is absolute and free of symbolic
 // links.
-func discardMount(mountinfo io.Reader, dir string) (mountPoint, fsType string, discard bool) {
+func discardMount(table io.Reader, dir string) (mountPoint, fsType string, discard bool) {
+	mounts, _ := mountinfo.Parse(table) // what it read, up to a bad line
 	best := -1
-	sc := bufio.NewScanner(mountinfo)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID parent major:minor root mountpoint options [optional...] - fstype source superoptions
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
+	for _, m := range mounts {
+		if !federation.Within(dir, m.Point) || len(m.Point) < best {
 			continue
 		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 6 || len(g) < 3 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if !federation.Within(dir, mp) || len(mp) < best {
-			continue
-		}
-		best = len(mp)
-		mountPoint, fsType = mp, g[0]
-		discard = hasOption(f[5], "discard") || hasOption(g[2], "discard")
+		best = len(m.Point)
+		mountPoint, fsType, discard = m.Point, m.FSType, m.HasOption("discard")
 	}
 	return mountPoint, fsType, discard
 }
 
-func hasOption(opts, name string) bool {
-	for _, o := range strings.Split(opts, ",") {
-		if o == name {
-			return true
-		}
-	}
-	return false
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,
-// and tab, newline and backslash) in paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // mountinfoPath is where WarnIfDiscard reads the mounts (a test's own
 // file in tests).
-var mountinfoPath = "/proc/self/mountinfo"
+var mountinfoPath = mountinfo.Path
 
 // WarnIfDiscard logs a warning to log when dir (a cache directory) is on
 // a file system mounted with online discard, and reports whether it

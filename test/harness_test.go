@@ -389,7 +389,14 @@ func (m *mesh) lakeBytes() int64 { return m.proxy.BytesFromTarget() }
 // run runs the lakemesh CLI and returns its stdout, stderr and exit code.
 func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(lakemeshBin, args...)
+	// No client command takes minutes; one that does (a mount that
+	// should have been refused) is stopped as a user would, not waited
+	// for until the test binary's timeout.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, lakemeshBin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

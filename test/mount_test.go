@@ -718,6 +718,19 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	t.Run("liveMountReported", func(t *testing.T) {
+		// dir holds this test's mount: a second one there is refused
+		// in one line, and the first goes on serving.
+		_, stderr, code := run(t, "mount", dir, "--node", m.nodes[0].addr)
+		want := fmt.Sprintf("mount point %s is already a FUSE mount (fuse.lakemesh, lakemesh); unmount it first with: fusermount3 -u %s", dir, dir)
+		if code == 0 || strings.TrimSpace(stderr) != "lakemesh: "+want {
+			t.Errorf("mount on a mounted mount point: exit %d, stderr %q; want one line %q", code, stderr, want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "lake")); err != nil || !isMounted(dir) {
+			t.Errorf("the first mount after a refused second: %v, mounted %v", err, isMounted(dir))
+		}
+	})
+
 	t.Run("staleMountReported", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "stale")
 		os.Mkdir(other, 0o755)

@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/lakemesh/lakemesh/internal/mountinfo"
 )
 
 // Request sizes the mount asks the kernel for.
@@ -44,6 +47,11 @@ var ErrBusy = errors.New("busy")
 // is gone.
 var ErrStale = errors.New("stale FUSE mount")
 
+// ErrMounted is returned by CheckMountpoint for a live FUSE mount: a
+// second mount on top would hide the first one's files from new
+// lookups while its open files go on, which no one means to do.
+var ErrMounted = errors.New("already a FUSE mount")
+
 // MountOptions are the kernel-facing options of a mount.
 type MountOptions struct {
 	// AllowOther lets other users than the mounting one use the mount
@@ -64,8 +72,9 @@ type Mount struct {
 }
 
 // CheckMountpoint says whether dir can be mounted on: it must exist and
-// be a directory, and not be a stale FUSE mount (one whose server died,
-// where stat fails with "transport endpoint is not connected").
+// be a directory, and be neither a stale FUSE mount (one whose server
+// died, where stat fails with "transport endpoint is not connected") nor
+// a live one (another lakemesh mount, say).
 func CheckMountpoint(dir string) error {
 	st, err := os.Stat(dir)
 	if err == nil {
@@ -86,7 +95,31 @@ func CheckMountpoint(dir string) error {
 	case !st.IsDir():
 		return fmt.Errorf("mount point %s is not a directory", dir)
 	}
+	if m, ok := fuseMountAt(dir); ok {
+		return fmt.Errorf("mount point %s is %w (%s, %s); unmount it first with: fusermount3 -u %s", dir, ErrMounted, m.FSType, m.Source, dir)
+	}
 	return nil
+}
+
+// fuseMountAt returns the FUSE file system mounted at dir, if the top
+// mount there is one (mountinfo lists mounts bottom first).
+func fuseMountAt(dir string) (mountinfo.Mount, bool) {
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return mountinfo.Mount{}, false
+	}
+	mounts, err := mountinfo.Read(mountinfo.Path)
+	if err != nil {
+		return mountinfo.Mount{}, false // no /proc: the mount itself will say
+	}
+	var top mountinfo.Mount
+	found := false
+	for _, m := range mounts {
+		if m.Point == resolved {
+			top, found = m, true
+		}
+	}
+	return top, found && (top.FSType == "fuse" || strings.HasPrefix(top.FSType, "fuse."))
 }
 
 // Mount mounts f on dir: the namespace's "/" at dir. It tries mount(2)
