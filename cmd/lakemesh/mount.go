@@ -63,8 +63,9 @@ open and read at once stay under 512 MiB of RSS.
 SIGINT or SIGTERM unmounts and exits 0; while files are open under the
 mount it says so in one line (close them and signal again, or unmount
 lazily with fusermount3 -uz MOUNTPOINT) and keeps serving. A mount point
-left stale by a crashed mount ("transport endpoint is not connected") is
-reported with the command that clears it: fusermount3 -u MOUNTPOINT.`,
+left stale by a crashed mount ("transport endpoint is not connected"), or
+already holding a live FUSE mount, is reported with the command that
+clears it: fusermount3 -u MOUNTPOINT.`,
 		Example: "  lakemesh mount /mnt/lake\n" +
 			"  lakemesh mount --consul 127.0.0.1:8500 --region gpu-wlcb --allow-other /mnt/lake\n" +
 			"  lakemesh mount --read-only --node 10.0.0.7:7070 /mnt/lake",
