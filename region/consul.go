@@ -77,6 +77,26 @@ var (
 // until Close. When ctx ends first, NewConsul stops the watch and returns
 // an error naming the agent's address and the last error seen.
 func NewConsul(ctx context.Context, cfg ConsulConfig) (*Consul, error) {
+	c, err := FollowConsul(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.ready:
+		return c, nil
+	case <-ctx.Done():
+		err := c.NotReady(ctx.Err())
+		c.Close()
+		return nil, err
+	}
+}
+
+// FollowConsul starts following cfg.Region's healthy members and returns
+// at once, with no members until Consul first answers (Ready). It is for
+// a region that may be unreachable for now, another region's datacenter
+// across a WAN: its members appear when Consul can answer for them, with
+// no restart. It fails only on a bad configuration.
+func FollowConsul(cfg ConsulConfig) (*Consul, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("consul membership: region is required")
 	}
@@ -116,20 +136,22 @@ func NewConsul(ctx context.Context, cfg ConsulConfig) (*Consul, error) {
 		ready:     make(chan struct{}),
 	}
 	go c.watch(watchCtx)
+	return c, nil
+}
 
-	select {
-	case <-c.ready:
-		return c, nil
-	case <-ctx.Done():
-		c.mu.Lock()
-		lastErr := c.lastErr
-		c.mu.Unlock()
-		c.Close()
-		if lastErr == nil {
-			lastErr = errors.New("no answer yet")
-		}
-		return nil, fmt.Errorf("consul membership for region %q: agent at %s: %w (last error: %v)", cfg.Region, address, ctx.Err(), lastErr)
+// Ready is closed once Consul has first answered for the region.
+func (c *Consul) Ready() <-chan struct{} { return c.ready }
+
+// NotReady is the error of a wait for the first answer that ended with
+// why: it names the agent's address and the last error seen.
+func (c *Consul) NotReady(why error) error {
+	c.mu.Lock()
+	lastErr := c.lastErr
+	c.mu.Unlock()
+	if lastErr == nil {
+		lastErr = errors.New("no answer yet")
 	}
+	return fmt.Errorf("consul membership for region %q: agent at %s: %w (last error: %v)", c.cfg.Region, c.address, why, lastErr)
 }
 
 // Members returns the region's healthy members sorted by ID; do not modify

@@ -184,20 +184,35 @@ const maxSocketPath = 107
 
 // followRegion follows another region's members in Consul: in its own
 // datacenter (WAN federation) unless singleDC. A region that cannot be
-// reached now is not fatal: the node starts, and treats the region as
-// having no node until a later restart (its lake, if any, is then read
-// directly over the line).
+// reached now is not fatal: the node starts, treats the region as having
+// no node (its lake, if any, is then read directly over the line) and
+// follows it still, its members joining when Consul answers for them.
 func followRegion(ctx context.Context, log *slog.Logger, consul, name string, singleDC bool) (region.Membership, error) {
 	cfg := region.ConsulConfig{Address: consul, Region: name, Logger: log}
 	if !singleDC {
 		cfg.Datacenter = name
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	m, err := region.NewConsul(wctx, cfg)
+	m, err := region.FollowConsul(cfg)
 	if err != nil {
-		log.Warn("region not reachable in Consul; starting without its members", "region", name, "err", err)
-		return region.NewStatic(), nil
+		return nil, err // startFederation names the region
+	}
+	// Start with the region's members when Consul can say them soon; a
+	// region it cannot reach now (its datacenter away) is followed all
+	// the same, its members joining when Consul answers.
+	t := time.NewTimer(followRegionWait)
+	defer t.Stop()
+	select {
+	case <-m.Ready():
+	case <-t.C:
+		log.Warn("region not reachable in Consul yet; starting without its members, which join when Consul answers for them",
+			"region", name, "err", m.NotReady(context.DeadlineExceeded))
+	case <-ctx.Done():
+		m.Close()
+		return nil, ctx.Err()
 	}
 	return m, nil
 }
+
+// followRegionWait is how long a starting node waits for another region's
+// members before it starts without them (they join later).
+const followRegionWait = 10 * time.Second
