@@ -3,7 +3,6 @@ package region
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -293,7 +292,7 @@ func TestNewConsulUnreachable(t *testing.T) {
 func TestFollowConsulUnreachableAtFirst(t *testing.T) {
 	agent := testenv.Consul(t, testenv.WithDatacenter("region-test"))
 	_, _, m1 := registerNode(t, agent, "r1", "node-1")
-	addr := testenv.FreeAddr(t) // the agent answers here once the relay listens
+	addr := testenv.FreeAddr(t) // the agent answers here once a proxy listens
 	c, err := FollowConsul(ConsulConfig{Address: addr, Region: "r1", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -306,40 +305,13 @@ func TestFollowConsulUnreachableAtFirst(t *testing.T) {
 	if err := c.NotReady(context.DeadlineExceeded); !strings.Contains(err.Error(), addr) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("NotReady: %v; want the agent's address and the reason", err)
 	}
-	relay(t, addr, agent.HTTPAddr)
+	testenv.ProxyAt(t, addr, agent.HTTPAddr)
 	waitMembers(t, c, "the region's member, once its agent answers", func(ms []Member) bool {
 		return slices.Equal(ms, []Member{m1})
 	})
 	if !closed(c.Ready()) {
 		t.Error("members came but Ready is still open")
 	}
-}
-
-// relay forwards TCP connections from listen to target until the test
-// ends.
-func relay(t *testing.T, listen, target string) {
-	t.Helper()
-	l, err := net.Listen("tcp", listen)
-	if err != nil {
-		t.Fatalf("relay %s -> %s: %v", listen, target, err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			t.Cleanup(func() { in.Close(); out.Close() })
-			go func() { io.Copy(out, in); out.Close() }()
-			go func() { io.Copy(in, out); in.Close() }()
-		}
-	}()
 }
 
 func TestNewConsulNeedsRegion(t *testing.T) {

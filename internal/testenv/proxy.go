@@ -36,7 +36,15 @@ type CountingProxy struct {
 // test ends.
 func Proxy(t testing.TB, target string) *CountingProxy {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return ProxyAt(t, "127.0.0.1:0", target)
+}
+
+// ProxyAt is Proxy listening at listen: a service that becomes reachable
+// at an address clients were given before (FreeAddr) while they failed
+// to reach it.
+func ProxyAt(t testing.TB, listen, target string) *CountingProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatalf("proxy to %s: listen: %v", target, err)
 	}
