@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -112,14 +113,12 @@ func fuseMountAt(dir string) (mountinfo.Mount, bool) {
 	if err != nil {
 		return mountinfo.Mount{}, false // no /proc: the mount itself will say
 	}
-	var top mountinfo.Mount
-	found := false
-	for _, m := range mounts {
+	for _, m := range slices.Backward(mounts) {
 		if m.Point == resolved {
-			top, found = m, true
+			return m, m.FSType == "fuse" || strings.HasPrefix(m.FSType, "fuse.")
 		}
 	}
-	return top, found && (top.FSType == "fuse" || strings.HasPrefix(top.FSType, "fuse."))
+	return mountinfo.Mount{}, false
 }
 
 // Mount mounts f on dir: the namespace's "/" at dir. It tries mount(2)
