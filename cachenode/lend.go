@@ -193,7 +193,7 @@ func decodeLendStatus(body []byte) (*sidecarReader, error) {
 	case scNotLendable:
 		return nil, fmt.Errorf("%w: %s", ErrNotLendable, r.str())
 	case scError:
-		return nil, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
+		return nil, scRefusal(r.str())
 	default:
 		return nil, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}

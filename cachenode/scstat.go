@@ -94,7 +94,7 @@ func decodeSCStatReply(body []byte) (reply *nodepb.StatAttrsReply, answered bool
 	switch st := r.u16(); st {
 	case scStatReply:
 	case scError:
-		return nil, false, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
+		return nil, false, scRefusal(r.str())
 	default:
 		return nil, false, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}

@@ -108,6 +108,22 @@ type ShortCircuitRequest struct {
 // client reads over gRPC, whose answer names the error).
 var ErrShortCircuitRefused = errors.New("short-circuit read refused by node")
 
+// ErrShortCircuitUnknownRequest wraps ErrShortCircuitRefused for a refusal
+// of a request the node does not know: an older node, asked for a filling
+// read (op 6) or a stat (op 7). It will refuse every such request, so the
+// client stops asking it.
+var ErrShortCircuitUnknownRequest = fmt.Errorf("%w: a request the node does not know (an older node)", ErrShortCircuitRefused)
+
+// scRefusal is the error of a node's refusal with message msg.
+func scRefusal(msg string) error {
+	// A node, whatever its version, answers a request of an op it does
+	// not know with errBadSCFrame's text and the op (decodeSCRequest).
+	if strings.HasPrefix(msg, errBadSCFrame.Error()+": op ") {
+		return fmt.Errorf("%w: %s", ErrShortCircuitUnknownRequest, msg)
+	}
+	return fmt.Errorf("%w: %s", ErrShortCircuitRefused, msg)
+}
+
 // ShortCircuitConfig is what a node's short-circuit server needs.
 type ShortCircuitConfig struct {
 	Lakes *Lakes
@@ -429,7 +445,7 @@ func decodeSCMemoryResponse(body []byte, fill bool) (MemoryGrant, error) {
 	case scNotHeld:
 		return MemoryGrant{}, fmt.Errorf("short-circuit memory read: %w: %w", ErrMissing, ErrNotHeld)
 	case scError:
-		return MemoryGrant{}, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
+		return MemoryGrant{}, scRefusal(r.str())
 	default:
 		return MemoryGrant{}, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}
@@ -448,7 +464,7 @@ func decodeSCResponse(body []byte) (DiskPage, error) {
 	case scNotOnDisk:
 		return dp, fmt.Errorf("short-circuit: %w", ErrMissing)
 	case scError:
-		return dp, fmt.Errorf("%w: %s", ErrShortCircuitRefused, r.str())
+		return dp, scRefusal(r.str())
 	default:
 		return dp, fmt.Errorf("%w: status %d", errBadSCFrame, st)
 	}

@@ -166,6 +166,28 @@ func TestShortCircuitMemoryReads(t *testing.T) {
 	if st := srv.Stats(); st.MemoryGrants != 4 || st.NotInMemory != 2 {
 		t.Fatalf("server stats %+v; want 4 memory grants, 2 not in memory", st)
 	}
+	// A request the node does not know (a newer client's op) is refused
+	// as unknown, which a client remembers; other refusals are not.
+	ask := func(op uint16, r ShortCircuitRequest) error {
+		t.Helper()
+		if _, err := c.Write(encodeSCRequest(op, r)); err != nil {
+			t.Fatal(err)
+		}
+		body, _, err := readSCFrame(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = decodeSCMemoryResponse(body, false)
+		return err
+	}
+	if err := ask(99, req(0, 0, blockSize)); !errors.Is(err, ErrShortCircuitUnknownRequest) || !errors.Is(err, ErrShortCircuitRefused) {
+		t.Fatalf("op 99: %v; want a refusal as unknown", err)
+	}
+	wrongSize := req(0, 0, blockSize)
+	wrongSize.PageSize *= 2
+	if err := ask(scOpMemory, wrongSize); !errors.Is(err, ErrShortCircuitRefused) || errors.Is(err, ErrShortCircuitUnknownRequest) {
+		t.Fatalf("a memory read with another page size: %v; want a refusal, not as unknown", err)
+	}
 
 	// Ask for page 0, then evict it and give its buffer every chance to
 	// be reused by another page before copying.

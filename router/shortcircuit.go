@@ -83,6 +83,7 @@ type shortCircuit struct {
 	down   map[string]time.Time    // socket -> not dialled again until
 	noMem  map[string]bool         // socket -> its node's memory cannot be read from here
 	noStat map[string]bool         // socket -> its node does not answer stats there
+	noFill map[string]bool         // socket -> its node does not fill for memory reads (an older node)
 	maps   *pageMaps               // page files mapped for sections (zerocopy.go); own lock
 	fills  chan struct{}           // filling memory reads waited for (scMaxFills)
 
@@ -125,7 +126,7 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 	return &shortCircuit{
 		host: host, downFor: downFor, log: log,
 		grants: map[scKey]*list.Element{}, lru: list.New(),
-		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{}, noStat: map[string]bool{},
+		idle: map[string][]scConn{}, down: map[string]time.Time{}, noMem: map[string]bool{}, noStat: map[string]bool{}, noFill: map[string]bool{},
 		maps: newPageMaps(), fills: make(chan struct{}, scMaxFills),
 	}
 }
@@ -208,6 +209,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 	end := off + int64(len(buf))
 	sc.mu.Lock()
 	skip := sc.closed || sc.noMem[socket]
+	noFill := sc.noFill[socket]
 	if el, ok := sc.grants[key]; ok && !skip {
 		g := el.Value.(*scGrant)
 		skip = g.file != nil && covers(g.page, pageLen, off, end) && time.Since(g.askedAt) < scGrantTTL
@@ -225,12 +227,14 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		Off: off, End: end, Sequential: sequential, Class: f.c.cfg.Class,
 	}
 	deadline := time.Now().Add(scTimeout)
-	select {
-	case sc.fills <- struct{}{}:
-		defer func() { <-sc.fills }()
-		req.Fill = true
-		deadline = time.Now().Add(cachenode.ShortCircuitFillTimeout + scTimeout)
-	default:
+	if !noFill {
+		select {
+		case sc.fills <- struct{}{}:
+			defer func() { <-sc.fills }()
+			req.Fill = true
+			deadline = time.Now().Add(cachenode.ShortCircuitFillTimeout + scTimeout)
+		default:
+		}
 	}
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -266,9 +270,20 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		sc.putConn(socket, conn)
 		sc.corrupt.Add(1)
 		sc.log.Debug("short-circuit memory read failed its checksum, reading otherwise", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
+	case req.Fill && errors.Is(err, cachenode.ErrShortCircuitUnknownRequest):
+		// An older node, which does not fill for memory reads: asked
+		// again, it would refuse every cold page the same way. Its
+		// memory is still read (op 2); cold pages go over gRPC.
+		sc.putConn(socket, conn)
+		sc.mu.Lock()
+		first := !sc.noFill[socket]
+		sc.noFill[socket] = true
+		sc.mu.Unlock()
+		if first {
+			sc.log.Info("the node does not fill pages for short-circuit reads (an older version): cold pages are read over gRPC", "node", m.Addr, "err", err)
+		}
 	case errors.Is(err, cachenode.ErrShortCircuitRefused):
-		// A fill that failed, or a node that does not know the request
-		// (an older one): the read over gRPC says why, or serves it.
+		// A fill that failed: the read over gRPC says why, or serves it.
 		sc.putConn(socket, conn)
 		sc.log.Debug("short-circuit memory read refused, reading over gRPC", "path", f.entry.Path, "page", page, "node", m.Addr, "err", err)
 	default:
