@@ -131,6 +131,16 @@ func newShortCircuit(host string, downFor time.Duration, log *slog.Logger) *shor
 	}
 }
 
+// remember records a fact about socket's node in set (noMem, noStat,
+// noFill) and reports whether it is news.
+func (sc *shortCircuit) remember(set map[string]bool, socket string) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	news := !set[socket]
+	set[socket] = true
+	return news
+}
+
 // read fills buf with the bytes at file offset off of page, all inside
 // the page, from member m's memory or through a short-circuit grant of its
 // page file, and reports where the bytes came from: memory; wait (memory,
@@ -258,11 +268,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		}
 	case errors.Is(err, cachenode.ErrMemoryReadDenied):
 		sc.putConn(socket, conn)
-		sc.mu.Lock()
-		first := !sc.noMem[socket]
-		sc.noMem[socket] = true
-		sc.mu.Unlock()
-		if first {
+		if sc.remember(sc.noMem, socket) {
 			sc.log.Info("this process may not read the node's memory (another user, or Yama's ptrace_scope); short-circuit reads use its page files", "node", m.Addr, "err", err)
 		}
 	case errors.Is(err, errBlockCRC):
@@ -275,11 +281,7 @@ func (sc *shortCircuit) readMemory(ctx context.Context, f *File, m region.Member
 		// again, it would refuse every cold page the same way. Its
 		// memory is still read (op 2); cold pages go over gRPC.
 		sc.putConn(socket, conn)
-		sc.mu.Lock()
-		first := !sc.noFill[socket]
-		sc.noFill[socket] = true
-		sc.mu.Unlock()
-		if first {
+		if sc.remember(sc.noFill, socket) {
 			sc.log.Info("the node does not fill pages for short-circuit reads (an older version): cold pages are read over gRPC", "node", m.Addr, "err", err)
 		}
 	case errors.Is(err, cachenode.ErrShortCircuitRefused):
@@ -331,9 +333,7 @@ func (sc *shortCircuit) stat(ctx context.Context, m region.Member, p string, wit
 	case errors.Is(err, cachenode.ErrShortCircuitRefused):
 		// A node that does not answer stats there: not asked again.
 		sc.putConn(socket, conn)
-		sc.mu.Lock()
-		sc.noStat[socket] = true
-		sc.mu.Unlock()
+		sc.remember(sc.noStat, socket)
 		sc.log.Debug("short-circuit stat refused, stats go over gRPC", "node", m.Addr, "err", err)
 	default:
 		conn.Close()
