@@ -69,7 +69,9 @@
 // blocks of a range inside one short-circuited page from a read-only
 // mapping of the page file (no copy) and returns a descriptor of its own,
 // opened again through /proc/self/fd and positioned at the range, which a
-// front end sends with sendfile; false means read the range with ReadAt.
+// front end sends with sendfile (Section.Send) or, to a receiver on its
+// host, writes from that mapping (Section.Write); false means read the
+// range with ReadAt.
 // A page whose blocks are all on disk is mapped whole once per grant and
 // kept mapped (pageMaps, as bounded as the grants: 256, 10 s), so a page
 // sent again costs its checksums only, not an mmap and munmap.

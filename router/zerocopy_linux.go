@@ -34,18 +34,24 @@ func reopen(file *os.File) (*os.File, error) {
 
 // verify checks, from a read-only mapping of the page's data file (or of
 // its slot in a pack), the
-// checksum of every block that bytes [off, end) of the page touch. A page
-// whose blocks are all on disk is mapped whole, once per grant (pageMaps);
-// another page has just the blocks the range touches mapped, which the
-// grant says are on disk, so fully written, and unmapped after.
-func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.DiskPage, off, end int64) error {
+// checksum of every block that bytes [off, end) of the page touch and,
+// when they pass and use is not nil, passes use those bytes from the
+// mapping (still mapped for the call). A page whose blocks are all on
+// disk is mapped whole, once per grant (pageMaps); another page has just
+// the blocks the range touches mapped, which the grant says are on disk,
+// so fully written, and unmapped after. An error of use is returned as
+// it is.
+func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.DiskPage, off, end int64, use func([]byte) error) error {
 	if dp.Blocks() == len(dp.Present) {
 		p, err := sc.maps.acquire(key, grant, own, dp.Base, dp.Length)
 		if err != nil {
 			return err
 		}
 		defer sc.maps.release(p)
-		return verifyBlocks(p.mem, 0, dp, off, end)
+		if err := verifyBlocks(p.mem, 0, dp, off, end); err != nil || use == nil {
+			return err
+		}
+		return useMapped(p.mem[off:end], use)
 	}
 	bs := dp.BlockSize
 	mapEnd := min((end+bs-1)/bs*bs, dp.Length) // end of the last block touched
@@ -56,7 +62,27 @@ func (sc *shortCircuit) verify(key scKey, grant, own *os.File, dp cachenode.Disk
 		return err
 	}
 	defer syscall.Munmap(mem)
-	return verifyBlocks(mem, mapAt, dp, off, end)
+	if err := verifyBlocks(mem, mapAt, dp, off, end); err != nil || use == nil {
+		return err
+	}
+	return useMapped(mem[off-mapAt:end-mapAt], use)
+}
+
+// useMapped calls use with b, bytes of a mapping. A fault reading them
+// all the same (a file shortened behind the store's back) is an error,
+// not a crash; what use had done with the bytes before it is unknown, so
+// the caller treats it as use's own failure (a reply cut short).
+func useMapped(b []byte, use func([]byte) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			err = fmt.Errorf("page file mapping faulted while its bytes were sent: %v", r)
+		}
+	}()
+	return use(b)
 }
 
 // verifyBlocks checks the checksum of every block that bytes [off, end)

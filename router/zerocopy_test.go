@@ -227,14 +227,7 @@ func openFile(t *testing.T, c *Client) *File {
 func TestSectionSendChecksEachPieceBeforeItGoes(t *testing.T) {
 	defer func(p int64) { sectionPiece = p }(sectionPiece)
 	sectionPiece = 16 << 10
-	data := make([]byte, 100<<10)
-	for i := range data {
-		data[i] = byte(i * 7)
-	}
-	path := filepath.Join(t.TempDir(), "page")
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	data, path := pageFile(t)
 	const at, n = 5000, 60000 // the section's place in its page
 	for _, failAt := range []int64{-1, 40000} {
 		f, err := os.Open(path)
@@ -273,4 +266,153 @@ func TestSectionSendChecksEachPieceBeforeItGoes(t *testing.T) {
 			t.Errorf("sent %d bytes (right: %v); want %d", sent, bytes.Equal(out.Bytes(), data[at:at+int64(out.Len())]), wantSent)
 		}
 	}
+}
+
+// failingWriter takes limit bytes, then fails.
+type failingWriter struct {
+	bytes.Buffer
+	limit int
+}
+
+var errWriterFailed = errors.New("the writer failed")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if room := w.limit - w.Len(); len(p) > room {
+		w.Buffer.Write(p[:room])
+		return room, errWriterFailed
+	}
+	return w.Buffer.Write(p)
+}
+
+// Write sends a section's bytes from the mapping its check read them in:
+// the right bytes from a page whole on disk and from a page with only
+// some blocks there, a piece at a time; the piece with a corrupt block
+// and those after it are not written; a writer's own failure is its
+// error, not taken for a corrupt block.
+func TestSectionWriteFromMapping(t *testing.T) {
+	const bs = 32 << 10
+	defer func(p int64) { sectionPiece = p }(sectionPiece)
+	sectionPiece = bs // a block a piece
+	n := startSCNode(t, 3*testPageSize, 0)
+	ctx := context.Background()
+
+	// Page 2 with one block on disk: a random read of 4 KiB fills the
+	// block it touches.
+	c := n.client(t, true)
+	f := openFile(t, c)
+	const blockOff = 2*testPageSize + 3*bs
+	buf := make([]byte, 4096)
+	if _, err := f.ReadAt(ctx, buf, blockOff+100); err != nil {
+		t.Fatal(err)
+	}
+	sec := sectionOf(t, f, blockOff+100, 4096)
+	var got bytes.Buffer
+	if _, err := sec.Write(&got); err != nil {
+		t.Fatal(err)
+	}
+	sec.File.Close()
+	if !bytes.Equal(got.Bytes(), n.data[blockOff+100:blockOff+100+4096]) {
+		t.Fatal("section of a page partly on disk: wrong bytes")
+	}
+	if len(c.sc.maps.maps) != 0 {
+		t.Fatal("a page partly on disk was mapped whole")
+	}
+
+	n.warm(t)
+	n.page1OnDisk(t)
+	for _, r := range []struct{ off, n int64 }{
+		{0, testPageSize},
+		{testPageSize + 5, 3*bs + 11},
+		{2*testPageSize + bs - 1, 2},
+	} {
+		sec := sectionOf(t, f, r.off, r.n)
+		var got bytes.Buffer
+		sent, err := sec.Write(&got)
+		sec.File.Close()
+		if err != nil || sent != r.n || !bytes.Equal(got.Bytes(), n.data[r.off:r.off+r.n]) {
+			t.Fatalf("section [%d, %d): wrote %d bytes, %v; right bytes: %v", r.off, r.off+r.n, sent, err, bytes.Equal(got.Bytes(), n.data[r.off:r.off+int64(got.Len())]))
+		}
+	}
+
+	// A writer that fails in the second piece.
+	sec = sectionOf(t, f, testPageSize, 3*bs)
+	w := &failingWriter{limit: bs + 10}
+	sent, err := sec.Write(w)
+	sec.File.Close()
+	if !errors.Is(err, errWriterFailed) || errors.Is(err, ErrSectionCheck) || sent != bs+10 {
+		t.Fatalf("Write to a writer that failed after %d bytes: %d sent, %v", bs+10, sent, err)
+	}
+	if c.sc.corrupt.Load() != 0 {
+		t.Fatal("a writer's failure counted as a corrupt block")
+	}
+
+	// Byte 100000 of page 1 (block 3) flipped: blocks 1 and 2 go, not 3.
+	n.corruptPage1(t)
+	sec = sectionOf(t, f, testPageSize+bs, 3*bs)
+	got.Reset()
+	sent, err = sec.Write(&got)
+	sec.File.Close()
+	if !errors.Is(err, ErrSectionCheck) {
+		t.Fatalf("writing a section over a corrupt block: %v; want ErrSectionCheck", err)
+	}
+	if sent != 2*bs || !bytes.Equal(got.Bytes(), n.data[testPageSize+bs:testPageSize+3*bs]) {
+		t.Fatalf("wrote %d bytes before the corrupt block; want the %d of blocks 1 and 2", sent, 2*bs)
+	}
+	if c.sc.corrupt.Load() == 0 {
+		t.Error("the client found no corrupt block")
+	}
+}
+
+// A section of other bytes (NewSection) writes each piece after its
+// check, read from its file, and stops before a piece that fails.
+func TestNewSectionWrite(t *testing.T) {
+	defer func(p int64) { sectionPiece = p }(sectionPiece)
+	sectionPiece = 16 << 10
+	data, path := pageFile(t)
+	for _, failAt := range []int64{-1, 40000} {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Seek(5000, io.SeekStart)
+		var out bytes.Buffer
+		sec := NewSection(f, 60000, func(from, k int64) error {
+			if int64(out.Len()) != from {
+				t.Errorf("piece at %d checked with %d bytes written", from, out.Len())
+			}
+			if failAt >= from && failAt < from+k {
+				return errors.New("bad block")
+			}
+			return nil
+		})
+		sent, err := sec.Write(&out)
+		f.Close()
+		want := int64(60000)
+		if failAt >= 0 {
+			want = 32 << 10 // two pieces of 16 KiB: byte 40000 is in the third
+			if !errors.Is(err, ErrSectionCheck) {
+				t.Errorf("Write over a piece that fails its check: %v", err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if sent != want || !bytes.Equal(out.Bytes(), data[5000:5000+want]) {
+			t.Errorf("wrote %d bytes (right: %v); want %d", sent, bytes.Equal(out.Bytes(), data[5000:5000+int64(out.Len())]), want)
+		}
+	}
+}
+
+// pageFile writes 100 KiB of patterned bytes to a file and returns them
+// and its path.
+func pageFile(t *testing.T) ([]byte, string) {
+	t.Helper()
+	data := make([]byte, 100<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	path := filepath.Join(t.TempDir(), "page")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return data, path
 }

@@ -301,7 +301,8 @@ func TestCorruptPageRefetched(t *testing.T) {
 }
 
 // The same through the S3 gateway, which sends warm pages from their
-// files with sendfile, checking each piece just before it goes: a GET
+// files (to this test, a client on its host, from a mapping of them),
+// checking each piece just before it goes: a GET
 // after the page files were corrupted returns the object's bytes, the
 // corrupt blocks refetched from the lake.
 func TestS3GatewayCorruptPageRefetched(t *testing.T) {

@@ -147,9 +147,11 @@
 // most readAheadChunks pooled chunks (a page each, at most 8 MiB), other
 // transfers a few 1 MiB buffers, so memory stays bounded whatever the
 // number of requests. A chunk whose pages a node on this host holds on
-// disk (router.File.Section) is verified in place and sent from the page
-// files with sendfile, through no chunk and no copy in the gateway
-// (Config.DisableZeroCopy turns this off).
+// disk (router.File.Section) is verified in place and goes through no
+// chunk: to a client on another host from the page files with sendfile,
+// with no copy in the gateway; to a client on this host written from
+// the mapping it was verified in, one copy, which costs that client half
+// of what sendfile's pages do (Config.DisableZeroCopy turns both off).
 // Past a queue of 4*MaxTransfers, or 30 s of waiting, a request gets 503
 // SlowDown. XML request bodies are read with size limits.
 //

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"path"
 	"strconv"
@@ -190,7 +191,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 	// The range's end goes all the way down: readahead never fetches a
 	// page past it, so a ranged GET costs the pages it covers.
 	rd.Limit(end)
-	if err := s.stream(ctx, w, status, rd, start, end); err != nil {
+	if err := s.stream(ctx, w, status, rd, start, end, clientOnThisHost(req.Request)); err != nil {
 		if errors.Is(err, errClientGone) {
 			return err
 		}
@@ -203,7 +204,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 var errClientGone = errors.New("client went away")
 
 // pendingChunk is one chunk of a GET, read while earlier ones are sent:
-// either bytes in buf, or sections of page files to send with sendfile.
+// either bytes in buf, or sections of page files to send from.
 type pendingChunk struct {
 	buf      *[]byte // nil when sections hold the chunk
 	n        int
@@ -226,7 +227,7 @@ func (c *pendingChunk) release() {
 }
 
 // zeroCopyReader is a Reader that hands out ranges of the page
-// files of nodes on this host, to send with sendfile (router.File does).
+// files of nodes on this host, to send from (router.File does).
 type zeroCopyReader interface {
 	pagedReader
 	Section(ctx context.Context, off, n int64) (router.Section, bool)
@@ -242,17 +243,20 @@ type zeroCopyReader interface {
 // chunk, so a failure before any byte is read is still a proper S3 error.
 //
 // A chunk whose pages are all short-circuited (router.File.Section) is
-// not read at all: its blocks are verified where they lie in the page
-// cache, a piece at a time, each piece just before it goes from the page
-// file to the socket with sendfile, so the gateway copies none of its
-// bytes. A block that fails its checksum has the rest of its chunk read
-// the usual way: never a wrong byte sent.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64) error {
+// not read into a buffer: its blocks are verified where they lie in the
+// page cache, a piece at a time, each piece just before it goes. To a
+// client on another host a piece goes from the page file to the socket
+// with sendfile, so the gateway copies none of its bytes; to a client on
+// this host (local, see clientOnThisHost) it is written from the mapping
+// it was verified in, which costs that client half as much (see
+// router.Section.Send). A block that fails its checksum has the rest of
+// its chunk read the usual way: never a wrong byte sent.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64, local bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	size := int64(chunkSizeFor(rd))
 	zc, _ := rd.(zeroCopyReader)
 	rf, _ := w.(io.ReaderFrom)
-	if rf == nil || s.cfg.DisableZeroCopy {
+	if (rf == nil && !local) || s.cfg.DisableZeroCopy {
 		zc = nil
 	}
 	slots := make(chan struct{}, readAheadChunks) // one per chunk read or queued
@@ -309,8 +313,13 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 		var err error
 		if c.sections != nil {
 			var sent int64
-			sent, err = sendSections(rf, c.sections)
-			s.zeroCopyChunks.Add(1)
+			if local {
+				sent, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Write(w) })
+				s.mappedChunks.Add(1)
+			} else {
+				sent, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Send(rf) })
+				s.zeroCopyChunks.Add(1)
+			}
 			if errors.Is(err, router.ErrSectionCheck) {
 				// A block failed its checksum before it went: the rest
 				// of the chunk is read the usual way (its node drops the
@@ -356,22 +365,44 @@ func pageSections(ctx context.Context, rd zeroCopyReader, off, n int64) []router
 	return secs
 }
 
-// sendSections sends sections through w's ReadFrom (router.Section.Send),
-// which, for the *io.LimitedReader over an *os.File that a section sends
-// as, is sendfile from the page file to the connection (net/http's
-// response and net.TCPConn), and returns the bytes sent. It never sends a
-// byte that was not verified: after a block failed its checksum the error
-// wraps router.ErrSectionCheck, and the caller sends the rest otherwise.
-func sendSections(w io.ReaderFrom, secs []router.Section) (int64, error) {
+// sendSections sends sections, each with send: router.Section.Send
+// through the response's ReadFrom, which, for the *io.LimitedReader over
+// an *os.File that a section sends as, is sendfile from the page file to
+// the connection (net/http's response and net.TCPConn); or
+// router.Section.Write, each piece from the mapping it was verified in.
+// It returns the bytes sent, and never sends a byte that was not
+// verified: after a block failed its checksum the error wraps
+// router.ErrSectionCheck, and the caller sends the rest otherwise.
+func sendSections(secs []router.Section, send func(router.Section) (int64, error)) (int64, error) {
 	var sent int64
 	for _, sec := range secs {
-		n, err := sec.Send(w)
+		n, err := send(sec)
 		sent += n
 		if err != nil {
 			return sent, err
 		}
 	}
 	return sent, nil
+}
+
+// clientOnThisHost reports whether r came from this host: from a
+// loopback address, or from the address it reached the gateway at. It is
+// a variable for tests, which reach the gateway over loopback and try
+// both ways of sending.
+var clientOnThisHost = func(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	return ok && local.IP.Equal(ip)
 }
 
 // readFull fills buf from off, failing if the object ends first.

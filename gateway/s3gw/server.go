@@ -60,7 +60,8 @@ type Config struct {
 	MaxTransfers int
 	// DisableZeroCopy makes GETs read every chunk into a buffer, even
 	// chunks of pages short-circuited on this host, which otherwise go
-	// from the page files to the connection with sendfile.
+	// from the page files to the connection: with sendfile, or to a
+	// client on this host written from a mapping of the page file.
 	DisableZeroCopy bool
 	Logger          *slog.Logger
 	// Now is the clock signatures are checked against (default time.Now).
@@ -100,6 +101,7 @@ type Server struct {
 	idSeq    atomic.Uint64
 
 	zeroCopyChunks atomic.Int64 // GET chunks sent from page files with sendfile
+	mappedChunks   atomic.Int64 // GET chunks written from mappings of page files (clients on this host)
 
 	stop      chan struct{}
 	closeOnce sync.Once

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,15 +81,33 @@ func (r *sectionFileReader) Section(_ context.Context, off, n int64) (router.Sec
 	}), true
 }
 
-// GETs whose pages all have sections go out with sendfile, whole and
-// ranged (across page and chunk boundaries, the last short page); a
-// chunk with a page that has none is read, never sent in part.
+// GETs whose pages all have sections go out without a read into a
+// buffer, whole and ranged (across page and chunk boundaries, the last
+// short page): with sendfile to a client on another host, written from
+// the section to one on this host. A chunk with a page that has none is
+// read, never sent in part.
 func TestGetSendsSections(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		t.Run(map[bool]string{false: "remote", true: "local"}[local], func(t *testing.T) {
+			defer func(f func(*http.Request) bool) { clientOnThisHost = f }(clientOnThisHost)
+			clientOnThisHost = func(*http.Request) bool { return local }
+			testGetSendsSections(t, local)
+		})
+	}
+}
+
+func testGetSendsSections(t *testing.T, local bool) {
 	sl := &sectionLakes{}
 	sl.bad.Store(-1)
 	sl.corrupt.Store(-1)
 	g := newTestGateway(t, withNamespace(func(ns router.Namespace) router.Namespace { sl.Namespace = ns; return sl }))
 	sl.dir = g.lakes.Dir("/lake/a")
+	// chunks counts the chunks sent the way a client there is sent them;
+	// other those sent the other way.
+	chunks, other := &g.srv.zeroCopyChunks, &g.srv.mappedChunks
+	if local {
+		chunks, other = other, chunks
+	}
 	const size = 3<<20 + 5*sectionPage + 1234 // 4 chunks of 1 MiB, the last short
 	body := randomBytes(size, 11)
 	g.put("zc", body)
@@ -114,8 +135,8 @@ func TestGetSendsSections(t *testing.T) {
 		}
 	}
 	check()
-	if sl.reads.Load() != 0 || g.srv.zeroCopyChunks.Load() == 0 {
-		t.Fatalf("%d ReadAt calls and %d chunks sent with sendfile; want none and some", sl.reads.Load(), g.srv.zeroCopyChunks.Load())
+	if sl.reads.Load() != 0 || chunks.Load() == 0 || other.Load() != 0 {
+		t.Fatalf("%d ReadAt calls, %d chunks sent from sections and %d the other way; want none, some and none", sl.reads.Load(), chunks.Load(), other.Load())
 	}
 	var sent int64
 	for _, r := range ranges {
@@ -126,7 +147,7 @@ func TestGetSendsSections(t *testing.T) {
 	}
 
 	// A block that fails its check in the middle of a chunk: the bytes
-	// before it went with sendfile, the rest of the chunk is read.
+	// before it went from the section, the rest of the chunk is read.
 	sl.corrupt.Store(2<<20 + 3*sectionPage + 100)
 	check()
 	if sl.reads.Load() == 0 {
@@ -136,13 +157,13 @@ func TestGetSendsSections(t *testing.T) {
 	sl.reads.Store(0)
 
 	sl.bad.Store(17) // in the second chunk
-	chunks := g.srv.zeroCopyChunks.Load()
+	before := chunks.Load()
 	check()
 	if sl.reads.Load() == 0 {
 		t.Error("no chunk was read after a page had no section")
 	}
-	if g.srv.zeroCopyChunks.Load() == chunks {
-		t.Error("no chunk went with sendfile after one page had no section")
+	if chunks.Load() == before {
+		t.Error("no chunk went from sections after one page had no section")
 	}
 }
 
@@ -163,7 +184,36 @@ func TestGetWithoutZeroCopy(t *testing.T) {
 	if !bytes.Equal(got, body) {
 		t.Fatal("wrong bytes")
 	}
-	if sl.sections.Load() != 0 || g.srv.zeroCopyChunks.Load() != 0 {
+	if sl.sections.Load() != 0 || g.srv.zeroCopyChunks.Load() != 0 || g.srv.mappedChunks.Load() != 0 {
 		t.Fatalf("%d sections asked for with zero-copy disabled", sl.sections.Load())
+	}
+}
+
+// A client is on this host when it comes from a loopback address or from
+// the address it reached the gateway at.
+func TestClientOnThisHost(t *testing.T) {
+	at := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 9000}
+	for _, c := range []struct {
+		remote string
+		local  net.Addr
+		want   bool
+	}{
+		{"127.0.0.1:5000", at, true},
+		{"127.9.9.9:5000", nil, true},
+		{"[::1]:5000", at, true},
+		{"10.1.2.3:5000", at, true},
+		{"10.1.2.4:5000", at, false},
+		{"[2001:db8::1]:5000", at, false},
+		{"10.1.2.3:5000", nil, false},
+		{"@", at, false}, // a unix socket's peer
+	} {
+		r := httptest.NewRequest("GET", "/a/k", nil)
+		r.RemoteAddr = c.remote
+		if c.local != nil {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, c.local))
+		}
+		if got := clientOnThisHost(r); got != c.want {
+			t.Errorf("client %s, gateway at %v: on this host %v; want %v", c.remote, c.local, got, c.want)
+		}
 	}
 }
