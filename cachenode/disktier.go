@@ -78,7 +78,7 @@ func (s *Store) putDisk(e *entry, b0 int, data []byte, crcs []uint32, inMemory b
 	slot, first := e.slot, e.diskBytes == 0
 	e.mu.RUnlock()
 	switch {
-	case slot == nil && first && s.packs.takes(e.length, s.geo.pageSize):
+	case slot == nil && first && s.packs.takes(e.length):
 		return d.toNewSlot(inMemory)
 	case slot != nil:
 		w := s.packs.beginWrite(slot, inMemory)

@@ -71,9 +71,10 @@
 //	                                          record: FileRef, page index, block
 //	                                          bitmap, per-block CRCs, pin, expiry,
 //	                                          geometry, and its own CRC
-//	Dir/packs/<seq>.pack                      pages shorter than StoreConfig.PackBelow,
-//	                                          each in a slot: a header holding the same
-//	                                          record, then its blocks (pack.go)
+//	Dir/packs/<seq>.pack                      pages shorter than StoreConfig.PackBelow
+//	                                          (a node's: every page), each in a slot:
+//	                                          a header holding the same record, then
+//	                                          its blocks (pack.go)
 //
 // A fill writes its blocks into the data file, then the record, through
 // one descriptor: a cold page costs one file. When the memory tier holds
@@ -90,9 +91,10 @@
 // leftover temporary files), are removed. The record's format is described
 // in index.go.
 //
-// Small pages (a small file, the short last page of a larger one) share
-// packs instead (pack.go): a file per page cost a cold small-file fill
-// more CPU than anything else, in the file system's inode allocation. A
+// A node's pages share packs instead (pack.go; StoreConfig.PackBelow
+// chooses which, DefaultPackBelow all of them): a file per page cost a
+// cold small-file fill more CPU than anything else, and a cold sequential
+// read a fifth of the nodes', in the file system's inode allocation. A
 // slot is appended to the pack being filled and never reused; eviction
 // marks it free and punches a hole where its blocks were, and a full pack
 // goes when its last page does.

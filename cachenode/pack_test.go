@@ -381,3 +381,85 @@ func procIO(t *testing.T) (calls, written int64) {
 	}
 	return calls, written
 }
+
+// A node packs every page (DefaultPackBelow): the whole pages of a large
+// file and a page filled a block at a time take slots, no page file is
+// created, ReadPackSlots finds each page's bytes where the slot says,
+// and a restart serves them all from disk, the partly filled page with
+// just its blocks.
+func TestStorePacksWholePages(t *testing.T) {
+	dir := t.TempDir()
+	cfg := StoreConfig{Dir: dir, DiskBytes: 16 << 20, PageSize: testPage, BlockSize: testBlock, PackBelow: DefaultPackBelow}
+	s := openTestStore(t, cfg)
+	big := randomBytes(8, 3*testPage+5000)
+	bigRef := FileRef{Mount: "/m", Path: "big", Version: "v1", Size: int64(len(big))}
+	for i := int64(0); i < 4; i++ {
+		if err := s.Put(bigRef, i, 0, big[i*testPage:min((i+1)*testPage, int64(len(big)))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A page of another file filled a block at a time, out of order.
+	part := randomBytes(9, 2*testPage)
+	partRef := FileRef{Mount: "/m", Path: "part", Version: "v1", Size: int64(len(part))}
+	for _, b := range []int64{5, 2} {
+		off := testPage + b*testBlock
+		if err := s.Put(partRef, 1, b*testBlock, part[off:off+testBlock]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files := filesUnder(t, dir, pagesDir); len(files) != 0 {
+		t.Fatalf("page files %v; want none, every page packed", files)
+	}
+	packFiles := filesUnder(t, dir, packsDir)
+	found := map[string]PackedPage{}
+	for _, p := range packFiles {
+		pages, err := ReadPackSlots(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pg := range pages {
+			found[fmt.Sprintf("%s/%d", pg.File.Path, pg.Index)] = pg
+			if pg.File.Path != "big" {
+				continue
+			}
+			got := make([]byte, pg.Length)
+			if _, err := f.ReadAt(got, pg.Data); err != nil || !bytes.Equal(got, big[pg.Index*testPage:pg.Index*testPage+pg.Length]) {
+				t.Errorf("page %d of big at %d of %s: %v, right bytes %v", pg.Index, pg.Data, p, err, bytes.Equal(got, big[pg.Index*testPage:pg.Index*testPage+pg.Length]))
+			}
+		}
+		f.Close()
+	}
+	if len(found) != 5 || found["big/3"].Length != 5000 || found["part/1"].Length != testPage {
+		t.Fatalf("pages in packs: %v; want big's 4 (the last 5000 bytes) and part's page 1", found)
+	}
+
+	check := func(when string) {
+		t.Helper()
+		for i := int64(0); i < 4; i++ {
+			got, tier, err := readStored(t, s, bigRef, i)
+			if err != nil || tier != TierDisk || !bytes.Equal(got, big[i*testPage:min((i+1)*testPage, int64(len(big)))]) {
+				t.Fatalf("%s: page %d of big: %d bytes from %q, %v", when, i, len(got), tier, err)
+			}
+		}
+		for _, b := range []int64{2, 5} {
+			got := make([]byte, testBlock)
+			if _, _, err := s.Read(partRef, 1, b*testBlock, got); err != nil || !bytes.Equal(got, part[testPage+b*testBlock:testPage+(b+1)*testBlock]) {
+				t.Fatalf("%s: block %d of part's page 1: %v", when, b, err)
+			}
+		}
+		if _, _, err := s.Read(partRef, 1, 3*testBlock, make([]byte, testBlock)); !errors.Is(err, ErrMissing) {
+			t.Fatalf("%s: a block of part's page 1 never filled: %v; want ErrMissing", when, err)
+		}
+	}
+	check("after the fills")
+	s.Close()
+	s = openTestStore(t, cfg)
+	if st := s.Stats(); st.Pages != 5 {
+		t.Fatalf("after a restart: %d pages; want 5", st.Pages)
+	}
+	check("after a restart")
+}

@@ -56,11 +56,11 @@ type StoreConfig struct {
 	// new node do not pay for fresh memory (see pageBuffers). The node
 	// then holds MemoryBytes of memory from the start.
 	PretouchMemory bool
-	// PackBelow > 0 packs the disk copies of pages shorter than it (and
-	// than PageSize) into shared files instead of a file per page (see
-	// pack.go); 0 gives every page a file of its own. Nodes use
-	// DefaultPackBelow. Packed pages already on disk are read whatever
-	// the setting.
+	// PackBelow > 0 packs the disk copies of pages shorter than it into
+	// shared files instead of a file per page (see pack.go); 0 gives
+	// every page a file of its own. Nodes use DefaultPackBelow (every
+	// page). Packed pages and page files already on disk are read
+	// whatever the setting.
 	PackBelow int64
 	// Classify is called when a page is first stored (nil: no pin, no TTL).
 	// It must not call the store.

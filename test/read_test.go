@@ -139,8 +139,8 @@ func TestKillNodeMidRead(t *testing.T) {
 }
 
 // A restarted node serves its cached pages from disk with no lake read:
-// a large file's pages, each in a file of its own, and small files',
-// which share packs (cachenode/pack.go).
+// a large file's pages and small files', which all share packs
+// (cachenode/pack.go), no page in a file of its own.
 func TestRestartedNodesServeFromDisk(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	const size = 48 * MiB
@@ -177,21 +177,18 @@ func TestRestartedNodesServeFromDisk(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond) // a page's bytes are counted as its write begins
-	var pageFiles, packs int
+	var pageFiles, packed int
 	for _, n := range m.nodes {
 		filepath.WalkDir(n.cacheDir, func(p string, d os.DirEntry, err error) error {
-			switch {
-			case err != nil || d.IsDir():
-			case filepath.Ext(p) == ".page":
+			if err == nil && !d.IsDir() && filepath.Ext(p) == ".page" {
 				pageFiles++
-			case filepath.Ext(p) == ".pack":
-				packs++
 			}
 			return nil
 		})
+		packed += len(packedPagesIn(t, n.cacheDir))
 	}
-	if pageFiles != size/(4*MiB) || packs == 0 {
-		t.Fatalf("the nodes hold %d page files and %d packs; want one file per page of the large file (%d) and the small files in packs", pageFiles, packs, size/(4*MiB))
+	if pageFiles != 0 || packed != size/(4*MiB)+smallFiles {
+		t.Fatalf("the nodes hold %d page files and %d pages in packs; want none and every page (%d)", pageFiles, packed, size/(4*MiB)+smallFiles)
 	}
 	m.killAll()
 	m.proxy.Reset()
@@ -275,7 +272,7 @@ func TestReplacedObjectNeverMixed(t *testing.T) {
 	_ = v1
 }
 
-// A page file corrupted on disk: detected, refetched, right bytes served.
+// A page corrupted on disk: detected, refetched, right bytes served.
 func TestCorruptPageRefetched(t *testing.T) {
 	m := newMesh(t, meshOptions{nodes: 1, memorySize: "0"})
 	const size = 8 * MiB
@@ -284,12 +281,12 @@ func TestCorruptPageRefetched(t *testing.T) {
 	if got := readAll(t, c, "/lake/s3/corrupt/file.bin", 4*MiB); got != want {
 		t.Fatal("wrong bytes on the first read")
 	}
-	// Flip bytes in the middle of every page file of the node.
-	files := pageFilesIn(m.nodes[0].cacheDir, 0)
-	if len(files) == 0 {
-		t.Fatal("no .page files in the cache directory")
+	// Flip bytes in the middle of every page of the node.
+	pages := packedPagesIn(t, m.nodes[0].cacheDir)
+	if len(pages) == 0 {
+		t.Fatal("no pages in the cache directory's packs")
 	}
-	corruptFiles(t, files, 1*MiB+100)
+	corruptPages(t, pages, 1*MiB+100)
 	m.proxy.Reset()
 	if got := readAll(t, c, "/lake/s3/corrupt/file.bin", 4*MiB); got != want {
 		t.Fatal("corrupt bytes were served")
@@ -297,7 +294,7 @@ func TestCorruptPageRefetched(t *testing.T) {
 	if m.lakeBytes() == 0 {
 		t.Fatal("no bytes refetched from the lake after corrupting pages")
 	}
-	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
+	t.Logf("refetched %d bytes after corrupting %d pages", m.lakeBytes(), len(pages))
 }
 
 // The same through the S3 gateway, which sends warm pages from their
@@ -329,15 +326,15 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 		t.Fatal("wrong bytes on the first GET")
 	}
 	// Both pages whole on disk (the node writes them after it answered).
-	var files []string
+	var pages []packedPage
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		files = pageFilesIn(m.nodes[0].cacheDir, 4*MiB)
-		if len(files) == 2 {
+		pages = packedPagesIn(t, m.nodes[0].cacheDir)
+		if len(pages) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("page files on disk after 10s: %v; want 2 whole", files)
+			t.Fatalf("pages on disk after 10s: %v; want 2", pages)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -347,7 +344,7 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 	if !bytes.Equal(get(), patternAt(6, 0, size)) {
 		t.Fatal("wrong bytes on the warm GET")
 	}
-	corruptFiles(t, files, 2*MiB+100) // past the first pieces
+	corruptPages(t, pages, 2*MiB+100) // past the first pieces
 	m.proxy.Reset()
 	if !bytes.Equal(get(), patternAt(6, 0, size)) {
 		t.Fatal("corrupt bytes were served")
@@ -356,37 +353,51 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 		t.Fatal("no bytes refetched from the lake after corrupting pages")
 	}
 	log, _ := os.ReadFile(gw.proc.logPath)
-	if n := strings.Count(string(log), "short-circuit section failed its check"); n != len(files) {
-		t.Fatalf("the gateway's log tells of %d sections that failed their check; want %d, one a page:\n%s", n, len(files), log)
+	if n := strings.Count(string(log), "short-circuit section failed its check"); n != len(pages) {
+		t.Fatalf("the gateway's log tells of %d sections that failed their check; want %d, one a page:\n%s", n, len(pages), log)
 	}
-	t.Logf("refetched %d bytes after corrupting %d page files", m.lakeBytes(), len(files))
+	t.Logf("refetched %d bytes after corrupting %d pages", m.lakeBytes(), len(pages))
 }
 
-// pageFilesIn returns the page files (.page) under a node's cache
-// directory that hold at least minSize bytes.
-func pageFilesIn(dir string, minSize int64) []string {
-	var files []string
+// packedPage is a page in a pack of a node's cache directory.
+type packedPage struct {
+	path string // the pack
+	cachenode.PackedPage
+}
+
+// packedPagesIn returns the pages held in the packs under a node's cache
+// directory.
+func packedPagesIn(t *testing.T, dir string) []packedPage {
+	t.Helper()
+	var pages []packedPage
 	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() || filepath.Ext(p) != ".page" {
+		if err != nil || d.IsDir() || filepath.Ext(p) != ".pack" {
 			return nil
 		}
-		if fi, err := d.Info(); err == nil && fi.Size() >= minSize {
-			files = append(files, p)
-		}
-		return nil
-	})
-	return files
-}
-
-// corruptFiles writes "corrupt!" at off of every file.
-func corruptFiles(t *testing.T, files []string, off int64) {
-	t.Helper()
-	for _, p := range files {
-		fh, err := os.OpenFile(p, os.O_RDWR, 0)
+		in, err := cachenode.ReadPackSlots(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = fh.WriteAt([]byte("corrupt!"), off)
+		for _, pg := range in {
+			pages = append(pages, packedPage{p, pg})
+		}
+		return nil
+	})
+	return pages
+}
+
+// corruptPages writes "corrupt!" at offset off of every page.
+func corruptPages(t *testing.T, pages []packedPage, off int64) {
+	t.Helper()
+	for _, pg := range pages {
+		if off+8 > pg.Length {
+			t.Fatalf("page %d of %s has %d bytes: nothing to corrupt at %d", pg.Index, pg.File.Path, pg.Length, off)
+		}
+		fh, err := os.OpenFile(pg.path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = fh.WriteAt([]byte("corrupt!"), pg.Data+off)
 		fh.Close()
 		if err != nil {
 			t.Fatal(err)
