@@ -7,11 +7,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	smithytime "github.com/aws/smithy-go/time"
 )
 
 var _ AttrFS = (*s3FS)(nil)
@@ -183,6 +185,30 @@ func (f *s3FS) stat(ctx context.Context, p string) (FileInfo, s3Attrs, error) {
 // headAttrs stats one object, optionally only if it still has the given
 // version, with its attrs.
 func (f *s3FS) headAttrs(ctx context.Context, p, version string) (FileInfo, s3Attrs, error) {
+	if f.lean != nil {
+		ifMatch := ""
+		if version != "" {
+			ifMatch = quoteETag(version)
+		}
+		// The SDK asks again, retries and says what is wrong, for any
+		// reply but these.
+		switch status, h, ok := f.lean.head(ctx, f.key(p), ifMatch); {
+		case ok && status == http.StatusOK:
+			if fi, attrs, ok := headReply(p, h); ok {
+				f.lean.heads.Add(1)
+				return fi, attrs, nil
+			}
+		case ok && status == http.StatusNotFound:
+			// As the SDK's: a HEAD's 404 has no body to tell a missing
+			// key from a missing bucket.
+			f.lean.heads.Add(1)
+			return FileInfo{}, s3Attrs{}, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrNotFound, status)
+		case ok && status == http.StatusPreconditionFailed:
+			f.lean.heads.Add(1)
+			return FileInfo{}, s3Attrs{}, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrVersionChanged, status)
+		}
+		f.lean.headsFellBack.Add(1)
+	}
 	in := &s3.HeadObjectInput{Bucket: aws.String(f.bucket), Key: aws.String(f.key(p))}
 	if version != "" {
 		in.IfMatch = aws.String(quoteETag(version))
@@ -197,4 +223,52 @@ func (f *s3FS) headAttrs(ctx context.Context, p, version string) (FileInfo, s3At
 		ModTime: aws.ToTime(out.LastModified),
 		Version: etagVersion(out.ETag),
 	}, s3AttrsOfHead(out), nil
+}
+
+// headReply takes what the SDK's HeadObject output would hold from the
+// headers of a HEAD's 200 reply: size, modification time, ETag and the
+// attrs. ok is false when a header the stat needs is missing or does not
+// parse (the SDK is asked then).
+func headReply(p string, h http.Header) (FileInfo, s3Attrs, bool) {
+	size, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil || size < 0 {
+		return FileInfo{}, s3Attrs{}, false
+	}
+	mod, err := smithytime.ParseHTTPDate(strings.TrimSpace(h.Get("Last-Modified")))
+	if err != nil {
+		return FileInfo{}, s3Attrs{}, false
+	}
+	etag := h.Get("ETag")
+	if etag == "" {
+		return FileInfo{}, s3Attrs{}, false
+	}
+	opt := func(name string) *string {
+		if vs := h.Values(name); len(vs) > 0 {
+			return aws.String(strings.TrimSpace(vs[0]))
+		}
+		return nil
+	}
+	a := s3Attrs{
+		contentType:        opt("Content-Type"),
+		contentEncoding:    opt("Content-Encoding"),
+		contentLanguage:    opt("Content-Language"),
+		contentDisposition: opt("Content-Disposition"),
+		cacheControl:       opt("Cache-Control"),
+	}
+	if v := opt("Expires"); v != nil {
+		a.expiresRaw = *v
+		if t, err := smithytime.ParseHTTPDate(*v); err == nil {
+			a.expires = &t
+		}
+	}
+	const meta = "X-Amz-Meta-"
+	for k, vs := range h {
+		if len(k) >= len(meta) && strings.EqualFold(k[:len(meta)], meta) && len(vs) > 0 {
+			if a.metadata == nil {
+				a.metadata = make(map[string]string)
+			}
+			a.metadata[strings.ToLower(k[len(meta):])] = strings.TrimSpace(vs[0])
+		}
+	}
+	return FileInfo{Path: p, Size: size, ModTime: mod, Version: etagVersion(&etag)}, a, true
 }

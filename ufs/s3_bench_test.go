@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lakemesh/lakemesh/internal/testenv"
+	"github.com/lakemesh/lakemesh/ufs"
 )
 
 // BenchmarkS3ReadRangeSmall reads a 100 KiB object whole with ReadRange,
@@ -31,8 +32,7 @@ func BenchmarkS3ReadRangeSmall(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.SetBytes(size)
-	var before, after syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	before := processCPU()
 	b.ResetTimer()
 	b.SetParallelism(8) // 16 readers on this machine's 2 cores
 	b.RunParallel(func(pb *testing.PB) {
@@ -52,8 +52,48 @@ func BenchmarkS3ReadRangeSmall(b *testing.B) {
 		}
 	})
 	b.StopTimer()
-	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(syscall.TimevalToNsec(after.Utime) - syscall.TimevalToNsec(before.Utime) +
-		syscall.TimevalToNsec(after.Stime) - syscall.TimevalToNsec(before.Stime))
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/get")
+	b.ReportMetric(float64((processCPU()-before).Microseconds())/float64(b.N), "cpu-us/get")
+}
+
+// BenchmarkS3Stat stats a 100 KiB object with StatAttrs (a HEAD), 16 at a
+// time, from a real MinIO: sent by the adapter itself (lean) and, in the
+// same run, through the SDK's HeadObject. It reports this process's CPU
+// per stat.
+//
+//	go test ./ufs -run '^$' -bench BenchmarkS3Stat -benchtime 3000x
+func BenchmarkS3Stat(b *testing.B) {
+	m := testenv.MinIO(b)
+	m.SetEnv(b)
+	m.CreateBucket(b, "bench")
+	m.PutObject(b, "bench", "small.bin", randomBytes(100<<10, 78))
+	for _, lean := range []bool{true, false} {
+		b.Run(map[bool]string{true: "lean", false: "sdk"}[lean], func(b *testing.B) {
+			fs := openLake(b, m.URI("bench", ""))
+			defer fs.Close()
+			if !lean {
+				ufs.S3WithoutLean(fs)
+			}
+			ctx := context.Background()
+			before := processCPU()
+			b.ResetTimer()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if fi, _, err := fs.(ufs.AttrFS).StatAttrs(ctx, "small.bin"); err != nil || fi.Size != 100<<10 {
+						b.Errorf("stat: %+v, %v", fi, err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64((processCPU()-before).Microseconds())/float64(b.N), "cpu-us/stat")
+		})
+	}
+}
+
+// processCPU is the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime))
 }

@@ -48,8 +48,10 @@ type leanGetter struct {
 	}
 	signer *v4.Signer
 
-	served   atomic.Int64 // GETs answered here
-	fellBack atomic.Int64 // GETs left to the SDK
+	served        atomic.Int64 // GETs answered here
+	fellBack      atomic.Int64 // GETs left to the SDK
+	heads         atomic.Int64 // HEADs answered here
+	headsFellBack atomic.Int64 // HEADs left to the SDK
 }
 
 // emptySHA256 is the hex SHA-256 of an empty body, the payload hash of a
@@ -98,27 +100,13 @@ func (g *leanGetter) get(ctx context.Context, key string, first, last int64, ifM
 }
 
 func (g *leanGetter) send(ctx context.Context, key string, first, last int64, ifMatch string) (body io.ReadCloser, ranged, ok bool) {
-	creds, err := g.creds.Retrieve(ctx)
-	if err != nil || !creds.HasKeys() {
-		return nil, false, false
-	}
-	u := *g.base
-	u.Path = g.prefix + key
-	u.RawPath = g.escapedPrefix + httpbinding.EscapePath(key, false)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, false, false
-	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
-	if ifMatch != "" {
-		req.Header.Set("If-Match", ifMatch)
-	}
-	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	if err := g.signer.SignHTTP(ctx, creds, req, emptySHA256, "s3", g.region, time.Now().UTC()); err != nil {
-		return nil, false, false
-	}
-	resp, err := g.client.Do(req)
-	if err != nil {
+	resp, ok := g.do(ctx, http.MethodGet, key, func(h http.Header) {
+		h.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
+		if ifMatch != "" {
+			h.Set("If-Match", ifMatch)
+		}
+	})
+	if !ok {
 		return nil, false, false
 	}
 	switch resp.StatusCode {
@@ -132,4 +120,47 @@ func (g *leanGetter) send(ctx context.Context, key string, first, last int64, if
 	io.CopyN(io.Discard, resp.Body, 4<<10)
 	resp.Body.Close()
 	return nil, false, false
+}
+
+// do sends a signed request of method for key, with the headers set sets,
+// and returns the reply, or ok false when it could not be sent.
+func (g *leanGetter) do(ctx context.Context, method, key string, set func(http.Header)) (*http.Response, bool) {
+	creds, err := g.creds.Retrieve(ctx)
+	if err != nil || !creds.HasKeys() {
+		return nil, false
+	}
+	u := *g.base
+	u.Path = g.prefix + key
+	u.RawPath = g.escapedPrefix + httpbinding.EscapePath(key, false)
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return nil, false
+	}
+	set(req.Header)
+	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+	if err := g.signer.SignHTTP(ctx, creds, req, emptySHA256, "s3", g.region, time.Now().UTC()); err != nil {
+		return nil, false
+	}
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return nil, false
+	}
+	return resp, true
+}
+
+// head sends a HEAD of key (If-Match ifMatch when not empty) and returns
+// the reply's status and headers, or ok false when the caller must ask
+// the SDK. A stat costs the SDK's HeadObject as much CPU again as the
+// request itself, as a GET does.
+func (g *leanGetter) head(ctx context.Context, key, ifMatch string) (status int, h http.Header, ok bool) {
+	resp, ok := g.do(ctx, http.MethodHead, key, func(h http.Header) {
+		if ifMatch != "" {
+			h.Set("If-Match", ifMatch)
+		}
+	})
+	if !ok {
+		return 0, nil, false
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header, true
 }

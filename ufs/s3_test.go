@@ -384,3 +384,68 @@ func TestS3LeanGet(t *testing.T) {
 		t.Error("a lake on AWS's endpoints sends its own GETs")
 	}
 }
+
+// A stat of an S3 lake on a path-style endpoint is a HEAD sent without
+// the SDK's middleware: the same size, time, version and attrs as the
+// SDK's HeadObject gives (every standard header, user metadata in
+// UTF-8), a missing key ErrNotFound and another
+// version ErrVersionChanged from the HEAD's own status, a directory found
+// after its HEAD's 404; none left to the SDK.
+func TestS3LeanHead(t *testing.T) {
+	m := testenv.MinIO(t)
+	m.SetEnv(t)
+	m.CreateBucket(t, "leanhead")
+	lean := openLake(t, m.URI("leanhead", ""))
+	defer lean.Close()
+	sdk := openLake(t, m.URI("leanhead", ""))
+	defer sdk.Close()
+	ufs.S3WithoutLean(sdk)
+	ctx := t.Context()
+	objects := map[string]ufs.Attrs{
+		"plain": nil,
+		"dir/every header": {
+			"content-type": "text/plain; charset=utf-8", "content-encoding": "gzip", "content-language": "de",
+			"content-disposition": `attachment; filename="a b.txt"`, "cache-control": "max-age=60",
+			"expires": "Wed, 21 Oct 2026 07:28:00 GMT",
+		},
+		"ünï/meta 名前": {"x-amz-meta-name": "Grüße, 日本", "x-amz-meta-empty": "", "x-amz-meta-a.b_c": "v"},
+	}
+	for key, attrs := range objects {
+		if _, err := lean.(ufs.AttrFS).CreateAttrs(ctx, key, strings.NewReader("bytes of "+key), attrs); err != nil {
+			t.Fatalf("create %q: %v", key, err)
+		}
+	}
+	before, _ := ufs.S3LeanHeads(lean) // the creates' own
+	for key := range objects {
+		fi, attrs, err := lean.(ufs.AttrFS).StatAttrs(ctx, key)
+		if err != nil {
+			t.Fatalf("stat %q: %v", key, err)
+		}
+		wantFI, wantAttrs, err := sdk.(ufs.AttrFS).StatAttrs(ctx, key)
+		if err != nil {
+			t.Fatalf("stat %q through the SDK: %v", key, err)
+		}
+		if fi.Size != wantFI.Size || !fi.ModTime.Equal(wantFI.ModTime) || fi.Version != wantFI.Version || fi.Path != wantFI.Path || fi.Size != int64(len("bytes of "+key)) {
+			t.Errorf("stat %q: %+v; the SDK's %+v", key, fi, wantFI)
+		}
+		if !maps.Equal(attrs, wantAttrs) || len(attrs) < len(objects[key]) {
+			t.Errorf("attrs of %q: %v; the SDK's %v, stored %v", key, attrs, wantAttrs, objects[key])
+		}
+	}
+	if _, err := lean.Stat(ctx, "missing"); !errors.Is(err, ufs.ErrNotFound) {
+		t.Errorf("stat of a missing key: %v; want ErrNotFound", err)
+	}
+	if fi, err := lean.Stat(ctx, "dir"); err != nil || !fi.IsDir {
+		t.Errorf("stat of a directory: %+v, %v", fi, err)
+	}
+	if _, err := lean.ReadRange(ctx, "plain", "not-its-version", 0, 0); !errors.Is(err, ufs.ErrVersionChanged) {
+		t.Errorf("an empty read of another version: %v; want ErrVersionChanged", err)
+	}
+	served, fellBack := ufs.S3LeanHeads(lean)
+	if want := int64(len(objects) + 3); served-before != want || fellBack != 0 {
+		t.Errorf("%d HEADs sent without the SDK, %d left to it; want %d and 0", served-before, fellBack, want)
+	}
+	if served, _ := ufs.S3LeanHeads(sdk); served != 0 {
+		t.Errorf("the lake told to use the SDK sent %d HEADs of its own", served)
+	}
+}
