@@ -434,22 +434,11 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 	ps.all[seq] = p
 	var slots []*packSlot
 	var metas []pageMeta
-	for off := int64(0); off < st.Size(); {
-		h, err := readPackHeader(rw, off, st.Size())
-		if err != nil {
-			if !isZeros(rw, off) {
-				s.log.Warn("pack read up to a slot it cannot read; the slots after it are dropped", "path", path, "offset", off, "err", err)
-			}
-			// Nothing after off is read again: its space, allocated
-			// when the pack was started or by the slots dropped, goes.
-			_ = punchHole(rw, off, st.Size()-off)
-			break
-		}
-		slot := &packSlot{pack: p, off: off, data: off + packHeaderLen(len(h.rec)), size: h.size}
-		off += h.size
+	end, err := walkPack(rw, st.Size(), func(off, data int64, h packHeader) {
 		if h.free {
-			continue
+			return
 		}
+		slot := &packSlot{pack: p, off: off, data: data, size: h.size}
 		m, err := decodeMeta(h.rec)
 		if err == nil {
 			err = s.checkLoaded(m)
@@ -461,9 +450,17 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 			s.log.Warn("packed cache page removed on open", "path", path, "offset", slot.off, "err", err)
 			p.live++
 			ps.free(slot)
-			continue
+			return
 		}
 		slots, metas = append(slots, slot), append(metas, m)
+	})
+	if err != nil {
+		if !isZeros(rw, end) {
+			s.log.Warn("pack read up to a slot it cannot read; the slots after it are dropped", "path", path, "offset", end, "err", err)
+		}
+		// Nothing after end is read again: its space, allocated when the
+		// pack was started or by the slots dropped, goes.
+		_ = punchHole(rw, end, st.Size()-end)
 	}
 	stamp := st.ModTime().UnixNano() - int64(len(slots))
 	for i, slot := range slots {
@@ -528,22 +525,34 @@ func ReadPackSlots(path string) ([]PackedPage, error) {
 		return nil, err
 	}
 	var pages []PackedPage
-	for off := int64(0); off < st.Size(); {
-		h, err := readPackHeader(f, off, st.Size())
-		if err != nil {
-			break
-		}
-		data := off + packHeaderLen(len(h.rec))
-		off += h.size
-		if h.free {
-			continue
+	var bad error
+	walkPack(f, st.Size(), func(off, data int64, h packHeader) {
+		if h.free || bad != nil {
+			return
 		}
 		m, err := decodeMeta(h.rec)
 		if err != nil {
-			return pages, fmt.Errorf("%s: slot at %d: %w", path, data, err)
+			bad = fmt.Errorf("%s: slot at %d: %w", path, off, err)
+			return
 		}
 		length := min(m.pageSize, m.ref.Size-m.index*m.pageSize)
 		pages = append(pages, PackedPage{File: m.ref, Index: m.index, Data: data, Length: length})
+	})
+	return pages, bad
+}
+
+// walkPack calls fn with each slot of the pack f, of size bytes, in order
+// from its first, free ones too: the slot's offset, its block 0's and its
+// header. It stops at a header that does not read and returns its offset
+// and error (size and nil when every slot read).
+func walkPack(f *os.File, size int64, fn func(off, data int64, h packHeader)) (int64, error) {
+	for off := int64(0); off < size; {
+		h, err := readPackHeader(f, off, size)
+		if err != nil {
+			return off, err
+		}
+		fn(off, off+packHeaderLen(len(h.rec)), h)
+		off += h.size
 	}
-	return pages, nil
+	return size, nil
 }

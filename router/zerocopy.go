@@ -104,6 +104,18 @@ func (s Section) pieces(send func(from, k int64) (int64, error)) (int64, error) 
 	return sent, nil
 }
 
+// checkPiece checks [from, from+k) of the section; its error wraps
+// ErrSectionCheck.
+func (s Section) checkPiece(from, k int64) error {
+	if s.check == nil {
+		return nil
+	}
+	if err := s.check(from, k); err != nil {
+		return fmt.Errorf("%w: %v", ErrSectionCheck, err)
+	}
+	return nil
+}
+
 // Send sends the section's bytes to w (an http.ResponseWriter's
 // ReadFrom sends an *os.File's with sendfile) a piece at a time, each
 // piece checked just before it is sent. It returns how many bytes went;
@@ -119,10 +131,8 @@ func (s Section) pieces(send func(from, k int64) (int64, error)) (int64, error) 
 // 0.38-0.43, while the sender saved 0.2). Use Write for those.
 func (s Section) Send(w io.ReaderFrom) (int64, error) {
 	return s.pieces(func(from, k int64) (int64, error) {
-		if s.check != nil {
-			if err := s.check(from, k); err != nil {
-				return 0, fmt.Errorf("%w: %v", ErrSectionCheck, err)
-			}
+		if err := s.checkPiece(from, k); err != nil {
+			return 0, err
 		}
 		return w.ReadFrom(&io.LimitedReader{R: s.File, N: k})
 	})
@@ -157,10 +167,8 @@ func (s Section) Write(w io.Writer) (int64, error) {
 		return 0, err
 	}
 	return s.pieces(func(from, k int64) (int64, error) {
-		if s.check != nil {
-			if err := s.check(from, k); err != nil {
-				return 0, fmt.Errorf("%w: %v", ErrSectionCheck, err)
-			}
+		if err := s.checkPiece(from, k); err != nil {
+			return 0, err
 		}
 		b := buf[:k]
 		if _, err := s.File.ReadAt(b, pos+from); err != nil {

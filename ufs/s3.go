@@ -277,11 +277,7 @@ func (f *s3FS) ReadRange(ctx context.Context, p, version string, off, n int64) (
 	}
 	n = min(n, math.MaxInt64-off)
 	if f.lean != nil {
-		ifMatch := ""
-		if version != "" {
-			ifMatch = quoteETag(version)
-		}
-		if body, ranged, ok := f.lean.get(ctx, f.key(p), off, off+n-1, ifMatch); ok {
+		if body, ranged, ok := f.lean.get(ctx, f.key(p), off, off+n-1, version); ok {
 			return f.rangeBody(ctx, p, body, ranged, off, n)
 		}
 	}

@@ -186,26 +186,9 @@ func (f *s3FS) stat(ctx context.Context, p string) (FileInfo, s3Attrs, error) {
 // version, with its attrs.
 func (f *s3FS) headAttrs(ctx context.Context, p, version string) (FileInfo, s3Attrs, error) {
 	if f.lean != nil {
-		ifMatch := ""
-		if version != "" {
-			ifMatch = quoteETag(version)
-		}
-		// The SDK asks again, retries and says what is wrong, for any
-		// reply but these.
-		switch status, h, ok := f.lean.head(ctx, f.key(p), ifMatch); {
-		case ok && status == http.StatusOK:
-			if fi, attrs, ok := headReply(p, h); ok {
-				f.lean.heads.Add(1)
-				return fi, attrs, nil
-			}
-		case ok && status == http.StatusNotFound:
-			// As the SDK's: a HEAD's 404 has no body to tell a missing
-			// key from a missing bucket.
+		if fi, attrs, ok, err := f.leanHead(ctx, p, version); ok {
 			f.lean.heads.Add(1)
-			return FileInfo{}, s3Attrs{}, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrNotFound, status)
-		case ok && status == http.StatusPreconditionFailed:
-			f.lean.heads.Add(1)
-			return FileInfo{}, s3Attrs{}, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrVersionChanged, status)
+			return fi, attrs, err
 		}
 		f.lean.headsFellBack.Add(1)
 	}
@@ -223,6 +206,27 @@ func (f *s3FS) headAttrs(ctx context.Context, p, version string) (FileInfo, s3At
 		ModTime: aws.ToTime(out.LastModified),
 		Version: etagVersion(out.ETag),
 	}, s3AttrsOfHead(out), nil
+}
+
+// leanHead is headAttrs through the lean path (s3_get.go). It answers a
+// 200, a 404 and a 412; ok is false for anything else, which the SDK asks
+// again, retries and says what is wrong with.
+func (f *s3FS) leanHead(ctx context.Context, p, version string) (fi FileInfo, attrs s3Attrs, ok bool, err error) {
+	status, h, ok := f.lean.head(ctx, f.key(p), version)
+	switch {
+	case !ok:
+		return fi, attrs, false, nil
+	case status == http.StatusOK:
+		fi, attrs, ok = headReply(p, h)
+		return fi, attrs, ok, nil
+	case status == http.StatusNotFound:
+		// As the SDK's: a HEAD's 404 has no body to tell a missing key
+		// from a missing bucket.
+		return fi, attrs, true, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrNotFound, status)
+	case status == http.StatusPreconditionFailed:
+		return fi, attrs, true, fmt.Errorf("s3 head %s: %w (HEAD answered %d)", f.where(p), ErrVersionChanged, status)
+	}
+	return fi, attrs, false, nil
 }
 
 // headReply takes what the SDK's HeadObject output would hold from the

@@ -86,11 +86,11 @@ func newLeanGetter(client *s3.Client, bucket string) *leanGetter {
 	return g
 }
 
-// get sends a GET of key's bytes [first, last] (If-Match ifMatch when not
-// empty). It returns the body of a 200 or 206 reply and whether the store
+// get sends a GET of key's bytes [first, last] (only if it still has
+// version, when not empty). It returns the body of a 200 or 206 reply and whether the store
 // honoured the range, or ok false when the caller must ask the SDK.
-func (g *leanGetter) get(ctx context.Context, key string, first, last int64, ifMatch string) (body io.ReadCloser, ranged, ok bool) {
-	body, ranged, ok = g.send(ctx, key, first, last, ifMatch)
+func (g *leanGetter) get(ctx context.Context, key string, first, last int64, version string) (body io.ReadCloser, ranged, ok bool) {
+	body, ranged, ok = g.send(ctx, key, first, last, version)
 	if ok {
 		g.served.Add(1)
 	} else {
@@ -99,12 +99,9 @@ func (g *leanGetter) get(ctx context.Context, key string, first, last int64, ifM
 	return body, ranged, ok
 }
 
-func (g *leanGetter) send(ctx context.Context, key string, first, last int64, ifMatch string) (body io.ReadCloser, ranged, ok bool) {
-	resp, ok := g.do(ctx, http.MethodGet, key, func(h http.Header) {
+func (g *leanGetter) send(ctx context.Context, key string, first, last int64, version string) (body io.ReadCloser, ranged, ok bool) {
+	resp, ok := g.do(ctx, http.MethodGet, key, version, func(h http.Header) {
 		h.Set("Range", fmt.Sprintf("bytes=%d-%d", first, last))
-		if ifMatch != "" {
-			h.Set("If-Match", ifMatch)
-		}
 	})
 	if !ok {
 		return nil, false, false
@@ -122,9 +119,10 @@ func (g *leanGetter) send(ctx context.Context, key string, first, last int64, if
 	return nil, false, false
 }
 
-// do sends a signed request of method for key, with the headers set sets,
-// and returns the reply, or ok false when it could not be sent.
-func (g *leanGetter) do(ctx context.Context, method, key string, set func(http.Header)) (*http.Response, bool) {
+// do sends a signed request of method for key (If-Match version, when
+// not empty), with the headers set sets (nil: none), and returns the
+// reply, or ok false when it could not be sent.
+func (g *leanGetter) do(ctx context.Context, method, key, version string, set func(http.Header)) (*http.Response, bool) {
 	creds, err := g.creds.Retrieve(ctx)
 	if err != nil || !creds.HasKeys() {
 		return nil, false
@@ -136,7 +134,12 @@ func (g *leanGetter) do(ctx context.Context, method, key string, set func(http.H
 	if err != nil {
 		return nil, false
 	}
-	set(req.Header)
+	if set != nil {
+		set(req.Header)
+	}
+	if version != "" {
+		req.Header.Set("If-Match", quoteETag(version))
+	}
 	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
 	if err := g.signer.SignHTTP(ctx, creds, req, emptySHA256, "s3", g.region, time.Now().UTC()); err != nil {
 		return nil, false
@@ -148,16 +151,13 @@ func (g *leanGetter) do(ctx context.Context, method, key string, set func(http.H
 	return resp, true
 }
 
-// head sends a HEAD of key (If-Match ifMatch when not empty) and returns
+// head sends a HEAD of key (only if it still has version, when not
+// empty) and returns
 // the reply's status and headers, or ok false when the caller must ask
 // the SDK. A stat costs the SDK's HeadObject as much CPU again as the
 // request itself, as a GET does.
-func (g *leanGetter) head(ctx context.Context, key, ifMatch string) (status int, h http.Header, ok bool) {
-	resp, ok := g.do(ctx, http.MethodHead, key, func(h http.Header) {
-		if ifMatch != "" {
-			h.Set("If-Match", ifMatch)
-		}
-	})
+func (g *leanGetter) head(ctx context.Context, key, version string) (status int, h http.Header, ok bool) {
+	resp, ok := g.do(ctx, http.MethodHead, key, version, nil)
 	if !ok {
 		return 0, nil, false
 	}
