@@ -451,6 +451,31 @@ func TestShortCircuitFillGivenUp(t *testing.T) {
 	}
 }
 
+// A client keeps a connection for each of the filling reads it lets
+// wait at once (16 readers of cold small files on a mount hold one each
+// while their nodes fill): taking as many again dials none.
+func TestShortCircuitKeepsAConnectionPerFillingRead(t *testing.T) {
+	n := startSCNode(t, testPageSize, 0)
+	c := n.client(t, true)
+	socket := cachenode.ShortCircuitSocket(n.member.Socket)
+	for range 2 {
+		var conns []*net.UnixConn
+		for range scMaxFills {
+			conn, err := c.sc.conn(socket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, conn)
+		}
+		for _, conn := range conns {
+			c.sc.putConn(socket, conn)
+		}
+	}
+	if got := c.sc.dials.Load(); got != scMaxFills {
+		t.Fatalf("%d connections dialled for two rounds of %d at once, want %d", got, scMaxFills, scMaxFills)
+	}
+}
+
 // readPageFiles has c's short-circuit reads of n's pages go through page
 // files even where n's memory tier holds the pages, as for a client that
 // may not read n's memory.
