@@ -5,6 +5,7 @@ package cachenode
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -94,12 +95,12 @@ func TestStorePretouchedBuffersServeFillsAndComeBack(t *testing.T) {
 	}
 }
 
-// Buffers of other sizes are plain allocations, and the pool never owns
-// more than its limit.
+// Buffers larger than the pool's are plain allocations, and the pool
+// never owns more than its limit.
 func TestPageBuffersBounded(t *testing.T) {
 	p := newPageBuffers(mib, 2)
-	if b := p.get(mib / 2); len(b) != mib/2 {
-		t.Fatalf("get(%d) gave %d bytes", mib/2, len(b))
+	if b := p.get(2 * mib); len(b) != 2*mib {
+		t.Fatalf("get(%d) gave %d bytes", 2*mib, len(b))
 	}
 	var held [][]byte
 	for range 3 {
@@ -115,6 +116,99 @@ func TestPageBuffersBounded(t *testing.T) {
 	})
 	if n, _ := p.pretouch(5, make(chan struct{})); n != 0 {
 		t.Fatalf("pretouch past the limit touched %d bytes", n)
+	}
+}
+
+// Pages shorter than a buffer are cut from one, one after another at
+// aligned offsets, each with no room to grow into the next; the pool
+// holds the buffer it cuts from only weakly, so it comes back once no
+// page cut from it is left.
+func TestPageBuffersCutShortPages(t *testing.T) {
+	p := newPageBuffers(mib, 4)
+	const n = 100 << 10 // 25 blocks of 4 KiB: ten fit in a buffer
+	var pieces [][]byte
+	for range 11 {
+		pieces = append(pieces, p.get(n))
+	}
+	if p.owned != 2 || p.fresh.Load() != 2 {
+		t.Fatalf("11 pages of 100 KiB took %d new buffers (%d owned), want 2", p.fresh.Load(), p.owned)
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(pieces[0])))
+	for i, b := range pieces {
+		at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		if len(b) != n || cap(b) != n {
+			t.Fatalf("piece %d: %d bytes with room for %d, want %d and %d", i, len(b), cap(b), n, n)
+		}
+		if at%cutAlign != 0 {
+			t.Fatalf("piece %d starts at %#x, not a multiple of %d", i, at, cutAlign)
+		}
+		if i < 10 && at != base+uintptr(i*n) {
+			t.Fatalf("piece %d at %#x, want %#x: right after the one before, in the same buffer", i, at, base+uintptr(i*n))
+		}
+	}
+	if last := uintptr(unsafe.Pointer(unsafe.SliceData(pieces[10]))); last >= base && last < base+mib {
+		t.Fatal("the eleventh piece overlaps the first buffer")
+	}
+	for i := range pieces {
+		pieces[i][0], pieces[i][n-1] = byte(i), byte(i)
+	}
+	for i := range pieces {
+		if pieces[i][0] != byte(i) || pieces[i][n-1] != byte(i) {
+			t.Fatalf("piece %d was written by another", i)
+		}
+	}
+	pieces = nil
+	eventually(t, "both buffers back", func() bool {
+		runtime.GC()
+		return p.idle() == 2
+	})
+	if b := p.get(n); len(b) != n || p.fresh.Load() != 2 || p.reused.Load() != 1 {
+		t.Fatalf("a cut after the buffers came back took a new buffer (%d new, %d reused), want a given-back one", p.fresh.Load(), p.reused.Load())
+	}
+}
+
+// A small file's page is filled into the memory tier's pretouched
+// buffers, not into fresh memory that faults in page by page.
+func TestStoreFillsSmallPagesIntoPretouchedBuffers(t *testing.T) {
+	s := openTestStore(t, StoreConfig{MemoryBytes: 16 * mib, PretouchMemory: true})
+	<-s.pretouched
+	type span struct{ lo, hi uintptr }
+	var pretouched []span
+	for _, b := range s.bufs.free {
+		lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		pretouched = append(pretouched, span{lo, lo + uintptr(len(b))})
+	}
+	src := newFakeSource()
+	c := newTestCache(t, s, src, CacheConfig{})
+	const files = 20
+	for i := range files {
+		data := randomBytes(uint64(10+i), 100<<10)
+		readAll(t, c, src.add(fmt.Sprintf("small-%d", i), "1", data), data, 128<<10, true)
+	}
+	var firsts []uintptr
+	eventually(t, "the small pages stored in memory", func() bool {
+		firsts = firsts[:0]
+		for _, p := range s.Pages(func(PageInfo) bool { return true }) {
+			e := s.lookup(p.ID)
+			e.mu.RLock()
+			if len(e.mem) > 0 && e.mem[0] != nil {
+				firsts = append(firsts, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
+			}
+			e.mu.RUnlock()
+		}
+		return len(firsts) == files
+	})
+	for _, at := range firsts {
+		in := false
+		for _, sp := range pretouched {
+			in = in || (at >= sp.lo && at < sp.hi)
+		}
+		if !in {
+			t.Fatalf("a small page is in memory at %#x, outside the pretouched buffers", at)
+		}
+	}
+	if fresh := s.bufs.fresh.Load(); fresh != 0 {
+		t.Fatalf("%d fresh buffers taken for %d small pages, want none", fresh, files)
 	}
 }
 
