@@ -44,13 +44,18 @@ type s3Gateway struct {
 // answers. args go after the defaults, so they override them.
 func startS3Gateway(t testing.TB, m *mesh, args ...string) *s3Gateway {
 	t.Helper()
+	return startS3GatewayAt(t, m, testenv.FreeAddr(t), args...)
+}
+
+// startS3GatewayAt is startS3Gateway listening on addr.
+func startS3GatewayAt(t testing.TB, m *mesh, addr string, args ...string) *s3Gateway {
+	t.Helper()
 	dir := t.TempDir()
 	gw := &s3Gateway{keyID: "lakemesh-e2e", secret: rand.Text()}
 	creds := filepath.Join(dir, "s3.keys")
 	if err := os.WriteFile(creds, []byte("# e2e\n"+gw.keyID+" "+gw.secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := testenv.FreeAddr(t)
 	gw.url = "http://" + addr
 	p := &nodeProc{id: "s3 gateway", addr: addr, logPath: filepath.Join(dir, "s3.log")}
 	logf, err := os.Create(p.logPath)
@@ -99,12 +104,19 @@ func startS3Gateway(t testing.TB, m *mesh, args ...string) *s3Gateway {
 }
 
 func (gw *s3Gateway) client(secret string) *s3.Client {
+	return gw.clientWith(secret, nil)
+}
+
+// clientWith is client with its connections made by http (nil: the
+// SDK's default client).
+func (gw *s3Gateway) clientWith(secret string, http aws.HTTPClient) *s3.Client {
 	return s3.NewFromConfig(aws.Config{
 		Region:                     "us-east-1",
 		Credentials:                credentials.NewStaticCredentialsProvider(gw.keyID, secret, ""),
 		RetryMaxAttempts:           1,
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenSupported,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenSupported,
+		HTTPClient:                 http,
 	}, func(o *s3.Options) {
 		o.BaseEndpoint = aws.String(gw.url)
 		o.UsePathStyle = true

@@ -191,7 +191,7 @@ func (s *Server) sendObject(w http.ResponseWriter, req *request, head bool) erro
 	// The range's end goes all the way down: readahead never fetches a
 	// page past it, so a ranged GET costs the pages it covers.
 	rd.Limit(end)
-	if err := s.stream(ctx, w, status, rd, start, end, clientOnThisHost(req.Request)); err != nil {
+	if err := s.stream(ctx, w, status, rd, start, end, clientOnThisHost(req.Request), &req.sent); err != nil {
 		if errors.Is(err, errClientGone) {
 			return err
 		}
@@ -251,7 +251,7 @@ type zeroCopyReader interface {
 // it was verified in, which costs that client half as much (see
 // router.Section.Send). A block that fails its checksum has the rest of
 // its chunk read the usual way: never a wrong byte sent.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64, local bool) error {
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, rd router.Reader, start, end int64, local bool, sent *sentChunks) error {
 	ctx, cancel := context.WithCancel(ctx)
 	size := int64(chunkSizeFor(rd))
 	zc, _ := rd.(zeroCopyReader)
@@ -312,13 +312,15 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 		}
 		var err error
 		if c.sections != nil {
-			var sent int64
+			var n int64
 			if local {
-				sent, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Write(w) })
+				n, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Write(w) })
 				s.mappedChunks.Add(1)
+				sent.mapped++
 			} else {
-				sent, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Send(rf) })
+				n, err = sendSections(c.sections, func(sec router.Section) (int64, error) { return sec.Send(rf) })
 				s.zeroCopyChunks.Add(1)
+				sent.sendfile++
 			}
 			if errors.Is(err, router.ErrSectionCheck) {
 				// A block failed its checksum before it went: the rest
@@ -326,8 +328,8 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 				// block and fills it again) into a buffer of its own.
 				c.release()
 				c.buf = getChunk(int(size))
-				rest := (*c.buf)[:int64(c.n)-sent]
-				if _, err := readFull(ctx, rd, rest, c.at+sent); err != nil {
+				rest := (*c.buf)[:int64(c.n)-n]
+				if _, err := readFull(ctx, rd, rest, c.at+n); err != nil {
 					c.release()
 					return err
 				}
@@ -335,6 +337,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, status int, 
 			}
 		} else {
 			_, err = w.Write((*c.buf)[:c.n])
+			sent.buffered++
 		}
 		c.release()
 		<-slots

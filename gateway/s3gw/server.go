@@ -219,7 +219,14 @@ type request struct {
 	bucket string
 	key    string
 	sig    *signature // nil for an anonymous request
+	sent   sentChunks // how a GET's body went out
 }
+
+// sentChunks counts how a GET's chunks went out, for the request's log
+// line: sent with sendfile from page files (a client on another host),
+// written from their mappings (a client on this host), or read into a
+// buffer first.
+type sentChunks struct{ sendfile, mapped, buffered int }
 
 // accessKey names the request's key for logs ("" when anonymous).
 func (r *request) accessKey() string {
@@ -266,6 +273,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if ae != nil {
 		s.writeError(sw, req, ae)
+	}
+	if c := req.sent; c != (sentChunks{}) {
+		attrs = append(attrs, "chunks_sendfile", c.sendfile, "chunks_mapped", c.mapped, "chunks_buffered", c.buffered)
 	}
 	s.log.Log(r.Context(), level, "s3 request", append(attrs, "status", sw.status, "bytes", sw.bytes)...)
 }
