@@ -120,8 +120,16 @@ type diskPut struct {
 	data []byte
 	crcs []uint32
 	todo []bool
-	need int64
+	need int64 // the blocks' bytes, reserved in the disk tier
+	// slotBytes is reserved too for a new pack slot: its header and the
+	// padding of its blocks (a block each for a small file's page, which
+	// the tier would otherwise not count).
+	slotBytes int64
 }
+
+// unreserve gives back what d reserved in the disk tier, after a failed
+// write.
+func (d *diskPut) unreserve() { d.s.disk.release(d.need + d.slotBytes) }
 
 // writeBlocks writes each run of the blocks to write with one call
 // through w, at base plus their page offsets. On failure the reserved
@@ -139,7 +147,7 @@ func (d *diskPut) writeBlocks(w *pageWriter, base int64) error {
 		}
 		lo, hi := int64(i)*bs, min(int64(j)*bs, int64(len(d.data)))
 		if err := w.WriteAt(d.data[lo:hi], base+int64(d.b0)*bs+lo); err != nil {
-			d.s.disk.release(d.need)
+			d.unreserve()
 			return fmt.Errorf("write page %s blocks [%d,%d) to %s: %w", d.e.id, d.b0+i, d.b0+j, w.path, err)
 		}
 		i = j
@@ -167,6 +175,9 @@ func (d *diskPut) commit(slot *packSlot) {
 	e := d.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if slot != nil && e.slot == nil {
+		e.slotBytes = d.slotBytes
+	}
 	e.slot = slot
 	for i := range d.crcs {
 		if d.todo[i] {
@@ -183,9 +194,15 @@ func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	s := d.s
 	rec := d.record().encode()
 	hdrLen := packHeaderLen(len(rec))
-	slot, err := s.packs.alloc(hdrLen + alignUp(d.e.length))
-	if err != nil {
+	size := hdrLen + alignUp(d.e.length)
+	if !s.reserve(s.disk, size-d.e.length) {
 		s.disk.release(d.need)
+		return false, nil
+	}
+	d.slotBytes = size - d.e.length
+	slot, err := s.packs.alloc(size)
+	if err != nil {
+		d.unreserve()
 		return false, err
 	}
 	slot.data = slot.off + hdrLen
@@ -248,7 +265,7 @@ func (d *diskPut) toNewSlotOnce(slot *packSlot, w *pageWriter, rec []byte) (bool
 	case errors.Is(err, io.ErrShortWrite), errors.Is(err, errNoDirectIO):
 		return false, nil // the two writes rewrite it all
 	default:
-		d.s.disk.release(d.need)
+		d.unreserve()
 		return true, fmt.Errorf("write page %s to %s: %w", d.e.id, w.path, err)
 	}
 	d.commit(slot)
@@ -264,7 +281,7 @@ func (d *diskPut) toSlot(slot *packSlot, w *pageWriter, rec []byte) (bool, error
 		return false, err
 	}
 	if err := d.s.packs.writeHeader(slot, rec); err != nil {
-		d.s.disk.release(d.need)
+		d.unreserve()
 		return false, err
 	}
 	d.commit(slot)
@@ -298,11 +315,12 @@ func (s *Store) dropDiskLocked(e *entry) int64 {
 // all, or its pack slot. The caller holds the entry's diskMu.
 func (s *Store) removePageFiles(e *entry) {
 	e.mu.Lock()
-	slot := e.slot
-	e.slot = nil
+	slot, slotBytes := e.slot, e.slotBytes
+	e.slot, e.slotBytes = nil, 0
 	e.mu.Unlock()
 	if slot != nil {
 		s.packs.free(slot)
+		s.disk.release(slotBytes)
 		return
 	}
 	if err := os.Remove(s.dataPath(e.id)); err != nil && !errors.Is(err, fs.ErrNotExist) {

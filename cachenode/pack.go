@@ -543,10 +543,10 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 			continue
 		}
 		e := s.loadedEntry(id, m)
-		e.slot = slot
+		e.slot, e.slotBytes = slot, slot.size-e.length
 		e.lastUse.Store(stamp + int64(i))
 		s.pages[id] = e
-		s.disk.used += e.diskBytes
+		s.disk.used += e.diskBytes + e.slotBytes
 	}
 	if stamp+int64(len(slots)) > s.clock.Load() {
 		s.clock.Store(stamp + int64(len(slots)))

@@ -584,3 +584,44 @@ func TestPackSlotTakenAgainFailsTheOldChecksums(t *testing.T) {
 		}
 	}
 }
+
+// The disk tier counts a packed page's slot whole, its header and padding
+// with its blocks: a page of a 1 KiB file takes 8 KiB of disk, and a tier
+// that counted only its 1 KiB held 8 times its limit on disk.
+func TestDiskTierCountsPackSlots(t *testing.T) {
+	dir := t.TempDir()
+	const tier = 4 << 20
+	s := openTestStore(t, StoreConfig{Dir: dir, DiskBytes: tier, PageSize: testPage, BlockSize: testBlock, PackBelow: DefaultPackBelow})
+	const size = 1 << 10
+	for i := range 5000 {
+		ref := FileRef{Mount: "/m", Path: fmt.Sprintf("tiny/%d", i), Version: "v1", Size: size}
+		if err := s.Put(ref, 0, 0, randomBytes(uint64(i), size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the disk tier evicted to its limit", func() bool { return s.Stats().DiskBytes <= tier })
+	var onDisk int64
+	for _, p := range filesUnder(t, dir, packsDir) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		onDisk += st.Blocks * 512
+	}
+	st := s.Stats()
+	t.Logf("%d pages of 1 KiB, the tier at %d KiB, %d KiB of packs on disk", st.Pages, st.DiskBytes>>10, onDisk>>10)
+	// The tier's slots, the active pack's space allocated ahead and the
+	// headers of slots free for reuse.
+	if onDisk > 2*tier {
+		t.Fatalf("%d KiB of packs on disk for a tier of %d KiB holding %d pages", onDisk>>10, tier>>10, st.Pages)
+	}
+	if want := int64(st.Pages) * (DirectAlign + DirectAlign); st.DiskBytes != want {
+		t.Fatalf("the tier counts %d bytes for %d pages; want %d, a header and a padded block each", st.DiskBytes, st.Pages, want)
+	}
+	// A restart counts them the same.
+	s.Close()
+	s = openTestStore(t, StoreConfig{Dir: dir, DiskBytes: tier, PageSize: testPage, BlockSize: testBlock, PackBelow: DefaultPackBelow})
+	if again := s.Stats(); again.DiskBytes != st.DiskBytes || again.Pages != st.Pages {
+		t.Fatalf("after a restart: %d pages and %d bytes; want %d and %d", again.Pages, again.DiskBytes, st.Pages, st.DiskBytes)
+	}
+}

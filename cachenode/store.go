@@ -80,7 +80,7 @@ type StoreStats struct {
 	PinnedPages      int   // of which pinned
 	MemoryBytes      int64 // bytes of blocks in the memory tier
 	MemoryLimit      int64
-	DiskBytes        int64 // bytes of blocks in the disk tier (data only, not records)
+	DiskBytes        int64 // bytes of blocks in the disk tier, and of packed pages' slot headers and padding (not page files' records)
 	DiskLimit        int64
 	MemoryHits       int64 // Reads served from memory only
 	DiskHits         int64 // Reads that needed the disk tier
@@ -158,6 +158,7 @@ type entry struct {
 	disk      bitmap // nil without a disk tier
 	diskBytes int64
 	slot      *packSlot // the disk copy's pack slot; nil: its own data file (or none)
+	slotBytes int64     // what slot takes on disk beyond the blocks (header, padding), charged to the disk tier
 	pinned    bool
 	expires   int64 // unix nanos; 0 = no TTL
 	busy      int   // Puts in progress; a busy entry is never removed
