@@ -543,7 +543,9 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 			continue
 		}
 		e := s.loadedEntry(id, m)
-		e.slot, e.slotBytes = slot, slot.size-e.length
+		// As toNewSlot charged it: a slot taken again may be larger, the
+		// rest a hole.
+		e.slot, e.slotBytes = slot, slot.data-slot.off+alignUp(e.length)-e.length
 		e.lastUse.Store(stamp + int64(i))
 		s.pages[id] = e
 		s.disk.used += e.diskBytes + e.slotBytes

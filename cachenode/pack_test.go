@@ -625,3 +625,42 @@ func TestDiskTierCountsPackSlots(t *testing.T) {
 		t.Fatalf("after a restart: %d pages and %d bytes; want %d and %d", again.Pages, again.DiskBytes, st.Pages, st.DiskBytes)
 	}
 }
+
+// A page in a slot taken again, larger than it needs, is counted after a
+// restart as when it was written: its header and its padded blocks.
+func TestDiskTierCountsATakenSlotAsWritten(t *testing.T) {
+	dir := t.TempDir()
+	cfg := StoreConfig{Dir: dir, DiskBytes: 8 << 20, PageSize: testPage, BlockSize: testBlock, PackBelow: DefaultPackBelow}
+	s := openTestStore(t, cfg)
+	big := FileRef{Mount: "/m", Path: "big", Version: "v1", Size: 40 << 10}
+	small := FileRef{Mount: "/m", Path: "small", Version: "v1", Size: 30 << 10}
+	if err := s.Put(big, 0, 0, randomBytes(1, 40<<10)); err != nil {
+		t.Fatal(err)
+	}
+	bf, bigAt, err := s.OpenDiskPage(big, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf.Close()
+	s.Evict(func(pi PageInfo) bool { return pi.Ref.Path == "big" })
+	if err := s.Put(small, 0, 0, randomBytes(2, 30<<10)); err != nil {
+		t.Fatal(err)
+	}
+	sf, smallAt, err := s.OpenDiskPage(small, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf.Close()
+	if smallAt.Base != bigAt.Base {
+		t.Fatalf("the 30 KiB page is at %d, not in the dropped 40 KiB page's slot at %d", smallAt.Base, bigAt.Base)
+	}
+	used := s.Stats().DiskBytes
+	if want := int64(DirectAlign + 32<<10); used != want {
+		t.Fatalf("the tier counts %d bytes for a 30 KiB page; want %d", used, want)
+	}
+	s.Close()
+	s = openTestStore(t, cfg)
+	if got := s.Stats().DiskBytes; got != used {
+		t.Fatalf("after a restart the tier counts %d bytes; want %d as before", got, used)
+	}
+}
