@@ -464,6 +464,32 @@ func TestStorePacksWholePages(t *testing.T) {
 	check("after a restart")
 }
 
+// packsOnDisk is the disk space the packs under dir take (allocated
+// blocks, not their apparent sizes).
+func packsOnDisk(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	for _, p := range filesUnder(t, dir, packsDir) {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		n += st.Blocks * 512
+	}
+	return n
+}
+
+// diskPageBase is where page 0 of ref starts in its pack.
+func diskPageBase(t *testing.T, s *Store, ref FileRef) int64 {
+	t.Helper()
+	f, dp, err := s.OpenDiskPage(ref, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return dp.Base
+}
+
 // A pack where a few pages stay (a hot set read again and again) has its
 // dropped slots taken by later pages: the packs, their disk space and
 // their descriptors stay bounded by the tier, before and after a restart,
@@ -501,14 +527,7 @@ func TestPacksStayBoundedWithAHotSet(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		packFiles := filesUnder(t, dir, packsDir)
-		var onDisk int64
-		for _, p := range packFiles {
-			var st syscall.Stat_t
-			if err := syscall.Stat(p, &st); err != nil {
-				t.Fatal(err)
-			}
-			onDisk += st.Blocks * 512
-		}
+		onDisk := packsOnDisk(t, dir)
 		t.Logf("%s: %d packs of %d KiB, %d KiB on disk for a tier of %d KiB", when, len(packFiles), limit>>10, onDisk>>10, tier>>10)
 		// The tier's pages, their slots' headers (a block each, a fifth
 		// of these small pages) and the active pack's unused space.
@@ -563,13 +582,8 @@ func TestPackSlotTakenAgainFailsTheOldChecksums(t *testing.T) {
 	if err := s.Put(newRef, 0, 0, newData); err != nil {
 		t.Fatal(err)
 	}
-	nf, dp, err := s.OpenDiskPage(newRef, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nf.Close()
-	if dp.Base != held.Base {
-		t.Fatalf("the new page is at %d, the dropped one was at %d: its slot was not taken again", dp.Base, held.Base)
+	if at := diskPageBase(t, s, newRef); at != held.Base {
+		t.Fatalf("the new page is at %d, the dropped one was at %d: its slot was not taken again", at, held.Base)
 	}
 	got := make([]byte, size)
 	if _, err := f.ReadAt(got, held.Base); err != nil {
@@ -606,14 +620,7 @@ func TestDiskTierCountsPackSlots(t *testing.T) {
 		st = s.Stats()
 		return st.DiskBytes <= tier && st.DiskBytes == int64(st.Pages)*(DirectAlign+DirectAlign)
 	})
-	var onDisk int64
-	for _, p := range filesUnder(t, dir, packsDir) {
-		var st syscall.Stat_t
-		if err := syscall.Stat(p, &st); err != nil {
-			t.Fatal(err)
-		}
-		onDisk += st.Blocks * 512
-	}
+	onDisk := packsOnDisk(t, dir)
 	t.Logf("%d pages of 1 KiB, the tier at %d KiB, %d KiB of packs on disk", st.Pages, st.DiskBytes>>10, onDisk>>10)
 	// The tier's slots, the active pack's space allocated ahead and the
 	// headers of slots free for reuse.
@@ -640,22 +647,13 @@ func TestDiskTierCountsATakenSlotAsWritten(t *testing.T) {
 	if err := s.Put(big, 0, 0, randomBytes(1, 40<<10)); err != nil {
 		t.Fatal(err)
 	}
-	bf, bigAt, err := s.OpenDiskPage(big, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bf.Close()
+	bigAt := diskPageBase(t, s, big)
 	s.Evict(func(pi PageInfo) bool { return pi.Ref.Path == "big" })
 	if err := s.Put(small, 0, 0, randomBytes(2, 30<<10)); err != nil {
 		t.Fatal(err)
 	}
-	sf, smallAt, err := s.OpenDiskPage(small, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sf.Close()
-	if smallAt.Base != bigAt.Base {
-		t.Fatalf("the 30 KiB page is at %d, not in the dropped 40 KiB page's slot at %d", smallAt.Base, bigAt.Base)
+	if smallAt := diskPageBase(t, s, small); smallAt != bigAt {
+		t.Fatalf("the 30 KiB page is at %d, not in the dropped 40 KiB page's slot at %d", smallAt, bigAt)
 	}
 	used := s.Stats().DiskBytes
 	if want := int64(DirectAlign + 32<<10); used != want {

@@ -36,6 +36,21 @@ func missingPages(t *testing.T, b []byte) int {
 	return missing
 }
 
+// memoryFirstBlocks is where the first block of each page the memory tier
+// holds starts.
+func memoryFirstBlocks(s *Store) []uintptr {
+	var firsts []uintptr
+	for _, p := range s.Pages(func(PageInfo) bool { return true }) {
+		e := s.lookup(p.ID)
+		e.mu.RLock()
+		if len(e.mem) > 0 && e.mem[0] != nil {
+			firsts = append(firsts, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
+		}
+		e.mu.RUnlock()
+	}
+	return firsts
+}
+
 // A pretouched store has its memory tier's buffers resident before any
 // fill; fills take them, and an evicted page's buffer comes back once no
 // slice of it is left, to be handed out again.
@@ -60,18 +75,7 @@ func TestStorePretouchedBuffersServeFillsAndComeBack(t *testing.T) {
 		t.Fatalf("%d buffers idle after filling 2 pages, want 2", got)
 	}
 	// A reader is woken before its fill is stored: wait for the store.
-	firstBlocks := func() []uintptr {
-		var firsts []uintptr
-		for _, p := range s.Pages(func(PageInfo) bool { return true }) {
-			e := s.lookup(p.ID)
-			e.mu.RLock()
-			if len(e.mem) > 0 && e.mem[0] != nil {
-				firsts = append(firsts, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
-			}
-			e.mu.RUnlock()
-		}
-		return firsts
-	}
+	firstBlocks := func() []uintptr { return memoryFirstBlocks(s) }
 	var kept []uintptr
 	eventually(t, "both pages stored in memory", func() bool { kept = firstBlocks(); return len(kept) == 2 })
 	if pages, _ := s.Evict(func(PageInfo) bool { return true }); pages != 2 {
@@ -187,15 +191,7 @@ func TestStoreFillsSmallPagesIntoPretouchedBuffers(t *testing.T) {
 	}
 	var firsts []uintptr
 	eventually(t, "the small pages stored in memory", func() bool {
-		firsts = firsts[:0]
-		for _, p := range s.Pages(func(PageInfo) bool { return true }) {
-			e := s.lookup(p.ID)
-			e.mu.RLock()
-			if len(e.mem) > 0 && e.mem[0] != nil {
-				firsts = append(firsts, uintptr(unsafe.Pointer(unsafe.SliceData(e.mem[0]))))
-			}
-			e.mu.RUnlock()
-		}
+		firsts = memoryFirstBlocks(s)
 		return len(firsts) == files
 	})
 	for _, at := range firsts {

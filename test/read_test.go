@@ -311,35 +311,12 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 	const size = 8 * MiB
 	const key = "corrupt/gw.bin"
 	m.upload(key, size, 6)
-	get := func() []byte {
-		t.Helper()
-		out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("s3"), Key: aws.String(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Body.Close()
-		b, err := io.ReadAll(out.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	get := func() []byte { t.Helper(); return getObject(t, c, "s3", key) }
 	if !bytes.Equal(get(), patternAt(6, 0, size)) {
 		t.Fatal("wrong bytes on the first GET")
 	}
 	// Both pages whole on disk (the node writes them after it answered).
-	var pages []packedPage
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pages = packedPagesIn(t, m.nodes[0].cacheDir)
-		if len(pages) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pages on disk after 10s: %v; want 2", pages)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	pages := waitPacked(t, m.nodes[0].cacheDir, 2)
 	// The gateway asks again for a page that was not on disk after a
 	// second (router's scAskEvery).
 	time.Sleep(1100 * time.Millisecond)
@@ -359,6 +336,38 @@ func TestS3GatewayCorruptPageRefetched(t *testing.T) {
 		t.Fatalf("the gateway's log tells of %d sections that failed their check; want %d, one a page:\n%s", n, len(pages), log)
 	}
 	t.Logf("refetched %d bytes after corrupting %d pages", m.lakeBytes(), len(pages))
+}
+
+// getObject GETs bucket/key through c, whole.
+func getObject(t *testing.T, c *s3.Client, bucket, key string) []byte {
+	t.Helper()
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitPacked waits until a node's cache directory holds n pages in packs
+// (a node writes a page after it answered the read) and returns them.
+func waitPacked(t *testing.T, cacheDir string, n int) []packedPage {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pages := packedPagesIn(t, cacheDir)
+		if len(pages) == n {
+			return pages
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pages on disk after 10s: %v; want %d", pages, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // packedPage is a page in a pack of a node's cache directory.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sys/unix"
@@ -149,30 +147,14 @@ func TestS3GatewaySendsToOtherHostsWithSendfile(t *testing.T) {
 	const key = "remote/checkpoint.bin"
 	m.upload(key, size, 31)
 	want := patternAt(31, 0, size)
-	get := func(c *s3.Client) []byte {
-		t.Helper()
-		out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("s3"), Key: aws.String(key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer out.Body.Close()
-		b, err := io.ReadAll(out.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	get := func(c *s3.Client) []byte { t.Helper(); return getObject(t, c, "s3", key) }
 	if !bytes.Equal(get(local), want) {
 		t.Fatal("wrong bytes on the cold GET")
 	}
 	// The node writes the pages after it answered; the gateway asks for
 	// a page that was not on disk again after a second (router's
 	// scAskEvery).
-	for deadline := time.Now().Add(10 * time.Second); len(packedPagesIn(t, m.nodes[0].cacheDir)) < size/(4*MiB); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("pages on disk after 10s: %d; want %d", len(packedPagesIn(t, m.nodes[0].cacheDir)), size/(4*MiB))
-		}
-	}
+	waitPacked(t, m.nodes[0].cacheDir, size/(4*MiB))
 	time.Sleep(1100 * time.Millisecond)
 	if !bytes.Equal(get(local), want) {
 		t.Fatal("wrong bytes on the first warm GET")
