@@ -107,6 +107,7 @@ type packFile struct {
 	writing int   // block writes in progress through direct
 	sealed  bool  // takes no more slots
 	removed bool
+	spares  int // its free slots in packs.spare
 }
 
 // packs is a store's set of packs.
@@ -122,6 +123,10 @@ type packs struct {
 	all    map[uint64]*packFile
 	closed bool
 	spare  map[int64][]*packSlot // free slots by size, taken before the active pack grows
+	// spareLen counts spare's slots, spareStale those of removed packs,
+	// left until a slot of their size is asked for or they are half of
+	// spare (then swept): removing a pack never walks every free slot.
+	spareLen, spareStale int
 
 	punchRefused atomic.Bool
 }
@@ -266,7 +271,9 @@ func (ps *packs) takeSpareLocked(size int64) *packSlot {
 			free := list[len(list)-1]
 			list[len(list)-1] = nil
 			list = list[:len(list)-1]
+			ps.spareLen--
 			if free.pack.removed {
+				ps.spareStale--
 				continue
 			}
 			if len(list) == 0 {
@@ -275,6 +282,7 @@ func (ps *packs) takeSpareLocked(size int64) *packSlot {
 				ps.spare[want] = list
 			}
 			p := free.pack
+			p.spares--
 			if p.direct == nil {
 				if d, err := openDirect(p.path); err == nil {
 					p.direct = d
@@ -285,6 +293,33 @@ func (ps *packs) takeSpareLocked(size int64) *packSlot {
 		delete(ps.spare, want)
 	}
 	return nil
+}
+
+// addSpareLocked makes a free slot of a pack that stays spare.
+func (ps *packs) addSpareLocked(sl *packSlot) {
+	ps.spare[sl.size] = append(ps.spare[sl.size], sl)
+	sl.pack.spares++
+	ps.spareLen++
+}
+
+// sweepSpareLocked drops the spare slots of removed packs.
+func (ps *packs) sweepSpareLocked() {
+	for size, list := range ps.spare {
+		kept := list[:0]
+		for _, sl := range list {
+			if !sl.pack.removed {
+				kept = append(kept, sl)
+			}
+		}
+		clear(list[len(kept):])
+		if len(kept) == 0 {
+			delete(ps.spare, size)
+		} else {
+			ps.spare[size] = kept
+		}
+	}
+	ps.spareLen -= ps.spareStale
+	ps.spareStale = 0
 }
 
 // createLocked creates the next pack, its space allocated up front when
@@ -332,19 +367,10 @@ func (ps *packs) removeLocked(p *packFile) {
 	}
 	p.removed = true
 	delete(ps.all, p.seq)
-	for size, list := range ps.spare {
-		kept := list[:0]
-		for _, sl := range list {
-			if sl.pack != p {
-				kept = append(kept, sl)
-			}
-		}
-		clear(list[len(kept):])
-		if len(kept) == 0 {
-			delete(ps.spare, size)
-		} else {
-			ps.spare[size] = kept
-		}
+	ps.spareStale += p.spares
+	p.spares = 0
+	if ps.spareStale > ps.spareLen/2 {
+		ps.sweepSpareLocked()
 	}
 	if p.direct != nil {
 		p.direct.Close()
@@ -422,7 +448,7 @@ func (ps *packs) free(slot *packSlot) {
 		return
 	}
 	if !ps.closed {
-		ps.spare[slot.size] = append(ps.spare[slot.size], &packSlot{pack: p, off: slot.off, size: slot.size})
+		ps.addSpareLocked(&packSlot{pack: p, off: slot.off, size: slot.size})
 	}
 }
 
@@ -561,7 +587,7 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 		return 0, nil
 	}
 	for _, sl := range spare {
-		ps.spare[sl.size] = append(ps.spare[sl.size], sl)
+		ps.addSpareLocked(sl)
 	}
 	return p.live, nil
 }

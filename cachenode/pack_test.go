@@ -538,8 +538,29 @@ func TestPacksStayBoundedWithAHotSet(t *testing.T) {
 			t.Errorf("%s: %d KiB of packs on disk; want at most %d", when, onDisk>>10, 2*tier>>10)
 		}
 	}
+	// The free slots it keeps to take again: counted right, and those of
+	// removed packs at most half of them (swept past that).
+	spares := func(s *Store) {
+		t.Helper()
+		ps := s.packs
+		ps.mu.Lock()
+		defer ps.mu.Unlock()
+		var all, stale int
+		for _, list := range ps.spare {
+			for _, sl := range list {
+				all++
+				if sl.pack.removed {
+					stale++
+				}
+			}
+		}
+		if all != ps.spareLen || stale != ps.spareStale || stale > all/2+1 {
+			t.Errorf("%d spare slots (%d of removed packs) counted as %d (%d)", all, stale, ps.spareLen, ps.spareStale)
+		}
+	}
 	churn(s, 0, 3000)
 	check("after 3,000 pages")
+	spares(s)
 	s.Close()
 	s = openTestStore(t, cfg)
 	for _, h := range hot {
@@ -549,6 +570,7 @@ func TestPacksStayBoundedWithAHotSet(t *testing.T) {
 	}
 	churn(s, 3000, 4000)
 	check("after a restart and 1,000 pages more")
+	spares(s)
 	for i := 3900; i < 4000; i++ {
 		n, _, err := s.Read(ref(i), 0, 0, buf)
 		if err == nil && (n != size || !bytes.Equal(buf, content(i))) {
