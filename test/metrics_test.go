@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/lakemesh/lakemesh/cachenode"
 )
 
 // A node's /metrics tells what its page store holds and did: a cold read
@@ -20,11 +22,12 @@ func TestNodeMetricsShowThePageStore(t *testing.T) {
 	c := m.client()
 	readInto(t, c, "/lake/s3/metrics/f.bin", 4*MiB, io.Discard)
 	var cold map[string]float64
-	// A fill's waiters are woken before its bytes are stored.
+	// A fill's waiters are woken before its bytes are stored. The disk
+	// tier counts each page's pack slot whole: its blocks and a header.
 	waitFor(t, "the file's 16 pages stored in both tiers", func() bool {
 		cold = m.scrapeNodes(t)
 		return cold["lakemesh_cache_pages"] == 16 &&
-			cold[`lakemesh_cache_bytes{tier="memory"}`] == size && cold[`lakemesh_cache_bytes{tier="disk"}`] == size
+			cold[`lakemesh_cache_bytes{tier="memory"}`] == size && cold[`lakemesh_cache_bytes{tier="disk"}`] == size+16*cachenode.DirectAlign
 	})
 	if cold["lakemesh_cache_misses_total"] == 0 {
 		t.Errorf("no misses counted after a cold read")
