@@ -129,6 +129,7 @@ type packs struct {
 	spareLen, spareStale int
 
 	punchRefused atomic.Bool
+	reused       atomic.Int64 // spare slots taken again
 }
 
 func newPacks(dir string, below, diskBytes int64, log *slog.Logger) *packs {
@@ -283,6 +284,7 @@ func (ps *packs) takeSpareLocked(size int64) *packSlot {
 			}
 			p := free.pack
 			p.spares--
+			ps.reused.Add(1)
 			if p.direct == nil {
 				if d, err := openDirect(p.path); err == nil {
 					p.direct = d

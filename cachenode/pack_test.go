@@ -604,6 +604,9 @@ func TestPackSlotTakenAgainFailsTheOldChecksums(t *testing.T) {
 	if err := s.Put(newRef, 0, 0, newData); err != nil {
 		t.Fatal(err)
 	}
+	if n := s.Stats().PackSlotsReused; n != 1 {
+		t.Fatalf("%d pack slots counted as taken again; want 1", n)
+	}
 	if at := diskPageBase(t, s, newRef); at != held.Base {
 		t.Fatalf("the new page is at %d, the dropped one was at %d: its slot was not taken again", at, held.Base)
 	}

@@ -97,6 +97,9 @@ type StoreStats struct {
 	// garbage collections the store ran to get evicted buffers back.
 	FreshBuffers      int64
 	BufferCollections int64
+	// PackSlotsReused counts the pack slots of dropped pages that new
+	// pages took again.
+	PackSlotsReused int64
 }
 
 // Store is a node's page store: fixed-size pages of file versions, filled
@@ -301,6 +304,9 @@ func (s *Store) Stats() StoreStats {
 		st.DiskBytes, st.DiskLimit, st.DiskAboveWater = t.snapshot()
 		st.DiskEvictions = t.evictions.Load()
 		st.EvictedBytes += t.evictedBytes.Load()
+	}
+	if s.packs != nil {
+		st.PackSlotsReused = s.packs.reused.Load()
 	}
 	return st
 }

@@ -74,7 +74,8 @@ type meshOptions struct {
 	// pretouch: nodes fault their memory tier in at start, the node's
 	// default. Off in tests, where it would only spend the machine's
 	// memory and CPU; on in benchmarks, which measure the default.
-	pretouch bool
+	pretouch  bool
+	cacheSize string // node --cache-size (default 4GiB)
 }
 
 // nodeProc is one `lakemesh node` process.
@@ -95,6 +96,9 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	}
 	if o.metadataTTL == "" {
 		o.metadataTTL = "30s"
+	}
+	if o.cacheSize == "" {
+		o.cacheSize = "4GiB"
 	}
 	m := &mesh{t: t, region: "r1", opts: o}
 	m.consul = testenv.Consul(t)
@@ -146,7 +150,7 @@ func (m *mesh) start(n *nodeProc) {
 	cmd := exec.Command(lakemeshBin, "node",
 		"--topology", m.topology, "--region", m.region, "--id", n.id,
 		"--listen", n.addr, "--consul", m.consul.HTTPAddr,
-		"--cache-dir", n.cacheDir, "--cache-size", "4GiB", "--memory-size", m.opts.memorySize,
+		"--cache-dir", n.cacheDir, "--cache-size", m.opts.cacheSize, "--memory-size", m.opts.memorySize,
 		"--memory-pretouch="+strconv.FormatBool(m.opts.pretouch), "--log-level", "info", "--metrics", n.metricsAddr)
 	cmd.Env = append(os.Environ(), m.minio.Env()...)
 	if base := os.Getenv("LAKEMESH_BENCH_PPROF"); base != "" {

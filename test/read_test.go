@@ -510,3 +510,53 @@ func TestDirectLakeReadWhenNoNodeServes(t *testing.T) {
 		t.Fatalf("without fallback: got %v, want ErrNoNode", err)
 	}
 }
+
+// Small files read through a cache far smaller than them: pages are
+// evicted and their pack slots taken again by the next pages while
+// clients still hold short-circuit grants of the old ones. Every byte is
+// right (a grant of a slot taken again fails its checksums, and the read
+// is served the usual way), the lake is asked again for what was
+// evicted, and the node's packs stay within a few of its tier.
+func TestSmallFilesThroughATinyCache(t *testing.T) {
+	m := newMesh(t, meshOptions{nodes: 1, memorySize: "0", cacheSize: "4MiB"})
+	const files, size = 120, 100 << 10 // 12 MB through a 4 MiB disk tier
+	sums := make([][32]byte, files)
+	for i := range files {
+		sums[i] = m.upload(fmt.Sprintf("tiny-cache/f%03d", i), size, uint64(500+i))
+	}
+	c := m.client()
+	m.proxy.Reset()
+	for pass := range 3 {
+		order := rand.New(rand.NewPCG(uint64(pass), 9)).Perm(files)
+		var wg sync.WaitGroup
+		work := make(chan int)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range work {
+					if got := readAll(t, c, fmt.Sprintf("/lake/s3/tiny-cache/f%03d", i), 128<<10); got != sums[i] {
+						t.Errorf("pass %d: wrong bytes of f%03d", pass, i)
+					}
+				}
+			}()
+		}
+		for _, i := range order {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+	}
+	if lake := m.lakeBytes(); lake <= files*size {
+		t.Errorf("the lake sent %d bytes for 3 passes over %d bytes through a 4 MiB cache; want the evicted pages asked for again", lake, files*size)
+	}
+	reused := m.scrapeNodes(t)["lakemesh_pack_slots_reused_total"]
+	packs, _ := filepath.Glob(filepath.Join(m.nodes[0].cacheDir, "packs", "*.pack"))
+	t.Logf("lake bytes %d for 3 passes over %d; %d packs, %v slots taken again", m.lakeBytes(), files*size, len(packs), reused)
+	if reused == 0 {
+		t.Error("no pack slot taken again (lakemesh_pack_slots_reused_total)")
+	}
+	if len(packs) > 8 {
+		t.Errorf("%d packs for a 4 MiB tier (1 MiB packs); want at most 8", len(packs))
+	}
+}

@@ -681,11 +681,12 @@ var (
 	storeFullDesc      = prometheus.NewDesc("lakemesh_cache_above_high_water", "1 while a tier is above its high watermark with nothing evictable (pinned or being written).", []string{"tier"}, nil)
 	storeFreshDesc     = prometheus.NewDesc("lakemesh_memory_fresh_buffers_total", "Page buffers that fills took from new memory, not from evicted pages (pretouched ones not counted).", nil, nil)
 	storeCollectedDesc = prometheus.NewDesc("lakemesh_memory_buffer_collections_total", "Garbage collections run to get evicted pages' buffers back for the next fills.", nil, nil)
+	storeReusedDesc    = prometheus.NewDesc("lakemesh_pack_slots_reused_total", "Pack slots of dropped pages that new pages took again.", nil, nil)
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{storeBytesDesc, storeLimitDesc, storePagesDesc, storePinnedDesc, storeHitsDesc, storeMissesDesc,
-		storeEvictDesc, storeEvictedDesc, storeCorruptDesc, storeFullDesc, storeFreshDesc, storeCollectedDesc} {
+		storeEvictDesc, storeEvictedDesc, storeCorruptDesc, storeFullDesc, storeFreshDesc, storeCollectedDesc, storeReusedDesc} {
 		ch <- d
 	}
 }
@@ -726,4 +727,5 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(storeCorruptDesc, st.CorruptBlocks)
 	counter(storeFreshDesc, st.FreshBuffers)
 	counter(storeCollectedDesc, st.BufferCollections)
+	counter(storeReusedDesc, st.PackSlotsReused)
 }
