@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"fmt"
@@ -97,9 +98,6 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	if o.metadataTTL == "" {
 		o.metadataTTL = "30s"
 	}
-	if o.cacheSize == "" {
-		o.cacheSize = "4GiB"
-	}
 	m := &mesh{t: t, region: "r1", opts: o}
 	m.consul = testenv.Consul(t)
 	m.minio = testenv.MinIO(t)
@@ -150,7 +148,7 @@ func (m *mesh) start(n *nodeProc) {
 	cmd := exec.Command(lakemeshBin, "node",
 		"--topology", m.topology, "--region", m.region, "--id", n.id,
 		"--listen", n.addr, "--consul", m.consul.HTTPAddr,
-		"--cache-dir", n.cacheDir, "--cache-size", m.opts.cacheSize, "--memory-size", m.opts.memorySize,
+		"--cache-dir", n.cacheDir, "--cache-size", cmp.Or(m.opts.cacheSize, "4GiB"), "--memory-size", m.opts.memorySize,
 		"--memory-pretouch="+strconv.FormatBool(m.opts.pretouch), "--log-level", "info", "--metrics", n.metricsAddr)
 	cmd.Env = append(os.Environ(), m.minio.Env()...)
 	if base := os.Getenv("LAKEMESH_BENCH_PPROF"); base != "" {
