@@ -85,6 +85,12 @@ const cutAlign = directAlign
 // the pages cut from it before, or from the next whole buffer when they
 // leave too little. Its capacity is n: an append never runs into the next
 // page's bytes.
+//
+// Only owned buffers are cut. A buffer stays while any page cut from it
+// does (a hot page among evicted ones keeps its whole buffer), so the
+// buffers pages are cut from are bounded by the pool's limit; past it a
+// page gets a plain allocation of its own size, as before pages were cut,
+// and the node's memory stays within the tier's pages plus the limit.
 func (p *pageBuffers) cut(n int) []byte {
 	p.cutMu.Lock()
 	defer p.cutMu.Unlock()
@@ -92,7 +98,9 @@ func (p *pageBuffers) cut(n int) []byte {
 	if first := p.cutFrom.Value(); first != nil && p.cutAt+n <= p.size {
 		b = unsafe.Slice(first, p.size)
 	} else {
-		b = p.whole()
+		if b = p.takeOwned(); b == nil {
+			return newFillBuffer(int64(n))
+		}
 		p.cutFrom, p.cutAt = weak.Make(unsafe.SliceData(b)), 0
 	}
 	at := p.cutAt
@@ -100,10 +108,20 @@ func (p *pageBuffers) cut(n int) []byte {
 	return b[at : at+n : at+n]
 }
 
-// whole returns a buffer of the pool's size: one given back, else a new
-// one (owned while the pool is under its limit).
+// whole returns a buffer of the pool's size: one the pool owns
+// (takeOwned), else a plain allocation.
 func (p *pageBuffers) whole() []byte {
-	n := int64(p.size)
+	if b := p.takeOwned(); b != nil {
+		return b
+	}
+	p.fresh.Add(1)
+	return newFillBuffer(int64(p.size))
+}
+
+// takeOwned returns a buffer the pool owns, which comes back to it once
+// nothing refers to it: one given back, else a new one while the pool is
+// under its limit, else nil.
+func (p *pageBuffers) takeOwned() []byte {
 	p.mu.Lock()
 	if k := len(p.free); k > 0 {
 		b := p.free[k-1]
@@ -114,16 +132,15 @@ func (p *pageBuffers) whole() []byte {
 		p.track(b)
 		return b
 	}
-	own := p.owned < p.limit
-	if own {
-		p.owned++
+	if p.owned >= p.limit {
+		p.mu.Unlock()
+		return nil
 	}
+	p.owned++
 	p.mu.Unlock()
 	p.fresh.Add(1)
-	b := newFillBuffer(n)
-	if own {
-		p.track(b)
-	}
+	b := newFillBuffer(int64(p.size))
+	p.track(b)
 	return b
 }
 

@@ -171,6 +171,39 @@ func TestPageBuffersCutShortPages(t *testing.T) {
 	}
 }
 
+// Pages are cut only from buffers the pool owns: once it owns its limit
+// and none is free, a short page is a plain allocation of its own size,
+// so hot pages scattered over many buffers cannot hold more whole buffers
+// than the limit.
+func TestPageBuffersCutOnlyOwnedBuffers(t *testing.T) {
+	p := newPageBuffers(mib, 1)
+	const n = 100 << 10
+	first := p.get(n) // cut from the one owned buffer
+	held := [][]byte{first}
+	for range 9 {
+		held = append(held, p.get(n)) // the rest of that buffer
+	}
+	over := p.get(n) // the buffer is full, and the pool owns its limit
+	if p.owned != 1 || p.fresh.Load() != 1 {
+		t.Fatalf("the pool owns %d buffers after %d new ones; want 1 and 1 (no whole buffer taken past the limit)", p.owned, p.fresh.Load())
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(first)))
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(over)))
+	if len(over) != n || cap(over) != n || (at >= base && at < base+mib) {
+		t.Fatalf("a page past the limit: %d bytes with room for %d at %#x (the owned buffer at %#x)", len(over), cap(over), at, base)
+	}
+	// The next owned buffer given back is cut again.
+	held = nil
+	eventually(t, "the owned buffer back", func() bool {
+		runtime.GC()
+		return p.idle() == 1
+	})
+	if again := p.get(n); uintptr(unsafe.Pointer(unsafe.SliceData(again))) != base {
+		t.Fatal("a page after the owned buffer came back was not cut from it")
+	}
+	runtime.KeepAlive(over)
+}
+
 // A small file's page is filled into the memory tier's pretouched
 // buffers, not into fresh memory that faults in page by page.
 func TestStoreFillsSmallPagesIntoPretouchedBuffers(t *testing.T) {
