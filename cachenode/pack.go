@@ -450,6 +450,8 @@ func (ps *packs) free(slot *packSlot) {
 		return
 	}
 	if !ps.closed {
+		// A new packSlot, not slot: a reader compares the one it holds
+		// with its entry's to tell that the page left it (slotGone).
 		ps.addSpareLocked(&packSlot{pack: p, off: slot.off, size: slot.size})
 	}
 }

@@ -146,18 +146,33 @@ func isMounted(dir string) bool {
 // peakRSS is the process's VmHWM.
 func peakRSS(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	n, ok := procKiB(pid, "VmHWM")
+	if !ok {
+		t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	}
+	return n
+}
+
+// procField is the value of key in /proc/pid/file (lines "key: value"),
+// trimmed.
+func procField(pid int, file, key string) (string, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
-		t.Fatal(err)
+		return "", false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
+		if rest, ok := strings.CutPrefix(line, key+":"); ok {
+			return strings.TrimSpace(rest), true
 		}
 	}
-	t.Fatal("no VmHWM in /proc/status")
-	return 0
+	return "", false
+}
+
+// procKiB is a size of /proc/pid/status ("VmRSS: 1234 kB") in bytes.
+func procKiB(pid int, key string) (int64, bool) {
+	v, ok := procField(pid, "status", key)
+	kb, err := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)
+	return kb << 10, ok && err == nil
 }
 
 // putMany uploads objects to MinIO with 32 goroutines; body gives each
@@ -1052,13 +1067,8 @@ func rssDuring(pid int, fn func()) int64 {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-				for _, line := range strings.Split(string(b), "\n") {
-					if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-						kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-						top = max(top, kb<<10)
-					}
-				}
+			if n, ok := procKiB(pid, "VmRSS"); ok {
+				top = max(top, n)
 			}
 			select {
 			case <-stop:

@@ -110,21 +110,12 @@ func listenAddr(t *testing.T, ip string) string {
 // /proc/pid/io): sendfile's bytes count, a write from a mapping's do not.
 func readChars(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		t.Fatal(err)
+	v, ok := procField(pid, "io", "rchar")
+	n, err := strconv.ParseInt(v, 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("no rchar in /proc/%d/io (%q)", pid, v)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no rchar in /proc/%d/io:\n%s", pid, b)
-	return 0
+	return n
 }
 
 // The S3 gateway sends warm pages to a client on another host with
