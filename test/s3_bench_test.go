@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -52,7 +51,7 @@ func BenchmarkS3GatewayWarmGet(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		n, err := io.CopyBuffer(io.Discard, out.Body, make([]byte, 1<<20))
+		n, err := drain(out.Body, make([]byte, 1<<20))
 		out.Body.Close()
 		if err != nil || n != size {
 			b.Fatalf("GET %s: %d bytes, %v", key, n, err)

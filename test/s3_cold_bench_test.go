@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +48,7 @@ func BenchmarkS3GatewayColdSmallGet(b *testing.B) {
 						b.Error(err)
 						continue
 					}
-					n, err := io.CopyBuffer(io.Discard, out.Body, buf)
+					n, err := drain(out.Body, buf)
 					out.Body.Close()
 					if err != nil || n != size {
 						b.Errorf("GET %s: %d bytes, %v", k, n, err)
