@@ -194,13 +194,13 @@ func (d *diskPut) toNewSlot(inMemory bool) (bool, error) {
 	s := d.s
 	rec := d.record().encode()
 	hdrLen := packHeaderLen(len(rec))
-	size := hdrLen + alignUp(d.e.length)
-	if !s.reserve(s.disk, size-d.e.length) {
-		s.disk.release(d.need)
+	over := slotOverhead(hdrLen, d.e.length)
+	if !s.reserve(s.disk, over) {
+		d.unreserve()
 		return false, nil
 	}
-	d.slotBytes = size - d.e.length
-	slot, err := s.packs.alloc(size)
+	d.slotBytes = over
+	slot, err := s.packs.alloc(d.e.length + over)
 	if err != nil {
 		d.unreserve()
 		return false, err

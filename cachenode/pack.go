@@ -149,6 +149,12 @@ func (ps *packs) takes(length int64) bool {
 
 func alignUp(n int64) int64 { return (n + DirectAlign - 1) &^ (DirectAlign - 1) }
 
+// slotOverhead is what a pack slot with a header of hdrLen bytes takes on
+// disk beyond a page's length bytes: the header and the padding of its
+// last block. The disk tier charges it with the page's blocks (toNewSlot),
+// and again when a pack is opened (loadPack).
+func slotOverhead(hdrLen, length int64) int64 { return hdrLen + alignUp(length) - length }
+
 // packHeaderLen is the padded length of a header holding a record of n
 // bytes.
 func packHeaderLen(n int) int64 {
@@ -575,7 +581,7 @@ func (s *Store) loadPack(seq uint64) (int, error) {
 		e := s.loadedEntry(id, m)
 		// As toNewSlot charged it: a slot taken again may be larger, the
 		// rest a hole.
-		e.slot, e.slotBytes = slot, slot.data-slot.off+alignUp(e.length)-e.length
+		e.slot, e.slotBytes = slot, slotOverhead(slot.data-slot.off, e.length)
 		e.lastUse.Store(stamp + int64(i))
 		s.pages[id] = e
 		s.disk.used += e.diskBytes + e.slotBytes
