@@ -33,6 +33,7 @@ type metaCache struct {
 	dirLRU      *list.List           // of *dirState, most recent at front
 	listings    map[string]*dirListing
 	unversioned map[string]bool // mounts whose listings lack versions
+	lastChange  time.Time       // the last invalidation of any path
 	// loads are the lake calls of get in flight, by key: an invalidation
 	// while one runs marks it stale, so its answer, which may predate the
 	// change, is not cached, and callers after it do not share it.
@@ -51,6 +52,7 @@ type metaEntry struct {
 	expires time.Time
 	info    ufs.FileInfo
 	page    ufs.ListPage
+	asOf    time.Time // when the lake was asked for it (the listing's start for listed entries)
 	err     error     // ufs.ErrNotFound for negative entries; no other errors are cached
 	dir     *dirState // the directory whose listing filled the entry, if one did
 }
@@ -96,15 +98,22 @@ func (m *metaCache) statIn(ctx context.Context, path string, ttl time.Duration, 
 
 // list returns the cached listing page of dir at token or asks load.
 func (m *metaCache) list(ctx context.Context, dir, token string, limit int, ttl time.Duration, load func(context.Context) (ufs.ListPage, error)) (ufs.ListPage, error) {
+	page, _, err := m.listAt(ctx, dir, token, limit, ttl, load)
+	return page, err
+}
+
+// listAt is list, with the time the lake was asked for the page: a page
+// served from the cache is as old as that, not as the call.
+func (m *metaCache) listAt(ctx context.Context, dir, token string, limit int, ttl time.Duration, load func(context.Context) (ufs.ListPage, error)) (ufs.ListPage, time.Time, error) {
 	key := "l\x00" + dir + "\x00" + token + "\x00" + strconv.Itoa(limit)
 	e, err := m.get(ctx, key, dir, ttl, func(ctx context.Context) (*metaEntry, error) {
 		p, err := load(ctx)
 		return &metaEntry{page: p}, err
 	})
 	if err != nil {
-		return ufs.ListPage{}, err
+		return ufs.ListPage{}, time.Time{}, err
 	}
-	return e.page, e.err
+	return e.page, e.asOf, e.err
 }
 
 func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration, load func(context.Context) (*metaEntry, error)) (*metaEntry, error) {
@@ -119,6 +128,7 @@ func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration
 		ml := &metaLoad{path: path}
 		m.mu.Lock()
 		m.loads[key] = ml
+		asked := m.now()
 		m.mu.Unlock()
 		// The lake call must not die with the first caller's context:
 		// other callers may be waiting on it.
@@ -135,7 +145,7 @@ func (m *metaCache) get(ctx context.Context, key, path string, ttl time.Duration
 			e = &metaEntry{}
 		}
 		e.err = err
-		e.key, e.path = key, path
+		e.key, e.path, e.asOf = key, path, asked
 		if ttl > 0 && !ml.stale {
 			e.expires = m.now().Add(ttl)
 			m.putLocked(e)
@@ -193,8 +203,10 @@ func (m *metaCache) invalidateSelf(path string) int {
 	path = strings.TrimSuffix(path, "/")
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
+	m.lastChange = now
 	if st := m.dirs[path]; st != nil {
-		st.listedUntil = time.Time{}
+		st.listedUntil, st.changed = time.Time{}, now
 	}
 	if l := m.listings[path]; l != nil {
 		l.all = true

@@ -71,13 +71,25 @@ var (
 type dirLister struct {
 	mount string // the lake's mount path; entry paths are mount + "/" + FileInfo.Path
 	dir   string // namespace path of the directory
-	list  func(ctx context.Context, token string) (ufs.ListPage, error)
+	// list returns one page of the lake's listing, and when the lake was
+	// asked for it (zero: during this call).
+	list func(ctx context.Context, token string) (ufs.ListPage, time.Time, error)
 }
 
-// newDirLister returns the lister of p's directory, or nil when p is the
-// mount itself or not in canonical form (its cache key would not be the
-// one a listing fills).
-func newDirLister(lake Lake, p, rel string) *dirLister {
+// pageLister lists one page of a lake directory: dir is its namespace
+// path, relDir the lake's path of it.
+type pageLister func(ctx context.Context, lake Lake, dir, relDir, token string) (ufs.ListPage, time.Time, error)
+
+// lakePages asks the lake itself.
+func lakePages(ctx context.Context, lake Lake, _, relDir, token string) (ufs.ListPage, time.Time, error) {
+	page, err := lake.FS.List(ctx, relDir, token, ufs.DefaultListLimit)
+	return page, time.Time{}, err
+}
+
+// newDirLister returns the lister of p's directory, reading its pages with
+// pages, or nil when p is the mount itself or not in canonical form (its
+// cache key would not be the one a listing fills).
+func newDirLister(lake Lake, p, rel string, pages pageLister) *dirLister {
 	if rel == "" || p != lake.Path+"/"+rel {
 		return nil
 	}
@@ -85,8 +97,8 @@ func newDirLister(lake Lake, p, rel string) *dirLister {
 	if i := strings.LastIndexByte(rel, '/'); i >= 0 {
 		relDir, dir = rel[:i], lake.Path+"/"+rel[:i]
 	}
-	return &dirLister{mount: lake.Path, dir: dir, list: func(ctx context.Context, token string) (ufs.ListPage, error) {
-		return lake.FS.List(ctx, relDir, token, ufs.DefaultListLimit)
+	return &dirLister{mount: lake.Path, dir: dir, list: func(ctx context.Context, token string) (ufs.ListPage, time.Time, error) {
+		return pages(ctx, lake, dir, relDir, token)
 	}}
 }
 
@@ -102,6 +114,11 @@ type dirState struct {
 	listedUntil time.Time // that listing's entries expire then
 	tooBigUntil time.Time // no listing before then
 	listing     *dirListing
+	// changed is when this node last saw the directory or a path in it
+	// invalidated (for a state made since, the last invalidation of
+	// any path): a listing another node asked the lake for before then
+	// may not show the change.
+	changed time.Time
 }
 
 // dirListing is one listing in flight. Guarded by metaCache.mu; done is
@@ -188,7 +205,7 @@ func (m *metaCache) dirState(dir string) *dirState {
 		m.dirLRU.MoveToFront(st.el)
 		return st
 	}
-	st := &dirState{dir: dir}
+	st := &dirState{dir: dir, changed: m.lastChange}
 	st.el = m.dirLRU.PushFront(st)
 	m.dirs[dir] = st
 	for m.dirLRU.Len() > maxDirStates {
@@ -203,7 +220,7 @@ func (m *metaCache) dirState(dir string) *dirState {
 // runListing lists d's directory, fills the cache from it and releases the
 // stats waiting for it.
 func (m *metaCache) runListing(ctx context.Context, st *dirState, l *dirListing, d *dirLister, ttl time.Duration) {
-	entries, pages, err := m.listDir(ctx, d)
+	entries, pages, asOf, err := m.listDir(ctx, d)
 	m.mu.Lock()
 	defer close(l.done)
 	defer m.mu.Unlock()
@@ -223,7 +240,12 @@ func (m *metaCache) runListing(ctx context.Context, st *dirState, l *dirListing,
 	case err != nil, l.all:
 		return // the waiters ask the lake themselves
 	}
+	// A page the lake gave before the listing began (another node's,
+	// or one cached here) is as fresh as then.
 	expires := l.start.Add(ttl)
+	if !asOf.IsZero() && asOf.Before(l.start) {
+		expires = asOf.Add(ttl)
+	}
 	if !m.now().Before(expires) {
 		return
 	}
@@ -252,32 +274,49 @@ func (m *metaCache) runListing(ctx context.Context, st *dirState, l *dirListing,
 
 // listDir reads the whole directory, at most maxListPages pages and half
 // the cache's entries. It returns errListUnversion if a file entry has no
-// version.
-func (m *metaCache) listDir(ctx context.Context, d *dirLister) (entries []ufs.FileInfo, pages int, err error) {
+// version. asOf is when the lake was asked for the oldest page, zero if
+// every page was asked for during the call.
+func (m *metaCache) listDir(ctx context.Context, d *dirLister) (entries []ufs.FileInfo, pages int, asOf time.Time, err error) {
 	token := ""
 	for {
 		if pages == maxListPages {
-			return nil, pages, errDirTooBig
+			return nil, pages, asOf, errDirTooBig
 		}
-		page, err := d.list(ctx, token)
+		page, at, err := d.list(ctx, token)
 		if err != nil {
-			return nil, pages, fmt.Errorf("list %s: %w", d.dir, err)
+			return nil, pages, asOf, fmt.Errorf("list %s: %w", d.dir, err)
+		}
+		if !at.IsZero() && (asOf.IsZero() || at.Before(asOf)) {
+			asOf = at
 		}
 		pages++
 		for _, fi := range page.Entries {
 			if !fi.IsDir && fi.Version == "" {
-				return nil, pages, fmt.Errorf("list %s: %s: %w", d.dir, fi.Path, errListUnversion)
+				return nil, pages, asOf, fmt.Errorf("list %s: %s: %w", d.dir, fi.Path, errListUnversion)
 			}
 		}
 		entries = append(entries, page.Entries...)
 		if len(entries) > m.max/2 {
-			return nil, pages, errDirTooBig
+			return nil, pages, asOf, errDirTooBig
 		}
 		if page.Next == "" {
-			return entries, pages, nil
+			return entries, pages, asOf, nil
 		}
 		token = page.Next
 	}
+}
+
+// changedSince reports whether this node saw dir or a path in it
+// invalidated at or after t (or cannot tell: it keeps no state of dir and
+// saw some invalidation then).
+func (m *metaCache) changedSince(dir string, t time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := m.lastChange
+	if st, ok := m.dirs[dir]; ok {
+		changed = st.changed
+	}
+	return !changed.Before(t)
 }
 
 // putListed caches an entry from a listing unless the cache holds one for
@@ -294,9 +333,17 @@ func (m *metaCache) putListed(e *metaEntry) {
 // flight, and forgets the listings of the directories it drops whole.
 // m.mu is held.
 func (m *metaCache) invalidateListings(path string) {
+	now := m.now()
+	m.lastChange = now
+	parent := ""
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		parent = path[:i]
+	}
 	for dir, st := range m.dirs {
 		if path == "" || dir == path || strings.HasPrefix(dir, path+"/") {
-			st.listedUntil = time.Time{}
+			st.listedUntil, st.changed = time.Time{}, now
+		} else if dir == parent {
+			st.changed = now
 		}
 	}
 	for dir, l := range m.listings {

@@ -358,7 +358,7 @@ func (n *Node) stat(ctx context.Context, req *nodepb.StatRequest, withAttrs bool
 			n.attrs.put(p, fi.Version, attrs, lake.MetadataTTL)
 		}
 		return fi, err
-	}, newDirLister(lake, p, rel))
+	}, newDirLister(lake, p, rel, n.statPages))
 	if errors.Is(err, ufs.ErrNotFound) && !journalOnly(ctx) {
 		// A directory only pending files below it make yet.
 		if n.pendingDirs(ctx, path.Dir(p), p)[p] {
@@ -390,6 +390,13 @@ func (n *Node) List(ctx context.Context, req *nodepb.ListRequest) (*nodepb.ListR
 	limit := int(req.GetLimit())
 	if limit <= 0 || limit > 10000 {
 		limit = 1000
+	}
+	if wantsLakePage(ctx) {
+		reply, err := n.listLakePage(ctx, lake, p, rel, req.GetToken(), limit)
+		if err != nil {
+			return nil, ToStatus(fmt.Errorf("list %s: %w", p, err))
+		}
+		return reply, nil
 	}
 	// Write-back files of the directory that its lake does not have yet
 	// are all listed on the first page (in name order there) and left out
