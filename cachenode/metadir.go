@@ -243,7 +243,8 @@ func (m *metaCache) runListing(ctx context.Context, st *dirState, l *dirListing,
 	// A page the lake gave before the listing began (another node's,
 	// or one cached here) is as fresh as then.
 	expires := l.start.Add(ttl)
-	if !asOf.IsZero() && asOf.Before(l.start) {
+	older := !asOf.IsZero() && asOf.Before(l.start)
+	if older {
 		expires = asOf.Add(ttl)
 	}
 	if !m.now().Before(expires) {
@@ -262,6 +263,12 @@ func (m *metaCache) runListing(ctx context.Context, st *dirState, l *dirListing,
 		if !l.invalidated[p] {
 			m.putListed(&metaEntry{key: "s\x00" + p, path: p, expires: expires, info: fi, dir: st})
 		}
+	}
+	if older {
+		// A page older than the stats waiting for it: a path missing
+		// from it may have been made since (a reader that wrote it to
+		// the lake and opened it at once). They ask the lake.
+		return
 	}
 	for _, key := range l.wanted {
 		p := key[len("s\x00"):]

@@ -109,3 +109,23 @@ func TestOwnersPageOlderThanAnInvalidationIsNotUsed(t *testing.T) {
 		t.Fatalf("the other node listed %d lake pages after the change, want 1 of its own", l-listed)
 	}
 }
+
+// A file made in the lake after the owner's page was listed, stat'ed
+// while the other node revalidates the directory from that page, is
+// found: a path an older page does not show is asked of the lake.
+func TestOwnersOlderPageDoesNotHideANewFile(t *testing.T) {
+	lake := newCountingLake()
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("d/f%04d", i))
+		lake.put(names[i], int64(100+i), fmt.Sprintf("v1-%d", i))
+	}
+	owner, other, clock := newListingPair(t, lake)
+	statAll(t, owner, lake, names, 1)
+
+	clock.Advance(time.Second)
+	lake.put("d/new", 4242, "v1-new")
+	// Three misses, then the new file's: the listing it starts is
+	// served from the owner's page, which does not show it.
+	statAll(t, other, lake, append(names[:3:3], "d/new"), 1)
+}
